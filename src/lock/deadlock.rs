@@ -1,0 +1,101 @@
+//! Deadlock detection over the wait-for graph of owners.
+//!
+//! Every blocked acquisition registers here. An owner waits for the holders of
+//! its key and for the waiters queued ahead of it. A wait that lasts longer
+//! than `LockConfig::deadlock_threshold` searches that graph, depth first, for
+//! a path back to itself; finding one, it leaves the registry *before* the
+//! registry lock is released and gives up with `LockError::Deadlock`, so of the
+//! owners in one cycle exactly one becomes the victim (a later search no
+//! longer sees the cycle). Searches repeat at doubling intervals while the
+//! wait lasts, so cycles that form later are found too.
+//!
+//! The graph is read from atomics and queue snapshots while the registry lock
+//! is held. A registered owner is blocked, so its holdings cannot change under
+//! the search except by lease revocation; shared holders beyond the named
+//! reader slots are invisible, so a cycle through them is not detected (use
+//! a timeout there).
+
+use std::collections::{HashMap, HashSet};
+
+use crate::sync::{Arc, Mutex};
+
+use super::table::Table;
+use super::wait::Waiter;
+
+/// The registry of blocked acquisitions, by owner.
+#[derive(Debug, Default)]
+pub(crate) struct Deadlocks {
+    waiting: Mutex<HashMap<u64, Vec<Arc<Waiter>>>>,
+}
+
+impl Deadlocks {
+    pub(crate) fn register(&self, waiter: &Arc<Waiter>) {
+        self.waiting.lock().entry(waiter.owner).or_default().push(Arc::clone(waiter));
+    }
+
+    pub(crate) fn deregister(&self, waiter: &Arc<Waiter>) {
+        let mut waiting = self.waiting.lock();
+        Self::remove(&mut waiting, waiter);
+    }
+
+    fn remove(waiting: &mut HashMap<u64, Vec<Arc<Waiter>>>, waiter: &Arc<Waiter>) {
+        if let Some(waits) = waiting.get_mut(&waiter.owner) {
+            waits.retain(|w| !Arc::ptr_eq(w, waiter));
+            if waits.is_empty() {
+                waiting.remove(&waiter.owner);
+            }
+        }
+    }
+
+    /// How many acquisitions are blocked.
+    pub(crate) fn waiting(&self) -> u64 {
+        self.waiting.lock().values().map(|waits| waits.len() as u64).sum()
+    }
+
+    /// Looks for a cycle through `me`. If there is one, `me` leaves the
+    /// registry (it is the victim) and the keys along the cycle are returned,
+    /// starting with `me`'s.
+    pub(crate) fn search(&self, me: &Arc<Waiter>, table: &Table) -> Option<Vec<String>> {
+        let mut waiting = self.waiting.lock();
+        let guard = crossbeam_epoch::pin();
+        let blockers = |waiter: &Arc<Waiter>| {
+            let mut owners = Vec::new();
+            if let Some(entry) = table.find(&waiter.key, waiter.hash, &guard) {
+                entry.blockers(waiter, &mut owners);
+            }
+            owners
+        };
+
+        // Depth-first search over waits. A frame is a wait on the path from
+        // `me`, with the waits of its blockers still to explore.
+        let waits_of = |owners: Vec<u64>, waiting: &HashMap<u64, Vec<Arc<Waiter>>>| -> Vec<Arc<Waiter>> {
+            owners.iter().filter_map(|owner| waiting.get(owner)).flatten().cloned().collect()
+        };
+        let first = waits_of(blockers(me), &waiting);
+        let mut path: Vec<(Arc<Waiter>, Vec<Arc<Waiter>>)> = vec![(Arc::clone(me), first)];
+        let mut visited: HashSet<usize> = HashSet::from([me.park_key()]);
+        let mut cycle = None;
+        while let Some((_, pending)) = path.last_mut() {
+            let Some(next) = pending.pop() else {
+                path.pop();
+                continue;
+            };
+            if !visited.insert(next.park_key()) {
+                continue;
+            }
+            let owners = blockers(&next);
+            if owners.contains(&me.owner) {
+                let mut keys: Vec<String> = path.iter().map(|(waiter, _)| waiter.key.to_string()).collect();
+                keys.push(next.key.to_string());
+                cycle = Some(keys);
+                break;
+            }
+            let further = waits_of(owners, &waiting);
+            path.push((next, further));
+        }
+        if cycle.is_some() {
+            Self::remove(&mut waiting, me);
+        }
+        cycle
+    }
+}

@@ -1,0 +1,412 @@
+//! Owners and what they hold: owner ids (threads by default, or a
+//! [`Session`]), fencing tokens, and the RAII guards that release a grant.
+//!
+//! A guard remembers the owner and the fencing token of its grant, and every
+//! slow-path release checks both under the entry's queue mutex, so a guard can
+//! never release a grant that has since been revoked and given to someone else.
+
+use std::cell::Cell;
+use std::fmt;
+use std::marker::PhantomData;
+use std::ptr::NonNull;
+use std::time::Duration;
+
+use crossbeam_epoch as epoch;
+
+use crate::error::LockError;
+use crate::sync::{Ordering, fence, thread_local};
+
+use super::cancel::Signal;
+use super::manager::{LEASE_MAX, LockManager, LockMode, LockRequest, Plan};
+use super::wait::{Released, Wakeups, wake};
+use super::word::{Entry, OWNER_ID_MAX};
+
+/// Hands out owner ids; 0 means "none", so ids start at 1.
+static NEXT_OWNER_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn next_owner_id() -> u64 {
+    let id = NEXT_OWNER_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    // 2^56 ids: a billion new owners a second for two years.
+    assert!(id <= OWNER_ID_MAX, "tollgate owner ids exhausted");
+    id
+}
+
+thread_local! {
+    static THREAD_OWNER: Cell<u64> = Cell::new(0);
+}
+
+/// The owner id of the current thread, assigned on first use.
+#[inline]
+pub(crate) fn thread_owner() -> u64 {
+    THREAD_OWNER.with(|owner| match owner.get() {
+        0 => {
+            let id = next_owner_id();
+            owner.set(id);
+            id
+        }
+        id => id,
+    })
+}
+
+/// A fencing token: strictly greater for every later grant of the same key,
+/// including grants made after a lease expired or after the key's entry was
+/// reclaimed. Pass it along with writes to a resource that remembers the
+/// highest token it has seen, and that resource can refuse a stale holder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FencingToken(u64);
+
+impl FencingToken {
+    /// The token as a number.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for FencingToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// Who owns a guard: [`ThreadOwned`] or [`SessionOwned`]. Sealed.
+pub trait OwnerKind: sealed::Sealed {}
+
+/// Marks guards owned by the thread that acquired them. Such guards cannot
+/// be sent to another thread (`!Send`): the lock belongs to the thread.
+#[derive(Debug)]
+pub struct ThreadOwned(PhantomData<*const ()>);
+
+/// Marks guards owned by a [`Session`]; they may move between threads.
+#[derive(Debug)]
+pub struct SessionOwned(());
+
+impl sealed::Sealed for ThreadOwned {}
+impl sealed::Sealed for SessionOwned {}
+impl OwnerKind for ThreadOwned {}
+impl OwnerKind for SessionOwned {}
+
+/// Where a grant's entry is found when releasing it.
+enum Handle {
+    /// An unleased grant keeps its entry alive (a held word is never swept).
+    Held(NonNull<Entry>),
+    /// A leased grant can be revoked, after which its entry may be reclaimed,
+    /// so it is looked up again by key.
+    Leased { key: Box<str>, hash: u64 },
+}
+
+/// One grant, released at most once.
+pub(crate) struct Grant<'a> {
+    manager: &'a LockManager,
+    handle: Handle,
+    owner: u64,
+    token: u64,
+    mode: LockMode,
+    released: bool,
+}
+
+// SAFETY: the entry pointer is shared state behind atomics and mutexes; the
+// grant itself carries no thread affinity (guards add it where it matters).
+unsafe impl Send for Grant<'_> {}
+// SAFETY: `&Grant` only reads immutable fields and the entry's key.
+unsafe impl Sync for Grant<'_> {}
+
+impl<'a> Grant<'a> {
+    pub(crate) fn new(manager: &'a LockManager, entry: &Entry, owner: u64, token: u64, mode: LockMode, leased: bool) -> Self {
+        if mode == LockMode::Exclusive {
+            // Orders the grant (word and token) before the holder's writes to
+            // the data it protects, for optimistic readers (`Entry::validate`).
+            fence(Ordering::Release);
+        }
+        let handle = if leased {
+            Handle::Leased { key: entry.key.clone(), hash: entry.hash }
+        } else {
+            Handle::Held(NonNull::from(entry))
+        };
+        Self { manager, handle, owner, token, mode, released: false }
+    }
+
+    fn key(&self) -> &str {
+        match &self.handle {
+            // SAFETY: the grant is unreleased (guards release only on drop or
+            // by consuming themselves), so its entry is alive.
+            Handle::Held(entry) => unsafe { &entry.as_ref().key },
+            Handle::Leased { key, .. } => key,
+        }
+    }
+
+    /// The entry of a leased grant, if it still exists; looked up exactly.
+    fn with_leased_entry<R>(&self, key: &str, hash: u64, f: impl FnOnce(&Entry) -> R) -> Option<R> {
+        let guard = epoch::pin();
+        let table = &self.manager.table;
+        let entry = table.find(key, hash, &guard).or_else(|| {
+            // A miss may be a resize in progress; confirm under the shard mutex.
+            table.absent_floor(key, hash).is_none().then(|| table.find(key, hash, &guard)).flatten()
+        })?;
+        Some(f(entry))
+    }
+
+    fn release(&mut self) -> Result<(), LockError> {
+        if std::mem::replace(&mut self.released, true) {
+            return Ok(());
+        }
+        let manager = self.manager;
+        let (owner, token) = (self.owner, self.token);
+        let mut wakeups = Wakeups::new();
+        let mut expired = 0;
+        let outcome = match &self.handle {
+            Handle::Held(entry) => {
+                // SAFETY: unreleased until now, so the entry is alive; see `key`.
+                let entry = unsafe { entry.as_ref() };
+                let _pin;
+                match self.mode {
+                    LockMode::Exclusive if !entry.unlock_exclusive_fast(owner) => {
+                        // The word may become idle and be swept while we still
+                        // hold its queue mutex: pin before touching it.
+                        _pin = epoch::pin();
+                        entry.release_exclusive(owner, token, manager.clock.now_ns(), &mut expired, &mut wakeups)
+                    }
+                    LockMode::Shared if !entry.unlock_shared_fast(owner) => {
+                        _pin = epoch::pin();
+                        entry.release_last_shared(manager.clock.now_ns(), &mut wakeups);
+                        Released::Yes
+                    }
+                    _ => Released::Yes,
+                }
+            }
+            Handle::Leased { key, hash } => self
+                .with_leased_entry(key, *hash, |entry| {
+                    entry.release_exclusive(owner, token, manager.clock.now_ns(), &mut expired, &mut wakeups)
+                })
+                .unwrap_or(Released::LeaseExpired),
+        };
+        wake(wakeups);
+        manager.counters.leases_expired.fetch_add(expired, Ordering::Relaxed);
+        match outcome {
+            Released::Yes => Ok(()),
+            Released::LeaseExpired => Err(LockError::LeaseExpired),
+        }
+    }
+
+    fn renew(&self, lease: Duration) -> Result<(), LockError> {
+        let Handle::Leased { key, hash } = &self.handle else {
+            return Err(LockError::NoLease);
+        };
+        if lease.is_zero() || lease > LEASE_MAX {
+            return Err(LockError::InvalidRequest { reason: "a lease must be longer than zero and at most LEASE_MAX" });
+        }
+        let manager = self.manager;
+        let (mut expired, mut wakeups) = (0, Wakeups::new());
+        let outcome = self
+            .with_leased_entry(key, *hash, |entry| {
+                let now_ns = manager.clock.now_ns();
+                entry.renew(self.owner, self.token, lease.as_nanos() as u64, now_ns, &mut expired, &mut wakeups)
+            })
+            .unwrap_or(Err(LockError::LeaseExpired));
+        wake(wakeups);
+        manager.counters.leases_expired.fetch_add(expired, Ordering::Relaxed);
+        outcome
+    }
+}
+
+impl Drop for Grant<'_> {
+    fn drop(&mut self) {
+        // A guard dropped after its lease ran out has nothing left to release.
+        let _ = self.release();
+    }
+}
+
+/// Holds one key; releases it when dropped or by [`release`](Self::release).
+///
+/// `O` says who owns it: the acquiring thread ([`ThreadOwned`], the default,
+/// `!Send`) or a [`Session`] ([`SessionOwned`], `Send`). A nested acquisition
+/// by the holder returns another guard for the same grant (same fencing
+/// token); the key is released when the last of them goes.
+#[must_use = "the lock is released as soon as the guard is dropped"]
+pub struct LockGuard<'a, O: OwnerKind = ThreadOwned> {
+    grant: Grant<'a>,
+    _owner: PhantomData<O>,
+}
+
+impl<'a, O: OwnerKind> LockGuard<'a, O> {
+    pub(crate) fn new(grant: Grant<'a>) -> Self {
+        Self { grant, _owner: PhantomData }
+    }
+
+    /// The key held.
+    pub fn key(&self) -> &str {
+        self.grant.key()
+    }
+
+    /// How the key is held. A shared request by the exclusive holder is
+    /// granted as a nested exclusive acquisition.
+    pub fn mode(&self) -> LockMode {
+        self.grant.mode
+    }
+
+    /// This grant's fencing token.
+    pub fn fencing_token(&self) -> FencingToken {
+        FencingToken(self.grant.token)
+    }
+
+    /// Extends the lease to `lease` from now. Fails with
+    /// [`LockError::LeaseExpired`] if the lease already ran out (the grant is
+    /// then void), [`LockError::NoLease`] for a grant without a lease.
+    pub fn renew(&self, lease: Duration) -> Result<(), LockError> {
+        self.grant.renew(lease)
+    }
+
+    /// Releases the key now. [`LockError::LeaseExpired`] tells a leased holder
+    /// that its lease ran out first, so its work under the lock may have
+    /// overlapped with the next holder's.
+    pub fn release(mut self) -> Result<(), LockError> {
+        self.grant.release()
+    }
+}
+
+impl<O: OwnerKind> fmt::Debug for LockGuard<'_, O> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LockGuard")
+            .field("key", &self.key())
+            .field("mode", &self.mode())
+            .field("fencing_token", &self.grant.token)
+            .finish()
+    }
+}
+
+/// The keys taken by one `lock_all`, sorted; all released together.
+#[must_use = "the locks are released as soon as the set is dropped"]
+pub struct LockSet<'a, O: OwnerKind = ThreadOwned> {
+    guards: Vec<LockGuard<'a, O>>,
+}
+
+impl<'a, O: OwnerKind> LockSet<'a, O> {
+    pub(crate) fn new(grants: Vec<Grant<'a>>) -> Self {
+        Self { guards: grants.into_iter().map(LockGuard::new).collect() }
+    }
+
+    /// The guards, in key order.
+    pub fn guards(&self) -> &[LockGuard<'a, O>] {
+        &self.guards
+    }
+
+    /// Number of distinct keys held.
+    pub fn len(&self) -> usize {
+        self.guards.len()
+    }
+
+    /// Whether the set holds no key (`lock_all` of no keys).
+    pub fn is_empty(&self) -> bool {
+        self.guards.is_empty()
+    }
+
+    /// Releases every key; reports the first error (every key is released
+    /// regardless).
+    pub fn release(self) -> Result<(), LockError> {
+        let mut first = Ok(());
+        for guard in self.guards {
+            let result = guard.release();
+            if first.is_ok() {
+                first = result;
+            }
+        }
+        first
+    }
+}
+
+impl<O: OwnerKind> fmt::Debug for LockSet<'_, O> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(&self.guards).finish()
+    }
+}
+
+/// An owner that is not a thread: a request, a task, a saga. Locks taken
+/// through a session belong to it whichever thread uses it, so its guards may
+/// move between threads. Threads that share one session are one owner: they
+/// share its locks (reentrancy), like clients sharing a ZooKeeper session.
+///
+/// [`interrupt`](Self::interrupt) wakes the session's blocked waits with
+/// [`LockError::Interrupted`]; if none is blocked, the next one fails instead.
+///
+/// ```
+/// use std::time::Duration;
+/// use tollgate::{LockError, LockManager};
+///
+/// let locks = LockManager::new();
+/// let holder = locks.lock("cart:7")?;
+/// let session = locks.session();
+/// std::thread::scope(|s| {
+///     let waiter = s.spawn(|| session.lock("cart:7").map(|_| ()));
+///     std::thread::sleep(Duration::from_millis(10));
+///     session.interrupt();
+///     assert_eq!(waiter.join().unwrap(), Err(LockError::Interrupted));
+/// });
+/// drop(holder);
+/// let guard = session.lock("cart:7")?;
+/// std::thread::scope(|s| s.spawn(move || drop(guard))); // session guards move
+/// # Ok::<(), LockError>(())
+/// ```
+pub struct Session<'m> {
+    manager: &'m LockManager,
+    owner: u64,
+    interrupt: Signal,
+}
+
+impl<'m> Session<'m> {
+    pub(crate) fn new(manager: &'m LockManager) -> Self {
+        Self { manager, owner: next_owner_id(), interrupt: Signal::default() }
+    }
+
+    /// This session's owner id (unique within the process).
+    pub fn id(&self) -> u64 {
+        self.owner
+    }
+
+    /// Takes `key` exclusively for this session, waiting as long as it takes.
+    pub fn lock(&self, key: &str) -> Result<LockGuard<'m, SessionOwned>, LockError> {
+        self.acquire(key, LockRequest::exclusive())
+    }
+
+    /// Takes `key` exclusively if possible at once; otherwise
+    /// [`LockError::WouldBlock`].
+    pub fn try_lock(&self, key: &str) -> Result<LockGuard<'m, SessionOwned>, LockError> {
+        self.acquire(key, LockRequest::exclusive().no_wait())
+    }
+
+    /// Takes `key` exclusively, waiting at most `timeout`.
+    pub fn lock_for(&self, key: &str, timeout: Duration) -> Result<LockGuard<'m, SessionOwned>, LockError> {
+        self.acquire(key, LockRequest::exclusive().timeout(timeout))
+    }
+
+    /// Takes `key` as `request` describes.
+    pub fn acquire(&self, key: &str, request: LockRequest) -> Result<LockGuard<'m, SessionOwned>, LockError> {
+        let plan = Plan::new(&request, Some(&self.interrupt))?;
+        self.manager.acquire_as(self.owner, key, &plan).map(LockGuard::new)
+    }
+
+    /// Takes all of `keys` exclusively, or none; see [`LockManager::lock_all`].
+    pub fn lock_all<K: AsRef<str>>(
+        &self,
+        keys: impl IntoIterator<Item = K>,
+        timeout: Duration,
+    ) -> Result<LockSet<'m, SessionOwned>, LockError> {
+        let request = LockRequest::exclusive().timeout(timeout);
+        let plan = Plan::new(&request, Some(&self.interrupt))?;
+        self.manager.lock_all_as(self.owner, keys, &plan).map(LockSet::new)
+    }
+
+    /// Interrupts this session's blocked waits (they return
+    /// [`LockError::Interrupted`]), or its next wait if none is blocked.
+    pub fn interrupt(&self) {
+        self.interrupt.raise();
+    }
+}
+
+impl fmt::Debug for Session<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session").field("id", &self.owner).finish_non_exhaustive()
+    }
+}

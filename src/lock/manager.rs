@@ -1,0 +1,586 @@
+//! The public face of the lock manager: configuration, requests, routing an
+//! acquisition through the fast path, a short spin and the slow path,
+//! `lock_all`, sessions, optimistic stamps and statistics.
+
+use std::time::{Duration, Instant};
+
+use crossbeam_epoch as epoch;
+
+use crate::error::LockError;
+use crate::sync::{AtomicU64, Ordering, fence, spin};
+
+use super::cancel::{CancelToken, Signal};
+use super::deadlock::Deadlocks;
+use super::guard::{Grant, LockGuard, LockSet, Session, ThreadOwned, thread_owner};
+use super::table::{Found, Table};
+use super::wait::{Admit, WaitLimits, Waiter, Wakeups, wake};
+use super::word::{Entry, Fast, LEASED, QUEUED};
+
+/// The longest key, in bytes.
+pub const KEY_BYTES_MAX: usize = 1024;
+/// The longest lease a request may ask for.
+pub const LEASE_MAX: Duration = Duration::from_secs(30 * 24 * 3600);
+/// The most keys one [`LockManager::lock_all`] call may take.
+pub const LOCK_ALL_KEYS_MAX: usize = 1024;
+/// The most shards a manager may have.
+pub const SHARDS_MAX: usize = 1 << 16;
+
+/// How a key is held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LockMode {
+    /// One owner at a time, and no shared holders meanwhile.
+    Exclusive,
+    /// Any number of owners at once, but no exclusive holder meanwhile.
+    Shared,
+}
+
+/// Tuning for a [`LockManager`]. Start from `LockConfig::default()`.
+///
+/// ```
+/// use std::time::Duration;
+/// use tollgate::{LockConfig, LockManager};
+///
+/// let locks = LockManager::with_config(LockConfig {
+///     deadlock_threshold: Duration::from_millis(10),
+///     ..LockConfig::default()
+/// });
+/// # drop(locks);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockConfig {
+    /// Number of table shards; rounded up to a power of two and clamped to
+    /// `1..=SHARDS_MAX`. Default 64.
+    pub shards: usize,
+    /// How long a wait lasts before it searches for a deadlock (and then at
+    /// doubling intervals up to 100 ms). Default 1 ms.
+    pub deadlock_threshold: Duration,
+    /// Idle entries (keys nobody holds or waits for) a shard keeps for reuse
+    /// before an insert into it reclaims them; at most this many, or as many
+    /// as the shard has busy entries, whichever is larger.
+    /// [`LockManager::shrink`] reclaims them all at once. Default 32.
+    pub idle_entries_per_shard: usize,
+    /// Spin-then-yield rounds a blocked acquisition tries before it queues
+    /// and parks (only while nobody is queued yet). Default 10.
+    pub spin_limit: u32,
+}
+
+impl Default for LockConfig {
+    fn default() -> Self {
+        Self { shards: 64, deadlock_threshold: Duration::from_millis(1), idle_entries_per_shard: 32, spin_limit: 10 }
+    }
+}
+
+/// What to acquire and how: mode, how long to wait, lease, cancellation.
+///
+/// ```
+/// use std::time::Duration;
+/// use tollgate::{LockManager, LockRequest};
+///
+/// let locks = LockManager::new();
+/// let guard = locks.acquire(
+///     "sku:42",
+///     LockRequest::exclusive().timeout(Duration::from_millis(50)).lease(Duration::from_secs(5)),
+/// )?;
+/// assert!(guard.fencing_token().get() > 0);
+/// # Ok::<(), tollgate::LockError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct LockRequest {
+    mode: LockMode,
+    wait: Wait,
+    lease: Option<Duration>,
+    cancel: Option<CancelToken>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    Forever,
+    Never,
+    For(Duration),
+}
+
+impl LockRequest {
+    /// An exclusive lock, waiting as long as it takes.
+    pub fn exclusive() -> Self {
+        Self { mode: LockMode::Exclusive, wait: Wait::Forever, lease: None, cancel: None }
+    }
+
+    /// A shared lock, waiting as long as it takes.
+    pub fn shared() -> Self {
+        Self { mode: LockMode::Shared, ..Self::exclusive() }
+    }
+
+    /// Gives up with [`LockError::Timeout`] after waiting `timeout`.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.wait = Wait::For(timeout);
+        self
+    }
+
+    /// Does not wait: fails with [`LockError::WouldBlock`] if the key is not
+    /// available at once.
+    pub fn no_wait(mut self) -> Self {
+        self.wait = Wait::Never;
+        self
+    }
+
+    /// Grants with a lease: once `lease` has passed without a
+    /// [`renew`](LockGuard::renew), the key may be granted to the next waiter
+    /// and the old guard's `release`/`renew` fail with
+    /// [`LockError::LeaseExpired`]. Exclusive requests only; at most
+    /// [`LEASE_MAX`], more than zero.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = Some(lease);
+        self
+    }
+
+    /// Gives up with [`LockError::Interrupted`] when `token` is cancelled.
+    pub fn cancel(mut self, token: &CancelToken) -> Self {
+        self.cancel = Some(token.clone());
+        self
+    }
+
+    /// The requested mode.
+    pub fn mode(&self) -> LockMode {
+        self.mode
+    }
+
+    fn lease_ns(&self) -> Result<u64, LockError> {
+        match self.lease {
+            None => Ok(0),
+            Some(_) if self.mode == LockMode::Shared => {
+                Err(LockError::InvalidRequest { reason: "leases are supported on exclusive locks only" })
+            }
+            Some(lease) if lease.is_zero() => Err(LockError::InvalidRequest { reason: "a lease must be longer than zero" }),
+            Some(lease) if lease > LEASE_MAX => {
+                Err(LockError::InvalidRequest { reason: "a lease may be at most LEASE_MAX (30 days)" })
+            }
+            Some(lease) => Ok(lease.as_nanos() as u64),
+        }
+    }
+}
+
+/// An optimistic read of a key, from [`LockManager::stamp`]; check it with
+/// [`LockManager::validate`] after reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp<'k> {
+    key: &'k str,
+    hash: u64,
+    token: u64,
+    kind: StampKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StampKind {
+    /// The key had an entry with this token.
+    Present,
+    /// The key had no entry; `token` is its shard's token floor.
+    Absent,
+    /// The key was held exclusively: never valid.
+    Invalid,
+}
+
+/// Counters and a snapshot of a [`LockManager`], from [`LockManager::stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LockStats {
+    /// Grants made (exclusive and shared; a nested acquisition by the
+    /// exclusive holder is not a new grant).
+    pub grants: u64,
+    /// Acquisitions that had to queue.
+    pub contended: u64,
+    /// Waits that timed out.
+    pub timeouts: u64,
+    /// Waits that were interrupted or cancelled.
+    pub interrupts: u64,
+    /// Waits that were chosen as deadlock victims.
+    pub deadlocks: u64,
+    /// Leases that ran out and were revoked.
+    pub leases_expired: u64,
+    /// Grants outstanding now.
+    pub held: u64,
+    /// Acquisitions blocked now.
+    pub waiting: u64,
+    /// Entries in the table now, idle ones included.
+    pub entries: u64,
+}
+
+/// Monotonic nanoseconds since the manager was created; 0 is never returned,
+/// so that 0 can mean "no deadline".
+#[derive(Debug)]
+pub(crate) struct Clock {
+    base: Instant,
+}
+
+impl Clock {
+    pub(crate) fn now_ns(&self) -> u64 {
+        self.base.elapsed().as_nanos() as u64 + 1
+    }
+
+    pub(crate) fn instant(&self, ns: u64) -> Instant {
+        self.base + Duration::from_nanos(ns.saturating_sub(1))
+    }
+}
+
+/// Slow-path event counters.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) contended: AtomicU64,
+    pub(crate) timeouts: AtomicU64,
+    pub(crate) interrupts: AtomicU64,
+    pub(crate) deadlocks: AtomicU64,
+    pub(crate) leases_expired: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn record(&self, error: &LockError) {
+        let counter = match error {
+            LockError::Timeout { .. } => &self.timeouts,
+            LockError::Interrupted => &self.interrupts,
+            LockError::Deadlock { .. } => &self.deadlocks,
+            _ => return,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// How one acquisition may wait, resolved from a request.
+pub(crate) struct Plan<'a> {
+    pub(crate) mode: LockMode,
+    pub(crate) lease_ns: u64,
+    /// `None`: do not wait at all.
+    pub(crate) wait: Option<WaitLimits<'a>>,
+}
+
+impl<'a> Plan<'a> {
+    pub(crate) fn new(request: &'a LockRequest, interrupt: Option<&'a Signal>) -> Result<Self, LockError> {
+        let deadline = match request.wait {
+            Wait::Never => None,
+            Wait::Forever => Some(None),
+            // A timeout too long to represent waits forever.
+            Wait::For(timeout) => Some(Instant::now().checked_add(timeout)),
+        };
+        let wait = deadline.map(|deadline| WaitLimits {
+            deadline,
+            cancel: request.cancel.as_ref().map(CancelToken::signal),
+            interrupt,
+        });
+        Ok(Self { mode: request.mode, lease_ns: request.lease_ns()?, wait })
+    }
+}
+
+/// Validates a key.
+pub(crate) fn check_key(key: &str) -> Result<(), LockError> {
+    if key.is_empty() {
+        return Err(LockError::InvalidKey { reason: "the key is empty" });
+    }
+    if key.len() > KEY_BYTES_MAX {
+        return Err(LockError::InvalidKey { reason: "the key is longer than KEY_BYTES_MAX (1024 bytes)" });
+    }
+    Ok(())
+}
+
+/// A lock manager: named locks for the threads of one process.
+///
+/// Keys are strings (`"sku:42"`). Each key can be held exclusively by one
+/// owner or shared by many. Owners are threads by default, or explicit
+/// [`Session`]s. A key that nobody holds or waits for keeps at most a small
+/// idle entry (see [`LockConfig::idle_entries_per_shard`]).
+///
+/// ```
+/// use std::time::Duration;
+/// use tollgate::{LockError, LockManager};
+///
+/// let locks = LockManager::new();
+/// let guard = locks.lock("sku:42")?;
+/// // Other threads now get WouldBlock or wait; this thread may nest.
+/// std::thread::scope(|s| {
+///     let other = s.spawn(|| locks.try_lock("sku:42").map(|_| ()));
+///     assert_eq!(other.join().unwrap(), Err(LockError::WouldBlock));
+/// });
+/// let token = guard.fencing_token();
+/// guard.release()?;
+/// assert!(locks.lock("sku:42")?.fencing_token() > token);
+/// # Ok::<(), LockError>(())
+/// ```
+pub struct LockManager {
+    pub(crate) table: Table,
+    pub(crate) config: LockConfig,
+    pub(crate) clock: Clock,
+    pub(crate) deadlocks: Deadlocks,
+    pub(crate) counters: Counters,
+}
+
+impl std::fmt::Debug for LockManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LockManager").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl Default for LockManager {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LockManager {
+    /// A manager with the default [`LockConfig`].
+    pub fn new() -> Self {
+        Self::with_config(LockConfig::default())
+    }
+
+    /// A manager with the given configuration (out-of-range values are
+    /// rounded or clamped as documented on [`LockConfig`]).
+    pub fn with_config(mut config: LockConfig) -> Self {
+        config.shards = config.shards.clamp(1, SHARDS_MAX).next_power_of_two();
+        Self {
+            table: Table::new(config.shards, config.idle_entries_per_shard),
+            config,
+            clock: Clock { base: Instant::now() },
+            deadlocks: Deadlocks::default(),
+            counters: Counters::default(),
+        }
+    }
+
+    /// Takes `key` exclusively for the current thread, waiting as long as it
+    /// takes (or until a deadlock makes this wait the victim).
+    pub fn lock(&self, key: &str) -> Result<LockGuard<'_>, LockError> {
+        self.acquire(key, LockRequest::exclusive())
+    }
+
+    /// Takes `key` exclusively for the current thread if that is possible at
+    /// once; otherwise [`LockError::WouldBlock`].
+    pub fn try_lock(&self, key: &str) -> Result<LockGuard<'_>, LockError> {
+        self.acquire(key, LockRequest::exclusive().no_wait())
+    }
+
+    /// Takes `key` exclusively for the current thread, waiting at most `timeout`.
+    pub fn lock_for(&self, key: &str, timeout: Duration) -> Result<LockGuard<'_>, LockError> {
+        self.acquire(key, LockRequest::exclusive().timeout(timeout))
+    }
+
+    /// Takes `key` for the current thread as `request` describes.
+    pub fn acquire(&self, key: &str, request: LockRequest) -> Result<LockGuard<'_>, LockError> {
+        let plan = Plan::new(&request, None)?;
+        self.acquire_as(thread_owner(), key, &plan).map(LockGuard::new)
+    }
+
+    /// Takes every key in `keys` exclusively for the current thread, or none:
+    /// on failure those already taken are released. Keys are taken in sorted
+    /// order, so concurrent `lock_all` calls never deadlock with each other.
+    /// `timeout` bounds the whole call; duplicates are taken once.
+    pub fn lock_all<K: AsRef<str>>(
+        &self,
+        keys: impl IntoIterator<Item = K>,
+        timeout: Duration,
+    ) -> Result<LockSet<'_, ThreadOwned>, LockError> {
+        let request = LockRequest::exclusive().timeout(timeout);
+        let plan = Plan::new(&request, None)?;
+        self.lock_all_as(thread_owner(), keys, &plan).map(LockSet::new)
+    }
+
+    /// A new owner that is not a thread (a request, a task, a saga): locks it
+    /// takes belong to it, whichever thread uses it.
+    pub fn session(&self) -> Session<'_> {
+        Session::new(self)
+    }
+
+    /// Starts an optimistic read of `key`: read the protected data, then
+    /// [`validate`](Self::validate). Never blocks and never blocks writers.
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use tollgate::LockManager;
+    ///
+    /// let locks = LockManager::new();
+    /// let price = AtomicU64::new(1999);
+    /// let stamp = locks.stamp("price:42");
+    /// let seen = price.load(Ordering::Relaxed);
+    /// if locks.validate(&stamp) {
+    ///     assert_eq!(seen, 1999); // no writer locked "price:42" meanwhile
+    /// }
+    /// ```
+    pub fn stamp<'k>(&self, key: &'k str) -> Stamp<'k> {
+        let hash = self.table.hash(key);
+        loop {
+            let guard = epoch::pin();
+            if let Some(entry) = self.table.find(key, hash, &guard) {
+                return match entry.stamp() {
+                    Some(token) => Stamp { key, hash, token, kind: StampKind::Present },
+                    None => Stamp { key, hash, token: 0, kind: StampKind::Invalid },
+                };
+            }
+            if let Some(floor) = self.table.absent_floor(key, hash) {
+                return Stamp { key, hash, token: floor, kind: StampKind::Absent };
+            }
+        }
+    }
+
+    /// Whether no exclusive grant of the stamp's key was made since
+    /// [`stamp`](Self::stamp), so the data read in between is consistent. May
+    /// return `false` spuriously (after shared grants, or when the key's
+    /// entry was reclaimed); never returns `true` after an exclusive grant.
+    pub fn validate(&self, stamp: &Stamp<'_>) -> bool {
+        match stamp.kind {
+            StampKind::Invalid => false,
+            StampKind::Present => {
+                let guard = epoch::pin();
+                self.table.find(stamp.key, stamp.hash, &guard).is_some_and(|entry| entry.validate(stamp.token))
+            }
+            StampKind::Absent => {
+                {
+                    let guard = epoch::pin();
+                    if self.table.find(stamp.key, stamp.hash, &guard).is_some() {
+                        return false;
+                    }
+                }
+                // Pairs with the writer's Release fence, as in `Entry::validate`;
+                // the shard mutex then orders us after any sweep of its entry.
+                fence(Ordering::Acquire);
+                self.table.absent_floor(stamp.key, stamp.hash) == Some(stamp.token)
+            }
+        }
+    }
+
+    /// Counters since creation, and a snapshot of what is held now.
+    pub fn stats(&self) -> LockStats {
+        let (mut grants, mut held) = (0, 0);
+        let (entries, retired) = self.table.for_each(|entry| {
+            grants += entry.token.load(Ordering::Relaxed) - entry.token_initial;
+            let word = entry.word.load(Ordering::Relaxed);
+            if word & super::word::EXCLUSIVE != 0 {
+                held += 1;
+            } else if word != super::word::DEAD {
+                held += super::word::payload(word);
+            }
+        });
+        let counters = &self.counters;
+        LockStats {
+            grants: grants + retired,
+            contended: counters.contended.load(Ordering::Relaxed),
+            timeouts: counters.timeouts.load(Ordering::Relaxed),
+            interrupts: counters.interrupts.load(Ordering::Relaxed),
+            deadlocks: counters.deadlocks.load(Ordering::Relaxed),
+            leases_expired: counters.leases_expired.load(Ordering::Relaxed),
+            held,
+            waiting: self.deadlocks.waiting(),
+            entries,
+        }
+    }
+
+    /// Reclaims the entries of every key that nobody holds or waits for, now.
+    /// (Inserts reclaim them anyway once a shard's idle budget is used up.)
+    pub fn shrink(&self) {
+        self.table.shrink();
+    }
+
+    /// The configuration in force (after rounding).
+    pub fn config(&self) -> &LockConfig {
+        &self.config
+    }
+
+    /// Acquires `key` for `owner`: fast path, a short spin while nobody is
+    /// queued, then the queue.
+    pub(crate) fn acquire_as(&self, owner: u64, key: &str, plan: &Plan<'_>) -> Result<Grant<'_>, LockError> {
+        check_key(key)?;
+        let hash = self.table.hash(key);
+        let exclusive = plan.mode == LockMode::Exclusive;
+        let mut waiter: Option<crate::sync::Arc<Waiter>> = None;
+        let guard = epoch::pin();
+        let entry = 'lookup: loop {
+            let entry = match self.table.find(key, hash, &guard) {
+                Some(entry) => entry,
+                None => {
+                    let now_ns = if plan.lease_ns != 0 { self.clock.now_ns() } else { 0 };
+                    let make = |floor| {
+                        let entry = Entry::new_granted(key, hash, owner, exclusive, floor);
+                        if plan.lease_ns != 0 {
+                            entry.lease_deadline_ns.store(now_ns + plan.lease_ns, Ordering::Relaxed);
+                            entry.word.fetch_or(LEASED, Ordering::Relaxed);
+                        }
+                        entry
+                    };
+                    match self.table.find_or_insert(key, hash, &guard, make) {
+                        Found::Inserted(entry) => {
+                            let token = entry.token.load(Ordering::Relaxed);
+                            return Ok(Grant::new(self, entry, owner, token, plan.mode, plan.lease_ns != 0));
+                        }
+                        Found::Existing(entry) => entry,
+                    }
+                }
+            };
+            if plan.lease_ns == 0 {
+                let mut step = 0;
+                loop {
+                    let fast = if exclusive { entry.lock_exclusive_fast(owner) } else { entry.lock_shared_fast(owner) };
+                    match fast {
+                        Fast::Granted(token) => return Ok(Grant::new(self, entry, owner, token, plan.mode, false)),
+                        Fast::Nested(token) => {
+                            return Ok(Grant::new(self, entry, owner, token, LockMode::Exclusive, false));
+                        }
+                        Fast::Dead => continue 'lookup,
+                        Fast::Slow => {}
+                    }
+                    let queued = entry.word.load(Ordering::Relaxed) & (QUEUED | LEASED) != 0;
+                    if plan.wait.is_none() || queued || !spin(step, self.config.spin_limit) {
+                        break;
+                    }
+                    step += 1;
+                }
+            }
+            if plan.wait.is_some() && waiter.is_none() {
+                waiter = Some(Waiter::new(owner, plan.mode, plan.lease_ns, key, hash));
+            }
+            let (mut expired, mut wakeups) = (0, Wakeups::new());
+            let admitted =
+                entry.admit(owner, plan.mode, plan.lease_ns, self.clock.now_ns(), waiter.as_ref(), &mut expired, &mut wakeups);
+            wake(wakeups);
+            self.counters.leases_expired.fetch_add(expired, Ordering::Relaxed);
+            match admitted {
+                Admit::Granted { token, nested, leased } => {
+                    let mode = if nested { LockMode::Exclusive } else { plan.mode };
+                    return Ok(Grant::new(self, entry, owner, token, mode, leased));
+                }
+                Admit::WouldBlock => return Err(LockError::WouldBlock),
+                Admit::Upgrade => return Err(LockError::Upgrade),
+                Admit::Dead => continue,
+                Admit::Queued => break entry,
+            }
+        };
+        self.counters.contended.fetch_add(1, Ordering::Relaxed);
+        let (Some(waiter), Some(limits)) = (waiter, plan.wait.as_ref()) else {
+            unreachable!("only a request that may wait is queued");
+        };
+        // From here the queued waiter keeps the entry alive (its word is not
+        // idle), so the epoch guard can go: a long wait must not hold back
+        // reclamation everywhere else.
+        let entry_ptr: *const Entry = entry;
+        drop(guard);
+        // SAFETY: an entry with a queued waiter or a grant is never idle, so it
+        // is never swept; we are queued until `wait` returns, and afterwards
+        // either hold the key or no longer touch the entry.
+        let entry = unsafe { &*entry_ptr };
+        let token = self.wait(entry, &waiter, limits)?;
+        Ok(Grant::new(self, entry, owner, token, plan.mode, plan.lease_ns != 0))
+    }
+
+    /// `lock_all` for `owner`: sorted, deduplicated, all or nothing.
+    pub(crate) fn lock_all_as<K: AsRef<str>>(
+        &self,
+        owner: u64,
+        keys: impl IntoIterator<Item = K>,
+        plan: &Plan<'_>,
+    ) -> Result<Vec<Grant<'_>>, LockError> {
+        let mut keys: Vec<K> = keys.into_iter().take(LOCK_ALL_KEYS_MAX + 1).collect();
+        if keys.len() > LOCK_ALL_KEYS_MAX {
+            return Err(LockError::InvalidRequest { reason: "lock_all takes at most LOCK_ALL_KEYS_MAX (1024) keys" });
+        }
+        keys.sort_unstable_by(|a, b| a.as_ref().cmp(b.as_ref()));
+        keys.dedup_by(|a, b| a.as_ref() == b.as_ref());
+        let mut grants = Vec::with_capacity(keys.len());
+        for key in &keys {
+            // On error, `grants` is dropped and releases what was taken.
+            grants.push(self.acquire_as(owner, key.as_ref(), plan)?);
+        }
+        Ok(grants)
+    }
+}

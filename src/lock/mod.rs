@@ -1,0 +1,25 @@
+//! The lock manager: keyed locks with owners, reentrancy, timeouts,
+//! interruption, leases, fencing tokens, FIFO waiting and deadlock detection.
+//!
+//! - `manager.rs`: the public API; routes an acquisition fast path → spin → queue.
+//! - `table.rs`: the sharded, epoch-reclaimed table of entries, one per key.
+//! - `word.rs`: the lock word's states and the lock-free fast paths.
+//! - `wait.rs`: the wait queue, hand-off to waiters, leases, the parking loop.
+//! - `deadlock.rs`: the wait-for graph and its cycle search.
+//! - `cancel.rs`: cancel tokens and session interrupts.
+//! - `guard.rs`: owners, fencing tokens, guards and sessions.
+
+mod cancel;
+mod deadlock;
+mod guard;
+mod manager;
+mod table;
+mod wait;
+mod word;
+
+pub use cancel::CancelToken;
+pub use guard::{FencingToken, LockGuard, LockSet, OwnerKind, Session, SessionOwned, ThreadOwned};
+pub use manager::{
+    KEY_BYTES_MAX, LEASE_MAX, LOCK_ALL_KEYS_MAX, LockConfig, LockManager, LockMode, LockRequest, LockStats, SHARDS_MAX,
+    Stamp,
+};

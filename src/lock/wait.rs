@@ -1,0 +1,459 @@
+//! Slow paths: the FIFO wait queue of each key, direct hand-off to waiters,
+//! lease revocation, and the loop a blocked owner parks in.
+//!
+//! Everything here runs under the entry's `queue` mutex, which serialises all
+//! changes of the lock word except the fast paths of `word.rs`. Those only act
+//! while `QUEUED` and `LEASED` are clear, so a waiter is never overtaken: once
+//! anyone waits, the key passes from holder to waiter in arrival order
+//! (barging happens only while nobody waits).
+//!
+//! A waiter is granted *by the releaser*: it sets the word to the waiter's
+//! grant, publishes the token in `Waiter::granted` and unparks it. The waiter
+//! never races for the word after waking, so a grant cannot be lost, and a
+//! waiter that gives up (timeout, interrupt, deadlock) either finds itself
+//! already granted or removes itself under the same mutex, leaving no trace.
+
+use std::time::{Duration, Instant};
+
+use crate::error::LockError;
+use crate::sync::{self, Arc, AtomicU64, Ordering};
+
+use super::cancel::Signal;
+use super::manager::{LockManager, LockMode};
+use super::word::{
+    DEAD, EXCLUSIVE, Entry, LEASED, ONE_SHARED, QUEUED, Queue, exclusive_word, held_exclusively_by, is_free,
+    payload,
+};
+
+/// One blocked acquisition. Parks on its own address.
+#[derive(Debug)]
+pub(crate) struct Waiter {
+    /// Who waits.
+    pub(crate) owner: u64,
+    /// For what.
+    pub(crate) mode: LockMode,
+    /// Lease to start when granted, in nanoseconds (0: none).
+    pub(crate) lease_ns: u64,
+    /// The key waited for (deadlock reports and searches).
+    pub(crate) key: Box<str>,
+    /// Its hash.
+    pub(crate) hash: u64,
+    /// 0 while waiting; the granted fencing token once granted (tokens are ≥ 1).
+    pub(crate) granted: AtomicU64,
+}
+
+impl Waiter {
+    pub(crate) fn new(owner: u64, mode: LockMode, lease_ns: u64, key: &str, hash: u64) -> Arc<Self> {
+        Arc::new(Self { owner, mode, lease_ns, key: key.into(), hash, granted: AtomicU64::new(0) })
+    }
+
+    /// The address this waiter parks on.
+    pub(crate) fn park_key(self: &Arc<Self>) -> usize {
+        Arc::as_ptr(self) as usize
+    }
+
+    /// The granted token, if granted.
+    pub(crate) fn granted(&self) -> Option<u64> {
+        match self.granted.load(Ordering::Acquire) {
+            0 => None,
+            token => Some(token),
+        }
+    }
+}
+
+/// The outcome of an acquisition attempt under the queue mutex.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Admit {
+    /// Granted with this token; `nested` if it is a nested acquisition of the
+    /// owner's exclusive grant, `leased` if that grant has a lease.
+    Granted { token: u64, nested: bool, leased: bool },
+    /// Not grantable now, and the caller does not wait.
+    WouldBlock,
+    /// The waiter was queued; the caller must wait for the grant.
+    Queued,
+    /// The owner holds the key shared and asked for it exclusively.
+    Upgrade,
+    /// The entry died; look the key up again.
+    Dead,
+}
+
+/// Threads to unpark once the queue mutex is released.
+pub(crate) type Wakeups = Vec<Arc<Waiter>>;
+
+/// Wakes granted waiters (after the queue mutex is dropped, to keep it short).
+pub(crate) fn wake(wakeups: Wakeups) {
+    for waiter in wakeups {
+        sync::unpark(waiter.park_key());
+    }
+}
+
+/// Whether a release made under the queue mutex succeeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Released {
+    /// The grant was released (or one nesting level of it).
+    Yes,
+    /// The grant had already been revoked, or its lease ran out just now.
+    LeaseExpired,
+}
+
+impl Entry {
+    /// Acquires on the slow path: revokes an expired lease, grants if the key
+    /// is free and nobody waits (or the owner already holds it), otherwise
+    /// queues `waiter`, or reports `WouldBlock` if there is none.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn admit(
+        &self,
+        owner: u64,
+        mode: LockMode,
+        lease_ns: u64,
+        now_ns: u64,
+        waiter: Option<&Arc<Waiter>>,
+        expired: &mut u64,
+        wakeups: &mut Wakeups,
+    ) -> Admit {
+        let mut queue = self.queue.lock();
+        *expired += u64::from(self.revoke_expired(&mut queue, now_ns, wakeups));
+        let mut word = self.word.load(Ordering::Acquire);
+        loop {
+            if word == DEAD {
+                return Admit::Dead;
+            }
+            if held_exclusively_by(word, owner) {
+                self.depth.fetch_add(1, Ordering::Relaxed);
+                let token = self.token.load(Ordering::Relaxed);
+                return Admit::Granted { token, nested: true, leased: word & LEASED != 0 };
+            }
+            match mode {
+                LockMode::Exclusive => {
+                    if word & EXCLUSIVE == 0 && self.names_reader(owner) {
+                        return Admit::Upgrade;
+                    }
+                    if is_free(word) && queue.is_empty() {
+                        let granted = self.exclusive_grant_word(owner, lease_ns, now_ns, false);
+                        match self.word.compare_exchange(word, granted, Ordering::Acquire, Ordering::Acquire) {
+                            Ok(_) => {
+                                let token = self.next_exclusive_token();
+                                return Admit::Granted { token, nested: false, leased: lease_ns != 0 };
+                            }
+                            Err(actual) => {
+                                word = actual;
+                                continue;
+                            }
+                        }
+                    }
+                }
+                LockMode::Shared => {
+                    // Overtake the queue only to avoid waiting on ourselves: when
+                    // we already hold the key shared, or may (an unnamed holder).
+                    let may_hold = self.names_reader(owner) || payload(word) > self.named_readers();
+                    if word & EXCLUSIVE == 0 && (queue.is_empty() || may_hold) {
+                        match self.word.compare_exchange(word, word + ONE_SHARED, Ordering::Acquire, Ordering::Acquire) {
+                            Ok(_) => {
+                                self.occupy_reader_slot(owner);
+                                let token = self.token.fetch_add(1, Ordering::Relaxed) + 1;
+                                return Admit::Granted { token, nested: false, leased: false };
+                            }
+                            Err(actual) => {
+                                word = actual;
+                                continue;
+                            }
+                        }
+                    }
+                }
+            }
+            let Some(waiter) = waiter else {
+                return Admit::WouldBlock;
+            };
+            // Under the mutex only the fast paths change the word, and they
+            // stop as soon as QUEUED is visible.
+            match self.word.compare_exchange(word, word | QUEUED, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => {
+                    queue.push_back(Arc::clone(waiter));
+                    return Admit::Queued;
+                }
+                Err(actual) => word = actual,
+            }
+        }
+    }
+
+    /// The word for an exclusive grant to `owner`, recording its lease. Caller
+    /// holds the queue mutex and installs the word.
+    fn exclusive_grant_word(&self, owner: u64, lease_ns: u64, now_ns: u64, queued: bool) -> u64 {
+        self.depth.store(0, Ordering::Relaxed);
+        let mut word = exclusive_word(owner);
+        if lease_ns != 0 {
+            self.lease_deadline_ns.store(now_ns.saturating_add(lease_ns), Ordering::Relaxed);
+            word |= LEASED;
+        } else {
+            self.lease_deadline_ns.store(0, Ordering::Relaxed);
+        }
+        if queued {
+            word |= QUEUED;
+        }
+        word
+    }
+
+    /// Grants the key to waiters at the head of the queue for as long as they
+    /// are compatible with the current holders, and clears QUEUED once the
+    /// queue is empty. Restores the invariant "QUEUED implies held" after any
+    /// slow-path change. Caller holds the queue mutex.
+    pub(crate) fn grant_queued(&self, queue: &mut Queue, now_ns: u64, wakeups: &mut Wakeups) {
+        loop {
+            let word = self.word.load(Ordering::Acquire);
+            let Some(head) = queue.front() else {
+                if word & QUEUED != 0 {
+                    self.word.fetch_and(!QUEUED, Ordering::Release);
+                }
+                return;
+            };
+            match head.mode {
+                LockMode::Exclusive => {
+                    if !is_free(word) {
+                        return;
+                    }
+                    let head = queue.pop_front().expect("queue has a head");
+                    // A free word with waiters is stable under the mutex: the
+                    // fast paths neither grant nor release while QUEUED is set.
+                    let granted = self.exclusive_grant_word(head.owner, head.lease_ns, now_ns, !queue.is_empty());
+                    self.word.store(granted, Ordering::Release);
+                    let token = self.next_exclusive_token();
+                    head.granted.store(token, Ordering::Release);
+                    wakeups.push(head);
+                    return;
+                }
+                LockMode::Shared => {
+                    if word & EXCLUSIVE != 0 {
+                        return;
+                    }
+                    let head = queue.pop_front().expect("queue has a head");
+                    // Shared holders may be releasing concurrently (never the
+                    // last one: that release takes this mutex), so add, not store.
+                    self.word.fetch_add(ONE_SHARED, Ordering::AcqRel);
+                    self.occupy_reader_slot(head.owner);
+                    let token = self.token.fetch_add(1, Ordering::Relaxed) + 1;
+                    head.granted.store(token, Ordering::Release);
+                    wakeups.push(head);
+                }
+            }
+        }
+    }
+
+    /// Revokes the exclusive grant if its lease has run out, handing the key to
+    /// the next waiter. Returns whether it revoked. Caller holds the queue mutex.
+    pub(crate) fn revoke_expired(&self, queue: &mut Queue, now_ns: u64, wakeups: &mut Wakeups) -> bool {
+        let word = self.word.load(Ordering::Acquire);
+        if word & LEASED == 0 || self.lease_deadline_ns.load(Ordering::Relaxed) > now_ns {
+            return false;
+        }
+        self.depth.store(0, Ordering::Relaxed);
+        self.lease_deadline_ns.store(0, Ordering::Relaxed);
+        // A leased grant is changed only under this mutex.
+        self.word.store(word & QUEUED, Ordering::Release);
+        self.grant_queued(queue, now_ns, wakeups);
+        true
+    }
+
+    /// The lease deadline of the current exclusive grant, if it has one.
+    pub(crate) fn lease_deadline(&self) -> Option<u64> {
+        let _queue = self.queue.lock();
+        (self.word.load(Ordering::Acquire) & LEASED != 0).then(|| self.lease_deadline_ns.load(Ordering::Relaxed))
+    }
+
+    /// Releases one acquisition of the exclusive grant `(owner, token)` on the
+    /// slow path: leased grants always come here, unleased ones when waiters
+    /// are queued. `expired` counts a lease this call found run out.
+    pub(crate) fn release_exclusive(
+        &self,
+        owner: u64,
+        token: u64,
+        now_ns: u64,
+        expired: &mut u64,
+        wakeups: &mut Wakeups,
+    ) -> Released {
+        let mut queue = self.queue.lock();
+        let word = self.word.load(Ordering::Acquire);
+        if !held_exclusively_by(word, owner) || self.token.load(Ordering::Relaxed) != token {
+            return Released::LeaseExpired;
+        }
+        if self.revoke_expired(&mut queue, now_ns, wakeups) {
+            *expired += 1;
+            return Released::LeaseExpired;
+        }
+        let depth = self.depth.load(Ordering::Relaxed);
+        if depth > 0 {
+            self.depth.store(depth - 1, Ordering::Relaxed);
+            return Released::Yes;
+        }
+        self.lease_deadline_ns.store(0, Ordering::Relaxed);
+        self.word.store(word & QUEUED, Ordering::Release);
+        self.grant_queued(&mut queue, now_ns, wakeups);
+        Released::Yes
+    }
+
+    /// Releases the last shared grant while waiters are queued, handing the
+    /// key to the head of the queue. The reader slot is already vacated.
+    pub(crate) fn release_last_shared(&self, now_ns: u64, wakeups: &mut Wakeups) {
+        let mut queue = self.queue.lock();
+        let previous = self.word.fetch_sub(ONE_SHARED, Ordering::AcqRel);
+        debug_assert!(previous & EXCLUSIVE == 0 && payload(previous) >= 1);
+        self.grant_queued(&mut queue, now_ns, wakeups);
+    }
+
+    /// Extends the lease of the grant `(owner, token)` to `now + lease_ns`.
+    pub(crate) fn renew(
+        &self,
+        owner: u64,
+        token: u64,
+        lease_ns: u64,
+        now_ns: u64,
+        expired: &mut u64,
+        wakeups: &mut Wakeups,
+    ) -> Result<(), LockError> {
+        let mut queue = self.queue.lock();
+        let word = self.word.load(Ordering::Acquire);
+        if !held_exclusively_by(word, owner) || self.token.load(Ordering::Relaxed) != token {
+            return Err(LockError::LeaseExpired);
+        }
+        if word & LEASED == 0 {
+            return Err(LockError::NoLease);
+        }
+        if self.revoke_expired(&mut queue, now_ns, wakeups) {
+            *expired += 1;
+            return Err(LockError::LeaseExpired);
+        }
+        self.lease_deadline_ns.store(now_ns.saturating_add(lease_ns), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Takes `waiter` out of the queue because it gives up. Returns its token
+    /// instead if it was granted first: then it holds the key after all.
+    pub(crate) fn abandon(&self, waiter: &Arc<Waiter>, now_ns: u64, wakeups: &mut Wakeups) -> Option<u64> {
+        let mut queue = self.queue.lock();
+        if let Some(token) = waiter.granted() {
+            return Some(token);
+        }
+        let position = queue.iter().position(|queued| Arc::ptr_eq(queued, waiter));
+        debug_assert!(position.is_some(), "an ungranted waiter is queued");
+        if let Some(position) = position {
+            queue.remove(position);
+        }
+        // Leaving may unblock those behind us (shared waiters behind an
+        // exclusive one), and clears QUEUED when we were the last.
+        self.grant_queued(&mut queue, now_ns, wakeups);
+        None
+    }
+
+    /// Owners the waiter `waiter` waits for: the holders, and the waiters
+    /// queued ahead of it. For deadlock detection; a snapshot.
+    pub(crate) fn blockers(&self, waiter: &Arc<Waiter>, out: &mut Vec<u64>) {
+        let queue = self.queue.lock();
+        let word = self.word.load(Ordering::Acquire);
+        if word & EXCLUSIVE != 0 {
+            out.push(payload(word));
+        } else {
+            out.extend(self.readers.iter().map(|slot| slot.load(Ordering::Relaxed)).filter(|&id| id != 0));
+        }
+        out.extend(queue.iter().take_while(|queued| !Arc::ptr_eq(queued, waiter)).map(|queued| queued.owner));
+        out.retain(|&id| id != waiter.owner);
+    }
+}
+
+/// What a blocked acquisition may be woken by besides its grant.
+pub(crate) struct WaitLimits<'a> {
+    /// Give up with `Timeout` at this instant.
+    pub(crate) deadline: Option<Instant>,
+    /// Give up with `Interrupted` once this is raised (stays raised).
+    pub(crate) cancel: Option<&'a Signal>,
+    /// Give up with `Interrupted` once this is raised (consumed).
+    pub(crate) interrupt: Option<&'a Signal>,
+}
+
+impl LockManager {
+    /// Parks until `waiter`, queued on `entry`, is granted, or gives up. On
+    /// giving up it leaves the queue with no trace (or keeps the key, if the
+    /// grant won the race). Returns the granted token.
+    pub(crate) fn wait(&self, entry: &Entry, waiter: &Arc<Waiter>, limits: &WaitLimits<'_>) -> Result<u64, LockError> {
+        let started = Instant::now();
+        let signals = [limits.cancel, limits.interrupt];
+        for signal in signals.iter().flatten() {
+            signal.register(waiter);
+        }
+        self.deadlocks.register(waiter);
+        let mut search_interval = self.config.deadlock_threshold;
+        let mut search_at = started.checked_add(search_interval);
+
+        let outcome = loop {
+            if let Some(token) = waiter.granted() {
+                break Ok(token);
+            }
+            if limits.cancel.is_some_and(Signal::is_raised) || limits.interrupt.is_some_and(Signal::take) {
+                break Err(LockError::Interrupted);
+            }
+            let now = Instant::now();
+            if limits.deadline.is_some_and(|deadline| now >= deadline) {
+                break Err(LockError::Timeout { waited: now - started });
+            }
+            if search_at.is_some_and(|at| now >= at) {
+                if let Some(keys) = self.deadlocks.search(waiter, &self.table) {
+                    break Err(LockError::Deadlock { keys });
+                }
+                search_interval = (search_interval * 2).min(DEADLOCK_SEARCH_INTERVAL_MAX.max(search_interval));
+                search_at = now.checked_add(search_interval);
+            }
+            let mut wake_at = [limits.deadline, search_at].into_iter().flatten().min();
+            if let Some(lease_ns) = entry.lease_deadline() {
+                let now_ns = self.clock.now_ns();
+                if lease_ns <= now_ns {
+                    self.revoke(entry, now_ns);
+                    continue;
+                }
+                let lease_at = self.clock.instant(lease_ns);
+                wake_at = Some(wake_at.map_or(lease_at, |at| at.min(lease_at)));
+            }
+            let raised = || signals.iter().flatten().any(|signal| signal.is_raised());
+            sync::park(waiter.park_key(), || waiter.granted().is_none() && !raised(), wake_at);
+        };
+
+        self.deadlocks.deregister(waiter);
+        for signal in signals.iter().flatten() {
+            signal.deregister(waiter);
+        }
+        let error = match outcome {
+            Ok(token) => return Ok(token),
+            Err(error) => error,
+        };
+        let mut wakeups = Wakeups::new();
+        let _pin = crossbeam_epoch::pin();
+        let late_grant = entry.abandon(waiter, self.clock.now_ns(), &mut wakeups);
+        wake(wakeups);
+        if let Some(token) = late_grant {
+            if error == LockError::Interrupted {
+                // The interrupt lost the race; keep it for the next wait.
+                if let Some(interrupt) = limits.interrupt {
+                    interrupt.raise();
+                }
+            }
+            return Ok(token);
+        }
+        self.counters.record(&error);
+        Err(error)
+    }
+
+    /// Revokes `entry`'s grant if its lease has run out and wakes whoever gets it.
+    pub(crate) fn revoke(&self, entry: &Entry, now_ns: u64) {
+        let mut wakeups = Wakeups::new();
+        let _pin = crossbeam_epoch::pin();
+        let revoked = {
+            let mut queue = entry.queue.lock();
+            entry.revoke_expired(&mut queue, now_ns, &mut wakeups)
+        };
+        if revoked {
+            self.counters.leases_expired.fetch_add(1, Ordering::Relaxed);
+        }
+        wake(wakeups);
+    }
+}
+
+/// Searches repeat with doubling intervals up to this, so that a deadlock
+/// formed while a long wait was already under way is still found.
+const DEADLOCK_SEARCH_INTERVAL_MAX: Duration = Duration::from_millis(100);
