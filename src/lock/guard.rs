@@ -346,7 +346,9 @@ impl<O: OwnerKind> fmt::Debug for LockSet<'_, O> {
 /// });
 /// drop(holder);
 /// let guard = session.lock("cart:7")?;
-/// std::thread::scope(|s| s.spawn(move || drop(guard))); // session guards move
+/// std::thread::scope(|s| {
+///     s.spawn(move || drop(guard)); // session guards move between threads
+/// });
 /// # Ok::<(), LockError>(())
 /// ```
 pub struct Session<'m> {
