@@ -48,14 +48,7 @@ pub(crate) fn park(key: usize, should_park: impl FnOnce() -> bool, deadline: Opt
     // the calling thread, so no other synchronisation primitive parks on it;
     // the callbacks neither panic nor call back into the parking lot.
     let result = unsafe {
-        parking_lot_core::park(
-            key,
-            should_park,
-            || {},
-            |_, _| {},
-            parking_lot_core::DEFAULT_PARK_TOKEN,
-            deadline,
-        )
+        parking_lot_core::park(key, should_park, || {}, |_, _| {}, parking_lot_core::DEFAULT_PARK_TOKEN, deadline)
     };
     matches!(result, parking_lot_core::ParkResult::TimedOut)
 }

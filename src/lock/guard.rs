@@ -115,7 +115,14 @@ unsafe impl Send for Grant<'_> {}
 unsafe impl Sync for Grant<'_> {}
 
 impl<'a> Grant<'a> {
-    pub(crate) fn new(manager: &'a LockManager, entry: &Entry, owner: u64, token: u64, mode: LockMode, leased: bool) -> Self {
+    pub(crate) fn new(
+        manager: &'a LockManager,
+        entry: &Entry,
+        owner: u64,
+        token: u64,
+        mode: LockMode,
+        leased: bool,
+    ) -> Self {
         if mode == LockMode::Exclusive {
             // Orders the grant (word and token) before the holder's writes to
             // the data it protects, for optimistic readers (`Entry::validate`).

@@ -150,7 +150,9 @@ impl LockRequest {
             Some(_) if self.mode == LockMode::Shared => {
                 Err(LockError::InvalidRequest { reason: "leases are supported on exclusive locks only" })
             }
-            Some(lease) if lease.is_zero() => Err(LockError::InvalidRequest { reason: "a lease must be longer than zero" }),
+            Some(lease) if lease.is_zero() => {
+                Err(LockError::InvalidRequest { reason: "a lease must be longer than zero" })
+            }
             Some(lease) if lease > LEASE_MAX => {
                 Err(LockError::InvalidRequest { reason: "a lease may be at most LEASE_MAX (30 days)" })
             }
@@ -531,8 +533,15 @@ impl LockManager {
                 waiter = Some(Waiter::new(owner, plan.mode, plan.lease_ns, key, hash));
             }
             let (mut expired, mut wakeups) = (0, Wakeups::new());
-            let admitted =
-                entry.admit(owner, plan.mode, plan.lease_ns, self.clock.now_ns(), waiter.as_ref(), &mut expired, &mut wakeups);
+            let admitted = entry.admit(
+                owner,
+                plan.mode,
+                plan.lease_ns,
+                self.clock.now_ns(),
+                waiter.as_ref(),
+                &mut expired,
+                &mut wakeups,
+            );
             wake(wakeups);
             self.counters.leases_expired.fetch_add(expired, Ordering::Relaxed);
             match admitted {

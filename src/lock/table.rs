@@ -87,7 +87,12 @@ impl Table {
             .map(|_| {
                 CachePadded::new(Shard {
                     buckets: epoch::Atomic::new(Buckets::new(BUCKETS_INITIAL)),
-                    state: Mutex::new(ShardState { len: 0, sweep_at: idle_max.max(1), token_floor: 0, grants_retired: 0 }),
+                    state: Mutex::new(ShardState {
+                        len: 0,
+                        sweep_at: idle_max.max(1),
+                        token_floor: 0,
+                        grants_retired: 0,
+                    }),
                 })
             })
             .collect::<Box<[_]>>();

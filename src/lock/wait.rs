@@ -21,8 +21,7 @@ use crate::sync::{self, Arc, AtomicU64, Ordering};
 use super::cancel::Signal;
 use super::manager::{LockManager, LockMode};
 use super::word::{
-    DEAD, EXCLUSIVE, Entry, LEASED, ONE_SHARED, QUEUED, Queue, exclusive_word, held_exclusively_by, is_free,
-    payload,
+    DEAD, EXCLUSIVE, Entry, LEASED, ONE_SHARED, QUEUED, Queue, exclusive_word, held_exclusively_by, is_free, payload,
 };
 
 /// One blocked acquisition. Parks on its own address.
@@ -147,7 +146,8 @@ impl Entry {
                     // we already hold the key shared, or may (an unnamed holder).
                     let may_hold = self.names_reader(owner) || payload(word) > self.named_readers();
                     if word & EXCLUSIVE == 0 && (queue.is_empty() || may_hold) {
-                        match self.word.compare_exchange(word, word + ONE_SHARED, Ordering::Acquire, Ordering::Acquire) {
+                        match self.word.compare_exchange(word, word + ONE_SHARED, Ordering::Acquire, Ordering::Acquire)
+                        {
                             Ok(_) => {
                                 self.occupy_reader_slot(owner);
                                 let token = self.token.fetch_add(1, Ordering::Relaxed) + 1;
@@ -347,13 +347,18 @@ impl Entry {
     /// queued ahead of it. For deadlock detection; a snapshot.
     pub(crate) fn blockers(&self, waiter: &Arc<Waiter>, out: &mut Vec<u64>) {
         let queue = self.queue.lock();
+        // A waiter that was granted (and has yet to deregister) or has left
+        // the queue waits for nobody.
+        let Some(position) = queue.iter().position(|queued| Arc::ptr_eq(queued, waiter)) else {
+            return;
+        };
         let word = self.word.load(Ordering::Acquire);
         if word & EXCLUSIVE != 0 {
             out.push(payload(word));
         } else {
             out.extend(self.readers.iter().map(|slot| slot.load(Ordering::Relaxed)).filter(|&id| id != 0));
         }
-        out.extend(queue.iter().take_while(|queued| !Arc::ptr_eq(queued, waiter)).map(|queued| queued.owner));
+        out.extend(queue.iter().take(position).map(|queued| queued.owner));
         out.retain(|&id| id != waiter.owner);
     }
 }

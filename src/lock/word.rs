@@ -208,9 +208,7 @@ impl Entry {
             self.depth.store(depth - 1, Ordering::Relaxed);
             return true;
         }
-        self.word
-            .compare_exchange(exclusive_word(owner), 0, Ordering::Release, Ordering::Relaxed)
-            .is_ok()
+        self.word.compare_exchange(exclusive_word(owner), 0, Ordering::Release, Ordering::Relaxed).is_ok()
     }
 
     /// Releases one shared grant of `owner`'s. Returns `false` if this is the
