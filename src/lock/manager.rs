@@ -488,8 +488,13 @@ impl LockManager {
         let exclusive = plan.mode == LockMode::Exclusive;
         let mut waiter: Option<crate::sync::Arc<Waiter>> = None;
         let guard = epoch::pin();
+        // After meeting a dead entry, look up under the shard mutex: the sweep
+        // that killed it holds the mutex until it is unlinked, so we wait for
+        // it there instead of spinning on the lock-free path.
+        let mut exact = false;
         let entry = 'lookup: loop {
-            let entry = match self.table.find(key, hash, &guard) {
+            let found = if exact { None } else { self.table.find(key, hash, &guard) };
+            let entry = match found {
                 Some(entry) => entry,
                 None => {
                     let now_ns = if plan.lease_ns != 0 { self.clock.now_ns() } else { 0 };
@@ -519,7 +524,10 @@ impl LockManager {
                         Fast::Nested(token) => {
                             return Ok(Grant::new(self, entry, owner, token, LockMode::Exclusive, false));
                         }
-                        Fast::Dead => continue 'lookup,
+                        Fast::Dead => {
+                            exact = true;
+                            continue 'lookup;
+                        }
                         Fast::Slow => {}
                     }
                     let queued = entry.word.load(Ordering::Relaxed) & (QUEUED | LEASED) != 0;
@@ -551,7 +559,7 @@ impl LockManager {
                 }
                 Admit::WouldBlock => return Err(LockError::WouldBlock),
                 Admit::Upgrade => return Err(LockError::Upgrade),
-                Admit::Dead => continue,
+                Admit::Dead => exact = true,
                 Admit::Queued => break entry,
             }
         };

@@ -34,11 +34,18 @@ const LOAD_FACTOR_MAX: usize = 2;
 
 const _: () = assert!(BUCKETS_INITIAL.is_power_of_two());
 
+/// Keys are hashed with a per-manager random seed, so that nobody can choose
+/// keys that all land in one chain. Loom needs the same buckets every run.
+#[cfg(not(loom))]
+type KeyHasher = foldhash::fast::RandomState;
+#[cfg(loom)]
+type KeyHasher = foldhash::fast::FixedState;
+
 pub(crate) struct Table {
     shards: Box<[CachePadded<Shard>]>,
     /// `hash >> shard_shift` is the shard index.
     shard_shift: u32,
-    hasher: foldhash::fast::RandomState,
+    hasher: KeyHasher,
     /// Idle entries a shard may keep before an insert sweeps it.
     idle_max: usize,
 }
@@ -97,7 +104,7 @@ impl Table {
             })
             .collect::<Box<[_]>>();
         let shard_shift = 64 - shards.len().trailing_zeros();
-        Self { shards, shard_shift, hasher: foldhash::fast::RandomState::default(), idle_max }
+        Self { shards, shard_shift, hasher: KeyHasher::default(), idle_max }
     }
 
     #[inline]

@@ -47,8 +47,8 @@ impl Waiter {
     }
 
     /// The address this waiter parks on.
-    pub(crate) fn park_key(self: &Arc<Self>) -> usize {
-        Arc::as_ptr(self) as usize
+    pub(crate) fn park_key(&self) -> usize {
+        self as *const Self as usize
     }
 
     /// The granted token, if granted.
@@ -255,6 +255,9 @@ impl Entry {
 
     /// The lease deadline of the current exclusive grant, if it has one.
     pub(crate) fn lease_deadline(&self) -> Option<u64> {
+        if self.word.load(Ordering::Acquire) & LEASED == 0 {
+            return None;
+        }
         let _queue = self.queue.lock();
         (self.word.load(Ordering::Acquire) & LEASED != 0).then(|| self.lease_deadline_ns.load(Ordering::Relaxed))
     }
