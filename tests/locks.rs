@@ -314,7 +314,7 @@ fn waiters_are_granted_in_arrival_order() {
                 order_tx.send(i).unwrap();
             });
             // Start the next waiter only once this one is queued.
-            eventually(|| waiting(&locks) == i as u64 + 1);
+            eventually(|| waiting(locks) == i as u64 + 1);
         }
         drop(guard);
     });
@@ -337,7 +337,7 @@ fn nobody_barges_past_a_queued_waiter() {
             waiter_has_it.store(true, Ordering::SeqCst);
             release_rx.recv().unwrap();
         });
-        eventually(|| waiting(&locks) == 1);
+        eventually(|| waiting(locks) == 1);
         let barger = locks.session();
         assert_eq!(barger.try_lock("sku:queue").map(|_| ()), Err(LockError::WouldBlock));
         drop(guard);
@@ -376,6 +376,29 @@ fn deadlock_makes_one_waiter_the_victim_naming_the_keys() {
     keys.sort();
     assert_eq!(keys, ["sku:1", "sku:2"]);
     assert_eq!(locks.stats().deadlocks, 1);
+}
+
+#[test]
+fn deadlock_between_threads_is_detected() {
+    let locks = LockManager::new();
+    let barrier = std::sync::Barrier::new(2);
+    let results = thread::scope(|s| {
+        let spawn = |first: &'static str, second: &'static str| {
+            let (locks, barrier) = (&locks, &barrier);
+            s.spawn(move || {
+                let held = locks.lock(first).unwrap();
+                barrier.wait();
+                let result = locks.lock(second).map(|_| ());
+                drop(held);
+                result
+            })
+        };
+        let (a, b) = (spawn("sku:1", "sku:2"), spawn("sku:2", "sku:1"));
+        [a.join().unwrap(), b.join().unwrap()]
+    });
+    let victims = results.iter().filter(|r| matches!(r, Err(LockError::Deadlock { .. }))).count();
+    assert_eq!(victims, 1, "{results:?}");
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1);
 }
 
 #[test]
@@ -431,7 +454,7 @@ fn lock_all_never_deadlocks_with_lock_all() {
             let locks = &locks;
             s.spawn(move || {
                 for i in 0..ROUNDS {
-                    let mut keys = vec!["a", "b", "c", "d"];
+                    let mut keys = ["a", "b", "c", "d"];
                     keys.rotate_left((t + i) % 4);
                     let set = locks.lock_all(&keys[..3], Duration::from_secs(60)).unwrap();
                     assert_eq!(set.len(), 3);

@@ -31,21 +31,46 @@ fn next_owner_id() -> u64 {
     id
 }
 
+/// The current thread as an owner: its id (0 until first used) and how many
+/// grants it holds, which tells a wait whether it could be part of a deadlock.
+struct ThreadState {
+    owner: Cell<u64>,
+    held: Cell<u64>,
+}
+
+#[cfg(not(loom))]
 thread_local! {
-    static THREAD_OWNER: Cell<u64> = Cell::new(0);
+    static THREAD: ThreadState = const { ThreadState { owner: Cell::new(0), held: Cell::new(0) } };
+}
+#[cfg(loom)]
+thread_local! {
+    static THREAD: ThreadState = ThreadState { owner: Cell::new(0), held: Cell::new(0) };
 }
 
 /// The owner id of the current thread, assigned on first use.
 #[inline]
 pub(crate) fn thread_owner() -> u64 {
-    THREAD_OWNER.with(|owner| match owner.get() {
+    THREAD.with(|thread| match thread.owner.get() {
         0 => {
             let id = next_owner_id();
-            owner.set(id);
+            thread.owner.set(id);
             id
         }
         id => id,
     })
+}
+
+/// How many grants the current thread holds as a thread owner.
+pub(crate) fn thread_held() -> u64 {
+    THREAD.with(|thread| thread.held.get())
+}
+
+#[inline]
+fn count_thread_held(granted: bool) {
+    THREAD.with(|thread| {
+        let held = thread.held.get();
+        thread.held.set(if granted { held + 1 } else { held.saturating_sub(1) });
+    });
 }
 
 /// A fencing token: strictly greater for every later grant of the same key,
@@ -95,7 +120,12 @@ enum Handle {
     Held(NonNull<Entry>),
     /// A leased grant can be revoked, after which its entry may be reclaimed,
     /// so it is looked up again by key.
-    Leased { key: Box<str>, hash: u64 },
+    Leased(Box<LeasedKey>),
+}
+
+struct LeasedKey {
+    key: Box<str>,
+    hash: u64,
 }
 
 /// One grant, released at most once.
@@ -105,6 +135,8 @@ pub(crate) struct Grant<'a> {
     owner: u64,
     token: u64,
     mode: LockMode,
+    /// Counted in the acquiring thread's `ThreadState::held`.
+    thread_owned: bool,
     released: bool,
 }
 
@@ -115,6 +147,8 @@ unsafe impl Send for Grant<'_> {}
 unsafe impl Sync for Grant<'_> {}
 
 impl<'a> Grant<'a> {
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         manager: &'a LockManager,
         entry: &Entry,
@@ -122,6 +156,7 @@ impl<'a> Grant<'a> {
         token: u64,
         mode: LockMode,
         leased: bool,
+        thread_owned: bool,
     ) -> Self {
         if mode == LockMode::Exclusive {
             // Orders the grant (word and token) before the holder's writes to
@@ -129,11 +164,14 @@ impl<'a> Grant<'a> {
             fence(Ordering::Release);
         }
         let handle = if leased {
-            Handle::Leased { key: entry.key.clone(), hash: entry.hash }
+            Handle::Leased(Box::new(LeasedKey { key: entry.key.clone(), hash: entry.hash }))
         } else {
             Handle::Held(NonNull::from(entry))
         };
-        Self { manager, handle, owner, token, mode, released: false }
+        if thread_owned {
+            count_thread_held(true);
+        }
+        Self { manager, handle, owner, token, mode, thread_owned, released: false }
     }
 
     fn key(&self) -> &str {
@@ -141,14 +179,15 @@ impl<'a> Grant<'a> {
             // SAFETY: the grant is unreleased (guards release only on drop or
             // by consuming themselves), so its entry is alive.
             Handle::Held(entry) => unsafe { &entry.as_ref().key },
-            Handle::Leased { key, .. } => key,
+            Handle::Leased(leased) => &leased.key,
         }
     }
 
     /// The entry of a leased grant, if it still exists; looked up exactly.
-    fn with_leased_entry<R>(&self, key: &str, hash: u64, f: impl FnOnce(&Entry) -> R) -> Option<R> {
+    fn with_leased_entry<R>(&self, leased: &LeasedKey, f: impl FnOnce(&Entry) -> R) -> Option<R> {
         let guard = epoch::pin();
         let table = &self.manager.table;
+        let (key, hash) = (&*leased.key, leased.hash);
         let entry = table.find(key, hash, &guard).or_else(|| {
             // A miss may be a resize in progress; confirm under the shard mutex.
             table.absent_floor(key, hash).is_none().then(|| table.find(key, hash, &guard)).flatten()
@@ -156,10 +195,32 @@ impl<'a> Grant<'a> {
         Some(f(entry))
     }
 
+    #[inline]
     fn release(&mut self) -> Result<(), LockError> {
         if std::mem::replace(&mut self.released, true) {
             return Ok(());
         }
+        if self.thread_owned {
+            count_thread_held(false);
+        }
+        if let Handle::Held(entry) = &self.handle {
+            // SAFETY: unreleased until now, so the entry is alive; see `key`.
+            let entry = unsafe { entry.as_ref() };
+            let done = match self.mode {
+                LockMode::Exclusive => entry.unlock_exclusive_fast(self.owner),
+                LockMode::Shared => entry.unlock_shared_fast(self.owner),
+            };
+            if done {
+                return Ok(());
+            }
+        }
+        self.release_slow()
+    }
+
+    /// Releases a grant with waiters queued behind it, or a leased grant.
+    #[cold]
+    #[inline(never)]
+    fn release_slow(&self) -> Result<(), LockError> {
         let manager = self.manager;
         let (owner, token) = (self.owner, self.token);
         let mut wakeups = Wakeups::new();
@@ -168,30 +229,27 @@ impl<'a> Grant<'a> {
             Handle::Held(entry) => {
                 // SAFETY: unreleased until now, so the entry is alive; see `key`.
                 let entry = unsafe { entry.as_ref() };
-                let _pin;
+                // The word may become idle and be swept while we still hold
+                // its queue mutex: pin before touching it.
+                let _pin = epoch::pin();
                 match self.mode {
-                    LockMode::Exclusive if !entry.unlock_exclusive_fast(owner) => {
-                        // The word may become idle and be swept while we still
-                        // hold its queue mutex: pin before touching it.
-                        _pin = epoch::pin();
+                    LockMode::Exclusive => {
                         entry.release_exclusive(owner, token, manager.clock.now_ns(), &mut expired, &mut wakeups)
                     }
-                    LockMode::Shared if !entry.unlock_shared_fast(owner) => {
-                        _pin = epoch::pin();
+                    LockMode::Shared => {
                         entry.release_last_shared(manager.clock.now_ns(), &mut wakeups);
                         Released::Yes
                     }
-                    _ => Released::Yes,
                 }
             }
-            Handle::Leased { key, hash } => self
-                .with_leased_entry(key, *hash, |entry| {
+            Handle::Leased(leased) => self
+                .with_leased_entry(leased, |entry| {
                     entry.release_exclusive(owner, token, manager.clock.now_ns(), &mut expired, &mut wakeups)
                 })
                 .unwrap_or(Released::LeaseExpired),
         };
         wake(wakeups);
-        manager.counters.leases_expired.fetch_add(expired, Ordering::Relaxed);
+        manager.counters.count_expired(expired);
         match outcome {
             Released::Yes => Ok(()),
             Released::LeaseExpired => Err(LockError::LeaseExpired),
@@ -199,7 +257,7 @@ impl<'a> Grant<'a> {
     }
 
     fn renew(&self, lease: Duration) -> Result<(), LockError> {
-        let Handle::Leased { key, hash } = &self.handle else {
+        let Handle::Leased(leased) = &self.handle else {
             return Err(LockError::NoLease);
         };
         if lease.is_zero() || lease > LEASE_MAX {
@@ -208,13 +266,13 @@ impl<'a> Grant<'a> {
         let manager = self.manager;
         let (mut expired, mut wakeups) = (0, Wakeups::new());
         let outcome = self
-            .with_leased_entry(key, *hash, |entry| {
+            .with_leased_entry(leased, |entry| {
                 let now_ns = manager.clock.now_ns();
                 entry.renew(self.owner, self.token, lease.as_nanos() as u64, now_ns, &mut expired, &mut wakeups)
             })
             .unwrap_or(Err(LockError::LeaseExpired));
         wake(wakeups);
-        manager.counters.leases_expired.fetch_add(expired, Ordering::Relaxed);
+        manager.counters.count_expired(expired);
         outcome
     }
 }
@@ -392,7 +450,7 @@ impl<'m> Session<'m> {
 
     /// Takes `key` as `request` describes.
     pub fn acquire(&self, key: &str, request: LockRequest) -> Result<LockGuard<'m, SessionOwned>, LockError> {
-        let plan = Plan::new(&request, Some(&self.interrupt))?;
+        let plan = Plan::new(&request, Some(&self.interrupt), false)?;
         self.manager.acquire_as(self.owner, key, &plan).map(LockGuard::new)
     }
 
@@ -403,7 +461,7 @@ impl<'m> Session<'m> {
         timeout: Duration,
     ) -> Result<LockSet<'m, SessionOwned>, LockError> {
         let request = LockRequest::exclusive().timeout(timeout);
-        let plan = Plan::new(&request, Some(&self.interrupt))?;
+        let plan = Plan::new(&request, Some(&self.interrupt), false)?;
         self.manager.lock_all_as(self.owner, keys, &plan).map(LockSet::new)
     }
 

@@ -11,7 +11,7 @@ use crate::sync::{AtomicU64, Ordering, fence, spin};
 
 use super::cancel::{CancelToken, Signal};
 use super::deadlock::Deadlocks;
-use super::guard::{Grant, LockGuard, LockSet, Session, ThreadOwned, thread_owner};
+use super::guard::{Grant, LockGuard, LockSet, Session, ThreadOwned, thread_held, thread_owner};
 use super::table::{Found, Table};
 use super::wait::{Admit, WaitLimits, Waiter, Wakeups, wake};
 use super::word::{Entry, Fast, LEASED, QUEUED};
@@ -234,6 +234,13 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
+    /// Counts leases found expired (most calls find none: no atomic then).
+    pub(crate) fn count_expired(&self, expired: u64) {
+        if expired > 0 {
+            self.leases_expired.fetch_add(expired, Ordering::Relaxed);
+        }
+    }
+
     pub(crate) fn record(&self, error: &LockError) {
         let counter = match error {
             LockError::Timeout { .. } => &self.timeouts,
@@ -251,10 +258,16 @@ pub(crate) struct Plan<'a> {
     pub(crate) lease_ns: u64,
     /// `None`: do not wait at all.
     pub(crate) wait: Option<WaitLimits<'a>>,
+    /// The owner is the calling thread (not a session).
+    pub(crate) thread_owned: bool,
 }
 
 impl<'a> Plan<'a> {
-    pub(crate) fn new(request: &'a LockRequest, interrupt: Option<&'a Signal>) -> Result<Self, LockError> {
+    pub(crate) fn new(
+        request: &'a LockRequest,
+        interrupt: Option<&'a Signal>,
+        thread_owned: bool,
+    ) -> Result<Self, LockError> {
         let deadline = match request.wait {
             Wait::Never => None,
             Wait::Forever => Some(None),
@@ -266,7 +279,12 @@ impl<'a> Plan<'a> {
             cancel: request.cancel.as_ref().map(CancelToken::signal),
             interrupt,
         });
-        Ok(Self { mode: request.mode, lease_ns: request.lease_ns()?, wait })
+        Ok(Self { mode: request.mode, lease_ns: request.lease_ns()?, wait, thread_owned })
+    }
+
+    /// An exclusive, unleased acquisition by the calling thread.
+    fn thread_exclusive(wait: Option<WaitLimits<'a>>) -> Self {
+        Self { mode: LockMode::Exclusive, lease_ns: 0, wait, thread_owned: true }
     }
 }
 
@@ -346,23 +364,26 @@ impl LockManager {
     /// Takes `key` exclusively for the current thread, waiting as long as it
     /// takes (or until a deadlock makes this wait the victim).
     pub fn lock(&self, key: &str) -> Result<LockGuard<'_>, LockError> {
-        self.acquire(key, LockRequest::exclusive())
+        let plan = Plan::thread_exclusive(Some(WaitLimits { deadline: None, cancel: None, interrupt: None }));
+        self.acquire_as(thread_owner(), key, &plan).map(LockGuard::new)
     }
 
     /// Takes `key` exclusively for the current thread if that is possible at
     /// once; otherwise [`LockError::WouldBlock`].
     pub fn try_lock(&self, key: &str) -> Result<LockGuard<'_>, LockError> {
-        self.acquire(key, LockRequest::exclusive().no_wait())
+        self.acquire_as(thread_owner(), key, &Plan::thread_exclusive(None)).map(LockGuard::new)
     }
 
     /// Takes `key` exclusively for the current thread, waiting at most `timeout`.
     pub fn lock_for(&self, key: &str, timeout: Duration) -> Result<LockGuard<'_>, LockError> {
-        self.acquire(key, LockRequest::exclusive().timeout(timeout))
+        let deadline = Instant::now().checked_add(timeout);
+        let plan = Plan::thread_exclusive(Some(WaitLimits { deadline, cancel: None, interrupt: None }));
+        self.acquire_as(thread_owner(), key, &plan).map(LockGuard::new)
     }
 
     /// Takes `key` for the current thread as `request` describes.
     pub fn acquire(&self, key: &str, request: LockRequest) -> Result<LockGuard<'_>, LockError> {
-        let plan = Plan::new(&request, None)?;
+        let plan = Plan::new(&request, None, true)?;
         self.acquire_as(thread_owner(), key, &plan).map(LockGuard::new)
     }
 
@@ -375,8 +396,8 @@ impl LockManager {
         keys: impl IntoIterator<Item = K>,
         timeout: Duration,
     ) -> Result<LockSet<'_, ThreadOwned>, LockError> {
-        let request = LockRequest::exclusive().timeout(timeout);
-        let plan = Plan::new(&request, None)?;
+        let deadline = Instant::now().checked_add(timeout);
+        let plan = Plan::thread_exclusive(Some(WaitLimits { deadline, cancel: None, interrupt: None }));
         self.lock_all_as(thread_owner(), keys, &plan).map(LockSet::new)
     }
 
@@ -480,12 +501,42 @@ impl LockManager {
         &self.config
     }
 
-    /// Acquires `key` for `owner`: fast path, a short spin while nobody is
-    /// queued, then the queue.
+    /// Acquires `key` for `owner`: the lock-free fast path on an existing
+    /// entry, else `acquire_slow`.
+    #[inline]
     pub(crate) fn acquire_as(&self, owner: u64, key: &str, plan: &Plan<'_>) -> Result<Grant<'_>, LockError> {
         check_key(key)?;
         let hash = self.table.hash(key);
+        if plan.lease_ns == 0 {
+            let guard = epoch::pin();
+            if let Some(entry) = self.table.find(key, hash, &guard) {
+                let fast = match plan.mode {
+                    LockMode::Exclusive => entry.lock_exclusive_fast(owner),
+                    LockMode::Shared => entry.lock_shared_fast(owner),
+                };
+                match fast {
+                    Fast::Granted(token) => {
+                        return Ok(Grant::new(self, entry, owner, token, plan.mode, false, plan.thread_owned));
+                    }
+                    Fast::Nested(token) => {
+                        let mode = LockMode::Exclusive;
+                        return Ok(Grant::new(self, entry, owner, token, mode, false, plan.thread_owned));
+                    }
+                    Fast::Slow | Fast::Dead => {}
+                }
+            }
+        }
+        self.acquire_slow(owner, key, hash, plan)
+    }
+
+    /// Inserts a missing entry (granted), spins briefly while nobody is
+    /// queued, then queues and waits.
+    #[cold]
+    #[inline(never)]
+    fn acquire_slow(&self, owner: u64, key: &str, hash: u64, plan: &Plan<'_>) -> Result<Grant<'_>, LockError> {
         let exclusive = plan.mode == LockMode::Exclusive;
+        let grant =
+            |entry: &Entry, token, mode, leased| Grant::new(self, entry, owner, token, mode, leased, plan.thread_owned);
         let mut waiter: Option<crate::sync::Arc<Waiter>> = None;
         let guard = epoch::pin();
         // After meeting a dead entry, look up under the shard mutex: the sweep
@@ -509,7 +560,7 @@ impl LockManager {
                     match self.table.find_or_insert(key, hash, &guard, make) {
                         Found::Inserted(entry) => {
                             let token = entry.token.load(Ordering::Relaxed);
-                            return Ok(Grant::new(self, entry, owner, token, plan.mode, plan.lease_ns != 0));
+                            return Ok(grant(entry, token, plan.mode, plan.lease_ns != 0));
                         }
                         Found::Existing(entry) => entry,
                     }
@@ -520,10 +571,8 @@ impl LockManager {
                 loop {
                     let fast = if exclusive { entry.lock_exclusive_fast(owner) } else { entry.lock_shared_fast(owner) };
                     match fast {
-                        Fast::Granted(token) => return Ok(Grant::new(self, entry, owner, token, plan.mode, false)),
-                        Fast::Nested(token) => {
-                            return Ok(Grant::new(self, entry, owner, token, LockMode::Exclusive, false));
-                        }
+                        Fast::Granted(token) => return Ok(grant(entry, token, plan.mode, false)),
+                        Fast::Nested(token) => return Ok(grant(entry, token, LockMode::Exclusive, false)),
                         Fast::Dead => {
                             exact = true;
                             continue 'lookup;
@@ -541,21 +590,15 @@ impl LockManager {
                 waiter = Some(Waiter::new(owner, plan.mode, plan.lease_ns, key, hash));
             }
             let (mut expired, mut wakeups) = (0, Wakeups::new());
-            let admitted = entry.admit(
-                owner,
-                plan.mode,
-                plan.lease_ns,
-                self.clock.now_ns(),
-                waiter.as_ref(),
-                &mut expired,
-                &mut wakeups,
-            );
+            let now_ns = self.clock.now_ns();
+            let admitted =
+                entry.admit(owner, plan.mode, plan.lease_ns, now_ns, waiter.as_ref(), &mut expired, &mut wakeups);
             wake(wakeups);
-            self.counters.leases_expired.fetch_add(expired, Ordering::Relaxed);
+            self.counters.count_expired(expired);
             match admitted {
                 Admit::Granted { token, nested, leased } => {
                     let mode = if nested { LockMode::Exclusive } else { plan.mode };
-                    return Ok(Grant::new(self, entry, owner, token, mode, leased));
+                    return Ok(grant(entry, token, mode, leased));
                 }
                 Admit::WouldBlock => return Err(LockError::WouldBlock),
                 Admit::Upgrade => return Err(LockError::Upgrade),
@@ -576,8 +619,12 @@ impl LockManager {
         // is never swept; we are queued until `wait` returns, and afterwards
         // either hold the key or no longer touch the entry.
         let entry = unsafe { &*entry_ptr };
-        let token = self.wait(entry, &waiter, limits)?;
-        Ok(Grant::new(self, entry, owner, token, plan.mode, plan.lease_ns != 0))
+        // Only an owner that holds a lock can close a wait cycle; a thread
+        // that holds none cannot gain one while it waits, so its wait skips the
+        // deadlock search (and the timed park that it needs).
+        let search = !plan.thread_owned || thread_held() > 0;
+        let token = self.wait(entry, &waiter, limits, search)?;
+        Ok(grant(entry, token, plan.mode, plan.lease_ns != 0))
     }
 
     /// `lock_all` for `owner`: sorted, deduplicated, all or nothing.

@@ -380,7 +380,13 @@ impl LockManager {
     /// Parks until `waiter`, queued on `entry`, is granted, or gives up. On
     /// giving up it leaves the queue with no trace (or keeps the key, if the
     /// grant won the race). Returns the granted token.
-    pub(crate) fn wait(&self, entry: &Entry, waiter: &Arc<Waiter>, limits: &WaitLimits<'_>) -> Result<u64, LockError> {
+    pub(crate) fn wait(
+        &self,
+        entry: &Entry,
+        waiter: &Arc<Waiter>,
+        limits: &WaitLimits<'_>,
+        search: bool,
+    ) -> Result<u64, LockError> {
         let started = Instant::now();
         let signals = [limits.cancel, limits.interrupt];
         for signal in signals.iter().flatten() {
@@ -388,7 +394,7 @@ impl LockManager {
         }
         self.deadlocks.register(waiter);
         let mut search_interval = self.config.deadlock_threshold;
-        let mut search_at = started.checked_add(search_interval);
+        let mut search_at = if search { started.checked_add(search_interval) } else { None };
 
         let outcome = loop {
             if let Some(token) = waiter.granted() {
@@ -455,9 +461,7 @@ impl LockManager {
             let mut queue = entry.queue.lock();
             entry.revoke_expired(&mut queue, now_ns, &mut wakeups)
         };
-        if revoked {
-            self.counters.leases_expired.fetch_add(1, Ordering::Relaxed);
-        }
+        self.counters.count_expired(u64::from(revoked));
         wake(wakeups);
     }
 }
