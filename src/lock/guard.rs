@@ -278,6 +278,7 @@ impl<'a> Grant<'a> {
 }
 
 impl Drop for Grant<'_> {
+    #[inline]
     fn drop(&mut self) {
         // A guard dropped after its lease ran out has nothing left to release.
         let _ = self.release();
@@ -297,6 +298,7 @@ pub struct LockGuard<'a, O: OwnerKind = ThreadOwned> {
 }
 
 impl<'a, O: OwnerKind> LockGuard<'a, O> {
+    #[inline]
     pub(crate) fn new(grant: Grant<'a>) -> Self {
         Self { grant, _owner: PhantomData }
     }

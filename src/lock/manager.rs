@@ -363,6 +363,7 @@ impl LockManager {
 
     /// Takes `key` exclusively for the current thread, waiting as long as it
     /// takes (or until a deadlock makes this wait the victim).
+    #[inline]
     pub fn lock(&self, key: &str) -> Result<LockGuard<'_>, LockError> {
         let plan = Plan::thread_exclusive(Some(WaitLimits { deadline: None, cancel: None, interrupt: None }));
         self.acquire_as(thread_owner(), key, &plan).map(LockGuard::new)
@@ -370,11 +371,13 @@ impl LockManager {
 
     /// Takes `key` exclusively for the current thread if that is possible at
     /// once; otherwise [`LockError::WouldBlock`].
+    #[inline]
     pub fn try_lock(&self, key: &str) -> Result<LockGuard<'_>, LockError> {
         self.acquire_as(thread_owner(), key, &Plan::thread_exclusive(None)).map(LockGuard::new)
     }
 
     /// Takes `key` exclusively for the current thread, waiting at most `timeout`.
+    #[inline]
     pub fn lock_for(&self, key: &str, timeout: Duration) -> Result<LockGuard<'_>, LockError> {
         let deadline = Instant::now().checked_add(timeout);
         let plan = Plan::thread_exclusive(Some(WaitLimits { deadline, cancel: None, interrupt: None }));
@@ -503,7 +506,7 @@ impl LockManager {
 
     /// Acquires `key` for `owner`: the lock-free fast path on an existing
     /// entry, else `acquire_slow`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn acquire_as(&self, owner: u64, key: &str, plan: &Plan<'_>) -> Result<Grant<'_>, LockError> {
         check_key(key)?;
         let hash = self.table.hash(key);
