@@ -43,5 +43,10 @@ mod error;
 mod lock;
 mod sync;
 
+/// The README's examples, compiled and run as doc tests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 pub use error::{Error, LockError};
 pub use lock::*;
