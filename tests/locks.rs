@@ -147,6 +147,55 @@ fn reentrant_shared_lock_is_granted_even_with_a_writer_queued() {
     });
 }
 
+/// One session used by three threads at once: nested acquisitions and
+/// releases race, and another owner must never get in between or find the key
+/// leaked. (The race this guards against, a release freeing the word while a
+/// nested acquisition raised the depth, is reproduced deterministically by the
+/// loom model `one_owner_on_two_threads_keeps_exclusion`.)
+#[test]
+fn one_session_on_two_threads_nests_and_releases_safely() {
+    const ROUNDS: usize = if cfg!(miri) { 20 } else { 50_000 };
+    let locks = LockManager::new();
+    let session = locks.session();
+    let session_inside = AtomicU64::new(0);
+    let violations = AtomicU64::new(0);
+    let done = AtomicBool::new(false);
+    thread::scope(|s| {
+        let workers: Vec<_> = (0..3)
+            .map(|_| {
+                s.spawn(|| {
+                    for _ in 0..ROUNDS {
+                        let outer = session.lock("shared-owner").unwrap();
+                        session_inside.fetch_add(1, Ordering::SeqCst);
+                        let inner = session.lock("shared-owner").unwrap();
+                        drop(outer);
+                        session_inside.fetch_sub(1, Ordering::SeqCst);
+                        drop(inner);
+                    }
+                })
+            })
+            .collect();
+        s.spawn(|| {
+            let other = locks.session();
+            while !done.load(Ordering::SeqCst) {
+                if let Ok(guard) = other.try_lock("shared-owner") {
+                    if session_inside.load(Ordering::SeqCst) != 0 {
+                        violations.fetch_add(1, Ordering::SeqCst);
+                    }
+                    drop(guard);
+                }
+            }
+        });
+        for worker in workers {
+            worker.join().unwrap();
+        }
+        done.store(true, Ordering::SeqCst);
+    });
+    assert_eq!(violations.load(Ordering::SeqCst), 0);
+    assert_eq!(locks.stats().held, 0);
+    assert!(locks.session().try_lock("shared-owner").is_ok(), "the key leaked");
+}
+
 #[test]
 fn upgrading_a_shared_lock_is_refused() {
     let locks = LockManager::new();

@@ -93,3 +93,30 @@ fn timeout_racing_a_grant_leaves_no_trace() {
         assert_eq!(locks.stats().waiting, 0);
     });
 }
+
+/// Regression: one owner on two threads (a session, a guard moved away). A
+/// release racing a nested acquisition must neither free a grant that still
+/// has a nested holder nor leave a stale nesting depth for the next owner.
+#[test]
+fn one_owner_on_two_threads_keeps_exclusion() {
+    loom::model(|| {
+        // 'static so that the session's guards can move to loom threads.
+        let locks: &'static LockManager = Box::leak(Box::new(manager()));
+        let session: &'static tollgate::Session<'static> = Box::leak(Box::new(locks.session()));
+        let data: &'static UnsafeCell<u32> = Box::leak(Box::new(UnsafeCell::new(0)));
+        let held = session.lock("k").unwrap();
+        let mover = thread::spawn(move || drop(held));
+        let other = thread::spawn(move || {
+            if let Ok(guard) = locks.try_lock("k") {
+                data.with_mut(|value| unsafe { *value += 1 });
+                drop(guard);
+            }
+        });
+        let nested = session.lock("k").unwrap();
+        data.with_mut(|value| unsafe { *value += 1 });
+        drop(nested);
+        mover.join().unwrap();
+        other.join().unwrap();
+        assert!(locks.try_lock("k").is_ok(), "the key leaked");
+    });
+}

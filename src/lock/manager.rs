@@ -14,7 +14,7 @@ use super::deadlock::Deadlocks;
 use super::guard::{Grant, LockGuard, LockSet, Session, ThreadOwned, thread_held, thread_owner};
 use super::table::{Found, Table};
 use super::wait::{Admit, WaitLimits, Waiter, Wakeups, wake};
-use super::word::{Entry, Fast, LEASED, QUEUED};
+use super::word::{Entry, Fast, LEASED, QUEUED, held_exclusively_by};
 
 /// The longest key, in bytes.
 pub const KEY_BYTES_MAX: usize = 1024;
@@ -521,10 +521,6 @@ impl LockManager {
                     Fast::Granted(token) => {
                         return Ok(Grant::new(self, entry, owner, token, plan.mode, false, plan.thread_owned));
                     }
-                    Fast::Nested(token) => {
-                        let mode = LockMode::Exclusive;
-                        return Ok(Grant::new(self, entry, owner, token, mode, false, plan.thread_owned));
-                    }
                     Fast::Slow | Fast::Dead => {}
                 }
             }
@@ -575,15 +571,17 @@ impl LockManager {
                     let fast = if exclusive { entry.lock_exclusive_fast(owner) } else { entry.lock_shared_fast(owner) };
                     match fast {
                         Fast::Granted(token) => return Ok(grant(entry, token, plan.mode, false)),
-                        Fast::Nested(token) => return Ok(grant(entry, token, LockMode::Exclusive, false)),
                         Fast::Dead => {
                             exact = true;
                             continue 'lookup;
                         }
                         Fast::Slow => {}
                     }
-                    let queued = entry.word.load(Ordering::Relaxed) & (QUEUED | LEASED) != 0;
-                    if plan.wait.is_none() || queued || !spin(step, self.config.spin_limit) {
+                    // Spinning cannot help once waiters are queued, for a leased
+                    // holder, or when the holder is the caller (nesting).
+                    let word = entry.word.load(Ordering::Relaxed);
+                    let futile = word & (QUEUED | LEASED) != 0 || held_exclusively_by(word, owner);
+                    if plan.wait.is_none() || futile || !spin(step, self.config.spin_limit) {
                         break;
                     }
                     step += 1;

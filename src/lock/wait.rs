@@ -21,7 +21,8 @@ use crate::sync::{self, Arc, AtomicU64, Ordering};
 use super::cancel::Signal;
 use super::manager::{LockManager, LockMode};
 use super::word::{
-    DEAD, EXCLUSIVE, Entry, LEASED, ONE_SHARED, QUEUED, Queue, exclusive_word, held_exclusively_by, is_free, payload,
+    DEAD, EXCLUSIVE, Entry, LEASED, NESTED, ONE_SHARED, QUEUED, Queue, exclusive_word, held_exclusively_by, is_free,
+    payload,
 };
 
 /// One blocked acquisition. Parks on its own address.
@@ -118,6 +119,16 @@ impl Entry {
                 return Admit::Dead;
             }
             if held_exclusively_by(word, owner) {
+                // Our own exclusive grant covers any request. Setting NESTED
+                // fails if another thread of ours just released the grant
+                // (fast, without this mutex); then we acquire afresh.
+                if word & NESTED == 0
+                    && let Err(actual) =
+                        self.word.compare_exchange(word, word | NESTED, Ordering::Acquire, Ordering::Acquire)
+                {
+                    word = actual;
+                    continue;
+                }
                 self.depth.fetch_add(1, Ordering::Relaxed);
                 let token = self.token.load(Ordering::Relaxed);
                 return Admit::Granted { token, nested: true, leased: word & LEASED != 0 };
@@ -282,9 +293,13 @@ impl Entry {
             *expired += 1;
             return Released::LeaseExpired;
         }
-        let depth = self.depth.load(Ordering::Relaxed);
-        if depth > 0 {
-            self.depth.store(depth - 1, Ordering::Relaxed);
+        if word & NESTED != 0 {
+            // The word cannot lose its grant under us: NESTED stops the fast release.
+            let depth = self.depth.load(Ordering::Relaxed) - 1;
+            self.depth.store(depth, Ordering::Relaxed);
+            if depth == 0 {
+                self.word.fetch_and(!NESTED, Ordering::Release);
+            }
             return Released::Yes;
         }
         self.lease_deadline_ns.store(0, Ordering::Relaxed);

@@ -7,6 +7,7 @@
 //! | 1      | QUEUED    | the wait queue is non-empty; fast paths neither grant nor release |
 //! | 2      | DEAD      | the entry is unlinked from the table; set only on an idle word |
 //! | 3      | LEASED    | the exclusive grant has a lease; only slow paths touch it |
+//! | 4      | NESTED    | the exclusive holder has nested acquisitions (`depth > 0`); only slow paths touch it |
 //! | 8..64  | payload   | owner id if EXCLUSIVE, else the number of shared grants |
 //!
 //! | word                    | state |
@@ -18,8 +19,11 @@
 //! | `DEAD`                  | unlinked; lookups retry |
 //!
 //! The fast paths below only ever move between `0`, `n << 8` and
-//! `id << 8 | EXCLUSIVE`; everything involving `QUEUED`, `LEASED` or a waiter
-//! happens in `wait.rs` under the entry's queue mutex.
+//! `id << 8 | EXCLUSIVE`; everything involving `QUEUED`, `LEASED`, `NESTED`
+//! or a waiter happens in `wait.rs` under the entry's queue mutex. Nesting is
+//! a slow path because one owner may act on two threads at once (a shared
+//! `Session`, a guard moved away): with NESTED in the word, a release can
+//! never free a grant that has nested acquisitions outstanding.
 
 use std::collections::VecDeque;
 
@@ -37,6 +41,8 @@ pub(crate) const QUEUED: u64 = 1 << 1;
 pub(crate) const DEAD: u64 = 1 << 2;
 /// The exclusive grant carries a lease and may be revoked when it runs out.
 pub(crate) const LEASED: u64 = 1 << 3;
+/// The exclusive holder has nested acquisitions (`Entry::depth > 0`).
+pub(crate) const NESTED: u64 = 1 << 4;
 /// Where the payload (owner id or shared count) starts.
 pub(crate) const PAYLOAD_SHIFT: u32 = 8;
 /// One shared grant, in payload units.
@@ -47,7 +53,7 @@ pub(crate) const OWNER_ID_MAX: u64 = u64::MAX >> PAYLOAD_SHIFT;
 /// detection); further shared holders are counted but anonymous.
 pub(crate) const READER_SLOTS: usize = 4;
 
-const _: () = assert!(LEASED < ONE_SHARED, "flags must stay below the payload");
+const _: () = assert!(NESTED < ONE_SHARED, "flags must stay below the payload");
 const _: () = assert!(READER_SLOTS > 0);
 
 /// The word of an unleased exclusive grant to `owner`.
@@ -84,8 +90,8 @@ pub(crate) struct Entry {
     /// The last fencing token granted on this key. An exclusive grantor is its
     /// only writer while the grant lasts; shared grants `fetch_add`.
     pub(crate) token: AtomicU64,
-    /// Nested acquisitions by the exclusive holder beyond the first. Written by
-    /// the holder, or for a leased grant only under `queue`.
+    /// Nested acquisitions by the exclusive holder beyond the first; non-zero
+    /// exactly while the word has NESTED. Written only under `queue`.
     pub(crate) depth: AtomicU64,
     /// When the exclusive grant's lease runs out (`Clock` nanoseconds); 0 for
     /// none. Written only under `queue`.
@@ -109,10 +115,8 @@ pub(crate) struct Entry {
 pub(crate) enum Fast {
     /// Granted with this fencing token.
     Granted(u64),
-    /// The owner already holds the key exclusively: a nested acquisition with
-    /// the grant's token.
-    Nested(u64),
-    /// Contended, queued, leased or unusual: take the slow path.
+    /// Held (possibly by the caller: nesting is a slow path), queued, leased
+    /// or unusual: take the slow path.
     Slow,
     /// The entry died; look the key up again.
     Dead,
@@ -149,9 +153,6 @@ impl Entry {
     pub(crate) fn lock_exclusive_fast(&self, owner: u64) -> Fast {
         match self.word.compare_exchange(0, exclusive_word(owner), Ordering::Acquire, Ordering::Relaxed) {
             Ok(_) => Fast::Granted(self.next_exclusive_token()),
-            // An unleased grant of ours (a leased one carries LEASED and goes slow,
-            // because a revocation may race with us).
-            Err(word) if word & !QUEUED == exclusive_word(owner) => self.nest(),
             Err(DEAD) => Fast::Dead,
             Err(_) => Fast::Slow,
         }
@@ -164,12 +165,7 @@ impl Entry {
         let mut word = self.word.load(Ordering::Relaxed);
         loop {
             if word & (EXCLUSIVE | QUEUED | DEAD | LEASED) != 0 {
-                return match word {
-                    DEAD => Fast::Dead,
-                    // Our own exclusive grant already covers a shared request.
-                    w if w & !QUEUED == exclusive_word(owner) => self.nest(),
-                    _ => Fast::Slow,
-                };
+                return if word == DEAD { Fast::Dead } else { Fast::Slow };
             }
             match self.word.compare_exchange_weak(word, word + ONE_SHARED, Ordering::Acquire, Ordering::Relaxed) {
                 Ok(_) => break,
@@ -178,14 +174,6 @@ impl Entry {
         }
         self.occupy_reader_slot(owner);
         Fast::Granted(self.token.fetch_add(1, Ordering::Relaxed) + 1)
-    }
-
-    /// A nested acquisition by the unleased exclusive holder (only the holder
-    /// touches `depth` then).
-    #[inline]
-    fn nest(&self) -> Fast {
-        self.depth.fetch_add(1, Ordering::Relaxed);
-        Fast::Nested(self.token.load(Ordering::Relaxed))
     }
 
     /// Called by a new exclusive holder right after winning the word: the
@@ -198,16 +186,11 @@ impl Entry {
         token
     }
 
-    /// Releases one unleased exclusive acquisition by `owner`. Returns `false`
-    /// if waiters are queued, in which case the caller must hand the key over
-    /// on the slow path.
+    /// Releases an unleased, unnested exclusive grant of `owner`'s. Returns
+    /// `false` if waiters are queued or acquisitions are nested, in which case
+    /// the caller must release on the slow path.
     #[inline]
     pub(crate) fn unlock_exclusive_fast(&self, owner: u64) -> bool {
-        let depth = self.depth.load(Ordering::Relaxed);
-        if depth > 0 {
-            self.depth.store(depth - 1, Ordering::Relaxed);
-            return true;
-        }
         self.word.compare_exchange(exclusive_word(owner), 0, Ordering::Release, Ordering::Relaxed).is_ok()
     }
 
