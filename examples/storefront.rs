@@ -9,10 +9,8 @@
 //! selling the same unit: a broken lock shows up as oversold stock.
 //!
 //! What it demonstrates:
-//! - all-or-nothing multi-key locking with a timeout: by default each key is
-//!   taken with [`LockManager::acquire`] in sorted order with a lease
-//!   (`lock_all` has no lease option); `--lease-ms 0` uses
-//!   [`LockManager::lock_all`] instead;
+//! - all-or-nothing multi-key locking with a timeout and a lease per key
+//!   ([`LockManager::acquire_all`]; `--lease-ms 0` for no lease);
 //! - fencing tokens: every SKU's "storage" remembers the highest token that
 //!   wrote to it and refuses any write with a token that is not higher;
 //! - lock-wait latency (an HDR histogram) and [`LockManager::stats`].
@@ -39,7 +37,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use tollgate::{FencingToken, LockError, LockGuard, LockManager, LockRequest, LockStats};
+use tollgate::{FencingToken, LockError, LockManager, LockRequest, LockSet, LockStats};
 
 /// The flash sale's settings (also its command line).
 #[derive(Debug, Clone, Parser)]
@@ -70,7 +68,7 @@ pub struct Config {
     #[arg(long, conflicts_with = "orders", value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub seconds: Option<u64>,
     /// Lease on each SKU lock, in milliseconds; 0 takes the locks without a
-    /// lease, with one `lock_all` call.
+    /// lease.
     #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(0..=86_400_000))]
     pub lease_ms: u64,
     /// How long an order waits for all of its locks before giving up, in
@@ -325,59 +323,21 @@ fn work(duration: Duration) {
     }
 }
 
-/// The locks of one order, however they were taken.
-enum Held<'a> {
-    /// Taken one by one with `acquire`, each with a lease.
-    Leased(Vec<LockGuard<'a>>),
-    /// Taken with one `lock_all`, no lease.
-    Set(tollgate::LockSet<'a>),
-}
-
-impl<'a> Held<'a> {
-    fn guards(&self) -> &[LockGuard<'a>] {
-        match self {
-            Held::Leased(guards) => guards,
-            Held::Set(set) => set.guards(),
-        }
-    }
-
-    fn release(self) -> Result<(), LockError> {
-        match self {
-            Held::Leased(guards) => {
-                let mut first = Ok(());
-                for guard in guards {
-                    let result = guard.release();
-                    if first.is_ok() {
-                        first = result;
-                    }
-                }
-                first
-            }
-            Held::Set(set) => set.release(),
-        }
-    }
-}
-
-/// Takes the locks of `keys` (sorted, distinct), all or none, within `timeout`.
+/// Takes the locks of `keys`, all or none, within `timeout`, each with a
+/// lease if one is given. `acquire_all` takes them in sorted order, so buyers
+/// never deadlock.
 fn lock_order<'a>(
     locks: &'a LockManager,
     keys: &[&str],
     timeout: Duration,
     lease: Option<Duration>,
-) -> Result<Held<'a>, LockError> {
-    let Some(lease) = lease else {
-        return locks.lock_all(keys, timeout).map(Held::Set);
+) -> Result<LockSet<'a>, LockError> {
+    let request = LockRequest::exclusive().timeout(timeout);
+    let request = match lease {
+        Some(lease) => request.lease(lease),
+        None => request,
     };
-    // `lock_all` takes no lease, so do what it does by hand: one key at a
-    // time in a global (sorted) order, so buyers never deadlock, under one
-    // deadline. On error, the guards taken so far are dropped and released.
-    let deadline = Instant::now() + timeout;
-    let mut guards = Vec::with_capacity(keys.len());
-    for key in keys {
-        let left = deadline.saturating_duration_since(Instant::now());
-        guards.push(locks.acquire(key, LockRequest::exclusive().timeout(left).lease(lease))?);
-    }
-    Ok(Held::Leased(guards))
+    locks.acquire_all(keys.iter().copied(), request)
 }
 
 /// One buyer: places orders until `next_ticket` passes `config.orders` (or

@@ -494,6 +494,26 @@ fn lock_all_is_all_or_nothing() {
 }
 
 #[test]
+fn acquire_all_applies_the_request_to_every_key() {
+    let locks = LockManager::new();
+    let session = locks.session();
+    let request = LockRequest::exclusive().timeout(Duration::from_millis(50)).lease(Duration::from_secs(60));
+    let set = session.acquire_all(["b", "a", "c"], request).unwrap();
+    for guard in set.guards() {
+        guard.renew(Duration::from_secs(60)).unwrap();
+    }
+    drop(set);
+    let readers = locks.acquire_all(["a", "b"], LockRequest::shared().no_wait()).unwrap();
+    assert!(readers.guards().iter().all(|g| g.mode() == LockMode::Shared));
+    assert_eq!(
+        session.acquire_all(["a", "b"], LockRequest::exclusive().no_wait()).map(|_| ()),
+        Err(LockError::WouldBlock)
+    );
+    drop(readers);
+    assert_eq!(locks.stats().held, 0);
+}
+
+#[test]
 fn lock_all_never_deadlocks_with_lock_all() {
     const ROUNDS: usize = if cfg!(miri) { 10 } else { 2_000 };
     let locks =

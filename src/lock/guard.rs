@@ -467,6 +467,17 @@ impl<'m> Session<'m> {
         self.manager.lock_all_as(self.owner, keys, &plan).map(LockSet::new)
     }
 
+    /// Takes all of `keys` as `request` describes, or none; see
+    /// [`LockManager::acquire_all`].
+    pub fn acquire_all<K: AsRef<str>>(
+        &self,
+        keys: impl IntoIterator<Item = K>,
+        request: LockRequest,
+    ) -> Result<LockSet<'m, SessionOwned>, LockError> {
+        let plan = Plan::new(&request, Some(&self.interrupt), false)?;
+        self.manager.lock_all_as(self.owner, keys, &plan).map(LockSet::new)
+    }
+
     /// Interrupts this session's blocked waits (they return
     /// [`LockError::Interrupted`]), or its next wait if none is blocked.
     pub fn interrupt(&self) {

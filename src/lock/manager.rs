@@ -404,6 +404,30 @@ impl LockManager {
         self.lock_all_as(thread_owner(), keys, &plan).map(LockSet::new)
     }
 
+    /// Takes every key in `keys` for the current thread as `request`
+    /// describes (mode, timeout for the whole call, lease per key,
+    /// cancellation), or none; sorted and deduplicated like
+    /// [`lock_all`](Self::lock_all).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tollgate::{LockManager, LockRequest};
+    ///
+    /// let locks = LockManager::new();
+    /// let request = LockRequest::exclusive().timeout(Duration::from_millis(50)).lease(Duration::from_secs(5));
+    /// let order = locks.acquire_all(["sku:2", "sku:1"], request)?;
+    /// assert_eq!(order.guards()[0].key(), "sku:1");
+    /// # Ok::<(), tollgate::LockError>(())
+    /// ```
+    pub fn acquire_all<K: AsRef<str>>(
+        &self,
+        keys: impl IntoIterator<Item = K>,
+        request: LockRequest,
+    ) -> Result<LockSet<'_, ThreadOwned>, LockError> {
+        let plan = Plan::new(&request, None, true)?;
+        self.lock_all_as(thread_owner(), keys, &plan).map(LockSet::new)
+    }
+
     /// A new owner that is not a thread (a request, a task, a saga): locks it
     /// takes belong to it, whichever thread uses it.
     pub fn session(&self) -> Session<'_> {
