@@ -286,6 +286,18 @@ impl<'a> Plan<'a> {
     fn thread_exclusive(wait: Option<WaitLimits<'a>>) -> Self {
         Self { mode: LockMode::Exclusive, lease_ns: 0, wait, thread_owned: true }
     }
+
+    /// Whether the lock-free fast path may grant this request. Not for leased
+    /// grants (made under the queue mutex, so revocation cannot race them),
+    /// and not for a session's exclusive grants: another thread of the same
+    /// session may nest on the grant at once, under the queue mutex, and must
+    /// read the grant's fencing token, which a fast grant writes only after
+    /// its CAS. A thread's nested acquisitions follow its grant in program
+    /// order.
+    #[inline]
+    fn fast_path(&self) -> bool {
+        self.lease_ns == 0 && (self.thread_owned || self.mode == LockMode::Shared)
+    }
 }
 
 /// Validates a key.
@@ -534,7 +546,7 @@ impl LockManager {
     pub(crate) fn acquire_as(&self, owner: u64, key: &str, plan: &Plan<'_>) -> Result<Grant<'_>, LockError> {
         check_key(key)?;
         let hash = self.table.hash(key);
-        if plan.lease_ns == 0 {
+        if plan.fast_path() {
             let guard = epoch::pin();
             if let Some(entry) = self.table.find(key, hash, &guard) {
                 let fast = match plan.mode {
@@ -589,7 +601,7 @@ impl LockManager {
                     }
                 }
             };
-            if plan.lease_ns == 0 {
+            if plan.fast_path() {
                 let mut step = 0;
                 loop {
                     let fast = if exclusive { entry.lock_exclusive_fast(owner) } else { entry.lock_shared_fast(owner) };

@@ -139,9 +139,12 @@ impl Entry {
                         return Admit::Upgrade;
                     }
                     if is_free(word) && queue.is_empty() {
-                        let granted = self.exclusive_grant_word(owner, lease_ns, now_ns, false);
+                        let granted = exclusive_word(owner) | if lease_ns != 0 { LEASED } else { 0 };
                         match self.word.compare_exchange(word, granted, Ordering::Acquire, Ordering::Acquire) {
                             Ok(_) => {
+                                // Nobody else writes these while we hold the
+                                // key and the queue mutex.
+                                self.record_grant(lease_ns, now_ns);
                                 let token = self.next_exclusive_token();
                                 return Admit::Granted { token, nested: false, leased: lease_ns != 0 };
                             }
@@ -187,21 +190,12 @@ impl Entry {
         }
     }
 
-    /// The word for an exclusive grant to `owner`, recording its lease. Caller
-    /// holds the queue mutex and installs the word.
-    fn exclusive_grant_word(&self, owner: u64, lease_ns: u64, now_ns: u64, queued: bool) -> u64 {
+    /// Resets the nesting depth and records the lease of a new exclusive
+    /// grant. Caller holds the queue mutex and the grant.
+    fn record_grant(&self, lease_ns: u64, now_ns: u64) {
         self.depth.store(0, Ordering::Relaxed);
-        let mut word = exclusive_word(owner);
-        if lease_ns != 0 {
-            self.lease_deadline_ns.store(now_ns.saturating_add(lease_ns), Ordering::Relaxed);
-            word |= LEASED;
-        } else {
-            self.lease_deadline_ns.store(0, Ordering::Relaxed);
-        }
-        if queued {
-            word |= QUEUED;
-        }
-        word
+        let deadline = if lease_ns != 0 { now_ns.saturating_add(lease_ns) } else { 0 };
+        self.lease_deadline_ns.store(deadline, Ordering::Relaxed);
     }
 
     /// Grants the key to waiters at the head of the queue for as long as they
@@ -225,7 +219,14 @@ impl Entry {
                     let head = queue.pop_front().expect("queue has a head");
                     // A free word with waiters is stable under the mutex: the
                     // fast paths neither grant nor release while QUEUED is set.
-                    let granted = self.exclusive_grant_word(head.owner, head.lease_ns, now_ns, !queue.is_empty());
+                    self.record_grant(head.lease_ns, now_ns);
+                    let mut granted = exclusive_word(head.owner);
+                    if head.lease_ns != 0 {
+                        granted |= LEASED;
+                    }
+                    if !queue.is_empty() {
+                        granted |= QUEUED;
+                    }
                     self.word.store(granted, Ordering::Release);
                     let token = self.next_exclusive_token();
                     head.granted.store(token, Ordering::Release);
