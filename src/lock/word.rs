@@ -179,10 +179,16 @@ impl Entry {
     /// Called by a new exclusive holder right after winning the word: the
     /// previous holder's release (Release) made its token visible to our
     /// Acquire, and nobody else writes the token while we hold the key.
+    ///
+    /// The store is Release so that an optimistic reader that loads the new
+    /// token (Acquire, in `stamp`) also sees the EXCLUSIVE word set before
+    /// it, and refuses the stamp. With a Relaxed store a reader could pair
+    /// the new token with a stale idle word and validate a torn read (Miri
+    /// found this; `optimistic_reads_never_validate_a_torn_pair`).
     #[inline]
     pub(crate) fn next_exclusive_token(&self) -> u64 {
         let token = self.token.load(Ordering::Relaxed) + 1;
-        self.token.store(token, Ordering::Relaxed);
+        self.token.store(token, Ordering::Release);
         token
     }
 
