@@ -276,6 +276,27 @@ fn session_interrupt_wakes_its_wait() {
     assert_eq!(locks.stats().interrupts, 1);
 }
 
+/// Regression: the first interrupted wait used to consume the interrupt, so
+/// a session's other blocked waits slept on.
+#[test]
+fn session_interrupt_wakes_all_its_waits() {
+    let locks = LockManager::new();
+    let holder = locks.lock("sku:many").unwrap();
+    let session = locks.session();
+    thread::scope(|s| {
+        let waits: Vec<_> =
+            (0..2).map(|_| s.spawn(|| session.lock_for("sku:many", Duration::from_secs(60)).map(|_| ()))).collect();
+        eventually(|| waiting(&locks) == 2);
+        session.interrupt();
+        for wait in waits {
+            assert_eq!(wait.join().unwrap(), Err(LockError::Interrupted));
+        }
+    });
+    drop(holder);
+    // Both waits were interrupted by the one call; nothing is left pending.
+    assert!(session.try_lock("sku:many").is_ok());
+}
+
 #[test]
 fn session_interrupt_before_a_wait_fails_that_wait() {
     let locks = LockManager::new();
@@ -296,6 +317,32 @@ fn lease_expiry_grants_next_waiter() {
     assert_eq!(guard.renew(Duration::from_secs(1)), Err(LockError::LeaseExpired));
     assert_eq!(guard.release(), Err(LockError::LeaseExpired));
     assert!(locks.stats().leases_expired >= 1);
+}
+
+/// Regression: a waiter that holds nothing parks with no deadline. When the
+/// key was handed to a leased waiter ahead of it that then stalled, nobody
+/// woke it to revoke the lease, and it waited until someone else touched the key.
+#[test]
+fn waiter_behind_a_leased_hand_off_gets_the_key_when_the_lease_ends() {
+    let locks = LockManager::new();
+    let holder = locks.session();
+    let stalled = locks.session();
+    let guard = holder.lock("sku:lease-queue").unwrap();
+    thread::scope(|s| {
+        let leased = s.spawn(|| {
+            let grant =
+                stalled.acquire("sku:lease-queue", LockRequest::exclusive().lease(Duration::from_millis(20))).unwrap();
+            // Stall past the lease without releasing.
+            std::mem::forget(grant);
+        });
+        eventually(|| waiting(&locks) == 1);
+        let follower =
+            s.spawn(|| locks.lock_for("sku:lease-queue", Duration::from_secs(60)).map(|g| g.fencing_token()));
+        eventually(|| waiting(&locks) == 2);
+        drop(guard);
+        leased.join().unwrap();
+        assert!(follower.join().unwrap().is_ok(), "the follower was stranded behind an expired lease");
+    });
 }
 
 #[test]

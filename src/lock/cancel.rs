@@ -2,40 +2,72 @@
 //! signal of a [`Session`](crate::Session). Both wake the waits registered on
 //! them; the waits then give up with [`LockError::Interrupted`](crate::LockError::Interrupted).
 
-use crate::sync::{Arc, AtomicBool, Mutex, Ordering, unpark};
+use crate::sync::{Arc, AtomicBool, AtomicU64, Mutex, Ordering, unpark};
 
 use super::wait::Waiter;
 
-/// A flag plus the waiters to wake when it is raised.
+/// What wakes waits besides their grant: a cancel token or a session's
+/// interrupt. A raise bumps `generation` and wakes every registered wait; a
+/// wait is interrupted when the generation moved since it began (a session
+/// interrupt) or is non-zero at all (a cancel token, which stays cancelled).
 #[derive(Debug, Default)]
 pub(crate) struct Signal {
-    raised: AtomicBool,
+    generation: AtomicU64,
+    /// A session interrupt raised while none of its waits was registered,
+    /// kept for the next wait.
+    pending: AtomicBool,
     waiters: Mutex<Vec<Arc<Waiter>>>,
 }
 
 impl Signal {
-    /// Raises the flag and wakes every registered waiter.
-    pub(crate) fn raise(&self) {
-        // Raised before the waiters are read: a waiter registering after this
-        // lock sees the flag before it parks.
-        self.raised.store(true, Ordering::SeqCst);
-        for waiter in self.waiters.lock().iter() {
+    /// Cancels every current and future wait (cancel tokens).
+    pub(crate) fn cancel(&self) {
+        let waiters = self.waiters.lock();
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        for waiter in waiters.iter() {
             unpark(waiter.park_key());
         }
     }
 
-    /// Whether the flag is raised.
-    pub(crate) fn is_raised(&self) -> bool {
-        self.raised.load(Ordering::SeqCst)
+    /// Whether [`cancel`](Self::cancel) was ever called.
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.generation.load(Ordering::SeqCst) != 0
     }
 
-    /// Lowers the flag, returning whether it was raised.
-    pub(crate) fn take(&self) -> bool {
-        self.raised.load(Ordering::SeqCst) && self.raised.swap(false, Ordering::SeqCst)
+    /// Interrupts every registered wait, or the next wait if none is
+    /// registered (sessions). Under the mutex, so a wait registers either
+    /// before (and sees the generation move) or after (and finds `pending`).
+    pub(crate) fn interrupt(&self) {
+        let waiters = self.waiters.lock();
+        if waiters.is_empty() {
+            self.pending.store(true, Ordering::SeqCst);
+            return;
+        }
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        for waiter in waiters.iter() {
+            unpark(waiter.park_key());
+        }
     }
 
-    pub(crate) fn register(&self, waiter: &Arc<Waiter>) {
-        self.waiters.lock().push(Arc::clone(waiter));
+    /// Leaves an interrupt for the next wait (one that lost a race to a grant).
+    pub(crate) fn defer(&self) {
+        self.pending.store(true, Ordering::SeqCst);
+    }
+
+    /// Registers a wait. Returns the generation it begins in, or `None` if it
+    /// consumed a pending interrupt and is interrupted at once.
+    pub(crate) fn register(&self, waiter: &Arc<Waiter>) -> Option<u64> {
+        let mut waiters = self.waiters.lock();
+        waiters.push(Arc::clone(waiter));
+        if self.pending.swap(false, Ordering::SeqCst) {
+            return None;
+        }
+        Some(self.generation.load(Ordering::SeqCst))
+    }
+
+    /// Whether a raise happened since `generation`.
+    pub(crate) fn moved_since(&self, generation: u64) -> bool {
+        self.generation.load(Ordering::SeqCst) != generation
     }
 
     pub(crate) fn deregister(&self, waiter: &Arc<Waiter>) {
@@ -85,12 +117,12 @@ impl CancelToken {
 
     /// Cancels every current and future wait that uses this token.
     pub fn cancel(&self) {
-        self.signal.raise();
+        self.signal.cancel();
     }
 
     /// Whether [`cancel`](Self::cancel) has been called.
     pub fn is_cancelled(&self) -> bool {
-        self.signal.is_raised()
+        self.signal.is_cancelled()
     }
 
     pub(crate) fn signal(&self) -> &Signal {

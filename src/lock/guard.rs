@@ -128,6 +128,15 @@ struct LeasedKey {
     hash: u64,
 }
 
+/// What a new grant refers to.
+pub(crate) enum Target<'e> {
+    /// The entry of an unleased grant (alive while the grant lasts).
+    Held(&'e Entry),
+    /// The key of a leased grant. Never the entry: by the time the grant is
+    /// built, the lease may have run out and the entry been reclaimed.
+    Leased { key: &'e str, hash: u64 },
+}
+
 /// One grant, released at most once.
 pub(crate) struct Grant<'a> {
     manager: &'a LockManager,
@@ -148,14 +157,12 @@ unsafe impl Sync for Grant<'_> {}
 
 impl<'a> Grant<'a> {
     #[inline]
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         manager: &'a LockManager,
-        entry: &Entry,
+        target: Target<'_>,
         owner: u64,
         token: u64,
         mode: LockMode,
-        leased: bool,
         thread_owned: bool,
     ) -> Self {
         if mode == LockMode::Exclusive {
@@ -163,10 +170,9 @@ impl<'a> Grant<'a> {
             // the data it protects, for optimistic readers (`Entry::validate`).
             fence(Ordering::Release);
         }
-        let handle = if leased {
-            Handle::Leased(Box::new(LeasedKey { key: entry.key.clone(), hash: entry.hash }))
-        } else {
-            Handle::Held(NonNull::from(entry))
+        let handle = match target {
+            Target::Held(entry) => Handle::Held(NonNull::from(entry)),
+            Target::Leased { key, hash } => Handle::Leased(Box::new(LeasedKey { key: key.into(), hash })),
         };
         if thread_owned {
             count_thread_held(true);
@@ -481,7 +487,7 @@ impl<'m> Session<'m> {
     /// Interrupts this session's blocked waits (they return
     /// [`LockError::Interrupted`]), or its next wait if none is blocked.
     pub fn interrupt(&self) {
-        self.interrupt.raise();
+        self.interrupt.interrupt();
     }
 }
 

@@ -11,7 +11,7 @@ use crate::sync::{AtomicU64, Ordering, fence, spin};
 
 use super::cancel::{CancelToken, Signal};
 use super::deadlock::Deadlocks;
-use super::guard::{Grant, LockGuard, LockSet, Session, ThreadOwned, thread_held, thread_owner};
+use super::guard::{Grant, LockGuard, LockSet, Session, Target, ThreadOwned, thread_held, thread_owner};
 use super::table::{Found, Table};
 use super::wait::{Admit, WaitLimits, Waiter, Wakeups, wake};
 use super::word::{Entry, Fast, LEASED, QUEUED, held_exclusively_by};
@@ -24,6 +24,8 @@ pub const LEASE_MAX: Duration = Duration::from_secs(30 * 24 * 3600);
 pub const LOCK_ALL_KEYS_MAX: usize = 1024;
 /// The most shards a manager may have.
 pub const SHARDS_MAX: usize = 1 << 16;
+/// The shortest deadlock threshold; shorter ones are raised to it.
+pub const DEADLOCK_THRESHOLD_MIN: Duration = Duration::from_micros(10);
 
 /// How a key is held.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -52,7 +54,8 @@ pub struct LockConfig {
     /// `1..=SHARDS_MAX`. Default 64.
     pub shards: usize,
     /// How long a wait lasts before it searches for a deadlock (and then at
-    /// doubling intervals up to 100 ms). Default 1 ms.
+    /// doubling intervals up to 100 ms). Default 1 ms; at least
+    /// [`DEADLOCK_THRESHOLD_MIN`].
     pub deadlock_threshold: Duration,
     /// Idle entries (keys nobody holds or waits for) a shard keeps for reuse
     /// before an insert into it reclaims them; at most this many, or as many
@@ -364,6 +367,7 @@ impl LockManager {
     /// rounded or clamped as documented on [`LockConfig`]).
     pub fn with_config(mut config: LockConfig) -> Self {
         config.shards = config.shards.clamp(1, SHARDS_MAX).next_power_of_two();
+        config.deadlock_threshold = config.deadlock_threshold.max(DEADLOCK_THRESHOLD_MIN);
         Self {
             table: Table::new(config.shards, config.idle_entries_per_shard),
             config,
@@ -555,7 +559,7 @@ impl LockManager {
                 };
                 match fast {
                     Fast::Granted(token) => {
-                        return Ok(Grant::new(self, entry, owner, token, plan.mode, false, plan.thread_owned));
+                        return Ok(Grant::new(self, Target::Held(entry), owner, token, plan.mode, plan.thread_owned));
                     }
                     Fast::Slow | Fast::Dead => {}
                 }
@@ -570,8 +574,10 @@ impl LockManager {
     #[inline(never)]
     fn acquire_slow(&self, owner: u64, key: &str, hash: u64, plan: &Plan<'_>) -> Result<Grant<'_>, LockError> {
         let exclusive = plan.mode == LockMode::Exclusive;
-        let grant =
-            |entry: &Entry, token, mode, leased| Grant::new(self, entry, owner, token, mode, leased, plan.thread_owned);
+        let grant = |entry: &Entry, token, mode, leased: bool| {
+            let target = if leased { Target::Leased { key, hash } } else { Target::Held(entry) };
+            Grant::new(self, target, owner, token, mode, plan.thread_owned)
+        };
         let mut waiter: Option<crate::sync::Arc<Waiter>> = None;
         let guard = epoch::pin();
         // After meeting a dead entry, look up under the shard mutex: the sweep
@@ -652,9 +658,11 @@ impl LockManager {
         // reclamation everywhere else.
         let entry_ptr: *const Entry = entry;
         drop(guard);
-        // SAFETY: an entry with a queued waiter or a grant is never idle, so it
-        // is never swept; we are queued until `wait` returns, and afterwards
-        // either hold the key or no longer touch the entry.
+        // SAFETY: an entry with a queued waiter is never idle, so it is never
+        // swept. `wait` pins the epoch before each check of the grant and
+        // touches the entry only under that pin; afterwards the grant is
+        // built from the entry only if it is unleased (a held word is never
+        // swept), and from the key if it is leased (it may already be revoked).
         let entry = unsafe { &*entry_ptr };
         // Only an owner that holds a lock can close a wait cycle; a thread
         // that holds none cannot gain one while it waits, so its wait skips the

@@ -20,6 +20,6 @@ mod word;
 pub use cancel::CancelToken;
 pub use guard::{FencingToken, LockGuard, LockSet, OwnerKind, Session, SessionOwned, ThreadOwned};
 pub use manager::{
-    KEY_BYTES_MAX, LEASE_MAX, LOCK_ALL_KEYS_MAX, LockConfig, LockManager, LockMode, LockRequest, LockStats, SHARDS_MAX,
-    Stamp,
+    DEADLOCK_THRESHOLD_MIN, KEY_BYTES_MAX, LEASE_MAX, LOCK_ALL_KEYS_MAX, LockConfig, LockManager, LockMode,
+    LockRequest, LockStats, SHARDS_MAX, Stamp,
 };

@@ -230,6 +230,12 @@ impl Entry {
                     self.word.store(granted, Ordering::Release);
                     let token = self.next_exclusive_token();
                     head.granted.store(token, Ordering::Release);
+                    if head.lease_ns != 0 {
+                        // Waiters behind a leased grant may have parked with no
+                        // deadline: wake them to park again until the lease
+                        // runs out, so that one of them revokes it then.
+                        wakeups.extend(queue.iter().cloned());
+                    }
                     wakeups.push(head);
                     return;
                 }
@@ -396,6 +402,13 @@ impl LockManager {
     /// Parks until `waiter`, queued on `entry`, is granted, or gives up. On
     /// giving up it leaves the queue with no trace (or keeps the key, if the
     /// grant won the race). Returns the granted token.
+    ///
+    /// Every iteration pins the epoch *before* it checks for the grant and
+    /// touches `entry` only under that pin, and the thread never parks
+    /// pinned. While the waiter is queued the entry cannot be swept; once it
+    /// is granted a leased grant, the lease may run out and the entry be
+    /// revoked and reclaimed at any moment, so after seeing the grant this
+    /// function no longer touches the entry.
     pub(crate) fn wait(
         &self,
         entry: &Entry,
@@ -404,28 +417,36 @@ impl LockManager {
         search: bool,
     ) -> Result<u64, LockError> {
         let started = Instant::now();
-        let signals = [limits.cancel, limits.interrupt];
-        for signal in signals.iter().flatten() {
-            signal.register(waiter);
+        if let Some(cancel) = limits.cancel {
+            cancel.register(waiter);
         }
+        // `None`: a pending interrupt was consumed; the wait is interrupted.
+        let interrupt_since = limits.interrupt.map(|signal| signal.register(waiter));
+        let interrupted = || match (limits.interrupt, interrupt_since) {
+            (Some(signal), Some(Some(generation))) => signal.moved_since(generation),
+            (Some(_), Some(None)) => true,
+            _ => false,
+        };
+        let raised = || limits.cancel.is_some_and(Signal::is_cancelled) || interrupted();
         self.deadlocks.register(waiter);
         let mut search_interval = self.config.deadlock_threshold;
         let mut search_at = if search { started.checked_add(search_interval) } else { None };
 
-        let outcome = loop {
+        let (outcome, pin) = loop {
+            let pin = crossbeam_epoch::pin();
             if let Some(token) = waiter.granted() {
-                break Ok(token);
+                break (Ok(token), pin);
             }
-            if limits.cancel.is_some_and(Signal::is_raised) || limits.interrupt.is_some_and(Signal::take) {
-                break Err(LockError::Interrupted);
+            if raised() {
+                break (Err(LockError::Interrupted), pin);
             }
             let now = Instant::now();
             if limits.deadline.is_some_and(|deadline| now >= deadline) {
-                break Err(LockError::Timeout { waited: now - started });
+                break (Err(LockError::Timeout { waited: now - started }), pin);
             }
             if search_at.is_some_and(|at| now >= at) {
                 if let Some(keys) = self.deadlocks.search(waiter, &self.table) {
-                    break Err(LockError::Deadlock { keys });
+                    break (Err(LockError::Deadlock { keys }), pin);
                 }
                 search_interval = (search_interval * 2).min(DEADLOCK_SEARCH_INTERVAL_MAX.max(search_interval));
                 search_at = now.checked_add(search_interval);
@@ -440,27 +461,29 @@ impl LockManager {
                 let lease_at = self.clock.instant(lease_ns);
                 wake_at = Some(wake_at.map_or(lease_at, |at| at.min(lease_at)));
             }
-            let raised = || signals.iter().flatten().any(|signal| signal.is_raised());
+            drop(pin);
             sync::park(waiter.park_key(), || waiter.granted().is_none() && !raised(), wake_at);
         };
 
         self.deadlocks.deregister(waiter);
-        for signal in signals.iter().flatten() {
+        for signal in [limits.cancel, limits.interrupt].into_iter().flatten() {
             signal.deregister(waiter);
         }
         let error = match outcome {
             Ok(token) => return Ok(token),
             Err(error) => error,
         };
+        // Still under the pin taken before we last saw "not granted", so the
+        // entry is alive even if a grant raced us and has since been revoked.
         let mut wakeups = Wakeups::new();
-        let _pin = crossbeam_epoch::pin();
         let late_grant = entry.abandon(waiter, self.clock.now_ns(), &mut wakeups);
+        drop(pin);
         wake(wakeups);
         if let Some(token) = late_grant {
-            if error == LockError::Interrupted {
-                // The interrupt lost the race; keep it for the next wait.
+            if interrupted() {
+                // The interrupt lost the race; keep it for the session's next wait.
                 if let Some(interrupt) = limits.interrupt {
-                    interrupt.raise();
+                    interrupt.defer();
                 }
             }
             return Ok(token);
