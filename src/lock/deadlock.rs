@@ -1,6 +1,10 @@
 //! Deadlock detection over the wait-for graph of owners.
 //!
-//! Every blocked acquisition registers here. An owner waits for the holders of
+//! Every blocked acquisition that could close a cycle registers here: those
+//! of sessions, and those of threads that hold a lock. A thread that holds
+//! nothing cannot be in a cycle, and skipping it loses no path: everyone
+//! queued behind it waits for its blockers (the holders and the waiters
+//! ahead of it) directly. An owner waits for the holders of
 //! its key and for the waiters queued ahead of it. A wait that lasts longer
 //! than `LockConfig::deadlock_threshold` searches that graph, depth first, for
 //! a path back to itself; finding one, it leaves the registry *before* the
@@ -45,11 +49,6 @@ impl Deadlocks {
                 waiting.remove(&waiter.owner);
             }
         }
-    }
-
-    /// How many acquisitions are blocked.
-    pub(crate) fn waiting(&self) -> u64 {
-        self.waiting.lock().values().map(|waits| waits.len() as u64).sum()
     }
 
     /// Looks for a cycle through `me`. If there is one, `me` leaves the

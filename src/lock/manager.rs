@@ -509,8 +509,9 @@ impl LockManager {
 
     /// Counters since creation, and a snapshot of what is held now.
     pub fn stats(&self) -> LockStats {
-        let (mut grants, mut held) = (0, 0);
+        let (mut grants, mut held, mut waiting) = (0, 0, 0);
         let (entries, retired) = self.table.for_each(|entry| {
+            waiting += entry.queue.lock().len() as u64;
             grants += entry.token.load(Ordering::Relaxed) - entry.token_initial;
             let word = entry.word.load(Ordering::Relaxed);
             if word & super::word::EXCLUSIVE != 0 {
@@ -528,7 +529,7 @@ impl LockManager {
             deadlocks: counters.deadlocks.load(Ordering::Relaxed),
             leases_expired: counters.leases_expired.load(Ordering::Relaxed),
             held,
-            waiting: self.deadlocks.waiting(),
+            waiting,
             entries,
         }
     }

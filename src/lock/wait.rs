@@ -428,7 +428,13 @@ impl LockManager {
             _ => false,
         };
         let raised = || limits.cancel.is_some_and(Signal::is_cancelled) || interrupted();
-        self.deadlocks.register(waiter);
+        // Only a waiter that may close a cycle is a node of the wait-for graph:
+        // one that holds nothing has no blockers that those queued behind it
+        // do not also have (docs/CONCURRENCY.md), so it stays out of the
+        // registry and its mutex.
+        if search {
+            self.deadlocks.register(waiter);
+        }
         let mut search_interval = self.config.deadlock_threshold;
         let mut search_at = if search { started.checked_add(search_interval) } else { None };
 
@@ -465,7 +471,9 @@ impl LockManager {
             sync::park(waiter.park_key(), || waiter.granted().is_none() && !raised(), wake_at);
         };
 
-        self.deadlocks.deregister(waiter);
+        if search {
+            self.deadlocks.deregister(waiter);
+        }
         for signal in [limits.cancel, limits.interrupt].into_iter().flatten() {
             signal.deregister(waiter);
         }
