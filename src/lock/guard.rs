@@ -468,9 +468,7 @@ impl<'m> Session<'m> {
         keys: impl IntoIterator<Item = K>,
         timeout: Duration,
     ) -> Result<LockSet<'m, SessionOwned>, LockError> {
-        let request = LockRequest::exclusive().timeout(timeout);
-        let plan = Plan::new(&request, Some(&self.interrupt), false)?;
-        self.manager.lock_all_as(self.owner, keys, &plan).map(LockSet::new)
+        self.acquire_all(keys, LockRequest::exclusive().timeout(timeout))
     }
 
     /// Takes all of `keys` as `request` describes, or none; see

@@ -415,9 +415,7 @@ impl LockManager {
         keys: impl IntoIterator<Item = K>,
         timeout: Duration,
     ) -> Result<LockSet<'_, ThreadOwned>, LockError> {
-        let deadline = Instant::now().checked_add(timeout);
-        let plan = Plan::thread_exclusive(Some(WaitLimits { deadline, cancel: None, interrupt: None }));
-        self.lock_all_as(thread_owner(), keys, &plan).map(LockSet::new)
+        self.acquire_all(keys, LockRequest::exclusive().timeout(timeout))
     }
 
     /// Takes every key in `keys` for the current thread as `request`
