@@ -20,6 +20,10 @@
 //!   No numeric goal; context for the handoff and scaling goals.
 //! - `lock_all_3`: tollgate `lock_all` of 3 pre-warmed keys against the peers taking the same 3 keys one by one
 //!   in sorted order, on one thread. No numeric goal.
+//! - `vs_redis`: a leased lock + release: tollgate `acquire` with a 5 s lease against Redis `SET key token NX PX
+//!   5000` plus the usual Lua compare-and-delete release (`EVALSHA`), over loopback. Goal: ≥ 1000× faster.
+//!   Needs a Redis server at `REDIS_URL` (default `redis://127.0.0.1:6379/`); without one the Redis side is
+//!   skipped with a message.
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -32,7 +36,7 @@ use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput, criterion_g
 use criterion::{BenchmarkId, measurement::WallTime};
 use dashmap::DashMap;
 use lockable::LockPool;
-use tollgate::LockManager;
+use tollgate::{LockManager, LockRequest};
 
 /// How long the holder waits before releasing in `handoff_parked`, so that the waiter has parked.
 const PARK_WAIT: Duration = Duration::from_micros(200);
@@ -379,6 +383,48 @@ fn lock_all_3(c: &mut Criterion) {
     g.finish();
 }
 
+/// Redis's compare-and-delete release: delete the key only if it still holds our token.
+const REDIS_RELEASE: &str =
+    r#"if redis.call("get", KEYS[1]) == ARGV[1] then return redis.call("del", KEYS[1]) else return 0 end"#;
+
+fn vs_redis(c: &mut Criterion) {
+    let mut g = group(c, "vs_redis");
+    let locks = LockManager::new();
+    let lease = LockRequest::exclusive().lease(Duration::from_secs(5));
+    g.bench_function("tollgate_leased", |b| {
+        b.iter(|| {
+            let guard = locks.acquire(black_box("sku:42"), lease.clone()).expect("tollgate lock");
+            guard.release().expect("release within the lease");
+        })
+    });
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".to_owned());
+    let connection = redis::Client::open(url.as_str()).and_then(|client| client.get_connection());
+    match connection {
+        Ok(mut con) => {
+            let release = redis::Script::new(REDIS_RELEASE);
+            let mut token: u64 = 0;
+            g.bench_function("redis_set_nx_px+lua", |b| {
+                b.iter(|| {
+                    token += 1;
+                    let set: Option<String> = redis::cmd("SET")
+                        .arg("sku:42")
+                        .arg(token)
+                        .arg("NX")
+                        .arg("PX")
+                        .arg(5000)
+                        .query(&mut con)
+                        .expect("redis SET");
+                    assert_eq!(set.as_deref(), Some("OK"), "the key was free");
+                    let deleted: i64 = release.key("sku:42").arg(token).invoke(&mut con).expect("redis release");
+                    assert_eq!(deleted, 1, "our token was still there");
+                })
+            });
+        }
+        Err(error) => eprintln!("vs_redis: Redis side skipped, no server at {url}: {error}"),
+    }
+    g.finish();
+}
+
 criterion_group!(
     benches,
     uncontended_existing_key,
@@ -386,6 +432,7 @@ criterion_group!(
     disjoint_keys,
     handoff_parked,
     contended_2_threads,
-    lock_all_3
+    lock_all_3,
+    vs_redis
 );
 criterion_main!(benches);
