@@ -657,7 +657,11 @@ fn bad_keys_and_requests_are_refused() {
     let locks = LockManager::new();
     assert!(matches!(locks.lock(""), Err(LockError::InvalidKey { .. })));
     assert!(matches!(locks.lock(&"k".repeat(tollgate::KEY_BYTES_MAX + 1)), Err(LockError::InvalidKey { .. })));
-    assert!(locks.lock(&"k".repeat(tollgate::KEY_BYTES_MAX)).is_ok());
+    // Keys round-trip whether stored inside the entry (short) or on the heap.
+    for len in [1, 31, 32, 33, 100, tollgate::KEY_BYTES_MAX] {
+        let key: String = "é".repeat(len / 2) + &"k".repeat(len % 2);
+        assert_eq!(locks.lock(&key).unwrap().key(), key, "{len}-byte key");
+    }
     let bad = [
         LockRequest::shared().lease(Duration::from_secs(1)),
         LockRequest::exclusive().lease(Duration::ZERO),

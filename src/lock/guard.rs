@@ -184,7 +184,7 @@ impl<'a> Grant<'a> {
         match &self.handle {
             // SAFETY: the grant is unreleased (guards release only on drop or
             // by consuming themselves), so its entry is alive.
-            Handle::Held(entry) => unsafe { &entry.as_ref().key },
+            Handle::Held(entry) => unsafe { entry.as_ref().key.as_str() },
             Handle::Leased(leased) => &leased.key,
         }
     }

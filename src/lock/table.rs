@@ -136,7 +136,7 @@ impl Table {
         // through the epoch, so any entry reachable after `guard` was pinned
         // outlives it.
         while let Some(entry) = unsafe { current.as_ref() } {
-            if entry.hash == hash && *entry.key == *key {
+            if entry.hash == hash && entry.key.as_bytes() == key.as_bytes() {
                 return Some(entry);
             }
             current = entry.next.load(Ordering::Acquire, guard);

@@ -80,6 +80,41 @@ pub(crate) const fn held_exclusively_by(word: u64, owner: u64) -> bool {
     word & EXCLUSIVE != 0 && payload(word) == owner
 }
 
+/// Keys up to this many bytes are stored inside the entry (no allocation).
+pub(crate) const KEY_INLINE_BYTES_MAX: usize = 32;
+
+/// A key, stored inline when short (most keys: `"sku:42"`, `"order:1001"`)
+/// so that creating an entry costs one allocation, not two.
+pub(crate) enum KeyBuf {
+    Inline { len: u8, bytes: [u8; KEY_INLINE_BYTES_MAX] },
+    Heap(Box<str>),
+}
+
+const _: () = assert!(KEY_INLINE_BYTES_MAX <= u8::MAX as usize);
+
+impl KeyBuf {
+    fn new(key: &str) -> Self {
+        if key.len() > KEY_INLINE_BYTES_MAX {
+            return Self::Heap(key.into());
+        }
+        let mut bytes = [0; KEY_INLINE_BYTES_MAX];
+        bytes[..key.len()].copy_from_slice(key.as_bytes());
+        Self::Inline { len: key.len() as u8, bytes }
+    }
+
+    #[inline]
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        match self {
+            Self::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Self::Heap(key) => key.as_bytes(),
+        }
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        std::str::from_utf8(self.as_bytes()).expect("a key is copied whole from a &str")
+    }
+}
+
 /// The queue of waiters for one key, oldest first.
 pub(crate) type Queue = VecDeque<Arc<Waiter>>;
 
@@ -105,7 +140,7 @@ pub(crate) struct Entry {
     /// The key's hash, for chains and resizing.
     pub(crate) hash: u64,
     /// The key.
-    pub(crate) key: Box<str>,
+    pub(crate) key: KeyBuf,
     /// The next entry in the same bucket chain.
     pub(crate) next: epoch::Atomic<Entry>,
 }
@@ -143,7 +178,7 @@ impl Entry {
             queue: Mutex::new(VecDeque::new()),
             token_initial: token_floor,
             hash,
-            key: key.into(),
+            key: KeyBuf::new(key),
             next: epoch::Atomic::null(),
         }
     }
