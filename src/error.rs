@@ -1,6 +1,11 @@
 //! Public error types: one enum per kind of operation, and the crate-wide
 //! [`Error`] they all convert into.
+//!
+//! `std::sync::Arc` here is std's even under loom: errors are not part of any
+//! loom model.
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Why a lock operation failed.
@@ -64,4 +69,267 @@ pub enum Error {
     /// A lock operation failed.
     #[error(transparent)]
     Lock(#[from] LockError),
+    /// Opening an engine failed.
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    /// A topic operation failed.
+    #[error(transparent)]
+    Topic(#[from] TopicError),
+    /// A publish failed.
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+    /// A read failed.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// A commit failed.
+    #[error(transparent)]
+    Commit(#[from] CommitError),
+}
+
+/// An I/O error, with the operation and the file it happened on.
+///
+/// Cloneable (the source is shared) so that errors can be handed to every
+/// caller a failed group commit was serving. Two `IoError`s are equal when
+/// their operation, path and [`std::io::ErrorKind`] are.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{op} {}: {source}", path.display())]
+pub struct IoError {
+    /// What was being done: `"create"`, `"sync"`, `"allocate"`...
+    pub op: &'static str,
+    /// The file or directory it was done to.
+    pub path: PathBuf,
+    /// What the operating system reported.
+    #[source]
+    pub source: Arc<std::io::Error>,
+}
+
+impl IoError {
+    pub(crate) fn new(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self { op, path: path.into(), source: Arc::new(source) }
+    }
+
+    /// The kind of the underlying error; [`std::io::ErrorKind::StorageFull`]
+    /// when the disk is full.
+    pub fn kind(&self) -> std::io::ErrorKind {
+        self.source.kind()
+    }
+}
+
+impl PartialEq for IoError {
+    fn eq(&self, other: &Self) -> bool {
+        self.op == other.op && self.path == other.path && self.kind() == other.kind()
+    }
+}
+
+impl Eq for IoError {}
+
+/// Bytes on disk that fail their checks, with where they are.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("corrupt data in {} at byte {position}: {reason}", file.display())]
+pub struct Corruption {
+    /// The file holding the bad bytes.
+    pub file: PathBuf,
+    /// Byte position of the bad frame or field in that file.
+    pub position: u64,
+    /// What check failed.
+    pub reason: &'static str,
+}
+
+/// Why [`Engine::open`](crate::Engine::open) failed. Nothing was changed on disk
+/// except, for a directory that did not exist, its creation.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// Another [`Engine`](crate::Engine), in this process or another, has the directory open.
+    #[error("{} is already open in another engine (its lock file is held)", path.display())]
+    Locked {
+        /// The data directory.
+        path: PathBuf,
+    },
+    /// The directory holds files but is not a tollgate data directory.
+    #[error("{} is not a tollgate data directory: {reason}", path.display())]
+    NotTollgate {
+        /// The data directory.
+        path: PathBuf,
+        /// What was found instead.
+        reason: &'static str,
+    },
+    /// A file carries a format version this build cannot read.
+    #[error("{} has format version {found}; this build reads up to {supported}", path.display())]
+    NewerVersion {
+        /// The file with the newer version.
+        path: PathBuf,
+        /// Its version.
+        found: u32,
+        /// The newest version this build reads.
+        supported: u32,
+    },
+    /// A topic's files could not be opened.
+    #[error("topic {name:?}: {source}")]
+    Topic {
+        /// The topic.
+        name: String,
+        /// What went wrong.
+        #[source]
+        source: Box<TopicError>,
+    },
+    /// The [`EngineConfig`](crate::EngineConfig) is out of range.
+    #[error("invalid engine configuration: {reason}")]
+    InvalidConfig {
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// Reading or creating the directory failed.
+    #[error(transparent)]
+    Io(#[from] IoError),
+}
+
+/// Why creating, opening, deleting or subscribing to a topic failed. Nothing
+/// was changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TopicError {
+    /// A topic or group name is empty, longer than 255 bytes, contains `/`,
+    /// `\` or NUL, or is `.` or `..`.
+    #[error("invalid name {name:?}: {reason}")]
+    InvalidName {
+        /// The name as given.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// [`Engine::create_topic`](crate::Engine::create_topic) found the topic already there.
+    #[error("topic {name:?} already exists")]
+    AlreadyExists {
+        /// The topic.
+        name: String,
+    },
+    /// No topic has this name.
+    #[error("topic {name:?} does not exist")]
+    NotFound {
+        /// The topic.
+        name: String,
+    },
+    /// The group already has a live [`Subscription`](crate::Subscription) on this topic.
+    #[error("consumer group {group:?} already has a live subscription to this topic")]
+    GroupBusy {
+        /// The group.
+        group: String,
+    },
+    /// The topic was deleted while this handle was open.
+    #[error("the topic was deleted")]
+    Deleted,
+    /// The [`TopicConfig`](crate::TopicConfig) is out of range.
+    #[error("invalid topic configuration: {reason}")]
+    InvalidConfig {
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A file carries a format version this build cannot read.
+    #[error("{} has format version {found}; this build reads up to {supported}", path.display())]
+    NewerVersion {
+        /// The file.
+        path: PathBuf,
+        /// Its version.
+        found: u32,
+        /// The newest version this build reads.
+        supported: u32,
+    },
+    /// A file that cannot be rebuilt failed its checks.
+    #[error(transparent)]
+    Corrupt(#[from] Corruption),
+    /// The file system refused.
+    #[error(transparent)]
+    Io(#[from] IoError),
+}
+
+/// Why a publish failed. Nothing was appended: no offset was used, and no
+/// reader will see any part of the message or batch.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PublishError {
+    /// The message, or the batch as one frame, is larger than the topic allows.
+    #[error("message of {bytes} bytes is larger than the limit of {max} bytes")]
+    TooLarge {
+        /// Its encoded size.
+        bytes: usize,
+        /// The limit: `max_message_bytes`, or for a batch what fits in a segment.
+        max: usize,
+    },
+    /// A key, header or batch is out of range.
+    #[error("invalid message: {reason}")]
+    InvalidMessage {
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The topic was deleted while this handle was open.
+    #[error("the topic was deleted")]
+    Deleted,
+    /// The engine was closed (its last handle dropped).
+    #[error("the engine was closed")]
+    Closed,
+    /// An earlier write or sync failed, so the log's tail is in doubt and the
+    /// topic refuses writes until it is reopened (recovery then decides what
+    /// survived).
+    #[error("an earlier I/O error on this topic stops further writes; reopen the engine to recover")]
+    PreviousIo,
+    /// This write failed. A full disk ([`IoError::kind`] is `StorageFull`)
+    /// fails the publish before anything is written, so publishing works
+    /// again once space is freed; other errors also set [`PublishError::PreviousIo`].
+    #[error(transparent)]
+    Io(#[from] IoError),
+}
+
+/// Why a read failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReadError {
+    /// Retention deleted the segment holding this offset.
+    #[error("offset {requested} is no longer retained; the oldest retained offset is {oldest}")]
+    NotRetained {
+        /// The offset asked for.
+        requested: u64,
+        /// The oldest offset still in the log.
+        oldest: u64,
+    },
+    /// No record has this offset yet.
+    #[error("offset {requested} has not been written; the next offset is {next}")]
+    NotWritten {
+        /// The offset asked for.
+        requested: u64,
+        /// The offset the next publish will get.
+        next: u64,
+    },
+    /// The record's bytes fail their CRC or structure checks.
+    #[error(transparent)]
+    Corrupt(#[from] Corruption),
+    /// The topic was deleted while this handle was open.
+    #[error("the topic was deleted")]
+    Deleted,
+    /// The file system refused.
+    #[error(transparent)]
+    Io(#[from] IoError),
+}
+
+/// Why a commit failed. The group's committed offset is unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CommitError {
+    /// The offset is past the end of the log.
+    #[error("cannot commit offset {requested}: the log ends at {end}")]
+    BeyondEnd {
+        /// The offset asked for.
+        requested: u64,
+        /// The offset the next publish will get.
+        end: u64,
+    },
+    /// The topic was deleted while this handle was open.
+    #[error("the topic was deleted")]
+    Deleted,
+    /// The engine was closed (its last handle dropped).
+    #[error("the engine was closed")]
+    Closed,
+    /// Writing or syncing the offset file failed.
+    #[error(transparent)]
+    Io(#[from] IoError),
 }

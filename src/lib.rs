@@ -39,8 +39,10 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+mod engine;
 mod error;
 mod lock;
+mod log;
 mod sync;
 
 /// The README's examples, compiled and run as doc tests.
@@ -48,5 +50,7 @@ mod sync;
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
-pub use error::{Error, LockError};
+pub use engine::{Engine, EngineConfig};
+pub use error::{CommitError, Corruption, Error, IoError, LockError, OpenError, PublishError, ReadError, TopicError};
 pub use lock::*;
+pub use log::*;

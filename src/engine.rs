@@ -1,0 +1,324 @@
+//! The data directory: its lock file, its format marker, the topics in it,
+//! and the background flusher.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::error::{IoError, OpenError, TopicError};
+use crate::log::format::*;
+use crate::log::slots::{MetaCheck, check_meta, encode_meta, write_file_atomic};
+use crate::log::storage::{OsStorage, Storage};
+use crate::log::topic::TopicInner;
+use crate::log::{Topic, TopicConfig};
+
+/// How often the flusher looks at topics that have nothing scheduled
+/// (sealed segments to sync, retention).
+const FLUSHER_TICK: Duration = Duration::from_millis(100);
+
+/// Settings for [`Engine::open_with`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EngineConfig {
+    /// Configuration for topics created by [`Engine::topic`].
+    pub default_topic: TopicConfig,
+}
+
+/// An open data directory: the durable topics of one process.
+///
+/// Cheap to clone; the directory stays open (and locked against other
+/// engines) until the last clone is dropped, which syncs every topic and
+/// records a clean shutdown so the next open scans nothing. Topic handles
+/// used after that fail with `Closed`.
+///
+/// ```
+/// # let dir = tempfile::tempdir()?;
+/// use tollgate::{Durability, Engine, TopicConfig};
+///
+/// let engine = Engine::open(dir.path())?;
+/// let orders = engine.create_topic("orders", TopicConfig { durability: Durability::Sync, ..Default::default() })?;
+/// orders.publish(b"order 1001")?;
+/// assert_eq!(engine.topics()?, ["orders"]);
+///
+/// // One engine per directory, in this process or any other.
+/// assert!(Engine::open(dir.path()).is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct Engine {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    dir: PathBuf,
+    config: EngineConfig,
+    storage: Arc<dyn Storage>,
+    topics: Mutex<HashMap<String, Arc<TopicInner>>>,
+    flusher: Arc<Flusher>,
+    flusher_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    trash_sequence: AtomicU64,
+    /// Held for the engine's life: the directory's lock file.
+    _lock: Box<dyn std::any::Any + Send + Sync>,
+}
+
+impl Engine {
+    /// Opens (creating if needed) the data directory at `dir` with default settings.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Engine, OpenError> {
+        Self::open_with(dir, EngineConfig::default())
+    }
+
+    /// Opens (creating if needed) the data directory at `dir`.
+    ///
+    /// Fails if another engine has it open, if it holds files but is not a
+    /// tollgate directory, or if it was written by a newer format version.
+    /// Topics are opened (and recovered) on first use, so opening takes the
+    /// same time however much data the directory holds.
+    pub fn open_with(dir: impl AsRef<Path>, config: EngineConfig) -> Result<Engine, OpenError> {
+        Self::open_on(Arc::new(OsStorage), dir.as_ref(), config)
+    }
+
+    pub(crate) fn open_on(storage: Arc<dyn Storage>, dir: &Path, config: EngineConfig) -> Result<Engine, OpenError> {
+        config.default_topic.validate().map_err(|reason| OpenError::InvalidConfig { reason })?;
+        let io = |op, path: &Path, e| OpenError::Io(IoError::new(op, path, e));
+        let dir = dir.to_path_buf();
+        storage.create_dir_all(&dir).map_err(|e| io("create", &dir, e))?;
+        let meta = dir.join(META_FILE);
+        let entries = storage.list_dir(&dir).map_err(|e| io("list", &dir, e))?;
+        if storage.exists(&meta) {
+            let bytes = storage.read_file(&meta).map_err(|e| io("read", &meta, e))?;
+            match check_meta(&bytes) {
+                MetaCheck::Valid => {}
+                MetaCheck::Newer(found) => {
+                    return Err(OpenError::NewerVersion { path: meta, found, supported: FORMAT_VERSION });
+                }
+                MetaCheck::Invalid => {
+                    return Err(OpenError::NotTollgate { path: dir, reason: "its tollgate.meta is damaged" });
+                }
+            }
+        } else if entries.iter().any(|name| name != LOCK_FILE && !name.starts_with(META_FILE)) {
+            return Err(OpenError::NotTollgate { path: dir, reason: "it holds other files and no tollgate.meta" });
+        }
+        let lock = storage.lock_file(&dir.join(LOCK_FILE)).map_err(|e| io("lock", &dir, e))?;
+        let Some(lock) = lock else { return Err(OpenError::Locked { path: dir }) };
+        if !storage.exists(&meta) {
+            // A crash may have left a temporary meta file behind; it is rewritten.
+            write_file_atomic(&*storage, &meta, &encode_meta())?;
+        }
+        for sub in [TOPICS_DIR, TRASH_DIR] {
+            let path = dir.join(sub);
+            if !storage.exists(&path) {
+                storage.create_dir_all(&path).map_err(|e| io("create", &path, e))?;
+                storage.sync_dir(&dir).map_err(|e| io("sync", &dir, e))?;
+            }
+        }
+        // Finish deleting topics a crash interrupted.
+        let trash = dir.join(TRASH_DIR);
+        for name in storage.list_dir(&trash).map_err(|e| io("list", &trash, e))? {
+            let path = trash.join(name);
+            storage.remove_dir_all(&path).map_err(|e| io("remove", &path, e))?;
+        }
+        let flusher = Arc::new(Flusher::default());
+        let shared = Arc::new(Shared {
+            dir,
+            config,
+            storage,
+            topics: Mutex::new(HashMap::new()),
+            flusher: flusher.clone(),
+            flusher_thread: Mutex::new(None),
+            trash_sequence: AtomicU64::new(0),
+            _lock: lock,
+        });
+        let thread = std::thread::Builder::new()
+            .name("tollgate-flusher".into())
+            .spawn(move || flusher.run())
+            .map_err(|e| io("spawn flusher for", &shared.dir, e))?;
+        *shared.flusher_thread.lock() = Some(thread);
+        Ok(Engine { shared })
+    }
+
+    /// The data directory.
+    pub fn path(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// The topic called `name`, created with the engine's default
+    /// configuration if it does not exist.
+    pub fn topic(&self, name: &str) -> Result<Topic, TopicError> {
+        self.open_topic(name, None)
+    }
+
+    /// Creates the topic `name` with `config`; fails if it exists.
+    pub fn create_topic(&self, name: &str, config: TopicConfig) -> Result<Topic, TopicError> {
+        self.open_topic(name, Some(config))
+    }
+
+    fn open_topic(&self, name: &str, create: Option<TopicConfig>) -> Result<Topic, TopicError> {
+        check_name(name)?;
+        let shared = &*self.shared;
+        let mut topics = shared.topics.lock();
+        let topic_dir = shared.dir.join(TOPICS_DIR).join(name);
+        let conf = topic_dir.join(TOPIC_FILE);
+        let exists = shared.storage.exists(&conf);
+        if create.is_some() && exists {
+            return Err(TopicError::AlreadyExists { name: name.to_owned() });
+        }
+        if let Some(inner) = topics.get(name) {
+            return Ok(Topic { inner: inner.clone() });
+        }
+        let io = |op, path: &Path, e| TopicError::Io(IoError::new(op, path, e));
+        let config = if exists {
+            let bytes = shared.storage.read_file(&conf).map_err(|e| io("read", &conf, e))?;
+            match TopicConfig::decode(&bytes) {
+                Ok(config) => config,
+                Err(Some(found)) => {
+                    return Err(TopicError::NewerVersion { path: conf, found, supported: FORMAT_VERSION });
+                }
+                Err(None) => {
+                    return Err(TopicError::Corrupt(crate::error::Corruption {
+                        file: conf,
+                        position: 0,
+                        reason: "not a valid topic configuration",
+                    }));
+                }
+            }
+        } else {
+            let config = create.unwrap_or(shared.config.default_topic);
+            config.validate().map_err(|reason| TopicError::InvalidConfig { reason })?;
+            // The configuration is written last, so a topic directory
+            // without one is a creation a crash interrupted and is reused.
+            shared.storage.create_dir_all(&topic_dir).map_err(|e| io("create", &topic_dir, e))?;
+            let topics_dir = shared.dir.join(TOPICS_DIR);
+            shared.storage.sync_dir(&topics_dir).map_err(|e| io("sync", &topics_dir, e))?;
+            write_file_atomic(&*shared.storage, &conf, &config.encode())?;
+            config
+        };
+        let inner = crate::log::recovery::open_topic(shared.storage.clone(), topic_dir, name.to_owned(), config)?;
+        let inner = Arc::new(inner);
+        topics.insert(name.to_owned(), inner.clone());
+        shared.flusher.add(&inner);
+        Ok(Topic { inner })
+    }
+
+    /// The names of the topics in the directory, sorted.
+    pub fn topics(&self) -> Result<Vec<String>, TopicError> {
+        let shared = &*self.shared;
+        let dir = shared.dir.join(TOPICS_DIR);
+        let _topics = shared.topics.lock();
+        let mut names: Vec<String> = shared
+            .storage
+            .list_dir(&dir)
+            .map_err(|e| TopicError::Io(IoError::new("list", &dir, e)))?
+            .into_iter()
+            .filter(|name| check_name(name).is_ok() && shared.storage.exists(&dir.join(name).join(TOPIC_FILE)))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// Deletes the topic `name` and everything in it, group offsets
+    /// included. Handles to it fail with `Deleted` from then on.
+    pub fn delete_topic(&self, name: &str) -> Result<(), TopicError> {
+        check_name(name)?;
+        let shared = &*self.shared;
+        let mut topics = shared.topics.lock();
+        let topics_dir = shared.dir.join(TOPICS_DIR);
+        let topic_dir = topics_dir.join(name);
+        if !shared.storage.exists(&topic_dir.join(TOPIC_FILE)) {
+            return Err(TopicError::NotFound { name: name.to_owned() });
+        }
+        if let Some(inner) = topics.remove(name) {
+            // Wait out any publish or sync in flight, then refuse new ones.
+            let _flush = inner.flush.lock();
+            let _append = inner.append.lock();
+            inner.deleted.store(true, Ordering::Release);
+            crate::log::subscription::unpark_all(&inner);
+        }
+        let io = |op, path: &Path, e| TopicError::Io(IoError::new(op, path, e));
+        let trash_dir = shared.dir.join(TRASH_DIR);
+        let trash =
+            trash_dir.join(format!("{}-{}", std::process::id(), shared.trash_sequence.fetch_add(1, Ordering::Relaxed)));
+        // The rename is the deletion's commit point; removing the files after
+        // it may be finished by the next open.
+        shared.storage.rename(&topic_dir, &trash).map_err(|e| io("rename", &topic_dir, e))?;
+        shared.storage.sync_dir(&topics_dir).map_err(|e| io("sync", &topics_dir, e))?;
+        shared.storage.sync_dir(&trash_dir).map_err(|e| io("sync", &trash_dir, e))?;
+        shared.storage.remove_dir_all(&trash).map_err(|e| io("remove", &trash, e))?;
+        Ok(())
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.flusher.stop();
+        if let Some(thread) = self.flusher_thread.lock().take() {
+            let _ = thread.join();
+        }
+        for topic in self.topics.lock().values() {
+            topic.close();
+        }
+    }
+}
+
+/// Checks a topic or group name: it becomes a file name.
+pub(crate) fn check_name(name: &str) -> Result<(), TopicError> {
+    let reason = if name.is_empty() {
+        "it is empty"
+    } else if name.len() > NAME_BYTES_MAX {
+        "it is longer than 255 bytes"
+    } else if name.contains(['/', '\\', '\0']) {
+        "it contains '/', '\\' or NUL"
+    } else if name == "." || name == ".." {
+        "it is '.' or '..'"
+    } else {
+        return Ok(());
+    };
+    Err(TopicError::InvalidName { name: name.to_owned(), reason })
+}
+
+/// The background thread: interval flushes, syncing sealed segments, retention.
+#[derive(Debug, Default)]
+struct Flusher {
+    state: Mutex<FlusherState>,
+    wake: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct FlusherState {
+    topics: Vec<std::sync::Weak<TopicInner>>,
+    stop: bool,
+}
+
+impl Flusher {
+    fn add(&self, topic: &Arc<TopicInner>) {
+        self.state.lock().topics.push(Arc::downgrade(topic));
+        self.wake.notify_one();
+    }
+
+    fn stop(&self) {
+        self.state.lock().stop = true;
+        self.wake.notify_one();
+    }
+
+    fn run(&self) {
+        let mut state = self.state.lock();
+        while !state.stop {
+            state.topics.retain(|t| t.strong_count() > 0);
+            let topics: Vec<_> = state.topics.iter().filter_map(std::sync::Weak::upgrade).collect();
+            drop(state);
+            let mut wait = FLUSHER_TICK;
+            for topic in topics {
+                if let Some(next) = topic.background() {
+                    wait = wait.min(next);
+                }
+            }
+            state = self.state.lock();
+            if !state.stop {
+                self.wake.wait_for(&mut state, wait);
+            }
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! The numbers of `docs/FORMAT.md`, and the little-endian field helpers every
+//! decoder uses. `tests/format.rs` checks these constants against the tables
+//! in that document.
+
+/// Format version written into every file; files with a higher one are refused.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// `tollgate.meta`: magic, version, CRC.
+pub const META_MAGIC: [u8; 8] = *b"TOLLGATE";
+pub const META_BYTES: usize = 16;
+pub const META_VERSION_AT: usize = 8;
+pub const META_CRC_AT: usize = 12;
+
+/// `topic.conf`.
+pub const TOPIC_MAGIC: [u8; 8] = *b"TGTOPIC1";
+pub const TOPIC_BYTES: usize = 64;
+pub const TOPIC_VERSION_AT: usize = 8;
+pub const TOPIC_DURABILITY_AT: usize = 12;
+pub const TOPIC_INTERVAL_AT: usize = 16;
+pub const TOPIC_SEGMENT_BYTES_AT: usize = 24;
+pub const TOPIC_MESSAGE_BYTES_AT: usize = 32;
+pub const TOPIC_RETENTION_BYTES_AT: usize = 40;
+pub const TOPIC_RETENTION_AGE_AT: usize = 48;
+pub const TOPIC_CRC_AT: usize = 60;
+
+/// Segment header.
+pub const SEGMENT_MAGIC: [u8; 8] = *b"TGLOGSEG";
+pub const SEGMENT_HEADER_BYTES: usize = 32;
+pub const SEGMENT_VERSION_AT: usize = 8;
+pub const SEGMENT_HEADER_SIZE_AT: usize = 12;
+pub const SEGMENT_BASE_AT: usize = 16;
+pub const SEGMENT_CRC_AT: usize = 24;
+
+/// Frame header.
+pub const FRAME_HEADER_BYTES: usize = 32;
+pub const FRAME_LEN_AT: usize = 0;
+pub const FRAME_CRC_AT: usize = 4;
+/// The CRC covers the frame from here to its end.
+pub const FRAME_CRC_FROM: usize = 8;
+pub const FRAME_KIND_AT: usize = 8;
+pub const FRAME_FLAGS_AT: usize = 9;
+pub const FRAME_COUNT_AT: usize = 12;
+pub const FRAME_OFFSET_AT: usize = 16;
+pub const FRAME_TIMESTAMP_AT: usize = 24;
+/// The only frame kind of version 1: one or more records.
+pub const FRAME_KIND_RECORDS: u8 = 1;
+/// Most records one frame (one batch) may hold.
+pub const FRAME_RECORDS_MAX: usize = 65_536;
+
+/// Record entry inside a frame.
+pub const ENTRY_HEADER_BYTES: usize = 8;
+pub const ENTRY_PAYLOAD_LEN_AT: usize = 0;
+pub const ENTRY_KEY_LEN_AT: usize = 4;
+pub const ENTRY_HEADER_COUNT_AT: usize = 6;
+/// Each message header: name size (2) and value size (4) before the bytes.
+pub const MESSAGE_HEADER_PREFIX_BYTES: usize = 6;
+/// Longest record key.
+pub const RECORD_KEY_BYTES_MAX: usize = 1024;
+/// Most headers on one message.
+pub const MESSAGE_HEADERS_MAX: usize = 64;
+/// Longest header name.
+pub const MESSAGE_HEADER_NAME_BYTES_MAX: usize = 255;
+
+/// `<base>.index`.
+pub const INDEX_MAGIC: [u8; 8] = *b"TGLOGIDX";
+pub const INDEX_HEADER_BYTES: usize = 32;
+pub const INDEX_VERSION_AT: usize = 8;
+pub const INDEX_COUNT_AT: usize = 12;
+pub const INDEX_BASE_AT: usize = 16;
+pub const INDEX_END_AT: usize = 24;
+pub const INDEX_ENTRY_BYTES: usize = 8;
+/// An index entry is added once frames have advanced this far past the last one.
+pub const INDEX_INTERVAL_BYTES: usize = 4096;
+
+/// Two-slot files (`checkpoint`, `<group>.offset`).
+pub const CHECKPOINT_MAGIC: [u8; 8] = *b"TGCHKPT1";
+pub const OFFSET_MAGIC: [u8; 8] = *b"TGOFFSET";
+pub const SLOT_FILE_HEADER_BYTES: usize = 16;
+pub const SLOT_FILE_VERSION_AT: usize = 8;
+pub const SLOT_BYTES: usize = 32;
+pub const SLOT_FILE_BYTES: usize = SLOT_FILE_HEADER_BYTES + 2 * SLOT_BYTES;
+pub const SLOT_GENERATION_AT: usize = 0;
+pub const SLOT_A_AT: usize = 8;
+pub const SLOT_B_AT: usize = 16;
+pub const SLOT_C_AT: usize = 24;
+pub const SLOT_CRC_AT: usize = 28;
+
+/// Longest topic or group name, in bytes.
+pub const NAME_BYTES_MAX: usize = 255;
+
+/// File names inside a data directory.
+pub const META_FILE: &str = "tollgate.meta";
+pub const LOCK_FILE: &str = "tollgate.lock";
+pub const TOPICS_DIR: &str = "topics";
+pub const TRASH_DIR: &str = "trash";
+pub const TOPIC_FILE: &str = "topic.conf";
+pub const CHECKPOINT_FILE: &str = "checkpoint";
+pub const GROUPS_DIR: &str = "groups";
+pub const SEGMENT_SUFFIX: &str = ".log";
+pub const INDEX_SUFFIX: &str = ".index";
+pub const OFFSET_SUFFIX: &str = ".offset";
+/// Digits of the base offset in a segment's file name.
+pub const SEGMENT_NAME_DIGITS: usize = 20;
+
+const _: () = assert!(FRAME_TIMESTAMP_AT + 8 == FRAME_HEADER_BYTES);
+const _: () = assert!(SEGMENT_CRC_AT + 8 == SEGMENT_HEADER_BYTES);
+const _: () = assert!(SLOT_CRC_AT + 4 == SLOT_BYTES);
+const _: () = assert!(META_CRC_AT + 4 == META_BYTES);
+const _: () = assert!(TOPIC_CRC_AT + 4 == TOPIC_BYTES);
+const _: () = assert!(FRAME_RECORDS_MAX <= u32::MAX as usize);
+const _: () = assert!(RECORD_KEY_BYTES_MAX <= u16::MAX as usize);
+const _: () = assert!(MESSAGE_HEADERS_MAX <= u16::MAX as usize);
+const _: () = assert!(MESSAGE_HEADER_NAME_BYTES_MAX <= u16::MAX as usize);
+
+/// Reads a little-endian `u16` at `at`. The caller has checked the bounds.
+#[inline]
+pub fn u16_at(bytes: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([bytes[at], bytes[at + 1]])
+}
+
+/// Reads a little-endian `u32` at `at`. The caller has checked the bounds.
+#[inline]
+pub fn u32_at(bytes: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(bytes[at..at + 4].try_into().expect("four bytes"))
+}
+
+/// Reads a little-endian `u64` at `at`. The caller has checked the bounds.
+#[inline]
+pub fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("eight bytes"))
+}
+
+/// Writes a little-endian `u16` at `at`.
+#[inline]
+pub fn put_u16(bytes: &mut [u8], at: usize, value: u16) {
+    bytes[at..at + 2].copy_from_slice(&value.to_le_bytes());
+}
+
+/// Writes a little-endian `u32` at `at`.
+#[inline]
+pub fn put_u32(bytes: &mut [u8], at: usize, value: u32) {
+    bytes[at..at + 4].copy_from_slice(&value.to_le_bytes());
+}
+
+/// Writes a little-endian `u64` at `at`.
+#[inline]
+pub fn put_u64(bytes: &mut [u8], at: usize, value: u64) {
+    bytes[at..at + 8].copy_from_slice(&value.to_le_bytes());
+}
+
+/// CRC-32 of `bytes`.
+#[inline]
+pub fn crc(bytes: &[u8]) -> u32 {
+    crc32fast::hash(bytes)
+}
+
+/// Microseconds since the Unix epoch, now.
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
+}
+
+/// A segment's or index's file name for base offset `base`.
+pub fn segment_file_name(base: u64, suffix: &str) -> String {
+    format!("{base:0width$}{suffix}", width = SEGMENT_NAME_DIGITS)
+}
+
+/// The base offset in a segment's or index's file name, if it is one.
+pub fn parse_segment_file_name(name: &str, suffix: &str) -> Option<u64> {
+    let digits = name.strip_suffix(suffix)?;
+    if digits.len() != SEGMENT_NAME_DIGITS || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}

@@ -1,0 +1,263 @@
+//! Opening a topic directory: the recovery rules of `docs/FORMAT.md`.
+//!
+//! Sealed segments below the checkpoint's recovery point are trusted and not
+//! read; the segments from the recovery point on are scanned frame by frame,
+//! the log is cut at the first invalid frame (later segments deleted), the cut
+//! is synced, and group offsets above the new end are lowered to it.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
+use std::time::Instant;
+
+use parking_lot::{Mutex, RwLock};
+
+use super::config::TopicConfig;
+use super::format::*;
+use super::segment::{OpenFault, Segment, decode_index};
+use super::slots::{SlotFile, SlotFileError, SlotValue};
+use super::storage::Storage;
+use super::topic::{Appender, FlushState, Slot, TopicInner};
+use crate::error::{IoError, ReadError, TopicError};
+
+pub(crate) fn read_fault(fault: OpenFault) -> ReadError {
+    match fault {
+        OpenFault::Corrupt(c) => ReadError::Corrupt(c),
+        OpenFault::Io(e) => ReadError::Io(e),
+        OpenFault::Newer { path, .. } => ReadError::Corrupt(crate::error::Corruption {
+            file: path,
+            position: 0,
+            reason: "the segment has a newer format version",
+        }),
+    }
+}
+
+fn topic_fault(fault: OpenFault) -> TopicError {
+    match fault {
+        OpenFault::Corrupt(c) => TopicError::Corrupt(c),
+        OpenFault::Io(e) => TopicError::Io(e),
+        OpenFault::Newer { path, found } => TopicError::NewerVersion { path, found, supported: FORMAT_VERSION },
+    }
+}
+
+pub(crate) fn slot_fault(fault: SlotFileError) -> TopicError {
+    match fault {
+        SlotFileError::Corrupt(c) => TopicError::Corrupt(c),
+        SlotFileError::Io(e) => TopicError::Io(e),
+        SlotFileError::Newer { path, found } => TopicError::NewerVersion { path, found, supported: FORMAT_VERSION },
+    }
+}
+
+/// Opens (recovering if needed) the topic in `dir`.
+pub(crate) fn open_topic(
+    storage: Arc<dyn Storage>,
+    dir: PathBuf,
+    name: String,
+    config: TopicConfig,
+) -> Result<TopicInner, TopicError> {
+    let io = |op, path: &Path, e| TopicError::Io(IoError::new(op, path, e));
+    let capacity = config.segment_bytes as usize;
+    let mut bases = Vec::new();
+    for file in storage.list_dir(&dir).map_err(|e| io("list", &dir, e))? {
+        if let Some(base) = parse_segment_file_name(&file, SEGMENT_SUFFIX) {
+            bases.push(base);
+        } else if file.ends_with(".tmp") {
+            let path = dir.join(&file);
+            storage.remove_file(&path).map_err(|e| io("remove", &path, e))?;
+        }
+    }
+    bases.sort_unstable();
+
+    let (checkpoint, saved) =
+        SlotFile::open(&*storage, &dir.join(CHECKPOINT_FILE), CHECKPOINT_MAGIC).map_err(slot_fault)?;
+    let saved = saved.unwrap_or_default();
+
+    if bases.is_empty() {
+        let first = capacity.min(super::topic::ALLOCATE_STEP_BYTES);
+        let seg = Segment::create(&*storage, &dir, 0, capacity, first)?;
+        seg.map().file().sync().map_err(|e| io("sync", &seg.path, e))?;
+        storage.sync_dir(&dir).map_err(|e| io("sync", &dir, e))?;
+        bases.push(0);
+        return finish(storage, dir, name, config, checkpoint, bases, seg, first);
+    }
+
+    let last = *bases.last().expect("not empty");
+    // Rule 1: a clean shutdown recorded where the active segment ends.
+    if saved.c != 0 && saved.a == last {
+        let path = dir.join(segment_file_name(last, SEGMENT_SUFFIX));
+        let file_len = storage.file_len(&path).map_err(|e| io("stat", &path, e))? as usize;
+        let (seg, file_len) = Segment::open(&*storage, path, last, capacity.max(file_len)).map_err(topic_fault)?;
+        let index_path = dir.join(segment_file_name(last, INDEX_SUFFIX));
+        let index = storage.read_file(&index_path).ok().and_then(|bytes| decode_index(&bytes, last, file_len));
+        if let Some((end, index)) = index
+            && end == saved.c as usize
+        {
+            let newest_us = seg.newest_in(&index, end);
+            seg.adopt(&super::segment::Scan { end, next_offset: saved.b, newest_us, index, fault: None });
+            return finish(storage, dir, name, config, checkpoint, bases, seg, file_len);
+        }
+    }
+
+    // Rules 2 and 3: scan from the recovery point (or at least the last segment).
+    let recovery_point = saved.a;
+    let mut i = bases.iter().position(|&b| b >= recovery_point).unwrap_or(bases.len() - 1);
+    let mut expected = bases[i];
+    let (active, active_len) = loop {
+        let base = bases[i];
+        let path = dir.join(segment_file_name(base, SEGMENT_SUFFIX));
+        let file_len = storage.file_len(&path).map_err(|e| io("stat", &path, e))? as usize;
+        let opened = if base == expected {
+            match Segment::open(&*storage, path.clone(), base, capacity.max(file_len)) {
+                Ok(opened) => Some(opened),
+                Err(OpenFault::Corrupt(_)) => None,
+                Err(e) => return Err(topic_fault(e)),
+            }
+        } else {
+            None
+        };
+        let Some((seg, file_len)) = opened else {
+            // A segment whose header is torn, or that does not start where the
+            // previous one ended, ends the log: it and later ones go.
+            if i == 0 {
+                // Nothing valid at all: start over with an empty first segment.
+                remove_segments(&*storage, &dir, &bases[i..])?;
+                let first = capacity.min(super::topic::ALLOCATE_STEP_BYTES);
+                let seg = Segment::create(&*storage, &dir, base, capacity, first)?;
+                seg.map().file().sync().map_err(|e| io("sync", &seg.path, e))?;
+                storage.sync_dir(&dir).map_err(|e| io("sync", &dir, e))?;
+                bases.truncate(i);
+                bases.push(base);
+                break (seg, first);
+            }
+            remove_segments(&*storage, &dir, &bases[i..])?;
+            storage.sync_dir(&dir).map_err(|e| io("sync", &dir, e))?;
+            bases.truncate(i);
+            i -= 1;
+            let base = bases[i];
+            let path = dir.join(segment_file_name(base, SEGMENT_SUFFIX));
+            let file_len = storage.file_len(&path).map_err(|e| io("stat", &path, e))? as usize;
+            let (seg, file_len) = Segment::open(&*storage, path, base, capacity.max(file_len)).map_err(topic_fault)?;
+            let scan = seg.scan(SEGMENT_HEADER_BYTES, file_len, base, Vec::new());
+            seg.adopt(&scan);
+            seg.map().file().sync().map_err(|e| io("sync", &seg.path, e))?;
+            break (seg, file_len);
+        };
+        let scan = seg.scan(SEGMENT_HEADER_BYTES, file_len, base, Vec::new());
+        let is_last = i + 1 == bases.len();
+        let continues = !is_last && scan.next_offset == bases[i + 1];
+        if scan.fault.is_some() || (!is_last && !continues) {
+            // Rule 3: cut here. Truncate (zeroing what follows) and delete
+            // every later segment.
+            let file = seg.map().file();
+            file.set_len(scan.end as u64).map_err(|e| io("truncate", &seg.path, e))?;
+            file.sync().map_err(|e| io("sync", &seg.path, e))?;
+            remove_segments(&*storage, &dir, &bases[i + 1..])?;
+            storage.sync_dir(&dir).map_err(|e| io("sync", &dir, e))?;
+            bases.truncate(i + 1);
+            seg.adopt(&scan);
+            break (seg, scan.end);
+        }
+        seg.map().file().sync().map_err(|e| io("sync", &seg.path, e))?;
+        if is_last {
+            seg.adopt(&scan);
+            break (seg, file_len);
+        }
+        expected = scan.next_offset;
+        i += 1;
+    };
+    finish(storage, dir, name, config, checkpoint, bases, active, active_len)
+}
+
+/// Deletes segment files and their indexes.
+fn remove_segments(storage: &dyn Storage, dir: &Path, bases: &[u64]) -> Result<(), TopicError> {
+    for &base in bases {
+        for suffix in [SEGMENT_SUFFIX, INDEX_SUFFIX] {
+            let path = dir.join(segment_file_name(base, suffix));
+            if storage.exists(&path) {
+                storage.remove_file(&path).map_err(|e| TopicError::Io(IoError::new("remove", &path, e)))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Builds the topic around its recovered active segment: writes the
+/// unclean checkpoint (rule 4), clamps group offsets (rule 5).
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    storage: Arc<dyn Storage>,
+    dir: PathBuf,
+    name: String,
+    config: TopicConfig,
+    mut checkpoint: SlotFile,
+    bases: Vec<u64>,
+    active: Segment,
+    allocated: usize,
+) -> Result<TopicInner, TopicError> {
+    let io = |op, path: &Path, e| TopicError::Io(IoError::new(op, path, e));
+    checkpoint.write(SlotValue { a: active.base, b: 0, c: 0 })?;
+    let next = active.next_offset();
+    let position = active.end();
+    clamp_groups(&*storage, &dir, next)?;
+    let active = Arc::new(active);
+    let mut segments = BTreeMap::new();
+    for base in bases {
+        let path = dir.join(segment_file_name(base, SEGMENT_SUFFIX));
+        let (bytes, loaded) = if base == active.base {
+            (position as u64, Some(active.clone()))
+        } else {
+            (storage.file_len(&path).map_err(|e| io("stat", &path, e))?, None)
+        };
+        segments.insert(base, Arc::new(Slot { base, path, bytes: AtomicU64::new(bytes), loaded: Mutex::new(loaded) }));
+    }
+    let last_indexed = active.index().last().map(|e| e.position as usize);
+    let appender = Appender {
+        seg: active.clone(),
+        position,
+        allocated: allocated.max(position),
+        next_offset: next,
+        last_indexed,
+        unsynced: Vec::new(),
+    };
+    let flush = FlushState { checkpoint, segment_base: active.base, flushed_to: position, last_flush: Instant::now() };
+    Ok(TopicInner {
+        name,
+        dir,
+        config,
+        storage,
+        append: Mutex::new(appender),
+        flush: Mutex::new(flush),
+        segments: RwLock::new(segments),
+        committed: AtomicU64::new(next),
+        durable: AtomicU64::new(next),
+        recovery_point: AtomicU64::new(active.base),
+        waiters: AtomicU32::new(0),
+        poisoned: AtomicBool::new(false),
+        closed: AtomicBool::new(false),
+        deleted: AtomicBool::new(false),
+        groups: Mutex::new(HashSet::new()),
+    })
+}
+
+/// Rule 5: lowers committed group offsets above the end of the log.
+fn clamp_groups(storage: &dyn Storage, dir: &Path, next: u64) -> Result<(), TopicError> {
+    let groups = dir.join(GROUPS_DIR);
+    if !storage.exists(&groups) {
+        return Ok(());
+    }
+    let names = storage.list_dir(&groups).map_err(|e| TopicError::Io(IoError::new("list", &groups, e)))?;
+    for file in names {
+        if !file.ends_with(OFFSET_SUFFIX) {
+            continue;
+        }
+        let path = groups.join(&file);
+        let (mut slots, value) = SlotFile::open(storage, &path, OFFSET_MAGIC).map_err(slot_fault)?;
+        if let Some(value) = value
+            && value.a > next
+        {
+            slots.write(SlotValue { a: next, ..value })?;
+        }
+    }
+    Ok(())
+}

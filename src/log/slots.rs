@@ -1,0 +1,182 @@
+//! Small files with a checksum: the two-slot files (`checkpoint`,
+//! `<group>.offset`) that are rewritten in place crash-safely, and the
+//! write-once files (`tollgate.meta`, `topic.conf`) that are written to a
+//! temporary name and renamed.
+
+use std::path::{Path, PathBuf};
+
+use super::format::*;
+use super::storage::{Mapped, Storage};
+use crate::error::{Corruption, IoError};
+
+/// The value held in one slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct SlotValue {
+    pub a: u64,
+    pub b: u64,
+    pub c: u32,
+}
+
+/// Why a slot file could not be opened.
+#[derive(Debug)]
+pub(crate) enum SlotFileError {
+    /// Wrong magic.
+    Corrupt(Corruption),
+    /// A version above [`FORMAT_VERSION`].
+    Newer {
+        path: PathBuf,
+        found: u32,
+    },
+    Io(IoError),
+}
+
+/// A two-slot file, open for rewriting. One writer at a time (`&mut self`).
+#[derive(Debug)]
+pub(crate) struct SlotFile {
+    path: PathBuf,
+    map: Mapped,
+    generation: u64,
+}
+
+impl SlotFile {
+    /// Opens the file, creating it (and syncing it and its directory) if it is
+    /// missing or was left half-created by a crash. Returns the newest valid
+    /// value, if any.
+    pub fn open(
+        storage: &dyn Storage,
+        path: &Path,
+        magic: [u8; 8],
+    ) -> Result<(SlotFile, Option<SlotValue>), SlotFileError> {
+        let io = |op, e| SlotFileError::Io(IoError::new(op, path, e));
+        let existing = storage.exists(path);
+        if existing {
+            let bytes = storage.read_file(path).map_err(|e| io("read", e))?;
+            // A file shorter than its header, or with an all-zero header, was
+            // cut short while being created: nothing was ever committed to it.
+            let half_created = bytes.len() < SLOT_FILE_BYTES && bytes.iter().all(|&b| b == 0)
+                || bytes.len() >= SLOT_FILE_HEADER_BYTES && bytes[..SLOT_FILE_HEADER_BYTES].iter().all(|&b| b == 0);
+            if !half_created {
+                if bytes.len() < SLOT_FILE_BYTES || bytes[..8] != magic {
+                    return Err(SlotFileError::Corrupt(Corruption {
+                        file: path.into(),
+                        position: 0,
+                        reason: "not a tollgate slot file",
+                    }));
+                }
+                let found = u32_at(&bytes, SLOT_FILE_VERSION_AT);
+                if found > FORMAT_VERSION {
+                    return Err(SlotFileError::Newer { path: path.into(), found });
+                }
+                let map = storage.open_mapped(path, false, SLOT_FILE_BYTES).map_err(|e| io("map", e))?;
+                let newest = newest_slot(&bytes);
+                let generation = newest.map_or(0, |(g, _)| g);
+                return Ok((SlotFile { path: path.into(), map: Mapped::new(map), generation }, newest.map(|(_, v)| v)));
+            }
+            storage.remove_file(path).map_err(|e| io("remove", e))?;
+        }
+        let file = storage.open_mapped(path, true, SLOT_FILE_BYTES).map_err(|e| io("create", e))?;
+        file.allocate(SLOT_FILE_BYTES as u64).map_err(|e| io("allocate", e))?;
+        let map = Mapped::new(file);
+        {
+            // SAFETY: the file was just created with SLOT_FILE_BYTES allocated,
+            // and nobody else has it.
+            let header = unsafe { map.slice_mut(0, SLOT_FILE_HEADER_BYTES) };
+            header[..8].copy_from_slice(&magic);
+            put_u32(header, SLOT_FILE_VERSION_AT, FORMAT_VERSION);
+        }
+        map.file().sync().map_err(|e| io("sync", e))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        storage.sync_dir(dir).map_err(|e| SlotFileError::Io(IoError::new("sync", dir, e)))?;
+        Ok((SlotFile { path: path.into(), map, generation: 0 }, None))
+    }
+
+    /// Writes `value` to the slot not holding the current value, and syncs it.
+    pub fn write(&mut self, value: SlotValue) -> Result<(), IoError> {
+        let generation = self.generation + 1;
+        let at = SLOT_FILE_HEADER_BYTES + (generation % 2) as usize * SLOT_BYTES;
+        {
+            // SAFETY: the file is SLOT_FILE_BYTES long; `&mut self` makes this
+            // the only writer, and nobody reads the mapping after open.
+            let slot = unsafe { self.map.slice_mut(at, SLOT_BYTES) };
+            encode_slot(slot, generation, value);
+        }
+        self.map.file().flush(at, SLOT_BYTES).map_err(|e| IoError::new("sync", &self.path, e))?;
+        self.generation = generation;
+        Ok(())
+    }
+}
+
+/// Writes one slot.
+pub(crate) fn encode_slot(slot: &mut [u8], generation: u64, value: SlotValue) {
+    put_u64(slot, SLOT_GENERATION_AT, generation);
+    put_u64(slot, SLOT_A_AT, value.a);
+    put_u64(slot, SLOT_B_AT, value.b);
+    put_u32(slot, SLOT_C_AT, value.c);
+    let crc = crc(&slot[..SLOT_CRC_AT]);
+    put_u32(slot, SLOT_CRC_AT, crc);
+}
+
+/// The valid slot with the highest generation in a whole slot file.
+pub(crate) fn newest_slot(file: &[u8]) -> Option<(u64, SlotValue)> {
+    (0..2)
+        .filter_map(|i| {
+            let at = SLOT_FILE_HEADER_BYTES + i * SLOT_BYTES;
+            let slot = file.get(at..at + SLOT_BYTES)?;
+            let generation = u64_at(slot, SLOT_GENERATION_AT);
+            let valid = generation != 0 && crc(&slot[..SLOT_CRC_AT]) == u32_at(slot, SLOT_CRC_AT);
+            valid.then(|| {
+                let value =
+                    SlotValue { a: u64_at(slot, SLOT_A_AT), b: u64_at(slot, SLOT_B_AT), c: u32_at(slot, SLOT_C_AT) };
+                (generation, value)
+            })
+        })
+        .max_by_key(|(generation, _)| *generation)
+}
+
+/// Writes a whole small file crash-safely: to `<path>.tmp`, synced, renamed
+/// over `path`, and the directory synced.
+pub(crate) fn write_file_atomic(storage: &dyn Storage, path: &Path, bytes: &[u8]) -> Result<(), IoError> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    storage.write_file(&tmp, bytes).map_err(|e| IoError::new("write", &tmp, e))?;
+    storage.rename(&tmp, path).map_err(|e| IoError::new("rename", path, e))?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    storage.sync_dir(dir).map_err(|e| IoError::new("sync", dir, e))
+}
+
+/// Encodes `tollgate.meta`.
+pub(crate) fn encode_meta() -> [u8; META_BYTES] {
+    let mut bytes = [0; META_BYTES];
+    bytes[..8].copy_from_slice(&META_MAGIC);
+    put_u32(&mut bytes, META_VERSION_AT, FORMAT_VERSION);
+    let crc = crc(&bytes[..META_CRC_AT]);
+    put_u32(&mut bytes, META_CRC_AT, crc);
+    bytes
+}
+
+/// What `tollgate.meta` says.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum MetaCheck {
+    /// Version 1.
+    Valid,
+    /// Not a tollgate meta file.
+    Invalid,
+    /// A newer version.
+    Newer(u32),
+}
+
+/// Checks `tollgate.meta`.
+pub(crate) fn check_meta(bytes: &[u8]) -> MetaCheck {
+    if bytes.len() != META_BYTES || bytes[..8] != META_MAGIC {
+        return MetaCheck::Invalid;
+    }
+    if crc(&bytes[..META_CRC_AT]) != u32_at(bytes, META_CRC_AT) {
+        return MetaCheck::Invalid;
+    }
+    match u32_at(bytes, META_VERSION_AT) {
+        FORMAT_VERSION => MetaCheck::Valid,
+        v if v > FORMAT_VERSION => MetaCheck::Newer(v),
+        _ => MetaCheck::Invalid,
+    }
+}

@@ -1,0 +1,293 @@
+//! The storage seam: every file-system call the log makes goes through
+//! [`Storage`], so that tests can swap the operating system for a simulated
+//! disk that loses unsynced writes on a power cut (`sim.rs`). [`OsStorage`] is
+//! the real thing: `std::fs`, `fallocate`, and `memmap2` mappings.
+
+use std::any::Any;
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::Path;
+use std::sync::Arc;
+
+use memmap2::{MmapOptions, MmapRaw};
+
+/// File-system operations, as the log needs them.
+///
+/// Paths are absolute or relative to the process's working directory, exactly
+/// as the engine built them.
+pub(crate) trait Storage: Send + Sync + fmt::Debug {
+    /// `mkdir -p`.
+    fn create_dir_all(&self, path: &Path) -> io::Result<()>;
+    /// The names of the entries of a directory, in no particular order.
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<String>>;
+    /// Whether a file or directory exists at `path`.
+    fn exists(&self, path: &Path) -> bool;
+    /// The length of a file in bytes.
+    fn file_len(&self, path: &Path) -> io::Result<u64>;
+    /// The whole content of a file.
+    fn read_file(&self, path: &Path) -> io::Result<Vec<u8>>;
+    /// Creates or replaces a file with `bytes`, and syncs it (not its directory).
+    fn write_file(&self, path: &Path, bytes: &[u8]) -> io::Result<()>;
+    /// Atomically renames a file or directory.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Deletes a file.
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// Deletes a directory and everything in it.
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()>;
+    /// Makes a directory's entries (creates, renames, deletes) durable.
+    fn sync_dir(&self, path: &Path) -> io::Result<()>;
+    /// Takes an exclusive lock on `path` (created if missing) for as long as
+    /// the returned value lives; `Ok(None)` if someone else holds it.
+    fn lock_file(&self, path: &Path) -> io::Result<Option<Box<dyn Any + Send + Sync>>>;
+    /// Opens (or, with `create`, creates empty) a file and maps `map_len`
+    /// bytes of it, read-write and shared. The mapping may be longer than the
+    /// file; bytes past the file's end must not be touched.
+    fn open_mapped(&self, path: &Path, create: bool, map_len: usize) -> io::Result<Arc<dyn MappedFile>>;
+}
+
+/// A file with a writable shared mapping of its first `map_len()` bytes.
+pub(crate) trait MappedFile: Send + Sync + fmt::Debug {
+    /// First byte of the mapping. Valid for `map_len()` bytes while `self`
+    /// lives; only bytes below the file's length may be accessed.
+    fn ptr(&self) -> *mut u8;
+    /// Length of the mapping.
+    fn map_len(&self) -> usize;
+    /// Current length of the file.
+    fn len(&self) -> io::Result<u64>;
+    /// Makes the file at least `len` bytes long with its blocks allocated, so
+    /// that writes through the mapping below `len` never need new space.
+    fn allocate(&self, len: u64) -> io::Result<()>;
+    /// Truncates or extends the file to `len` bytes; new bytes read as zero.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Makes the mapped bytes in `[at, at + len)` durable (`msync`).
+    fn flush(&self, at: usize, len: usize) -> io::Result<()>;
+    /// Makes the whole file, its length included, durable (`fsync`).
+    fn sync(&self) -> io::Result<()>;
+}
+
+/// The operating system's file system.
+#[derive(Debug, Default)]
+pub(crate) struct OsStorage;
+
+impl Storage for OsStorage {
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(path)
+    }
+
+    fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(path)? {
+            // Names that are not UTF-8 were not made by tollgate; listing them
+            // lossily lets callers see and skip them.
+            names.push(entry?.file_name().to_string_lossy().into_owned());
+        }
+        Ok(names)
+    }
+
+    fn exists(&self, path: &Path) -> bool {
+        path.exists()
+    }
+
+    fn file_len(&self, path: &Path) -> io::Result<u64> {
+        Ok(std::fs::metadata(path)?.len())
+    }
+
+    fn read_file(&self, path: &Path) -> io::Result<Vec<u8>> {
+        std::fs::read(path)
+    }
+
+    fn write_file(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        let mut file = OpenOptions::new().write(true).create(true).truncate(true).open(path)?;
+        file.write_all(bytes)?;
+        file.sync_all()
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_dir_all(path)
+    }
+
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        // Opening a directory read-only and fsyncing it is how POSIX makes its
+        // entries durable.
+        File::open(path)?.sync_all()
+    }
+
+    fn lock_file(&self, path: &Path) -> io::Result<Option<Box<dyn Any + Send + Sync>>> {
+        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(Box::new(file))),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
+
+    fn open_mapped(&self, path: &Path, create: bool, map_len: usize) -> io::Result<Arc<dyn MappedFile>> {
+        let file = OpenOptions::new().read(true).write(true).create_new(create).open(path)?;
+        let map = MmapOptions::new().len(map_len).map_raw(&file)?;
+        Ok(Arc::new(OsMappedFile { file, map }))
+    }
+}
+
+/// A file and its `memmap2` mapping.
+struct OsMappedFile {
+    file: File,
+    map: MmapRaw,
+}
+
+impl fmt::Debug for OsMappedFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OsMappedFile").field("map_len", &self.map.len()).finish()
+    }
+}
+
+impl MappedFile for OsMappedFile {
+    fn ptr(&self) -> *mut u8 {
+        self.map.as_mut_ptr()
+    }
+
+    fn map_len(&self) -> usize {
+        self.map.len()
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+
+    fn allocate(&self, len: u64) -> io::Result<()> {
+        allocate(&self.file, len)
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.file.set_len(len)
+    }
+
+    fn flush(&self, at: usize, len: usize) -> io::Result<()> {
+        if len == 0 {
+            return Ok(());
+        }
+        self.map.flush_range(at, len)
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        self.file.sync_all()
+    }
+}
+
+/// Allocates blocks for the file's first `len` bytes (extending it if
+/// shorter), so that a full disk fails here and not in a page fault.
+#[cfg(target_os = "linux")]
+fn allocate(file: &File, len: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let current = file.metadata()?.len();
+    let len = i64::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    loop {
+        // SAFETY: `fallocate` reads no memory; the descriptor is open for as
+        // long as `file` is borrowed.
+        let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EINTR) => continue,
+            // File systems without fallocate: extend sparsely. A full disk may
+            // then surface later, as an error from msync rather than here.
+            Some(libc::EOPNOTSUPP) if (len as u64) > current => return file.set_len(len as u64),
+            Some(libc::EOPNOTSUPP) => return Ok(()),
+            _ => return Err(err),
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn allocate(file: &File, len: u64) -> io::Result<()> {
+    if file.metadata()?.len() < len { file.set_len(len) } else { Ok(()) }
+}
+
+/// A mapped file shared by a segment, its readers and the `Bytes` they hold.
+///
+/// The methods that touch mapped bytes are `unsafe` because the mapping is
+/// shared memory: soundness rests on the log's protocol, stated in each
+/// method's `# Safety`, that a range is written by one writer before it is
+/// published (Release) and never written again while readers may see it.
+#[derive(Clone, Debug)]
+pub(crate) struct Mapped(Arc<dyn MappedFile>);
+
+impl Mapped {
+    pub(crate) fn new(file: Arc<dyn MappedFile>) -> Self {
+        Self(file)
+    }
+
+    pub(crate) fn file(&self) -> &dyn MappedFile {
+        &*self.0
+    }
+
+    #[inline]
+    fn check(&self, at: usize, len: usize) {
+        assert!(at.checked_add(len).is_some_and(|end| end <= self.0.map_len()), "range outside the mapping");
+    }
+
+    /// The mapped bytes `[at, at + len)`, to write.
+    ///
+    /// # Safety
+    ///
+    /// The range lies below the file's (allocated) length, and no other
+    /// reference to any byte of it exists while the returned slice lives.
+    #[inline]
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn slice_mut(&self, at: usize, len: usize) -> &mut [u8] {
+        self.check(at, len);
+        // SAFETY: in bounds of the mapping (checked), backed by the file
+        // (caller), and exclusive (caller).
+        unsafe { std::slice::from_raw_parts_mut(self.0.ptr().add(at), len) }
+    }
+
+    /// The mapped bytes `[at, at + len)`, to read.
+    ///
+    /// # Safety
+    ///
+    /// The range lies below the file's length and nobody writes it while the
+    /// returned slice lives.
+    #[inline]
+    pub(crate) unsafe fn slice(&self, at: usize, len: usize) -> &[u8] {
+        self.check(at, len);
+        // SAFETY: in bounds (checked), backed and not written (caller).
+        unsafe { std::slice::from_raw_parts(self.0.ptr().add(at), len) }
+    }
+
+    /// The mapped bytes `[at, at + len)` as `Bytes` that keep the mapping alive.
+    ///
+    /// # Safety
+    ///
+    /// As [`Mapped::slice`], for as long as any clone of the `Bytes` lives:
+    /// the range is never written again (the log never rewrites published
+    /// frames; recovery and truncation run before any reader exists).
+    pub(crate) unsafe fn bytes(&self, at: usize, len: usize) -> bytes::Bytes {
+        self.check(at, len);
+        bytes::Bytes::from_owner(MappedSlice { file: self.clone(), at, len })
+    }
+}
+
+/// Owner of a `Bytes` over part of a mapping.
+struct MappedSlice {
+    file: Mapped,
+    at: usize,
+    len: usize,
+}
+
+impl AsRef<[u8]> for MappedSlice {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: built only by `Mapped::bytes`, whose caller guarantees the
+        // range stays backed and unwritten while this owner lives.
+        unsafe { self.file.slice(self.at, self.len) }
+    }
+}

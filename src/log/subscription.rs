@@ -1,0 +1,333 @@
+//! A consumer group's subscription: a cursor over the log that resumes at the
+//! group's committed offset, decodes each frame once, and parks when it has
+//! caught up until a publisher wakes it.
+//!
+//! Waking without lost wake-ups: a waiting subscriber increments the topic's
+//! `waiters` (SeqCst) and then re-reads `committed` (SeqCst) inside
+//! `parking_lot_core::park`'s validation; a publisher stores `committed`
+//! (SeqCst) and then reads `waiters` (SeqCst). In the single total order of
+//! SeqCst operations one of the two comes first, so either the subscriber
+//! sees the new record and does not park, or the publisher sees the waiter
+//! and unparks it (the unpark takes the same bucket lock as the validation).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use parking_lot_core::{DEFAULT_PARK_TOKEN, DEFAULT_UNPARK_TOKEN};
+
+use super::format::*;
+use super::record::{FrameInfo, Offset, Record};
+use super::segment::Segment;
+use super::slots::{SlotFile, SlotValue};
+use super::topic::{Topic, TopicInner};
+use crate::error::{CommitError, ReadError, TopicError};
+
+/// Where a group with no committed offset starts reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StartAt {
+    /// At the oldest retained record.
+    #[default]
+    Earliest,
+    /// After the newest record: only records published from now on.
+    Latest,
+}
+
+/// Spins (checking for a record) before a waiting subscriber parks.
+const SPINS_BEFORE_PARK: u32 = 200;
+
+/// A consumer group's cursor over one topic.
+///
+/// Records come back in offset order, once each per subscription, as
+/// zero-copy views of the log. The group's position survives restarts only
+/// through [`commit`](Subscription::commit): a new subscription resumes at the
+/// last committed offset. A group has at most one live subscription per topic.
+///
+/// ```
+/// # let dir = tempfile::tempdir()?;
+/// use std::time::Duration;
+/// use tollgate::Engine;
+///
+/// let engine = Engine::open(dir.path())?;
+/// let orders = engine.topic("orders")?;
+/// orders.publish(b"order 1001")?;
+///
+/// let mut billing = orders.subscribe("billing")?;
+/// while let Some(rec) = billing.next_timeout(Duration::from_millis(10))? {
+///     assert_eq!(rec.payload().as_ref(), b"order 1001");
+/// }
+/// billing.commit()?;
+/// assert_eq!(billing.committed().get(), 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct Subscription {
+    topic: Arc<TopicInner>,
+    group: String,
+    offsets: SlotFile,
+    committed: u64,
+    /// The offset `next` returns next.
+    next: u64,
+    cursor: Option<Cursor>,
+}
+
+/// Where a subscription is in the log: the segment, the next frame's
+/// position, and the frame being handed out.
+#[derive(Debug)]
+struct Cursor {
+    seg: Arc<Segment>,
+    /// Position of the frame after `frame`.
+    position: usize,
+    /// First offset of the frame at `position`.
+    position_offset: u64,
+    frame: Option<OpenFrame>,
+}
+
+#[derive(Debug)]
+struct OpenFrame {
+    bytes: Bytes,
+    info: FrameInfo,
+    /// Offset and position of the next entry to hand out.
+    offset: u64,
+    at: usize,
+}
+
+impl Topic {
+    /// Subscribes `group`, resuming at its committed offset, or at the oldest
+    /// record if it has none.
+    pub fn subscribe(&self, group: &str) -> Result<Subscription, TopicError> {
+        self.subscribe_with(group, StartAt::Earliest)
+    }
+
+    /// Subscribes `group`, resuming at its committed offset, or where `start`
+    /// says if it has none.
+    pub fn subscribe_with(&self, group: &str, start: StartAt) -> Result<Subscription, TopicError> {
+        crate::engine::check_name(group)?;
+        let inner = &self.inner;
+        if inner.deleted.load(Ordering::Relaxed) {
+            return Err(TopicError::Deleted);
+        }
+        if !inner.groups.lock().insert(group.to_owned()) {
+            return Err(TopicError::GroupBusy { group: group.to_owned() });
+        }
+        let release = |e| {
+            inner.groups.lock().remove(group);
+            e
+        };
+        let groups = inner.dir.join(GROUPS_DIR);
+        if !inner.storage.exists(&groups) {
+            let io = |op, path: &Path, e| release(TopicError::Io(crate::error::IoError::new(op, path, e)));
+            inner.storage.create_dir_all(&groups).map_err(|e| io("create", &groups, e))?;
+            inner.storage.sync_dir(&inner.dir).map_err(|e| io("sync", &inner.dir, e))?;
+        }
+        let path = groups.join(format!("{group}{OFFSET_SUFFIX}"));
+        let (offsets, saved) = SlotFile::open(&*inner.storage, &path, OFFSET_MAGIC)
+            .map_err(|e| release(super::recovery::slot_fault(e)))?;
+        let end = inner.committed.load(Ordering::Acquire);
+        let (committed, next) = match saved {
+            Some(value) => (value.a.min(end), value.a.min(end)),
+            None => {
+                let oldest = inner.segments.read().keys().next().copied().unwrap_or(0);
+                let next = match start {
+                    StartAt::Earliest => oldest,
+                    StartAt::Latest => end,
+                };
+                (next, next)
+            }
+        };
+        Ok(Subscription { topic: inner.clone(), group: group.to_owned(), offsets, committed, next, cursor: None })
+    }
+}
+
+impl Subscription {
+    /// The group's name.
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+
+    /// The offset of the record `next` returns next.
+    pub fn position(&self) -> Offset {
+        Offset::new(self.next)
+    }
+
+    /// The group's committed offset: where a new subscription would resume.
+    pub fn committed(&self) -> Offset {
+        Offset::new(self.committed)
+    }
+
+    /// Records published but not yet committed by the group (the log's end
+    /// minus the committed offset), as Kafka counts consumer lag.
+    pub fn lag(&self) -> u64 {
+        self.topic.committed.load(Ordering::Acquire).saturating_sub(self.committed)
+    }
+
+    /// The next record, or `None` at once if the subscription has read
+    /// everything published so far.
+    ///
+    /// If retention deleted the records at the position, this returns
+    /// [`ReadError::NotRetained`] with the oldest retained offset, and stays
+    /// put: [`seek`](Subscription::seek) there to skip what was lost. (A
+    /// subscription already reading a segment when retention deletes it
+    /// finishes that segment first.)
+    // Not `Iterator::next`: it can fail, and `None` means "nothing yet", not "done".
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> Result<Option<Record>, ReadError> {
+        if let Some(record) = self.next_in_frame() {
+            return Ok(Some(record));
+        }
+        if self.next >= self.topic.committed.load(Ordering::Acquire) {
+            return Ok(None);
+        }
+        self.open_frame()?;
+        Ok(self.next_in_frame())
+    }
+
+    /// The next record, waiting up to `timeout` for one to be published.
+    /// Spins briefly, then parks; a publish wakes it within microseconds.
+    pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<Record>, ReadError> {
+        let deadline = Instant::now().checked_add(timeout);
+        loop {
+            if let Some(record) = self.next()? {
+                return Ok(Some(record));
+            }
+            if self.topic.deleted.load(Ordering::Relaxed) {
+                return Err(ReadError::Deleted);
+            }
+            if !self.wait(deadline) {
+                return self.next();
+            }
+        }
+    }
+
+    /// Waits until a record past the position is published or the deadline
+    /// passes; false on timeout.
+    fn wait(&self, deadline: Option<Instant>) -> bool {
+        let topic = &*self.topic;
+        for _ in 0..SPINS_BEFORE_PARK {
+            if topic.committed.load(Ordering::Acquire) > self.next {
+                return true;
+            }
+            std::hint::spin_loop();
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return false;
+        }
+        topic.waiters.fetch_add(1, Ordering::SeqCst);
+        let next = self.next;
+        let validate = || {
+            topic.committed.load(Ordering::SeqCst) <= next
+                && !topic.closed.load(Ordering::Relaxed)
+                && !topic.deleted.load(Ordering::Relaxed)
+        };
+        // SAFETY: the key is the address of the topic's `committed`, which
+        // outlives this call (we hold an Arc); the closures do not panic and
+        // do not call into parking_lot.
+        let result = unsafe {
+            parking_lot_core::park(park_key(topic), validate, || {}, |_, _| {}, DEFAULT_PARK_TOKEN, deadline)
+        };
+        topic.waiters.fetch_sub(1, Ordering::SeqCst);
+        !matches!(result, parking_lot_core::ParkResult::TimedOut)
+    }
+
+    /// Moves the position to `offset`, which must be between the oldest
+    /// retained offset and the end of the log.
+    pub fn seek(&mut self, offset: Offset) -> Result<(), ReadError> {
+        let offset = offset.get();
+        let end = self.topic.committed.load(Ordering::Acquire);
+        if offset > end {
+            return Err(ReadError::NotWritten { requested: offset, next: end });
+        }
+        let oldest = self.topic.segments.read().keys().next().copied().unwrap_or(0);
+        if offset < oldest {
+            return Err(ReadError::NotRetained { requested: offset, oldest });
+        }
+        self.next = offset;
+        self.cursor = None;
+        Ok(())
+    }
+
+    /// Commits the position: the group has processed every record before it.
+    /// Durable (synced) when this returns.
+    pub fn commit(&mut self) -> Result<(), CommitError> {
+        self.commit_at(Offset::new(self.next))
+    }
+
+    /// Commits `offset`: the group has processed every record before it.
+    pub fn commit_at(&mut self, offset: Offset) -> Result<(), CommitError> {
+        let offset = offset.get();
+        let end = self.topic.committed.load(Ordering::Acquire);
+        if offset > end {
+            return Err(CommitError::BeyondEnd { requested: offset, end });
+        }
+        if self.topic.deleted.load(Ordering::Relaxed) {
+            return Err(CommitError::Deleted);
+        }
+        if self.topic.closed.load(Ordering::Relaxed) {
+            return Err(CommitError::Closed);
+        }
+        self.offsets.write(SlotValue { a: offset, b: now_us(), c: 0 })?;
+        self.committed = offset;
+        Ok(())
+    }
+
+    /// Hands out the next entry of the open frame, if any.
+    #[inline]
+    fn next_in_frame(&mut self) -> Option<Record> {
+        let frame = self.cursor.as_mut()?.frame.as_mut()?;
+        if frame.offset >= frame.info.end_offset() {
+            return None;
+        }
+        let (record, end) = Record::decode(&frame.bytes, frame.at, frame.offset, frame.info.timestamp_us);
+        frame.offset += 1;
+        frame.at = end;
+        self.next = frame.offset;
+        Some(record)
+    }
+
+    /// Opens the frame holding `self.next` (which is below `committed`) and
+    /// skips its entries before `self.next`.
+    fn open_frame(&mut self) -> Result<(), ReadError> {
+        let usable = self.cursor.as_ref().is_some_and(|c| c.position_offset == self.next && c.position < c.seg.end());
+        if !usable {
+            let seg = self.topic.segment_for(self.next)?;
+            let (position, position_offset) = seg.seek(self.next);
+            self.cursor = Some(Cursor { seg, position, position_offset, frame: None });
+        }
+        let cursor = self.cursor.as_mut().expect("set above");
+        loop {
+            let (info, bytes) = cursor.seg.frame(cursor.position, cursor.position_offset)?;
+            cursor.position += info.len;
+            cursor.position_offset = info.end_offset();
+            if self.next < info.end_offset() {
+                let mut frame = OpenFrame { bytes, info, offset: info.first_offset, at: FRAME_HEADER_BYTES };
+                while frame.offset < self.next {
+                    let (_, end) = Record::decode(&frame.bytes, frame.at, frame.offset, info.timestamp_us);
+                    frame.at = end;
+                    frame.offset += 1;
+                }
+                cursor.frame = Some(frame);
+                return Ok(());
+            }
+        }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.topic.groups.lock().remove(&self.group);
+    }
+}
+
+fn park_key(topic: &TopicInner) -> usize {
+    std::ptr::from_ref(&topic.committed) as usize
+}
+
+/// Wakes every subscriber parked on `topic`.
+pub(crate) fn unpark_all(topic: &TopicInner) {
+    // SAFETY: unparking by address only; no closures.
+    unsafe {
+        parking_lot_core::unpark_all(park_key(topic), DEFAULT_UNPARK_TOKEN);
+    }
+}

@@ -1,0 +1,624 @@
+//! A topic: appending frames (one writer at a time, under the append lock),
+//! reading by offset, rolling and sealing segments, durability with group
+//! commit, retention, and a clean close.
+//!
+//! Locks, always taken in this order: `flush`, then `append`, then
+//! `segments`. The append lock is held only to reserve, write and publish a
+//! frame (and to roll); syncing happens under `flush` alone, so publishers
+//! keep appending while a sync is in flight.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, RwLock};
+
+use super::config::{Durability, TopicConfig};
+use super::format::*;
+use super::record::{Message, Offset, Record, encode_entry_parts, plain_entry_bytes, seal_frame};
+use super::segment::{IndexEntry, Segment, encode_index};
+use super::slots::{SlotFile, SlotValue};
+use super::storage::Storage;
+use crate::error::{Corruption, IoError, PublishError, ReadError};
+
+/// Space is allocated for a segment in steps of this many bytes.
+pub(crate) const ALLOCATE_STEP_BYTES: usize = 4 << 20;
+
+/// A handle to a topic; cheap to clone, usable from any thread.
+///
+/// ```
+/// # let dir = tempfile::tempdir()?;
+/// use tollgate::{Engine, Message, Offset};
+///
+/// let engine = Engine::open(dir.path())?;
+/// let orders = engine.topic("orders")?;
+/// let first = orders.publish(b"order 1001")?;
+/// orders.publish_message(Message::new("order 1002").key("sku:42").header("type", "created"))?;
+/// let batch = orders.publish_batch(vec![Message::new("a"), Message::new("b")])?;
+/// assert_eq!(batch, Offset::new(2)..Offset::new(4));
+///
+/// let rec = orders.read(first)?;
+/// assert_eq!(rec.payload().as_ref(), b"order 1001");
+/// assert_eq!(orders.read(Offset::new(1))?.key(), Some("sku:42"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct Topic {
+    pub(crate) inner: Arc<TopicInner>,
+}
+
+/// What a topic holds, from [`Topic::info`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TopicInfo {
+    /// The topic's name.
+    pub name: String,
+    /// Its configuration.
+    pub config: TopicConfig,
+    /// The oldest offset still retained.
+    pub oldest: Offset,
+    /// The offset the next publish gets (the number of records ever published).
+    pub next: Offset,
+    /// Records below this offset are known to be on disk.
+    pub durable: Offset,
+    /// Number of segment files.
+    pub segments: usize,
+    /// Bytes of data in them.
+    pub bytes: u64,
+}
+
+/// A segment in the topic's map: sealed ones are mapped on first use.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    pub base: u64,
+    pub path: PathBuf,
+    /// Bytes of data (file length for an unloaded sealed segment).
+    pub bytes: AtomicU64,
+    pub loaded: Mutex<Option<Arc<Segment>>>,
+}
+
+/// The writer's state, under the append lock.
+#[derive(Debug)]
+pub(crate) struct Appender {
+    pub seg: Arc<Segment>,
+    /// Where the next frame goes (== `seg.end()`).
+    pub position: usize,
+    /// Bytes of the file with space allocated.
+    pub allocated: usize,
+    pub next_offset: u64,
+    pub last_indexed: Option<usize>,
+    /// Sealed segments not yet synced, oldest first.
+    pub unsynced: Vec<Arc<Segment>>,
+}
+
+/// The sync state, under the flush lock.
+#[derive(Debug)]
+pub(crate) struct FlushState {
+    pub checkpoint: SlotFile,
+    /// Segment and position up to which bytes were flushed.
+    pub segment_base: u64,
+    pub flushed_to: usize,
+    pub last_flush: Instant,
+}
+
+#[derive(Debug)]
+pub(crate) struct TopicInner {
+    pub name: String,
+    pub dir: PathBuf,
+    pub config: TopicConfig,
+    pub storage: Arc<dyn Storage>,
+    pub append: Mutex<Appender>,
+    pub flush: Mutex<FlushState>,
+    pub segments: RwLock<BTreeMap<u64, Arc<Slot>>>,
+    /// Offset after the last published record; readers see records below it.
+    pub committed: AtomicU64,
+    /// Records below this offset are durable.
+    pub durable: AtomicU64,
+    /// Base of the first segment not known to be synced.
+    pub recovery_point: AtomicU64,
+    /// Parked subscribers; publishers wake them only when this is non-zero.
+    pub waiters: AtomicU32,
+    /// An I/O error left the tail in doubt: no more writes.
+    pub poisoned: AtomicBool,
+    pub closed: AtomicBool,
+    pub deleted: AtomicBool,
+    /// Groups with a live subscription.
+    pub groups: Mutex<HashSet<String>>,
+}
+
+impl Topic {
+    /// The topic's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// Publishes one payload; returns its offset once it is as durable as
+    /// the topic's [`Durability`] promises.
+    pub fn publish(&self, payload: impl AsRef<[u8]>) -> Result<Offset, PublishError> {
+        let payload = payload.as_ref();
+        let entry_bytes = plain_entry_bytes(payload.len());
+        self.inner.check_message_size(entry_bytes)?;
+        let frame_bytes = FRAME_HEADER_BYTES + entry_bytes;
+        let first = self.inner.append(frame_bytes, 1, |entries| encode_entry_parts(entries, &[], &[], payload))?;
+        self.inner.made_durable(first + 1)?;
+        Ok(Offset::new(first))
+    }
+
+    /// Publishes a message with a key and headers.
+    pub fn publish_message(&self, message: Message) -> Result<Offset, PublishError> {
+        let entry_bytes = message.entry_bytes()?;
+        self.inner.check_message_size(entry_bytes)?;
+        let first = self.inner.append(FRAME_HEADER_BYTES + entry_bytes, 1, |entries| message.encode_entry(entries))?;
+        self.inner.made_durable(first + 1)?;
+        Ok(Offset::new(first))
+    }
+
+    /// Publishes messages atomically, as one frame: after a crash either all
+    /// of them are in the log, with consecutive offsets, or none is. Returns
+    /// their offsets. At most 65,536 messages, and the batch must fit in one
+    /// segment.
+    pub fn publish_batch<I>(&self, messages: I) -> Result<std::ops::Range<Offset>, PublishError>
+    where
+        I: IntoIterator,
+        I::Item: Into<Message>,
+    {
+        let messages: Vec<Message> = messages.into_iter().map(Into::into).collect();
+        if messages.is_empty() {
+            return Err(PublishError::InvalidMessage { reason: "a batch needs at least one message" });
+        }
+        if messages.len() > FRAME_RECORDS_MAX {
+            return Err(PublishError::InvalidMessage { reason: "a batch holds at most 65536 messages" });
+        }
+        let mut sizes = Vec::with_capacity(messages.len());
+        for message in &messages {
+            let bytes = message.entry_bytes()?;
+            self.inner.check_message_size(bytes)?;
+            sizes.push(bytes);
+        }
+        let frame_bytes = FRAME_HEADER_BYTES + sizes.iter().sum::<usize>();
+        let frame_max = self.inner.config.segment_bytes as usize - SEGMENT_HEADER_BYTES;
+        if frame_bytes > frame_max {
+            return Err(PublishError::TooLarge { bytes: frame_bytes, max: frame_max });
+        }
+        let first = self.inner.append(frame_bytes, messages.len() as u32, |mut entries| {
+            for (message, bytes) in messages.iter().zip(&sizes) {
+                let (entry, rest) = entries.split_at_mut(*bytes);
+                message.encode_entry(entry);
+                entries = rest;
+            }
+        })?;
+        let end = first + messages.len() as u64;
+        self.inner.made_durable(end)?;
+        Ok(Offset::new(first)..Offset::new(end))
+    }
+
+    /// The record at `offset`.
+    pub fn read(&self, offset: Offset) -> Result<Record, ReadError> {
+        let offset = offset.get();
+        let next = self.inner.committed.load(Ordering::Acquire);
+        if offset >= next {
+            return Err(ReadError::NotWritten { requested: offset, next });
+        }
+        let seg = self.inner.segment_for(offset)?;
+        let (mut position, mut first) = seg.seek(offset);
+        loop {
+            let (info, frame) = seg.frame(position, first)?;
+            if offset < info.end_offset() {
+                let mut at = FRAME_HEADER_BYTES;
+                for o in first.. {
+                    let (record, end) = Record::decode(&frame, at, o, info.timestamp_us);
+                    if o == offset {
+                        return Ok(record);
+                    }
+                    at = end;
+                }
+            }
+            position += info.len;
+            first = info.end_offset();
+        }
+    }
+
+    /// Syncs everything published so far to disk, whatever the durability.
+    pub fn sync(&self) -> Result<(), PublishError> {
+        self.inner.sync(true)
+    }
+
+    /// Offsets, sizes and configuration.
+    pub fn info(&self) -> TopicInfo {
+        let segments = self.inner.segments.read();
+        let oldest = segments.keys().next().copied().unwrap_or(0);
+        let bytes = segments.values().map(|s| s.bytes.load(Ordering::Relaxed)).sum();
+        TopicInfo {
+            name: self.inner.name.clone(),
+            config: self.inner.config,
+            oldest: Offset::new(oldest),
+            next: Offset::new(self.inner.committed.load(Ordering::Acquire)),
+            durable: Offset::new(self.inner.durable.load(Ordering::Acquire)),
+            segments: segments.len(),
+            bytes,
+        }
+    }
+
+    /// Checks the CRC and structure of every record in every segment. Returns
+    /// the first corruption found, naming the file and position.
+    pub fn verify(&self) -> Result<u64, ReadError> {
+        let bases: Vec<u64> = self.inner.segments.read().keys().copied().collect();
+        let mut records = 0;
+        for (i, base) in bases.iter().enumerate() {
+            let seg = match self.inner.load_slot(*base) {
+                Ok(seg) => seg,
+                Err(ReadError::NotRetained { .. }) => continue,
+                Err(e) => return Err(e),
+            };
+            let end = seg.end();
+            let scan = seg.scan(SEGMENT_HEADER_BYTES, end, seg.base, Vec::new());
+            if let Some((position, fault)) = scan.fault {
+                return Err(ReadError::Corrupt(Corruption {
+                    file: seg.path.clone(),
+                    position: position as u64,
+                    reason: fault.reason(),
+                }));
+            }
+            let expected_next =
+                bases.get(i + 1).copied().unwrap_or_else(|| self.inner.committed.load(Ordering::Acquire));
+            if scan.next_offset != expected_next {
+                return Err(ReadError::Corrupt(Corruption {
+                    file: seg.path.clone(),
+                    position: end as u64,
+                    reason: "the segment ends before the next segment begins",
+                }));
+            }
+            records += scan.next_offset - seg.base;
+        }
+        Ok(records)
+    }
+}
+
+impl TopicInner {
+    fn check_message_size(&self, entry_bytes: usize) -> Result<(), PublishError> {
+        if entry_bytes - super::format::ENTRY_HEADER_BYTES > self.config.max_message_bytes {
+            return Err(PublishError::TooLarge {
+                bytes: entry_bytes - super::format::ENTRY_HEADER_BYTES,
+                max: self.config.max_message_bytes,
+            });
+        }
+        Ok(())
+    }
+
+    fn writable(&self) -> Result<(), PublishError> {
+        if self.deleted.load(Ordering::Relaxed) {
+            Err(PublishError::Deleted)
+        } else if self.closed.load(Ordering::Relaxed) {
+            Err(PublishError::Closed)
+        } else if self.poisoned.load(Ordering::Relaxed) {
+            Err(PublishError::PreviousIo)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Appends one frame of `frame_bytes` holding `count` records; `write`
+    /// fills in the entries (the frame minus its header). Returns the first
+    /// record's offset once readers can see the frame.
+    #[inline]
+    fn append(&self, frame_bytes: usize, count: u32, write: impl FnOnce(&mut [u8])) -> Result<u64, PublishError> {
+        let mut a = self.append.lock();
+        self.writable()?;
+        if a.position + frame_bytes > a.allocated {
+            self.make_room(&mut a, frame_bytes)?;
+        }
+        let first = a.next_offset;
+        let timestamp_us = now_us();
+        {
+            // SAFETY: `[position, position + frame_bytes)` is allocated
+            // (make_room) and at or after the segment's published end, so no
+            // reader looks at it; the append lock makes us its only writer.
+            let frame = unsafe { a.seg.map().slice_mut(a.position, frame_bytes) };
+            write(&mut frame[FRAME_HEADER_BYTES..]);
+            seal_frame(frame, count, first, timestamp_us);
+        }
+        if a.last_indexed.is_none_or(|at| a.position - at >= INDEX_INTERVAL_BYTES) {
+            let entry = IndexEntry { relative_offset: (first - a.seg.base) as u32, position: a.position as u32 };
+            a.seg.push_index(entry);
+            a.last_indexed = Some(a.position);
+        }
+        a.position += frame_bytes;
+        a.next_offset += u64::from(count);
+        a.seg.publish(a.position, a.next_offset, timestamp_us);
+        // SeqCst: ordered before the load of `waiters` below, against the
+        // subscriber's SeqCst increment of `waiters` and load of `committed`
+        // (see `Subscription::wait`), so one of the two sees the other.
+        self.committed.store(a.next_offset, Ordering::SeqCst);
+        drop(a);
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            self.wake_subscribers();
+        }
+        Ok(first)
+    }
+
+    /// Allocates more of the active segment, or rolls to a new one when the
+    /// frame does not fit. Nothing is written if this fails.
+    #[cold]
+    fn make_room(&self, a: &mut Appender, frame_bytes: usize) -> Result<(), PublishError> {
+        let capacity = self.config.segment_bytes as usize;
+        if a.position + frame_bytes > capacity {
+            self.roll(a)?;
+        }
+        if a.position + frame_bytes > a.allocated {
+            let want = (a.position + frame_bytes).next_multiple_of(ALLOCATE_STEP_BYTES).min(capacity);
+            a.seg.map().file().allocate(want as u64).map_err(|e| IoError::new("allocate", &a.seg.path, e))?;
+            a.allocated = want;
+        }
+        Ok(())
+    }
+
+    /// Seals the active segment and starts the next one.
+    fn roll(&self, a: &mut Appender) -> Result<(), PublishError> {
+        let capacity = self.config.segment_bytes as usize;
+        let base = a.next_offset;
+        let first = capacity.min(ALLOCATE_STEP_BYTES);
+        let seg = Segment::create(&*self.storage, &self.dir, base, capacity, first)?;
+        if let Err(e) = self.storage.sync_dir(&self.dir) {
+            let _ = self.storage.remove_file(&seg.path);
+            return Err(IoError::new("sync", &self.dir, e).into());
+        }
+        let seg = Arc::new(seg);
+        let slot = Arc::new(Slot {
+            base,
+            path: seg.path.clone(),
+            bytes: AtomicU64::new(SEGMENT_HEADER_BYTES as u64),
+            loaded: Mutex::new(Some(seg.clone())),
+        });
+        let old = std::mem::replace(&mut a.seg, seg);
+        if let Some(old_slot) = self.segments.read().get(&old.base) {
+            old_slot.bytes.store(a.position as u64, Ordering::Relaxed);
+        }
+        self.segments.write().insert(base, slot);
+        a.unsynced.push(old);
+        a.position = SEGMENT_HEADER_BYTES;
+        a.allocated = first;
+        a.last_indexed = None;
+        Ok(())
+    }
+
+    #[cold]
+    fn wake_subscribers(&self) {
+        super::subscription::unpark_all(self);
+    }
+
+    /// Returns once records below `end` are as durable as the topic promises.
+    #[inline]
+    fn made_durable(&self, end: u64) -> Result<(), PublishError> {
+        match self.config.durability {
+            Durability::Sync if self.durable.load(Ordering::Acquire) < end => self.sync_through(end),
+            _ => Ok(()),
+        }
+    }
+
+    /// Group commit: the first caller syncs everything published so far;
+    /// callers that queued behind it find their records already durable.
+    fn sync_through(&self, end: u64) -> Result<(), PublishError> {
+        let mut flush = self.flush.lock();
+        if self.durable.load(Ordering::Acquire) >= end {
+            return Ok(());
+        }
+        self.sync_locked(&mut flush, true)
+    }
+
+    /// Syncs sealed segments, and with `active` the active one too.
+    pub(crate) fn sync(&self, active: bool) -> Result<(), PublishError> {
+        let mut flush = self.flush.lock();
+        self.sync_locked(&mut flush, active)
+    }
+
+    fn sync_locked(&self, flush: &mut FlushState, active: bool) -> Result<(), PublishError> {
+        if self.poisoned.load(Ordering::Relaxed) {
+            return Err(PublishError::PreviousIo);
+        }
+        let result = self.sync_unpoisoned(flush, active);
+        if result.is_err() {
+            // The tail's state on disk is unknown: refuse writes after it.
+            self.poisoned.store(true, Ordering::Relaxed);
+        }
+        result
+    }
+
+    fn sync_unpoisoned(&self, flush: &mut FlushState, active: bool) -> Result<(), PublishError> {
+        let (unsynced, seg, position, next) = {
+            let a = self.append.lock();
+            (a.unsynced.clone(), a.seg.clone(), a.position, a.next_offset)
+        };
+        for sealed in &unsynced {
+            let from = if flush.segment_base == sealed.base { flush.flushed_to } else { 0 };
+            let end = sealed.end();
+            let file = sealed.map().file();
+            let io = |op, e| PublishError::from(IoError::new(op, &sealed.path, e));
+            file.flush(from, end - from).map_err(|e| io("sync", e))?;
+            file.set_len(end as u64).map_err(|e| io("truncate", e))?;
+            file.sync().map_err(|e| io("sync", e))?;
+            // The index is a cache, rebuilt if missing: a failure to write it
+            // (say, a full disk) is not an error of the log.
+            let index_path = self.dir.join(segment_file_name(sealed.base, INDEX_SUFFIX));
+            if self.storage.write_file(&index_path, &encode_index(sealed.base, end, &sealed.index())).is_err() {
+                let _ = self.storage.remove_file(&index_path);
+            }
+        }
+        if !unsynced.is_empty() {
+            self.storage.sync_dir(&self.dir).map_err(|e| IoError::new("sync", &self.dir, e))?;
+            let recovery_point = seg.base;
+            flush.checkpoint.write(SlotValue { a: recovery_point, b: 0, c: 0 })?;
+            self.recovery_point.store(recovery_point, Ordering::Release);
+            self.append.lock().unsynced.drain(..unsynced.len());
+            self.durable.fetch_max(seg.base, Ordering::AcqRel);
+        }
+        if active {
+            let from = if flush.segment_base == seg.base { flush.flushed_to } else { 0 };
+            seg.map().file().flush(from, position - from).map_err(|e| IoError::new("sync", &seg.path, e))?;
+            flush.segment_base = seg.base;
+            flush.flushed_to = position;
+            self.durable.fetch_max(next, Ordering::AcqRel);
+        }
+        flush.last_flush = Instant::now();
+        Ok(())
+    }
+
+    /// Background work: the interval flush, syncing sealed segments, and
+    /// retention. Returns when it next wants to run.
+    pub(crate) fn background(&self) -> Option<Duration> {
+        if self.closed.load(Ordering::Relaxed) || self.poisoned.load(Ordering::Relaxed) {
+            return None;
+        }
+        let has_unsynced = !self.append.lock().unsynced.is_empty();
+        let wait = match self.config.durability {
+            Durability::Interval(interval) => {
+                let since = self.flush.lock().last_flush.elapsed();
+                if since >= interval {
+                    let _ = self.sync(true);
+                    Some(interval)
+                } else {
+                    if has_unsynced {
+                        let _ = self.sync(false);
+                    }
+                    Some(interval - since)
+                }
+            }
+            _ => {
+                if has_unsynced {
+                    let _ = self.sync(false);
+                }
+                None
+            }
+        };
+        self.apply_retention();
+        wait
+    }
+
+    /// Deletes the oldest sealed, synced segments that retention rules out.
+    /// Readers positioned in them keep their mapping; new reads below the
+    /// oldest retained offset get `NotRetained`.
+    pub(crate) fn apply_retention(&self) {
+        if self.config.retention_bytes.is_none() && self.config.retention_age.is_none() {
+            return;
+        }
+        let recovery_point = self.recovery_point.load(Ordering::Acquire);
+        let now = now_us();
+        loop {
+            let (oldest, total) = {
+                let segments = self.segments.read();
+                let total: u64 = segments.values().map(|s| s.bytes.load(Ordering::Relaxed)).sum();
+                match segments.iter().next() {
+                    Some((_, slot)) if segments.len() > 1 && slot.base < recovery_point => (slot.clone(), total),
+                    _ => return,
+                }
+            };
+            let over_bytes = self.config.retention_bytes.is_some_and(|max| total > max);
+            let too_old = self.config.retention_age.is_some_and(|age| {
+                let newest = match self.load_slot(oldest.base) {
+                    Ok(seg) => seg.newest_us(),
+                    Err(_) => return false,
+                };
+                newest.saturating_add(age.as_micros() as u64) < now
+            });
+            if !over_bytes && !too_old {
+                return;
+            }
+            self.segments.write().remove(&oldest.base);
+            let index = self.dir.join(segment_file_name(oldest.base, INDEX_SUFFIX));
+            let removed = self.storage.remove_file(&oldest.path);
+            let _ = self.storage.remove_file(&index);
+            let _ = self.storage.sync_dir(&self.dir);
+            if removed.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// The segment holding `offset` (which is below `committed`).
+    pub(crate) fn segment_for(&self, offset: u64) -> Result<Arc<Segment>, ReadError> {
+        let base = {
+            let segments = self.segments.read();
+            match segments.range(..=offset).next_back() {
+                Some((base, _)) => *base,
+                None => {
+                    let oldest = segments.keys().next().copied().unwrap_or(offset);
+                    return Err(ReadError::NotRetained { requested: offset, oldest });
+                }
+            }
+        };
+        self.load_slot(base).map_err(|e| match e {
+            ReadError::NotRetained { oldest, .. } => ReadError::NotRetained { requested: offset, oldest },
+            e => e,
+        })
+    }
+
+    /// The segment at `base`, mapping it (and reading or rebuilding its
+    /// index) on first use.
+    pub(crate) fn load_slot(&self, base: u64) -> Result<Arc<Segment>, ReadError> {
+        let (slot, next_base) = {
+            let segments = self.segments.read();
+            let Some(slot) = segments.get(&base) else {
+                let oldest = segments.keys().next().copied().unwrap_or(base);
+                return Err(ReadError::NotRetained { requested: base, oldest });
+            };
+            (slot.clone(), segments.range(base + 1..).next().map(|(b, _)| *b))
+        };
+        let mut loaded = slot.loaded.lock();
+        if let Some(seg) = &*loaded {
+            return Ok(seg.clone());
+        }
+        let file_len = self.storage.file_len(&slot.path).map_err(|e| IoError::new("stat", &slot.path, e))? as usize;
+        let (seg, file_len) = Segment::open(&*self.storage, slot.path.clone(), base, file_len.max(1))
+            .map_err(super::recovery::read_fault)?;
+        let index_path = self.dir.join(segment_file_name(base, INDEX_SUFFIX));
+        let stored = self
+            .storage
+            .read_file(&index_path)
+            .ok()
+            .and_then(|bytes| super::segment::decode_index(&bytes, base, file_len));
+        match stored {
+            Some((end, index)) => {
+                let newest = seg.newest_in(&index, end);
+                seg.adopt(&super::segment::Scan {
+                    end,
+                    next_offset: next_base.unwrap_or(base),
+                    newest_us: newest,
+                    index,
+                    fault: None,
+                })
+            }
+            None => {
+                let scan = seg.scan(SEGMENT_HEADER_BYTES, file_len, base, Vec::new());
+                seg.adopt(&scan);
+            }
+        }
+        let seg = Arc::new(seg);
+        *loaded = Some(seg.clone());
+        Ok(seg)
+    }
+
+    /// Marks the topic closed, syncs it, and writes a clean checkpoint.
+    pub(crate) fn close(&self) {
+        let mut flush = self.flush.lock();
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if self.deleted.load(Ordering::Relaxed) || self.poisoned.load(Ordering::Relaxed) {
+            return;
+        }
+        if self.sync_locked(&mut flush, true).is_err() {
+            return;
+        }
+        let a = self.append.lock();
+        // The active segment's index lets the next open skip its scan.
+        let index_path = self.dir.join(segment_file_name(a.seg.base, INDEX_SUFFIX));
+        if self.storage.write_file(&index_path, &encode_index(a.seg.base, a.position, &a.seg.index())).is_err() {
+            return;
+        }
+        let clean = SlotValue { a: a.seg.base, b: a.next_offset, c: a.position as u32 };
+        let _ = flush.checkpoint.write(clean);
+        drop(a);
+        super::subscription::unpark_all(self);
+    }
+}
