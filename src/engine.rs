@@ -25,6 +25,12 @@ const FLUSHER_TICK: Duration = Duration::from_millis(100);
 pub struct EngineConfig {
     /// Configuration for topics created by [`Engine::topic`].
     pub default_topic: TopicConfig,
+    /// Open topics by scanning every segment, not only those written since
+    /// the last checkpoint, and cut each log at its first corrupt frame,
+    /// deleting everything after it (see [`Topic::recovery_report`]).
+    /// Default `false`: corruption in an old segment is reported by the
+    /// reads (and [`Topic::verify`]) that meet it.
+    pub repair: bool,
 }
 
 /// An open data directory: the durable topics of one process.
@@ -196,7 +202,13 @@ impl Engine {
             write_file_atomic(&*shared.storage, &conf, &config.encode())?;
             config
         };
-        let inner = crate::log::recovery::open_topic(shared.storage.clone(), topic_dir, name.to_owned(), config)?;
+        let inner = crate::log::recovery::open_topic(
+            shared.storage.clone(),
+            topic_dir,
+            name.to_owned(),
+            config,
+            shared.config.repair,
+        )?;
         let inner = Arc::new(inner);
         topics.insert(name.to_owned(), inner.clone());
         shared.flusher.add(&inner);

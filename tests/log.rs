@@ -204,3 +204,384 @@ fn directory_that_is_not_tollgate_is_refused() {
     assert!(matches!(Engine::open(dir.path()), Err(OpenError::NotTollgate { .. })));
     assert_eq!(std::fs::read(dir.path().join("precious.txt")).unwrap(), b"keep me");
 }
+
+/// Mounts a tmpfs of `bytes` at a new temporary directory, if this process
+/// may (root, with `mount` available); otherwise says why not.
+fn small_tmpfs(bytes: usize) -> Result<(tempfile::TempDir, TmpfsGuard), String> {
+    if effective_uid() != 0 {
+        return Err("not running as root".into());
+    }
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+        .arg(dir.path())
+        .status()
+        .map_err(|e| format!("cannot run mount: {e}"))?;
+    if !status.success() {
+        return Err(format!("mount -t tmpfs failed: {status}"));
+    }
+    let guard = TmpfsGuard(dir.path().to_path_buf());
+    Ok((dir, guard))
+}
+
+struct TmpfsGuard(std::path::PathBuf);
+
+impl Drop for TmpfsGuard {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+fn effective_uid() -> u32 {
+    // `id -u` rather than libc, to keep the test free of unsafe code.
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(u32::MAX)
+}
+
+/// Fills the file system holding `dir` with a filler file until it is full.
+fn fill(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::io::Write;
+    let path = dir.join("filler");
+    let mut file = std::fs::File::create(&path).unwrap();
+    let block = vec![0xAAu8; 4096];
+    while file.write_all(&block).and_then(|()| file.sync_all()).is_ok() {}
+    path
+}
+
+#[test]
+fn full_disk_fails_publish_cleanly_and_publishing_resumes_once_space_is_freed() {
+    let (mount, _guard) = match small_tmpfs(8 << 20) {
+        Ok(mounted) => mounted,
+        Err(reason) => {
+            println!("skipped full_disk test: {reason}");
+            return;
+        }
+    };
+    let data = mount.path().join("data");
+    let config = TopicConfig { segment_bytes: 1 << 20, max_message_bytes: 4096, ..TopicConfig::default() };
+    let engine = Engine::open(&data).unwrap();
+    let topic = engine.create_topic("t", config).unwrap();
+    let mut sub = topic.subscribe("g").unwrap();
+    let filler = fill(mount.path());
+
+    let payload = |i: u64| format!("record {i} ").repeat(20);
+    let mut published = 0u64;
+    let err = loop {
+        match topic.publish(payload(published)) {
+            Ok(offset) => {
+                assert_eq!(offset, Offset::new(published));
+                published += 1;
+            }
+            Err(e) => break e,
+        }
+        assert!(published < 1_000_000, "the disk never filled up");
+    };
+    match &err {
+        PublishError::Io(io) => assert_eq!(io.kind(), std::io::ErrorKind::StorageFull, "{err}"),
+        other => panic!("expected a full-disk error, got {other}"),
+    }
+    // Nothing was appended, the log reads back whole, and the failure repeats
+    // as the same clear error rather than a poisoned topic.
+    assert_eq!(topic.info().next, Offset::new(published));
+    assert_eq!(topic.verify().unwrap(), published);
+    for i in 0..published {
+        assert_eq!(sub.next().unwrap().unwrap().payload().as_ref(), payload(i).as_bytes());
+    }
+    assert!(matches!(topic.publish("x"), Err(PublishError::Io(_))));
+
+    std::fs::remove_file(filler).unwrap();
+    for i in published..published + 100 {
+        assert_eq!(topic.publish(payload(i)).unwrap(), Offset::new(i));
+    }
+    drop((sub, topic, engine));
+    let engine = Engine::open(&data).unwrap();
+    let topic = engine.topic("t").unwrap();
+    assert_eq!(topic.verify().unwrap(), published + 100);
+    assert_eq!(topic.read(Offset::new(published)).unwrap().payload().as_ref(), payload(published).as_bytes());
+}
+
+fn segment_files(topic_dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(topic_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    files.sort();
+    files
+}
+
+fn flip_byte(path: &std::path::Path, at: u64) {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut file = std::fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
+    let mut byte = [0u8];
+    file.seek(SeekFrom::Start(at)).unwrap();
+    file.read_exact(&mut byte).unwrap();
+    file.seek(SeekFrom::Start(at)).unwrap();
+    file.write_all(&[byte[0] ^ 0x40]).unwrap();
+}
+
+#[test]
+fn recovery_truncates_torn_tail_and_publishing_continues() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let engine = Engine::open(dir.path()).unwrap();
+        let topic = engine.create_topic("t", small_segments()).unwrap();
+        for i in 0..10 {
+            topic.publish(format!("p{i}")).unwrap();
+        }
+    }
+    let topic_dir = dir.path().join("topics/t");
+    let active = segment_files(&topic_dir).pop().unwrap();
+    // A frame header that promises more than was written, as a crash mid-write leaves it.
+    let end = std::fs::metadata(&active).unwrap().len();
+    let data = std::fs::read(&active).unwrap();
+    let used = data.iter().rposition(|&b| b != 0).unwrap() + 1;
+    assert!((used as u64) < end);
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut file = std::fs::OpenOptions::new().write(true).open(&active).unwrap();
+        file.seek(SeekFrom::Start(used as u64)).unwrap();
+        file.write_all(&[200, 0, 0, 0, 1, 2, 3, 4, 1, 0, 0, 0, 1, 0, 0, 0, 10]).unwrap();
+    }
+    // No clean mark: recovery must scan.
+    std::fs::remove_file(topic_dir.join("checkpoint")).unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    let topic = engine.topic("t").unwrap();
+    let report = topic.recovery_report().clone();
+    assert!(!report.clean);
+    let cut = report.cut.expect("the torn frame was cut");
+    assert_eq!(cut.file, active);
+    assert_eq!(cut.position, used as u64);
+    assert_eq!(topic.info().next, Offset::new(10));
+    assert_eq!(topic.publish("after").unwrap(), Offset::new(10));
+    assert_eq!(topic.verify().unwrap(), 11);
+}
+
+#[test]
+fn clean_shutdown_skips_the_scan() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let engine = Engine::open(dir.path()).unwrap();
+        let topic = engine.create_topic("t", small_segments()).unwrap();
+        for i in 0..300 {
+            topic.publish(format!("p{i}")).unwrap();
+        }
+    }
+    let engine = Engine::open(dir.path()).unwrap();
+    let topic = engine.topic("t").unwrap();
+    let report = topic.recovery_report();
+    assert!(report.clean, "{report:?}");
+    assert_eq!(report.segments_scanned, 0);
+    assert_eq!(topic.publish("next").unwrap(), Offset::new(300));
+    assert_eq!(topic.verify().unwrap(), 301);
+}
+
+#[test]
+fn corruption_in_a_sealed_segment_is_reported_with_file_and_position_and_repair_cuts_there() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let engine = Engine::open(dir.path()).unwrap();
+        let topic = engine.create_topic("t", small_segments()).unwrap();
+        for i in 0..1000 {
+            topic.publish(format!("payload number {i}")).unwrap();
+        }
+    }
+    let topic_dir = dir.path().join("topics/t");
+    let segments = segment_files(&topic_dir);
+    assert!(segments.len() > 4);
+    let victim = &segments[2];
+    flip_byte(victim, 1000);
+
+    let engine = Engine::open(dir.path()).unwrap();
+    let topic = engine.topic("t").unwrap();
+    let err = topic.verify().unwrap_err();
+    let ReadError::Corrupt(corruption) = &err else { panic!("expected corruption, got {err}") };
+    assert_eq!(&corruption.file, victim);
+    assert!(corruption.position <= 1000, "{corruption}");
+    assert!(err.to_string().contains(&victim.display().to_string()), "{err}");
+    // Records before the damaged segment still read; some record in it does not.
+    assert!(topic.read(Offset::new(0)).is_ok());
+    let victim_base: u64 = victim.file_stem().unwrap().to_str().unwrap().parse().unwrap();
+    let next_base: u64 = segments[3].file_stem().unwrap().to_str().unwrap().parse().unwrap();
+    let failures = (victim_base..next_base).filter(|&o| topic.read(Offset::new(o)).is_err()).count();
+    assert!(failures > 0);
+    drop((topic, engine));
+
+    let engine = Engine::open_with(dir.path(), tollgate::EngineConfig { repair: true, ..Default::default() }).unwrap();
+    let topic = engine.topic("t").unwrap();
+    let report = topic.recovery_report();
+    assert_eq!(report.cut.as_ref().map(|c| &c.file), Some(victim));
+    assert_eq!(report.segments_removed, segments.len() - 3);
+    let next = topic.info().next.get();
+    assert!((victim_base..next_base).contains(&next), "cut at {next}");
+    assert_eq!(topic.verify().unwrap(), next);
+    assert_eq!(topic.publish("after repair").unwrap(), Offset::new(next));
+}
+
+#[test]
+fn newer_format_version_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Engine::open(dir.path()).unwrap());
+    let meta = dir.path().join("tollgate.meta");
+    let mut bytes = std::fs::read(&meta).unwrap();
+    bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+    let crc = crc32(&bytes[..12]);
+    bytes[12..16].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&meta, &bytes).unwrap();
+    match Engine::open(dir.path()) {
+        Err(OpenError::NewerVersion { found: 2, supported: 1, .. }) => {}
+        other => panic!("expected NewerVersion, got {other:?}"),
+    }
+    assert_eq!(std::fs::read(&meta).unwrap(), bytes, "nothing changed");
+}
+
+/// CRC-32 (IEEE), bitwise: independent of the crate's implementation.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
+#[test]
+fn retention_by_bytes_deletes_whole_old_segments_without_breaking_a_positioned_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    let config = TopicConfig { retention_bytes: Some(16 * 1024), ..small_segments() };
+    let topic = engine.create_topic("t", config).unwrap();
+    let mut reader = topic.subscribe("slow").unwrap();
+    for i in 0..50 {
+        topic.publish(format!("early {i}")).unwrap();
+    }
+    // The reader is positioned inside the first segment.
+    assert_eq!(reader.next().unwrap().unwrap().offset(), Offset::new(0));
+    for i in 0..2000 {
+        topic.publish(format!("record {i:05} {}", "x".repeat(40))).unwrap();
+    }
+    topic.sync().unwrap();
+    // Retention runs in the background; wait for it (no timing assertion).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while topic.info().bytes > 16 * 1024 + 4096 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let info = topic.info();
+    assert!(info.bytes <= 16 * 1024 + 4096, "{info:?}");
+    assert!(info.oldest > Offset::new(0));
+    assert_eq!(topic.read(Offset::new(0)), Err(ReadError::NotRetained { requested: 0, oldest: info.oldest.get() }));
+    // The positioned reader finishes its (deleted) segment, then reports the gap.
+    let mut seen = 1;
+    let err = loop {
+        match reader.next() {
+            Ok(Some(rec)) => {
+                assert_eq!(rec.offset(), Offset::new(seen));
+                seen += 1;
+            }
+            Ok(None) => panic!("ran out of records"),
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(err, ReadError::NotRetained { .. }), "{err}");
+    reader.seek(info.oldest).unwrap();
+    assert_eq!(reader.next().unwrap().unwrap().offset(), info.oldest);
+}
+
+#[test]
+fn retention_by_age_deletes_old_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    let config = TopicConfig { retention_age: Some(Duration::from_millis(200)), ..small_segments() };
+    let topic = engine.create_topic("t", config).unwrap();
+    for i in 0..500 {
+        topic.publish(format!("old {i} {}", "x".repeat(40))).unwrap();
+    }
+    let before = topic.info();
+    assert!(before.segments > 3);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while topic.info().segments > 1 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let after = topic.info();
+    assert_eq!(after.segments, 1, "{after:?}");
+    assert_eq!(after.next, before.next);
+    assert_eq!(topic.publish("new").unwrap(), before.next);
+}
+
+#[test]
+fn deleted_topic_is_gone_and_its_handles_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    let topic = engine.topic("t").unwrap();
+    topic.publish("x").unwrap();
+    engine.delete_topic("t").unwrap();
+    assert_eq!(topic.publish("y"), Err(PublishError::Deleted));
+    assert!(engine.topics().unwrap().is_empty());
+    assert!(matches!(engine.delete_topic("t"), Err(TopicError::NotFound { .. })));
+    let again = engine.topic("t").unwrap();
+    assert_eq!(again.info().next, Offset::new(0));
+}
+
+#[test]
+fn create_topic_refuses_existing_and_bad_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    engine.topic("t").unwrap();
+    assert!(matches!(engine.create_topic("t", TopicConfig::default()), Err(TopicError::AlreadyExists { .. })));
+    let bad = TopicConfig { segment_bytes: 10, ..TopicConfig::default() };
+    assert!(matches!(engine.create_topic("u", bad), Err(TopicError::InvalidConfig { .. })));
+    assert_eq!(engine.topics().unwrap(), ["t"]);
+}
+
+#[test]
+fn topic_config_persists_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = TopicConfig { durability: Durability::Interval(Duration::from_millis(5)), ..small_segments() };
+    {
+        let engine = Engine::open(dir.path()).unwrap();
+        engine.create_topic("t", config).unwrap();
+    }
+    let engine = Engine::open(dir.path()).unwrap();
+    assert_eq!(engine.topic("t").unwrap().info().config, config);
+}
+
+#[test]
+fn batches_get_consecutive_offsets_between_concurrent_publishers() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    let topic = engine.create_topic("t", small_segments()).unwrap();
+    let threads: Vec<_> = (0..3)
+        .map(|t| {
+            let topic = topic.clone();
+            std::thread::spawn(move || {
+                for b in 0..100 {
+                    let msgs: Vec<Message> = (0..5).map(|i| Message::new(format!("{t}:{b}:{i}"))).collect();
+                    let range = topic.publish_batch(msgs).unwrap();
+                    assert_eq!(range.end.get() - range.start.get(), 5);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let mut sub = topic.subscribe("g").unwrap();
+    let mut count = 0;
+    while let Some(first) = sub.next().unwrap() {
+        let name = std::str::from_utf8(first.payload()).unwrap().to_owned();
+        let (prefix, i) = name.rsplit_once(':').unwrap();
+        assert_eq!(i, "0", "a batch's records are consecutive");
+        for i in 1..5 {
+            assert_eq!(sub.next().unwrap().unwrap().payload().as_ref(), format!("{prefix}:{i}").as_bytes());
+        }
+        count += 5;
+    }
+    assert_eq!(count, 1500);
+}

@@ -172,3 +172,171 @@ pub fn parse_segment_file_name(name: &str, suffix: &str) -> Option<u64> {
     }
     digits.parse().ok()
 }
+
+#[cfg(test)]
+mod tests {
+    //! Checks these constants against the tables of `docs/FORMAT.md`, so the
+    //! document and the code cannot drift apart.
+
+    use super::*;
+
+    const DOC: &str = include_str!("../../docs/FORMAT.md");
+
+    /// The rows `| offset | size | field |` of the table under `heading`.
+    fn table(heading: &str) -> Vec<(usize, String, String)> {
+        let start = DOC.find(heading).unwrap_or_else(|| panic!("FORMAT.md has no section {heading:?}"));
+        let mut rows = Vec::new();
+        let mut in_table = false;
+        for line in DOC[start..].lines().skip(1) {
+            if line.starts_with('#') {
+                break;
+            }
+            if !line.starts_with('|') {
+                if in_table {
+                    break;
+                }
+                continue;
+            }
+            in_table = true;
+            let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
+            if let Ok(offset) = cells[0].parse::<usize>() {
+                rows.push((offset, cells[1].to_owned(), cells[2].to_owned()));
+            } else if cells[0].starts_with("32+8E") {
+                rows.push((usize::MAX, cells[1].to_owned(), cells[2].to_owned()));
+            }
+        }
+        assert!(!rows.is_empty(), "no table rows under {heading:?}");
+        rows
+    }
+
+    /// The documented offset of the field whose description starts with `field`.
+    fn at(rows: &[(usize, String, String)], field: &str) -> usize {
+        rows.iter().find(|(_, _, f)| f.starts_with(field)).unwrap_or_else(|| panic!("no field {field:?}")).0
+    }
+
+    fn size(rows: &[(usize, String, String)], field: &str) -> String {
+        rows.iter().find(|(_, _, f)| f.starts_with(field)).unwrap_or_else(|| panic!("no field {field:?}")).1.clone()
+    }
+
+    fn magic(rows: &[(usize, String, String)]) -> String {
+        let field = &rows.iter().find(|(_, _, f)| f.starts_with("magic")).expect("magic row").2;
+        field.split('`').nth(1).expect("magic in backquotes").to_owned()
+    }
+
+    #[test]
+    fn title_names_the_format_version() {
+        assert!(DOC.starts_with(&format!("# On-disk format, version {FORMAT_VERSION}\n")));
+    }
+
+    #[test]
+    fn meta_file_matches_document() {
+        let rows = table("## Engine file `tollgate.meta` (16 bytes)");
+        assert_eq!(magic(&rows).as_bytes(), META_MAGIC);
+        assert_eq!(at(&rows, "format version"), META_VERSION_AT);
+        assert_eq!(at(&rows, "CRC of bytes 0..12"), META_CRC_AT);
+        assert_eq!(META_BYTES, 16);
+    }
+
+    #[test]
+    fn topic_file_matches_document() {
+        let rows = table("## Topic file `topic.conf` (64 bytes)");
+        assert_eq!(magic(&rows).as_bytes(), TOPIC_MAGIC);
+        assert_eq!(at(&rows, "format version"), TOPIC_VERSION_AT);
+        assert_eq!(at(&rows, "durability"), TOPIC_DURABILITY_AT);
+        assert_eq!(at(&rows, "flush interval"), TOPIC_INTERVAL_AT);
+        assert_eq!(at(&rows, "segment size limit"), TOPIC_SEGMENT_BYTES_AT);
+        assert_eq!(at(&rows, "largest message"), TOPIC_MESSAGE_BYTES_AT);
+        assert_eq!(at(&rows, "retention by bytes"), TOPIC_RETENTION_BYTES_AT);
+        assert_eq!(at(&rows, "retention by age"), TOPIC_RETENTION_AGE_AT);
+        assert_eq!(at(&rows, "CRC of bytes 0..60"), TOPIC_CRC_AT);
+        assert_eq!(TOPIC_BYTES, 64);
+    }
+
+    #[test]
+    fn segment_header_matches_document() {
+        let rows = table("### Segment header (32 bytes)");
+        assert_eq!(magic(&rows).as_bytes(), SEGMENT_MAGIC);
+        assert_eq!(at(&rows, "format version"), SEGMENT_VERSION_AT);
+        assert_eq!(at(&rows, "header size"), SEGMENT_HEADER_SIZE_AT);
+        assert!(size(&rows, "header size").len() == 1 && rows.iter().any(|(_, _, f)| f.contains("`32`")));
+        assert_eq!(at(&rows, "base offset"), SEGMENT_BASE_AT);
+        assert_eq!(at(&rows, "CRC of bytes 0..24"), SEGMENT_CRC_AT);
+        assert_eq!(SEGMENT_HEADER_BYTES, 32);
+    }
+
+    #[test]
+    fn frame_header_matches_document() {
+        let rows = table("### Frame");
+        assert_eq!(at(&rows, "frame size"), FRAME_LEN_AT);
+        assert_eq!(at(&rows, "CRC of bytes 8..L"), FRAME_CRC_AT);
+        assert_eq!(FRAME_CRC_FROM, 8);
+        assert_eq!(at(&rows, "kind"), FRAME_KIND_AT);
+        assert!(size(&rows, "kind") == "1" && DOC.contains(&format!("kind: {FRAME_KIND_RECORDS} = records")));
+        assert_eq!(at(&rows, "flags"), FRAME_FLAGS_AT);
+        assert_eq!(at(&rows, "record count"), FRAME_COUNT_AT);
+        assert!(DOC.contains(&format!("record count N, 1..={FRAME_RECORDS_MAX}")));
+        assert_eq!(at(&rows, "offset of the first record"), FRAME_OFFSET_AT);
+        assert_eq!(at(&rows, "timestamp"), FRAME_TIMESTAMP_AT);
+        assert_eq!(at(&rows, "N record entries"), FRAME_HEADER_BYTES);
+    }
+
+    #[test]
+    fn record_entry_matches_document() {
+        let rows = table("### Record entry");
+        assert_eq!(at(&rows, "payload size"), ENTRY_PAYLOAD_LEN_AT);
+        assert_eq!(at(&rows, "key size"), ENTRY_KEY_LEN_AT);
+        assert!(DOC.contains(&format!("at most {RECORD_KEY_BYTES_MAX}")));
+        assert_eq!(at(&rows, "header count"), ENTRY_HEADER_COUNT_AT);
+        assert!(DOC.contains(&format!("header count H, at most {MESSAGE_HEADERS_MAX}")));
+        assert_eq!(at(&rows, "key bytes"), ENTRY_HEADER_BYTES);
+        assert!(DOC.contains(&format!(
+            "name size (2), value size (4), name bytes (UTF-8, 1..={MESSAGE_HEADER_NAME_BYTES_MAX})"
+        )));
+        assert_eq!(MESSAGE_HEADER_PREFIX_BYTES, 2 + 4);
+    }
+
+    #[test]
+    fn index_file_matches_document() {
+        let rows = table("## Index file `<base>.index`");
+        assert_eq!(magic(&rows).as_bytes(), INDEX_MAGIC);
+        assert_eq!(at(&rows, "format version"), INDEX_VERSION_AT);
+        assert_eq!(at(&rows, "entry count"), INDEX_COUNT_AT);
+        assert_eq!(at(&rows, "base offset"), INDEX_BASE_AT);
+        assert_eq!(at(&rows, "end of the segment"), INDEX_END_AT);
+        assert_eq!(at(&rows, "entries"), INDEX_HEADER_BYTES);
+        assert_eq!(size(&rows, "entries"), format!("{INDEX_ENTRY_BYTES}·E"));
+        assert!(DOC.contains(&format!("at least {INDEX_INTERVAL_BYTES} bytes after")));
+    }
+
+    #[test]
+    fn slot_files_match_document() {
+        let rows = table("## Two-slot files");
+        assert!(rows.iter().any(|(_, _, f)| f.contains(std::str::from_utf8(&CHECKPOINT_MAGIC).unwrap())));
+        assert!(rows.iter().any(|(_, _, f)| f.contains(std::str::from_utf8(&OFFSET_MAGIC).unwrap())));
+        assert_eq!(at(&rows, "format version"), SLOT_FILE_VERSION_AT);
+        assert_eq!(at(&rows, "slot 0"), SLOT_FILE_HEADER_BYTES);
+        assert_eq!(at(&rows, "slot 1"), SLOT_FILE_HEADER_BYTES + SLOT_BYTES);
+        assert!(DOC.contains(&format!("({SLOT_FILE_BYTES} bytes)")));
+        let slot = table("Slot:");
+        assert_eq!(at(&slot, "generation"), SLOT_GENERATION_AT);
+        assert_eq!(at(&slot, "value A"), SLOT_A_AT);
+        assert_eq!(at(&slot, "value B"), SLOT_B_AT);
+        assert_eq!(at(&slot, "value C"), SLOT_C_AT);
+        assert_eq!(at(&slot, "CRC of slot bytes 0..28"), SLOT_CRC_AT);
+    }
+
+    #[test]
+    fn names_match_document() {
+        for name in [META_FILE, LOCK_FILE, TOPIC_FILE, CHECKPOINT_FILE] {
+            assert!(DOC.contains(name), "{name} is not in FORMAT.md");
+        }
+        for dir in [TOPICS_DIR, TRASH_DIR, GROUPS_DIR] {
+            assert!(DOC.contains(&format!("/{dir}/")), "{dir}/ is not in FORMAT.md");
+        }
+        assert!(DOC.contains(&format!("{SEGMENT_NAME_DIGITS} decimal digits")));
+        assert!(DOC.contains(&format!("1–{NAME_BYTES_MAX} bytes")));
+        assert_eq!(segment_file_name(42, SEGMENT_SUFFIX), "00000000000000000042.log");
+        assert_eq!(parse_segment_file_name("00000000000000000042.index", INDEX_SUFFIX), Some(42));
+        assert_eq!(parse_segment_file_name("42.log", SEGMENT_SUFFIX), None);
+    }
+}

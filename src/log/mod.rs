@@ -24,5 +24,6 @@ pub(crate) mod topic;
 
 pub use config::{Durability, FLUSH_INTERVAL_MIN, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, TopicConfig};
 pub use record::{Headers, Message, Offset, Record};
+pub use recovery::RecoveryReport;
 pub use subscription::{StartAt, Subscription};
 pub use topic::{Topic, TopicInfo};

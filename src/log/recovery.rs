@@ -19,7 +19,7 @@ use super::segment::{OpenFault, Segment, decode_index};
 use super::slots::{SlotFile, SlotFileError, SlotValue};
 use super::storage::Storage;
 use super::topic::{Appender, FlushState, Slot, TopicInner};
-use crate::error::{IoError, ReadError, TopicError};
+use crate::error::{Corruption, IoError, ReadError, TopicError};
 
 pub(crate) fn read_fault(fault: OpenFault) -> ReadError {
     match fault {
@@ -49,13 +49,34 @@ pub(crate) fn slot_fault(fault: SlotFileError) -> TopicError {
     }
 }
 
-/// Opens (recovering if needed) the topic in `dir`.
+/// What opening a topic found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RecoveryReport {
+    /// The last shutdown was clean: nothing was scanned.
+    pub clean: bool,
+    /// Segments read frame by frame.
+    pub segments_scanned: usize,
+    /// Bytes of frames checked.
+    pub bytes_scanned: u64,
+    /// Where the log was cut, and why: a torn tail after a crash, or with
+    /// [`EngineConfig::repair`](crate::EngineConfig::repair) a corrupt frame
+    /// anywhere. Everything from there on was removed.
+    pub cut: Option<Corruption>,
+    /// Segment files deleted because they came after the cut.
+    pub segments_removed: usize,
+}
+
+/// Opens (recovering if needed) the topic in `dir`. With `repair`, every
+/// segment is scanned, not only those from the recovery point on.
 pub(crate) fn open_topic(
     storage: Arc<dyn Storage>,
     dir: PathBuf,
     name: String,
     config: TopicConfig,
+    repair: bool,
 ) -> Result<TopicInner, TopicError> {
+    let mut report = RecoveryReport::default();
     let io = |op, path: &Path, e| TopicError::Io(IoError::new(op, path, e));
     let capacity = config.segment_bytes as usize;
     let mut bases = Vec::new();
@@ -79,12 +100,12 @@ pub(crate) fn open_topic(
         seg.map().file().sync().map_err(|e| io("sync", &seg.path, e))?;
         storage.sync_dir(&dir).map_err(|e| io("sync", &dir, e))?;
         bases.push(0);
-        return finish(storage, dir, name, config, checkpoint, bases, seg, first);
+        return finish(storage, dir, name, config, checkpoint, bases, seg, first, report);
     }
 
     let last = *bases.last().expect("not empty");
     // Rule 1: a clean shutdown recorded where the active segment ends.
-    if saved.c != 0 && saved.a == last {
+    if saved.c != 0 && saved.a == last && !repair {
         let path = dir.join(segment_file_name(last, SEGMENT_SUFFIX));
         let file_len = storage.file_len(&path).map_err(|e| io("stat", &path, e))? as usize;
         let (seg, file_len) = Segment::open(&*storage, path, last, capacity.max(file_len)).map_err(topic_fault)?;
@@ -95,12 +116,13 @@ pub(crate) fn open_topic(
         {
             let newest_us = seg.newest_in(&index, end);
             seg.adopt(&super::segment::Scan { end, next_offset: saved.b, newest_us, index, fault: None });
-            return finish(storage, dir, name, config, checkpoint, bases, seg, file_len);
+            report.clean = true;
+            return finish(storage, dir, name, config, checkpoint, bases, seg, file_len, report);
         }
     }
 
     // Rules 2 and 3: scan from the recovery point (or at least the last segment).
-    let recovery_point = saved.a;
+    let recovery_point = if repair { 0 } else { saved.a };
     let mut i = bases.iter().position(|&b| b >= recovery_point).unwrap_or(bases.len() - 1);
     let mut expected = bases[i];
     let (active, active_len) = loop {
@@ -110,15 +132,24 @@ pub(crate) fn open_topic(
         let opened = if base == expected {
             match Segment::open(&*storage, path.clone(), base, capacity.max(file_len)) {
                 Ok(opened) => Some(opened),
-                Err(OpenFault::Corrupt(_)) => None,
+                Err(OpenFault::Corrupt(c)) => {
+                    report.cut = Some(c);
+                    None
+                }
                 Err(e) => return Err(topic_fault(e)),
             }
         } else {
+            report.cut = Some(Corruption {
+                file: path.clone(),
+                position: 0,
+                reason: "the segment does not start where the previous one ended",
+            });
             None
         };
         let Some((seg, file_len)) = opened else {
             // A segment whose header is torn, or that does not start where the
             // previous one ended, ends the log: it and later ones go.
+            report.segments_removed += bases.len() - i;
             if i == 0 {
                 // Nothing valid at all: start over with an empty first segment.
                 remove_segments(&*storage, &dir, &bases[i..])?;
@@ -144,11 +175,16 @@ pub(crate) fn open_topic(
             break (seg, file_len);
         };
         let scan = seg.scan(SEGMENT_HEADER_BYTES, file_len, base, Vec::new());
+        report.segments_scanned += 1;
+        report.bytes_scanned += (scan.end - SEGMENT_HEADER_BYTES) as u64;
         let is_last = i + 1 == bases.len();
         let continues = !is_last && scan.next_offset == bases[i + 1];
         if scan.fault.is_some() || (!is_last && !continues) {
             // Rule 3: cut here. Truncate (zeroing what follows) and delete
             // every later segment.
+            let reason = scan.fault.map_or("the segment ends before the next one begins", |(_, f)| f.reason());
+            report.cut = Some(Corruption { file: seg.path.clone(), position: scan.end as u64, reason });
+            report.segments_removed += bases.len() - i - 1;
             let file = seg.map().file();
             file.set_len(scan.end as u64).map_err(|e| io("truncate", &seg.path, e))?;
             file.sync().map_err(|e| io("sync", &seg.path, e))?;
@@ -166,7 +202,7 @@ pub(crate) fn open_topic(
         expected = scan.next_offset;
         i += 1;
     };
-    finish(storage, dir, name, config, checkpoint, bases, active, active_len)
+    finish(storage, dir, name, config, checkpoint, bases, active, active_len, report)
 }
 
 /// Deletes segment files and their indexes.
@@ -194,6 +230,7 @@ fn finish(
     bases: Vec<u64>,
     active: Segment,
     allocated: usize,
+    report: RecoveryReport,
 ) -> Result<TopicInner, TopicError> {
     let io = |op, path: &Path, e| TopicError::Io(IoError::new(op, path, e));
     checkpoint.write(SlotValue { a: active.base, b: 0, c: 0 })?;
@@ -237,6 +274,7 @@ fn finish(
         closed: AtomicBool::new(false),
         deleted: AtomicBool::new(false),
         groups: Mutex::new(HashSet::new()),
+        recovery: report,
     })
 }
 

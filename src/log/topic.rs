@@ -126,6 +126,8 @@ pub(crate) struct TopicInner {
     pub deleted: AtomicBool,
     /// Groups with a live subscription.
     pub groups: Mutex<HashSet<String>>,
+    /// What opening the topic found.
+    pub recovery: super::recovery::RecoveryReport,
 }
 
 impl Topic {
@@ -218,6 +220,12 @@ impl Topic {
             position += info.len;
             first = info.end_offset();
         }
+    }
+
+    /// What opening this topic found: whether the last shutdown was clean,
+    /// what was scanned, and where (if anywhere) the log was cut.
+    pub fn recovery_report(&self) -> &super::recovery::RecoveryReport {
+        &self.inner.recovery
     }
 
     /// Syncs everything published so far to disk, whatever the durability.
