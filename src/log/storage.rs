@@ -60,6 +60,10 @@ pub(crate) trait MappedFile: Send + Sync + fmt::Debug {
     fn allocate(&self, len: u64) -> io::Result<()>;
     /// Truncates or extends the file to `len` bytes; new bytes read as zero.
     fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Best effort: maps the pages of `[at, at + len)` (below the file's
+    /// length) writable now, so that writes to them later take no page
+    /// faults. Changes no bytes.
+    fn prefault(&self, at: usize, len: usize);
     /// Makes the mapped bytes in `[at, at + len)` durable (`msync`).
     fn flush(&self, at: usize, len: usize) -> io::Result<()>;
     /// Makes the whole file, its length included, durable (`fsync`).
@@ -170,6 +174,15 @@ impl MappedFile for OsMappedFile {
         self.file.set_len(len)
     }
 
+    fn prefault(&self, at: usize, len: usize) {
+        // MADV_POPULATE_WRITE (Linux 5.14+); older kernels refuse it, and
+        // the pages then fault in on first write as usual.
+        #[cfg(target_os = "linux")]
+        let _ = self.map.advise_range(memmap2::Advice::PopulateWrite, at, len);
+        #[cfg(not(target_os = "linux"))]
+        let _ = (at, len);
+    }
+
     fn flush(&self, at: usize, len: usize) -> io::Result<()> {
         if len == 0 {
             return Ok(());
@@ -188,11 +201,17 @@ impl MappedFile for OsMappedFile {
 fn allocate(file: &File, len: u64) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     let current = file.metadata()?.len();
+    if current >= len {
+        return Ok(());
+    }
+    // Only the new range: allocating from 0 would make every step cost as
+    // much as the whole file.
+    let from = i64::try_from(current).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     let len = i64::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     loop {
         // SAFETY: `fallocate` reads no memory; the descriptor is open for as
         // long as `file` is borrowed.
-        let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) };
+        let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, from, len - from) };
         if rc == 0 {
             return Ok(());
         }
@@ -201,8 +220,7 @@ fn allocate(file: &File, len: u64) -> io::Result<()> {
             Some(libc::EINTR) => continue,
             // File systems without fallocate: extend sparsely. A full disk may
             // then surface later, as an error from msync rather than here.
-            Some(libc::EOPNOTSUPP) if (len as u64) > current => return file.set_len(len as u64),
-            Some(libc::EOPNOTSUPP) => return Ok(()),
+            Some(libc::EOPNOTSUPP) => return file.set_len(len as u64),
             _ => return Err(err),
         }
     }

@@ -357,6 +357,7 @@ impl TopicInner {
         if a.position + frame_bytes > a.allocated {
             let want = (a.position + frame_bytes).next_multiple_of(ALLOCATE_STEP_BYTES).min(capacity);
             a.seg.map().file().allocate(want as u64).map_err(|e| IoError::new("allocate", &a.seg.path, e))?;
+            a.seg.map().file().prefault(a.allocated, want - a.allocated);
             a.allocated = want;
         }
         Ok(())
