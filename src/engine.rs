@@ -247,7 +247,7 @@ impl Engine {
             let _flush = inner.flush.lock();
             let _append = inner.append.lock();
             inner.deleted.store(true, Ordering::Release);
-            crate::log::subscription::unpark_all(&inner);
+            inner.committed.wake();
         }
         let io = |op, path: &Path, e| TopicError::Io(IoError::new(op, path, e));
         let trash_dir = shared.dir.join(TRASH_DIR);

@@ -1,10 +1,19 @@
 //! tollgate: an embedded lock-and-queue engine for the threads of one process.
 //!
-//! This release provides the **lock manager**: named locks (`"sku:42"`) with
-//! owner ids, reentrancy, timeouts, interruption, leases, fencing tokens, FIFO
-//! waiting, deadlock detection, all-or-nothing multi-key locking and
-//! optimistic read stamps. An uncontended acquire and release is one
-//! compare-and-swap each, with no mutex and no allocation.
+//! Two halves:
+//!
+//! - The **lock manager** ([`LockManager`]): named locks (`"sku:42"`) with
+//!   owner ids, reentrancy, timeouts, interruption, leases, fencing tokens,
+//!   FIFO waiting, deadlock detection, all-or-nothing multi-key locking and
+//!   optimistic read stamps. An uncontended acquire and release is one
+//!   compare-and-swap each, with no mutex and no allocation.
+//! - The **durable log** ([`Engine`], [`Topic`], [`Subscription`]): topics of
+//!   append-only, memory-mapped, checksummed segments with crash recovery,
+//!   per-topic [`Durability`] (with group commit), retention, and consumer
+//!   groups with committed offsets. The bytes on disk are specified in
+//!   `docs/FORMAT.md`.
+//!
+//! Locks:
 //!
 //! ```
 //! use std::time::Duration;
@@ -35,6 +44,23 @@
 //! assert!(locks.lock("sku:42")?.fencing_token() > token);
 //! assert_eq!(locks.stats().held, 0);
 //! # Ok::<(), LockError>(())
+//! ```
+//!
+//! The log:
+//!
+//! ```
+//! # let dir = tempfile::tempdir()?;
+//! use std::time::Duration;
+//! use tollgate::Engine;
+//!
+//! let engine = Engine::open(dir.path())?;
+//! let orders = engine.topic("orders")?;
+//! orders.publish(b"order 1001")?;
+//! let mut billing = orders.subscribe("billing")?;
+//! let rec = billing.next_timeout(Duration::from_millis(100))?.expect("published above");
+//! assert_eq!(rec.payload().as_ref(), b"order 1001");
+//! billing.commit()?;
+//! # Ok::<(), tollgate::Error>(())
 //! ```
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]

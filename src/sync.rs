@@ -64,6 +64,21 @@ pub(crate) fn unpark(key: usize) {
     }
 }
 
+/// Wakes every thread parked on `key`.
+#[cfg(not(loom))]
+pub(crate) fn unpark_all(key: usize) {
+    // SAFETY: unparking by address only, with no callbacks; waking a thread
+    // that parked on the same address for another reason is harmless because
+    // every parked thread re-checks its condition.
+    unsafe {
+        parking_lot_core::unpark_all(key, parking_lot_core::DEFAULT_UNPARK_TOKEN);
+    }
+}
+
+/// Under loom, waking is implied by the parked thread's next yield.
+#[cfg(loom)]
+pub(crate) fn unpark_all(_key: usize) {}
+
 /// Under loom a park is a yield: the model explores the interleavings, and a
 /// timed park reports that its deadline passed.
 #[cfg(loom)]

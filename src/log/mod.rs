@@ -10,9 +10,11 @@
 //! - `slots.rs`: checksummed small files (two-slot offsets and checkpoint; write-once meta).
 //! - `topic.rs`: appending, reading, rolling, group commit, retention, close.
 //! - `recovery.rs`: opening a topic directory after a clean or unclean shutdown.
+//! - `doorbell.rs`: the committed offset, and parking until it moves (no lost wake-ups).
 //! - `subscription.rs`: consumer groups: cursors, waiting, commits.
 
 pub(crate) mod config;
+pub(crate) mod doorbell;
 pub(crate) mod format;
 pub(crate) mod record;
 pub(crate) mod recovery;

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::Instant;
 
 use parking_lot::{Mutex, RwLock};
@@ -266,10 +266,9 @@ fn finish(
         append: Mutex::new(appender),
         flush: Mutex::new(flush),
         segments: RwLock::new(segments),
-        committed: AtomicU64::new(next),
+        committed: super::doorbell::Doorbell::new(next),
         durable: AtomicU64::new(next),
         recovery_point: AtomicU64::new(active.base),
-        waiters: AtomicU32::new(0),
         poisoned: AtomicBool::new(false),
         closed: AtomicBool::new(false),
         deleted: AtomicBool::new(false),

@@ -2,13 +2,7 @@
 //! group's committed offset, decodes each frame once, and parks when it has
 //! caught up until a publisher wakes it.
 //!
-//! Waking without lost wake-ups: a waiting subscriber increments the topic's
-//! `waiters` (SeqCst) and then re-reads `committed` (SeqCst) inside
-//! `parking_lot_core::park`'s validation; a publisher stores `committed`
-//! (SeqCst) and then reads `waiters` (SeqCst). In the single total order of
-//! SeqCst operations one of the two comes first, so either the subscriber
-//! sees the new record and does not park, or the publisher sees the waiter
-//! and unparks it (the unpark takes the same bucket lock as the validation).
+//! Waiting without lost wake-ups is the topic's `Doorbell` (`doorbell.rs`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -16,7 +10,6 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use parking_lot_core::{DEFAULT_PARK_TOKEN, DEFAULT_UNPARK_TOKEN};
 
 use super::format::*;
 use super::record::{FrameInfo, Offset, Record};
@@ -125,7 +118,7 @@ impl Topic {
         let path = groups.join(format!("{group}{OFFSET_SUFFIX}"));
         let (offsets, saved) = SlotFile::open(&*inner.storage, &path, OFFSET_MAGIC)
             .map_err(|e| release(super::recovery::slot_fault(e)))?;
-        let end = inner.committed.load(Ordering::Acquire);
+        let end = inner.committed.load();
         let (committed, next) = match saved {
             Some(value) => (value.a.min(end), value.a.min(end)),
             None => {
@@ -160,7 +153,7 @@ impl Subscription {
     /// Records published but not yet committed by the group (the log's end
     /// minus the committed offset), as Kafka counts consumer lag.
     pub fn lag(&self) -> u64 {
-        self.topic.committed.load(Ordering::Acquire).saturating_sub(self.committed)
+        self.topic.committed.load().saturating_sub(self.committed)
     }
 
     /// The next record, or `None` at once if the subscription has read
@@ -177,7 +170,7 @@ impl Subscription {
         if let Some(record) = self.next_in_frame() {
             return Ok(Some(record));
         }
-        if self.next >= self.topic.committed.load(Ordering::Acquire) {
+        if self.next >= self.topic.committed.load() {
             return Ok(None);
         }
         self.open_frame()?;
@@ -186,6 +179,7 @@ impl Subscription {
 
     /// The next record, waiting up to `timeout` for one to be published.
     /// Spins briefly, then parks; a publish wakes it within microseconds.
+    /// Returns `None` at once if the engine has been closed.
     pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<Record>, ReadError> {
         let deadline = Instant::now().checked_add(timeout);
         loop {
@@ -194,6 +188,10 @@ impl Subscription {
             }
             if self.topic.deleted.load(Ordering::Relaxed) {
                 return Err(ReadError::Deleted);
+            }
+            if self.topic.closed.load(Ordering::Relaxed) {
+                // The engine is closed: nothing more will be published.
+                return Ok(None);
             }
             if !self.wait(deadline) {
                 return self.next();
@@ -206,7 +204,7 @@ impl Subscription {
     fn wait(&self, deadline: Option<Instant>) -> bool {
         let topic = &*self.topic;
         for _ in 0..SPINS_BEFORE_PARK {
-            if topic.committed.load(Ordering::Acquire) > self.next {
+            if topic.committed.load() > self.next {
                 return true;
             }
             std::hint::spin_loop();
@@ -214,28 +212,15 @@ impl Subscription {
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return false;
         }
-        topic.waiters.fetch_add(1, Ordering::SeqCst);
-        let next = self.next;
-        let validate = || {
-            topic.committed.load(Ordering::SeqCst) <= next
-                && !topic.closed.load(Ordering::Relaxed)
-                && !topic.deleted.load(Ordering::Relaxed)
-        };
-        // SAFETY: the key is the address of the topic's `committed`, which
-        // outlives this call (we hold an Arc); the closures do not panic and
-        // do not call into parking_lot.
-        let result = unsafe {
-            parking_lot_core::park(park_key(topic), validate, || {}, |_, _| {}, DEFAULT_PARK_TOKEN, deadline)
-        };
-        topic.waiters.fetch_sub(1, Ordering::SeqCst);
-        !matches!(result, parking_lot_core::ParkResult::TimedOut)
+        let stop = || topic.closed.load(Ordering::Relaxed) || topic.deleted.load(Ordering::Relaxed);
+        !topic.committed.wait(self.next, deadline, stop)
     }
 
     /// Moves the position to `offset`, which must be between the oldest
     /// retained offset and the end of the log.
     pub fn seek(&mut self, offset: Offset) -> Result<(), ReadError> {
         let offset = offset.get();
-        let end = self.topic.committed.load(Ordering::Acquire);
+        let end = self.topic.committed.load();
         if offset > end {
             return Err(ReadError::NotWritten { requested: offset, next: end });
         }
@@ -257,7 +242,7 @@ impl Subscription {
     /// Commits `offset`: the group has processed every record before it.
     pub fn commit_at(&mut self, offset: Offset) -> Result<(), CommitError> {
         let offset = offset.get();
-        let end = self.topic.committed.load(Ordering::Acquire);
+        let end = self.topic.committed.load();
         if offset > end {
             return Err(CommitError::BeyondEnd { requested: offset, end });
         }
@@ -317,17 +302,5 @@ impl Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         self.topic.groups.lock().remove(&self.group);
-    }
-}
-
-fn park_key(topic: &TopicInner) -> usize {
-    std::ptr::from_ref(&topic.committed) as usize
-}
-
-/// Wakes every subscriber parked on `topic`.
-pub(crate) fn unpark_all(topic: &TopicInner) {
-    // SAFETY: unparking by address only; no closures.
-    unsafe {
-        parking_lot_core::unpark_all(park_key(topic), DEFAULT_UNPARK_TOKEN);
     }
 }

@@ -10,12 +10,13 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 
 use super::config::{Durability, TopicConfig};
+use super::doorbell::Doorbell;
 use super::format::*;
 use super::record::{Message, Offset, Record, encode_entry_parts, plain_entry_bytes, seal_frame};
 use super::segment::{IndexEntry, Segment, encode_index};
@@ -112,14 +113,13 @@ pub(crate) struct TopicInner {
     pub append: Mutex<Appender>,
     pub flush: Mutex<FlushState>,
     pub segments: RwLock<BTreeMap<u64, Arc<Slot>>>,
-    /// Offset after the last published record; readers see records below it.
-    pub committed: AtomicU64,
+    /// Offset after the last published record; readers see records below
+    /// it, and caught-up subscribers wait on it.
+    pub committed: Doorbell,
     /// Records below this offset are durable.
     pub durable: AtomicU64,
     /// Base of the first segment not known to be synced.
     pub recovery_point: AtomicU64,
-    /// Parked subscribers; publishers wake them only when this is non-zero.
-    pub waiters: AtomicU32,
     /// An I/O error left the tail in doubt: no more writes.
     pub poisoned: AtomicBool,
     pub closed: AtomicBool,
@@ -199,7 +199,7 @@ impl Topic {
     /// The record at `offset`.
     pub fn read(&self, offset: Offset) -> Result<Record, ReadError> {
         let offset = offset.get();
-        let next = self.inner.committed.load(Ordering::Acquire);
+        let next = self.inner.committed.load();
         if offset >= next {
             return Err(ReadError::NotWritten { requested: offset, next });
         }
@@ -242,7 +242,7 @@ impl Topic {
             name: self.inner.name.clone(),
             config: self.inner.config,
             oldest: Offset::new(oldest),
-            next: Offset::new(self.inner.committed.load(Ordering::Acquire)),
+            next: Offset::new(self.inner.committed.load()),
             durable: Offset::new(self.inner.durable.load(Ordering::Acquire)),
             segments: segments.len(),
             bytes,
@@ -269,8 +269,7 @@ impl Topic {
                     reason: fault.reason(),
                 }));
             }
-            let expected_next =
-                bases.get(i + 1).copied().unwrap_or_else(|| self.inner.committed.load(Ordering::Acquire));
+            let expected_next = bases.get(i + 1).copied().unwrap_or_else(|| self.inner.committed.load());
             if scan.next_offset != expected_next {
                 return Err(ReadError::Corrupt(Corruption {
                     file: seg.path.clone(),
@@ -335,14 +334,10 @@ impl TopicInner {
         a.position += frame_bytes;
         a.next_offset += u64::from(count);
         a.seg.publish(a.position, a.next_offset, timestamp_us);
-        // SeqCst: ordered before the load of `waiters` below, against the
-        // subscriber's SeqCst increment of `waiters` and load of `committed`
-        // (see `Subscription::wait`), so one of the two sees the other.
-        self.committed.store(a.next_offset, Ordering::SeqCst);
+        // Release (in `ring`): a reader that sees the new offset sees the frame.
+        let next = a.next_offset;
         drop(a);
-        if self.waiters.load(Ordering::SeqCst) > 0 {
-            self.wake_subscribers();
-        }
+        self.committed.ring(next);
         Ok(first)
     }
 
@@ -390,11 +385,6 @@ impl TopicInner {
         a.allocated = first;
         a.last_indexed = None;
         Ok(())
-    }
-
-    #[cold]
-    fn wake_subscribers(&self) {
-        super::subscription::unpark_all(self);
     }
 
     /// Returns once records below `end` are as durable as the topic promises.
@@ -628,6 +618,6 @@ impl TopicInner {
         let clean = SlotValue { a: a.seg.base, b: a.next_offset, c: a.position as u32 };
         let _ = flush.checkpoint.write(clean);
         drop(a);
-        super::subscription::unpark_all(self);
+        self.committed.wake();
     }
 }
