@@ -115,6 +115,19 @@ fn publishers_and_subscribers_see_every_record_once_in_order() {
         })
         .collect();
 
+    // The end of the log, as readers see it, never moves backwards.
+    let watcher = {
+        let (topic, stop, violations) = (topic.clone(), stop.clone(), violations.clone());
+        thread::spawn(move || {
+            let mut last = 0;
+            while !stop.load(Ordering::Acquire) {
+                let next = topic.info().next.get();
+                violations.fetch_add(u64::from(next < last), Ordering::Relaxed);
+                last = next;
+            }
+        })
+    };
+
     // Ping-pong over two more topics: each side parks in `next_timeout` until
     // the other publishes. A lost wake-up shows up as a 10 s timeout.
     let ping = engine.topic("ping").unwrap();
@@ -151,6 +164,7 @@ fn publishers_and_subscribers_see_every_record_once_in_order() {
     let published: u64 = publishers.into_iter().map(|h| h.join().unwrap()).sum();
     stop.store(true, Ordering::Release);
     ponger.join().unwrap();
+    watcher.join().unwrap();
     let total = topic.info().next.get();
     for handle in subscribers {
         let (read, seqs) = handle.join().unwrap();

@@ -5,8 +5,9 @@
 //! Protocol (Dekker's, with fences because loom models `fence(SeqCst)`
 //! exactly but treats SeqCst accesses as AcqRel):
 //!
-//! - ring: `value.store(v, Release)`; `fence(SeqCst)`; `waiters.load(Relaxed)`;
-//!   unpark everyone if it is non-zero.
+//! - ring: `value.store(v, Release)` (`set`, under the publisher's lock, so
+//!   values only grow); then `fence(SeqCst)`; `waiters.load(Relaxed)`; unpark
+//!   everyone if it is non-zero (`notify`, after the lock is released).
 //! - wait: `waiters.fetch_add(1, Relaxed)`; `fence(SeqCst)`; park, with the
 //!   park's validation (under the parking lot's bucket lock) re-reading
 //!   `value`; `waiters.fetch_sub(1, Relaxed)`.
@@ -44,7 +45,22 @@ impl Doorbell {
     /// waiting.
     #[inline]
     pub(crate) fn ring(&self, value: u64) -> bool {
+        self.set(value);
+        self.notify()
+    }
+
+    /// Publishes `value` (Release). Values must be set in increasing order:
+    /// callers set under the lock that orders them, and `notify` after
+    /// releasing it.
+    #[inline]
+    pub(crate) fn set(&self, value: u64) {
         self.value.store(value, Ordering::Release);
+    }
+
+    /// Wakes every waiter if there is any, after a `set`. Returns whether
+    /// anyone was waiting.
+    #[inline]
+    pub(crate) fn notify(&self) -> bool {
         fence(Ordering::SeqCst);
         let waiting = self.waiters.load(Ordering::Relaxed) > 0;
         if waiting {

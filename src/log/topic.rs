@@ -334,10 +334,11 @@ impl TopicInner {
         a.position += frame_bytes;
         a.next_offset += u64::from(count);
         a.seg.publish(a.position, a.next_offset, timestamp_us);
-        // Release (in `ring`): a reader that sees the new offset sees the frame.
-        let next = a.next_offset;
+        // Release: a reader that sees the new offset sees the frame. Set under
+        // the append lock so that the committed offset only grows.
+        self.committed.set(a.next_offset);
         drop(a);
-        self.committed.ring(next);
+        self.committed.notify();
         Ok(first)
     }
 
