@@ -154,7 +154,23 @@ pub fn crc(bytes: &[u8]) -> u32 {
     crc32fast::hash(bytes)
 }
 
-/// Microseconds since the Unix epoch, now.
+/// Microseconds since the Unix epoch, now (0 before 1970).
+#[cfg(unix)]
+#[inline]
+pub fn now_us() -> u64 {
+    // `SystemTime::now().duration_since(UNIX_EPOCH)` costs ~80 instructions
+    // around the clock read, a fifth of a publish; this costs ~10.
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `clock_gettime` writes only the `timespec` it is given.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    if rc != 0 || ts.tv_sec < 0 {
+        return 0;
+    }
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000
+}
+
+/// Microseconds since the Unix epoch, now (0 before 1970).
+#[cfg(not(unix))]
 pub fn now_us() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
 }

@@ -294,6 +294,7 @@ impl TopicInner {
         Ok(())
     }
 
+    #[inline]
     fn writable(&self) -> Result<(), PublishError> {
         if self.deleted.load(Ordering::Relaxed) {
             Err(PublishError::Deleted)
