@@ -585,3 +585,34 @@ fn batches_get_consecutive_offsets_between_concurrent_publishers() {
     }
     assert_eq!(count, 1500);
 }
+
+#[test]
+fn interval_durability_syncs_in_the_background() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    let config = TopicConfig { durability: Durability::Interval(Duration::from_millis(5)), ..small_segments() };
+    let topic = engine.create_topic("t", config).unwrap();
+    for i in 0..100 {
+        topic.publish(format!("p{i}")).unwrap();
+    }
+    // The flusher makes them durable without anyone calling sync (no timing
+    // assertion: wait as long as it takes, up to a generous bound).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while topic.info().durable < Offset::new(100) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(topic.info().durable, Offset::new(100));
+}
+
+#[test]
+fn buffered_records_become_durable_on_explicit_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    let topic = engine.create_topic("t", small_segments()).unwrap();
+    for i in 0..10 {
+        topic.publish(format!("p{i}")).unwrap();
+    }
+    assert!(topic.info().durable < Offset::new(10));
+    topic.sync().unwrap();
+    assert_eq!(topic.info().durable, Offset::new(10));
+}
