@@ -106,7 +106,7 @@ fn publishers_and_subscribers_see_every_record_once_in_order() {
                     }
                     violations.fetch_add(bad, Ordering::Relaxed);
                     expected = rec.offset().get() + 1;
-                    if expected % 100_000 == 0 {
+                    if expected.is_multiple_of(100_000) {
                         sub.commit().unwrap();
                     }
                 }

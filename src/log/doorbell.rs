@@ -1,20 +1,20 @@
 //! The topic's committed offset, and waiting for it to move: publishers
-//! "ring" it; caught-up subscribers park on it. A publish costs one fence and
+//! set it and notify; caught-up subscribers park on it. A publish costs one fence and
 //! one load when nobody waits; no wake-up is ever lost.
 //!
 //! Protocol (Dekker's, with fences because loom models `fence(SeqCst)`
 //! exactly but treats SeqCst accesses as AcqRel):
 //!
-//! - ring: `value.store(v, Release)` (`set`, under the publisher's lock, so
+//! - publish: `value.store(v, Release)` (`set`, under the publisher's lock, so
 //!   values only grow); then `fence(SeqCst)`; `waiters.load(Relaxed)`; unpark
 //!   everyone if it is non-zero (`notify`, after the lock is released).
 //! - wait: `waiters.fetch_add(1, Relaxed)`; `fence(SeqCst)`; park, with the
 //!   park's validation (under the parking lot's bucket lock) re-reading
 //!   `value`; `waiters.fetch_sub(1, Relaxed)`.
 //!
-//! The two fences are ordered one way or the other. If the ringer's fence is
-//! first, the waiter's read of `value` after its own fence sees `v` and it
-//! does not park. If the waiter's fence is first, the ringer's read of
+//! The two fences are ordered one way or the other. If the publisher's fence
+//! is first, the waiter's read of `value` after its own fence sees `v` and it
+//! does not park. If the waiter's fence is first, the publisher's read of
 //! `waiters` sees the increment and it unparks; the unpark takes the bucket
 //! lock, so it lands either before the validation (which then sees `v`) or
 //! after the waiter is parked (which it wakes). `loom_doorbell_*` below check
@@ -39,14 +39,6 @@ impl Doorbell {
     #[inline]
     pub(crate) fn load(&self) -> u64 {
         self.value.load(Ordering::Acquire)
-    }
-
-    /// Publishes `value` and wakes every waiter. Returns whether anyone was
-    /// waiting.
-    #[inline]
-    pub(crate) fn ring(&self, value: u64) -> bool {
-        self.set(value);
-        self.notify()
     }
 
     /// Publishes `value` (Release). Values must be set in increasing order:
@@ -113,7 +105,7 @@ mod tests {
 
     use super::Doorbell;
 
-    /// A waiter that decides to sleep is always seen by the ringer.
+    /// A waiter that decides to sleep is always seen by the publisher.
     #[test]
     fn loom_doorbell_never_loses_a_wake_up() {
         loom::model(|| {
@@ -127,9 +119,10 @@ mod tests {
                     bell.should_sleep(0)
                 })
             };
-            let woke = bell.ring(1);
+            bell.set(1);
+            let woke = bell.notify();
             let sleeps = waiter.join().unwrap();
-            assert!(!sleeps || woke, "the waiter slept on 0 and the ringer saw nobody waiting");
+            assert!(!sleeps || woke, "the waiter slept on 0 and the publisher saw nobody waiting");
         });
     }
 
@@ -148,7 +141,8 @@ mod tests {
                 })
             };
             data.store(42, loom::sync::atomic::Ordering::Relaxed);
-            bell.ring(1);
+            bell.set(1);
+            bell.notify();
             reader.join().unwrap();
         });
     }

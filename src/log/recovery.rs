@@ -116,6 +116,10 @@ pub(crate) fn open_topic(
         {
             let newest_us = seg.newest_in(&index, end);
             seg.adopt(&super::segment::Scan { end, next_offset: saved.b, newest_us, index, fault: None });
+            // The index goes stale with the next append. Readers check an
+            // index against its segment anyway; removing it keeps it from
+            // being trusted by a later open.
+            storage.remove_file(&index_path).map_err(|e| io("remove", &index_path, e))?;
             report.clean = true;
             return finish(storage, dir, name, config, checkpoint, bases, seg, file_len, report);
         }

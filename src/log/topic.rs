@@ -578,17 +578,24 @@ impl TopicInner {
             .read_file(&index_path)
             .ok()
             .and_then(|bytes| super::segment::decode_index(&bytes, base, file_len));
-        match stored {
-            Some((end, index)) => {
-                let newest = seg.newest_in(&index, end);
-                seg.adopt(&super::segment::Scan {
-                    end,
-                    next_offset: next_base.unwrap_or(base),
-                    newest_us: newest,
-                    index,
-                    fault: None,
-                })
-            }
+        // An index file is a cache and may be stale (written before the
+        // segment grew, then a crash): trust it only if the frames from its
+        // last entry end exactly at its end, where the next segment begins.
+        let checked = stored.and_then(|(end, index)| {
+            let last = *index.last()?;
+            let from = base + u64::from(last.relative_offset);
+            let tail = seg.scan(last.position as usize, file_len, from, Vec::new());
+            let agrees = tail.end == end && next_base.is_none_or(|next| tail.next_offset == next);
+            agrees.then_some(super::segment::Scan {
+                end,
+                next_offset: tail.next_offset,
+                newest_us: tail.newest_us,
+                index,
+                fault: None,
+            })
+        });
+        match checked {
+            Some(scan) => seg.adopt(&scan),
             None => {
                 let scan = seg.scan(SEGMENT_HEADER_BYTES, file_len, base, Vec::new());
                 seg.adopt(&scan);
