@@ -91,7 +91,15 @@ impl Engine {
         config.default_topic.validate().map_err(|reason| OpenError::InvalidConfig { reason })?;
         let io = |op, path: &Path, e| OpenError::Io(IoError::new(op, path, e));
         let dir = dir.to_path_buf();
-        storage.create_dir_all(&dir).map_err(|e| io("create", &dir, e))?;
+        if !storage.exists(&dir) {
+            storage.create_dir_all(&dir).map_err(|e| io("create", &dir, e))?;
+            // A new directory's own entry must be durable too.
+            let parent = match dir.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            storage.sync_dir(&parent).map_err(|e| io("sync", &parent, e))?;
+        }
         let meta = dir.join(META_FILE);
         let entries = storage.list_dir(&dir).map_err(|e| io("list", &dir, e))?;
         if storage.exists(&meta) {

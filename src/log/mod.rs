@@ -6,6 +6,7 @@
 //! - `record.rs`: `Message`, `Record`, `Offset`, and the frame codec.
 //! - `config.rs`: `TopicConfig`, `Durability`, and `topic.conf`.
 //! - `storage.rs`: the file-system seam and its OS implementation (the only mapping `unsafe`).
+//! - `sim.rs`: `SimDisk`, a simulated disk with live and durable images, for power-cut tests.
 //! - `segment.rs`: one segment file: header, frames, sparse index, scans.
 //! - `slots.rs`: checksummed small files (two-slot offsets and checkpoint; write-once meta).
 //! - `topic.rs`: appending, reading, rolling, group commit, retention, close.
@@ -19,6 +20,7 @@ pub(crate) mod format;
 pub(crate) mod record;
 pub(crate) mod recovery;
 pub(crate) mod segment;
+pub(crate) mod sim;
 pub(crate) mod slots;
 pub(crate) mod storage;
 pub(crate) mod subscription;
@@ -27,5 +29,6 @@ pub(crate) mod topic;
 pub use config::{Durability, FLUSH_INTERVAL_MIN, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, TopicConfig};
 pub use record::{Headers, Message, Offset, Record};
 pub use recovery::RecoveryReport;
+pub use sim::SimDisk;
 pub use subscription::{StartAt, Subscription};
 pub use topic::{Topic, TopicInfo};
