@@ -616,3 +616,26 @@ fn buffered_records_become_durable_on_explicit_sync() {
     topic.sync().unwrap();
     assert_eq!(topic.info().durable, Offset::new(10));
 }
+
+#[test]
+fn io_error_during_a_write_stops_later_writes_until_reopen() {
+    let disk = tollgate::SimDisk::new();
+    let engine = Engine::open_sim(&disk, "/data", tollgate::EngineConfig::default()).unwrap();
+    let config = TopicConfig { durability: Durability::Sync, ..small_segments() };
+    let topic = engine.create_topic("t", config).unwrap();
+    assert_eq!(topic.publish("before").unwrap(), Offset::new(0));
+    // The disk dies at the next sync.
+    disk.fail_after_syncs(0);
+    let err = topic.publish("lost").unwrap_err();
+    assert!(matches!(err, PublishError::Io(_)), "{err}");
+    // The tail is in doubt: later writes are refused rather than written after a hole.
+    assert_eq!(topic.publish("refused"), Err(PublishError::PreviousIo));
+    assert!(err.to_string().contains("/data"), "the error names the file: {err}");
+    drop((topic, engine));
+    let engine = Engine::open_sim(&disk.power_cut(1), "/data", tollgate::EngineConfig::default()).unwrap();
+    let topic = engine.topic("t").unwrap();
+    assert_eq!(topic.read(Offset::new(0)).unwrap().payload().as_ref(), b"before");
+    let next = topic.info().next;
+    assert!(next <= Offset::new(2), "at most the unacknowledged record survived");
+    assert_eq!(topic.publish("after").unwrap(), next);
+}
