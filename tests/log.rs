@@ -639,3 +639,18 @@ fn io_error_during_a_write_stops_later_writes_until_reopen() {
     assert!(next <= Offset::new(2), "at most the unacknowledged record survived");
     assert_eq!(topic.publish("after").unwrap(), next);
 }
+
+/// Regression: `info().bytes` (and so retention by bytes) counted the active
+/// segment as empty until it was sealed.
+#[test]
+fn info_counts_the_active_segments_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    let topic = engine.topic("t").unwrap();
+    for _ in 0..1000 {
+        topic.publish([1u8; 64]).unwrap();
+    }
+    let info = topic.info();
+    assert_eq!(info.segments, 1);
+    assert!(info.bytes >= 1000 * 64, "{info:?}");
+}

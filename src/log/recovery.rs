@@ -236,7 +236,6 @@ fn finish(
     allocated: usize,
     report: RecoveryReport,
 ) -> Result<TopicInner, TopicError> {
-    let io = |op, path: &Path, e| TopicError::Io(IoError::new(op, path, e));
     checkpoint.write(SlotValue { a: active.base, b: 0, c: 0 })?;
     let next = active.next_offset();
     let position = active.end();
@@ -248,7 +247,7 @@ fn finish(
         let (bytes, loaded) = if base == active.base {
             (position as u64, Some(active.clone()))
         } else {
-            (storage.file_len(&path).map_err(|e| io("stat", &path, e))?, None)
+            (super::topic::BYTES_UNKNOWN, None)
         };
         segments.insert(base, Arc::new(Slot { base, path, bytes: AtomicU64::new(bytes), loaded: Mutex::new(loaded) }));
     }

@@ -199,6 +199,22 @@ impl Segment {
         Ok((info, unsafe { self.map.bytes(position, info.len) }))
     }
 
+    /// The published bytes of the segment, from its start to its current
+    /// end, as one `Bytes` that frames can be sliced from without allocating.
+    pub fn view(&self) -> Bytes {
+        // SAFETY: `[0, end)` is the header and published frames, never written again.
+        unsafe { self.map.bytes(0, self.end()) }
+    }
+
+    /// The frame at `position` of `view` (from [`Segment::view`]), whose
+    /// first offset must be `expected`, checked completely.
+    pub fn frame_in(&self, view: &Bytes, position: usize, expected: u64) -> Result<(FrameInfo, Bytes), Corruption> {
+        let bytes = view.get(position..).filter(|b| !b.is_empty());
+        let bytes = bytes.ok_or_else(|| corrupt(&self.path, position, FrameFault::End.reason()))?;
+        let info = check_frame(bytes, expected).map_err(|fault| corrupt(&self.path, position, fault.reason()))?;
+        Ok((info, view.slice(position..position + info.len)))
+    }
+
     /// Timestamp of the last frame before `end`, found by scanning from the
     /// last entry of `index` (a sealed segment's, or one being recovered).
     pub fn newest_in(&self, index: &[IndexEntry], end: usize) -> u64 {

@@ -71,6 +71,9 @@ pub struct Subscription {
 #[derive(Debug)]
 struct Cursor {
     seg: Arc<Segment>,
+    /// The segment's published bytes when last looked at; frames are sliced
+    /// from it, and it is renewed only when the cursor reaches its end.
+    view: Bytes,
     /// Position of the frame after `frame`.
     position: usize,
     /// First offset of the frame at `position`.
@@ -278,11 +281,15 @@ impl Subscription {
         if !usable {
             let seg = self.topic.segment_for(self.next)?;
             let (position, position_offset) = seg.seek(self.next);
-            self.cursor = Some(Cursor { seg, position, position_offset, frame: None });
+            let view = seg.view();
+            self.cursor = Some(Cursor { seg, view, position, position_offset, frame: None });
         }
         let cursor = self.cursor.as_mut().expect("set above");
         loop {
-            let (info, bytes) = cursor.seg.frame(cursor.position, cursor.position_offset)?;
+            if cursor.position >= cursor.view.len() {
+                cursor.view = cursor.seg.view();
+            }
+            let (info, bytes) = cursor.seg.frame_in(&cursor.view, cursor.position, cursor.position_offset)?;
             cursor.position += info.len;
             cursor.position_offset = info.end_offset();
             if self.next < info.end_offset() {

@@ -24,6 +24,9 @@ use super::slots::{SlotFile, SlotValue};
 use super::storage::Storage;
 use crate::error::{Corruption, IoError, PublishError, ReadError};
 
+/// `Slot::bytes` before anyone asked for it.
+pub(crate) const BYTES_UNKNOWN: u64 = u64::MAX;
+
 /// Space is allocated for a segment in steps of this many bytes.
 pub(crate) const ALLOCATE_STEP_BYTES: usize = 4 << 20;
 
@@ -75,7 +78,9 @@ pub struct TopicInfo {
 pub(crate) struct Slot {
     pub base: u64,
     pub path: PathBuf,
-    /// Bytes of data (file length for an unloaded sealed segment).
+    /// Bytes of data of a sealed segment (its file length until it is
+    /// loaded; `BYTES_UNKNOWN` until first asked, so that opening a topic
+    /// does not stat every segment). The active segment's is its end.
     pub bytes: AtomicU64,
     pub loaded: Mutex<Option<Arc<Segment>>>,
 }
@@ -237,7 +242,7 @@ impl Topic {
     pub fn info(&self) -> TopicInfo {
         let segments = self.inner.segments.read();
         let oldest = segments.keys().next().copied().unwrap_or(0);
-        let bytes = segments.values().map(|s| s.bytes.load(Ordering::Relaxed)).sum();
+        let bytes = self.inner.total_bytes(&segments);
         TopicInfo {
             name: self.inner.name.clone(),
             config: self.inner.config,
@@ -508,7 +513,7 @@ impl TopicInner {
         loop {
             let (oldest, total) = {
                 let segments = self.segments.read();
-                let total: u64 = segments.values().map(|s| s.bytes.load(Ordering::Relaxed)).sum();
+                let total = self.total_bytes(&segments);
                 match segments.iter().next() {
                     Some((_, slot)) if segments.len() > 1 && slot.base < recovery_point => (slot.clone(), total),
                     _ => return,
@@ -534,6 +539,29 @@ impl TopicInner {
                 return;
             }
         }
+    }
+
+    /// Bytes of data in all segments: sealed ones as recorded (a `stat` the
+    /// first time), the active one up to its published end.
+    pub(crate) fn total_bytes(&self, segments: &BTreeMap<u64, Arc<Slot>>) -> u64 {
+        let active = segments.keys().next_back().copied();
+        segments
+            .values()
+            .map(|slot| {
+                if Some(slot.base) == active
+                    && let Some(seg) = &*slot.loaded.lock()
+                {
+                    return seg.end() as u64;
+                }
+                let bytes = slot.bytes.load(Ordering::Relaxed);
+                if bytes != BYTES_UNKNOWN {
+                    return bytes;
+                }
+                let bytes = self.storage.file_len(&slot.path).unwrap_or(0);
+                slot.bytes.store(bytes, Ordering::Relaxed);
+                bytes
+            })
+            .sum()
     }
 
     /// The segment holding `offset` (which is below `committed`).
