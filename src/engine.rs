@@ -250,20 +250,27 @@ impl Engine {
         if !shared.storage.exists(&topic_dir.join(TOPIC_FILE)) {
             return Err(TopicError::NotFound { name: name.to_owned() });
         }
-        if let Some(inner) = topics.remove(name) {
-            // Wait out any publish or sync in flight, then refuse new ones.
-            let _flush = inner.flush.lock();
-            let _append = inner.append.lock();
-            inner.deleted.store(true, Ordering::Release);
-            inner.committed.wake();
-        }
         let io = |op, path: &Path, e| TopicError::Io(IoError::new(op, path, e));
         let trash_dir = shared.dir.join(TRASH_DIR);
         let trash =
             trash_dir.join(format!("{}-{}", std::process::id(), shared.trash_sequence.fetch_add(1, Ordering::Relaxed)));
-        // The rename is the deletion's commit point; removing the files after
-        // it may be finished by the next open.
-        shared.storage.rename(&topic_dir, &trash).map_err(|e| io("rename", &topic_dir, e))?;
+        let inner = topics.get(name).cloned();
+        {
+            // Hold the topic's locks across the rename: no publish, sync or
+            // retention pass of this topic (they take `flush`) can touch
+            // `topics/<name>` after it, when the name may belong to a new topic.
+            let _locks = inner.as_ref().map(|inner| (inner.flush.lock(), inner.append.lock()));
+            // The rename is the deletion's commit point; removing the files
+            // after it may be finished by the next open.
+            shared.storage.rename(&topic_dir, &trash).map_err(|e| io("rename", &topic_dir, e))?;
+            if let Some(inner) = &inner {
+                inner.deleted.store(true, Ordering::Release);
+            }
+        }
+        topics.remove(name);
+        if let Some(inner) = &inner {
+            inner.committed.wake();
+        }
         shared.storage.sync_dir(&topics_dir).map_err(|e| io("sync", &topics_dir, e))?;
         shared.storage.sync_dir(&trash_dir).map_err(|e| io("sync", &trash_dir, e))?;
         shared.storage.remove_dir_all(&trash).map_err(|e| io("remove", &trash, e))?;
@@ -283,12 +290,21 @@ impl Drop for Shared {
     }
 }
 
-/// Checks a topic or group name: it becomes a file name.
+/// Checks a topic name: it becomes a directory name.
 pub(crate) fn check_name(name: &str) -> Result<(), TopicError> {
+    check_name_within(name, NAME_BYTES_MAX, "it is longer than 255 bytes")
+}
+
+/// Checks a group name: it becomes a file name with `.offset` added.
+pub(crate) fn check_group_name(name: &str) -> Result<(), TopicError> {
+    check_name_within(name, GROUP_NAME_BYTES_MAX, "a group name is at most 248 bytes")
+}
+
+fn check_name_within(name: &str, max: usize, too_long: &'static str) -> Result<(), TopicError> {
     let reason = if name.is_empty() {
         "it is empty"
-    } else if name.len() > NAME_BYTES_MAX {
-        "it is longer than 255 bytes"
+    } else if name.len() > max {
+        too_long
     } else if name.contains(['/', '\\', '\0']) {
         "it contains '/', '\\' or NUL"
     } else if name == "." || name == ".." {

@@ -273,9 +273,11 @@ pub enum PublishError {
     /// survived).
     #[error("an earlier I/O error on this topic stops further writes; reopen the engine to recover")]
     PreviousIo,
-    /// This write failed. A full disk ([`IoError::kind`] is `StorageFull`)
-    /// fails the publish before anything is written, so publishing works
-    /// again once space is freed; other errors also set [`PublishError::PreviousIo`].
+    /// This write failed. Errors while making room (allocating space or
+    /// creating the next segment; a full disk has [`IoError::kind`]
+    /// `StorageFull`) fail the publish before anything is written, so
+    /// publishing can be retried, and works again once space is freed.
+    /// Errors while syncing written data also set [`PublishError::PreviousIo`].
     #[error(transparent)]
     Io(#[from] IoError),
 }

@@ -654,3 +654,118 @@ fn info_counts_the_active_segments_bytes() {
     assert_eq!(info.segments, 1);
     assert!(info.bytes >= 1000 * 64, "{info:?}");
 }
+
+/// Regression (review): a deleted topic's handle kept working on
+/// `topics/<name>` by path, so its retention could delete the files of a new
+/// topic with the same name.
+#[test]
+fn a_deleted_topics_handle_never_touches_a_recreated_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    let config = TopicConfig { retention_age: Some(Duration::from_millis(100)), ..small_segments() };
+    let old = engine.create_topic("t", config).unwrap();
+    while old.info().segments < 2 {
+        old.publish([b'o'; 500]).unwrap();
+    }
+    old.sync().unwrap();
+    engine.delete_topic("t").unwrap();
+    let new = engine.topic("t").unwrap();
+    for i in 0..3 {
+        new.publish(format!("new {i}")).unwrap();
+    }
+    new.sync().unwrap();
+    assert_eq!(old.read(Offset::new(0)), Err(ReadError::Deleted));
+    assert_eq!(old.sync(), Err(PublishError::Deleted));
+    assert_eq!(old.verify(), Err(ReadError::Deleted));
+    // Give the old handle's retention every chance to run (the flusher ticks
+    // every 100 ms); not a timing assertion.
+    std::thread::sleep(Duration::from_millis(600));
+    drop((old, new, engine));
+    let engine = Engine::open(dir.path()).unwrap();
+    let topic = engine.topic("t").unwrap();
+    assert_eq!(topic.info().next, Offset::new(3));
+    assert_eq!(topic.read(Offset::new(0)).unwrap().payload().as_ref(), b"new 0");
+}
+
+/// Regression (review): `max_message_bytes` allowed messages whose frame
+/// could not fit an empty segment; publishing one rolled an empty segment
+/// and then panicked.
+#[test]
+fn the_largest_allowed_message_fits_an_empty_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    let too_big = TopicConfig { segment_bytes: 4096, max_message_bytes: 4096 - 64, ..TopicConfig::default() };
+    assert!(matches!(engine.create_topic("t", too_big), Err(TopicError::InvalidConfig { .. })));
+    let largest = TopicConfig { segment_bytes: 4096, max_message_bytes: 4096 - 72, ..TopicConfig::default() };
+    let topic = engine.create_topic("t", largest).unwrap();
+    assert_eq!(topic.publish(vec![7u8; 4096 - 72]).unwrap(), Offset::new(0));
+    topic.publish(b"x").unwrap();
+    assert_eq!(topic.publish(vec![7u8; 4096 - 72]).unwrap(), Offset::new(2));
+    assert_eq!(topic.verify().unwrap(), 3);
+}
+
+/// Regression (review): an age above `u64::MAX` microseconds wrapped around
+/// and deleted young segments.
+#[test]
+fn an_enormous_retention_age_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    let config = TopicConfig { retention_age: Some(Duration::MAX), ..small_segments() };
+    match engine.create_topic("t", config) {
+        Err(TopicError::InvalidConfig { reason }) => assert!(reason.contains("too large"), "{reason}"),
+        other => panic!("expected InvalidConfig, got {other:?}"),
+    }
+}
+
+/// Regression (review): one damaged group offset file made the whole topic
+/// impossible to open.
+#[test]
+fn a_damaged_group_file_does_not_block_the_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let engine = Engine::open(dir.path()).unwrap();
+        let topic = engine.topic("t").unwrap();
+        topic.publish("x").unwrap();
+        topic.subscribe("g").unwrap().commit().unwrap();
+    }
+    flip_byte(&dir.path().join("topics/t/groups/g.offset"), 0);
+    let engine = Engine::open(dir.path()).unwrap();
+    let topic = engine.topic("t").unwrap();
+    assert_eq!(topic.publish("y").unwrap(), Offset::new(1));
+    assert!(matches!(topic.subscribe("g"), Err(TopicError::Corrupt(_))));
+    assert!(topic.subscribe("h").is_ok());
+}
+
+/// Regression (review): `verify` read the end of the log in two steps and
+/// reported corruption while another thread published.
+#[test]
+fn verify_is_clean_while_publishing() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    let topic = engine.create_topic("t", small_segments()).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let publisher = {
+        let (topic, stop) = (topic.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                topic.publish([b'p'; 100]).unwrap();
+            }
+        })
+    };
+    let mut false_alarms = 0;
+    for _ in 0..200 {
+        false_alarms += usize::from(topic.verify().is_err());
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    publisher.join().unwrap();
+    assert_eq!(false_alarms, 0);
+}
+
+#[test]
+fn group_names_leave_room_for_the_file_suffix() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    let topic = engine.topic("t").unwrap();
+    assert!(topic.subscribe(&"g".repeat(248)).is_ok());
+    assert!(matches!(topic.subscribe(&"g".repeat(249)), Err(TopicError::InvalidName { .. })));
+}

@@ -74,7 +74,7 @@ impl TopicConfig {
         if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&self.segment_bytes) {
             return Err("segment_bytes must be between 4 KiB and 1 GiB");
         }
-        let room = self.segment_bytes as usize - SEGMENT_HEADER_BYTES - FRAME_HEADER_BYTES;
+        let room = self.segment_bytes as usize - SEGMENT_HEADER_BYTES - FRAME_HEADER_BYTES - ENTRY_HEADER_BYTES;
         if self.max_message_bytes == 0 || self.max_message_bytes > room {
             return Err("max_message_bytes must be at least 1 and fit in a segment with its headers");
         }
@@ -83,8 +83,11 @@ impl TopicConfig {
         {
             return Err("the flush interval must be at least 1 ms");
         }
-        if self.retention_age.is_some_and(|age| age.is_zero() || age.as_millis() > u128::from(u64::MAX)) {
+        if self.retention_age.is_some_and(|age| age.is_zero()) {
             return Err("retention_age must be positive");
+        }
+        if self.retention_age.is_some_and(|age| age.as_micros() > u128::from(u64::MAX)) {
+            return Err("retention_age is too large (at most u64::MAX microseconds)");
         }
         if self.retention_bytes == Some(0) {
             return Err("retention_bytes must be positive");

@@ -85,8 +85,10 @@ pub const SLOT_B_AT: usize = 16;
 pub const SLOT_C_AT: usize = 24;
 pub const SLOT_CRC_AT: usize = 28;
 
-/// Longest topic or group name, in bytes.
+/// Longest topic name, in bytes (a file name).
 pub const NAME_BYTES_MAX: usize = 255;
+/// Longest group name, in bytes: its file name adds `.offset`.
+pub const GROUP_NAME_BYTES_MAX: usize = NAME_BYTES_MAX - OFFSET_SUFFIX.len();
 
 /// File names inside a data directory.
 pub const META_FILE: &str = "tollgate.meta";
@@ -351,6 +353,7 @@ mod tests {
         }
         assert!(DOC.contains(&format!("{SEGMENT_NAME_DIGITS} decimal digits")));
         assert!(DOC.contains(&format!("1–{NAME_BYTES_MAX} bytes")));
+        assert!(DOC.contains(&format!("groups 1–{GROUP_NAME_BYTES_MAX}, as `{OFFSET_SUFFIX}` is added")));
         assert_eq!(segment_file_name(42, SEGMENT_SUFFIX), "00000000000000000042.log");
         assert_eq!(parse_segment_file_name("00000000000000000042.index", INDEX_SUFFIX), Some(42));
         assert_eq!(parse_segment_file_name("42.log", SEGMENT_SUFFIX), None);

@@ -174,9 +174,19 @@ pub(crate) fn open_topic(
             let file_len = storage.file_len(&path).map_err(|e| io("stat", &path, e))? as usize;
             let (seg, file_len) = Segment::open(&*storage, path, base, capacity.max(file_len)).map_err(topic_fault)?;
             let scan = seg.scan(SEGMENT_HEADER_BYTES, file_len, base, Vec::new());
+            report.segments_scanned += 1;
+            report.bytes_scanned += (scan.end - SEGMENT_HEADER_BYTES) as u64;
+            if let Some((position, fault)) = scan.fault {
+                // Rule 3 applies here too: cut at the fault and zero what
+                // follows, or appends could line up behind stale frames.
+                report.cut =
+                    Some(Corruption { file: seg.path.clone(), position: position as u64, reason: fault.reason() });
+                seg.map().file().set_len(scan.end as u64).map_err(|e| io("truncate", &seg.path, e))?;
+            }
+            let allocated = if scan.fault.is_some() { scan.end } else { file_len };
             seg.adopt(&scan);
             seg.map().file().sync().map_err(|e| io("sync", &seg.path, e))?;
-            break (seg, file_len);
+            break (seg, allocated);
         };
         let scan = seg.scan(SEGMENT_HEADER_BYTES, file_len, base, Vec::new());
         report.segments_scanned += 1;
@@ -292,7 +302,13 @@ fn clamp_groups(storage: &dyn Storage, dir: &Path, next: u64) -> Result<(), Topi
             continue;
         }
         let path = groups.join(&file);
-        let (mut slots, value) = SlotFile::open(storage, &path, OFFSET_MAGIC).map_err(slot_fault)?;
+        // A damaged group file must not keep the topic from opening: its
+        // group's next subscribe reports the damage.
+        let (mut slots, value) = match SlotFile::open(storage, &path, OFFSET_MAGIC) {
+            Ok(opened) => opened,
+            Err(SlotFileError::Corrupt(_) | SlotFileError::Newer { .. }) => continue,
+            Err(e) => return Err(slot_fault(e)),
+        };
         if let Some(value) = value
             && value.a > next
         {

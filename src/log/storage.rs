@@ -82,9 +82,11 @@ impl Storage for OsStorage {
     fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
         let mut names = Vec::new();
         for entry in std::fs::read_dir(path)? {
-            // Names that are not UTF-8 were not made by tollgate; listing them
-            // lossily lets callers see and skip them.
-            names.push(entry?.file_name().to_string_lossy().into_owned());
+            // Names that are not UTF-8 were not made by tollgate: skip them
+            // (a lossy name would not lead back to the file).
+            if let Ok(name) = entry?.file_name().into_string() {
+                names.push(name);
+            }
         }
         Ok(names)
     }
@@ -197,6 +199,8 @@ impl MappedFile for OsMappedFile {
 
 /// Allocates blocks for the file's first `len` bytes (extending it if
 /// shorter), so that a full disk fails here and not in a page fault.
+/// `posix_fallocate` falls back to writing zeros on file systems without
+/// `fallocate`, so the blocks are real either way.
 #[cfg(target_os = "linux")]
 fn allocate(file: &File, len: u64) -> io::Result<()> {
     use std::os::fd::AsRawFd;
@@ -209,19 +213,13 @@ fn allocate(file: &File, len: u64) -> io::Result<()> {
     let from = i64::try_from(current).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     let len = i64::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     loop {
-        // SAFETY: `fallocate` reads no memory; the descriptor is open for as
-        // long as `file` is borrowed.
-        let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, from, len - from) };
-        if rc == 0 {
-            return Ok(());
-        }
-        let err = io::Error::last_os_error();
-        match err.raw_os_error() {
-            Some(libc::EINTR) => continue,
-            // File systems without fallocate: extend sparsely. A full disk may
-            // then surface later, as an error from msync rather than here.
-            Some(libc::EOPNOTSUPP) => return file.set_len(len as u64),
-            _ => return Err(err),
+        // SAFETY: `posix_fallocate` reads no memory; the descriptor is open
+        // for as long as `file` is borrowed.
+        let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), from, len - from) };
+        match rc {
+            0 => return Ok(()),
+            libc::EINTR => continue,
+            errno => return Err(io::Error::from_raw_os_error(errno)),
         }
     }
 }

@@ -100,7 +100,7 @@ impl Topic {
     /// Subscribes `group`, resuming at its committed offset, or where `start`
     /// says if it has none.
     pub fn subscribe_with(&self, group: &str, start: StartAt) -> Result<Subscription, TopicError> {
-        crate::engine::check_name(group)?;
+        crate::engine::check_group_name(group)?;
         let inner = &self.inner;
         if inner.deleted.load(Ordering::Relaxed) {
             return Err(TopicError::Deleted);

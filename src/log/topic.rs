@@ -257,7 +257,13 @@ impl Topic {
     /// Checks the CRC and structure of every record in every segment. Returns
     /// the first corruption found, naming the file and position.
     pub fn verify(&self) -> Result<u64, ReadError> {
-        let bases: Vec<u64> = self.inner.segments.read().keys().copied().collect();
+        // One snapshot of where the log ends, taken under the append lock, so
+        // that concurrent publishes and rolls are not mistaken for damage.
+        let (bases, committed, active_end) = {
+            let a = self.inner.append.lock();
+            let bases: Vec<u64> = self.inner.segments.read().keys().copied().collect();
+            (bases, a.next_offset, a.position)
+        };
         let mut records = 0;
         for (i, base) in bases.iter().enumerate() {
             let seg = match self.inner.load_slot(*base) {
@@ -265,7 +271,7 @@ impl Topic {
                 Err(ReadError::NotRetained { .. }) => continue,
                 Err(e) => return Err(e),
             };
-            let end = seg.end();
+            let end = if i + 1 == bases.len() { active_end } else { seg.end() };
             let scan = seg.scan(SEGMENT_HEADER_BYTES, end, seg.base, Vec::new());
             if let Some((position, fault)) = scan.fault {
                 return Err(ReadError::Corrupt(Corruption {
@@ -274,7 +280,7 @@ impl Topic {
                     reason: fault.reason(),
                 }));
             }
-            let expected_next = bases.get(i + 1).copied().unwrap_or_else(|| self.inner.committed.load());
+            let expected_next = bases.get(i + 1).copied().unwrap_or(committed);
             if scan.next_offset != expected_next {
                 return Err(ReadError::Corrupt(Corruption {
                     file: seg.path.clone(),
@@ -353,6 +359,12 @@ impl TopicInner {
     #[cold]
     fn make_room(&self, a: &mut Appender, frame_bytes: usize) -> Result<(), PublishError> {
         let capacity = self.config.segment_bytes as usize;
+        // A frame that would not fit even an empty segment must not roll
+        // (that would leave an empty segment, or clash with its own name).
+        let frame_max = capacity - SEGMENT_HEADER_BYTES;
+        if frame_bytes > frame_max {
+            return Err(PublishError::TooLarge { bytes: frame_bytes, max: frame_max });
+        }
         if a.position + frame_bytes > capacity {
             self.roll(a)?;
         }
@@ -420,6 +432,10 @@ impl TopicInner {
     }
 
     fn sync_locked(&self, flush: &mut FlushState, active: bool) -> Result<(), PublishError> {
+        // Checked under `flush`, which `delete_topic` holds across its rename.
+        if self.deleted.load(Ordering::Acquire) {
+            return Err(PublishError::Deleted);
+        }
         if self.poisoned.load(Ordering::Relaxed) {
             return Err(PublishError::PreviousIo);
         }
@@ -473,7 +489,10 @@ impl TopicInner {
     /// Background work: the interval flush, syncing sealed segments, and
     /// retention. Returns when it next wants to run.
     pub(crate) fn background(&self) -> Option<Duration> {
-        if self.closed.load(Ordering::Relaxed) || self.poisoned.load(Ordering::Relaxed) {
+        if self.closed.load(Ordering::Relaxed)
+            || self.poisoned.load(Ordering::Relaxed)
+            || self.deleted.load(Ordering::Acquire)
+        {
             return None;
         }
         let has_unsynced = !self.append.lock().unsynced.is_empty();
@@ -508,8 +527,15 @@ impl TopicInner {
         if self.config.retention_bytes.is_none() && self.config.retention_age.is_none() {
             return;
         }
+        // Under `flush`: `delete_topic` holds it across its rename, so this
+        // never deletes files of a new topic that took over the name.
+        let _flush = self.flush.lock();
+        if self.deleted.load(Ordering::Acquire) {
+            return;
+        }
         let recovery_point = self.recovery_point.load(Ordering::Acquire);
         let now = now_us();
+        let age_us = self.config.retention_age.map(|age| u64::try_from(age.as_micros()).unwrap_or(u64::MAX));
         loop {
             let (oldest, total) = {
                 let segments = self.segments.read();
@@ -520,12 +546,12 @@ impl TopicInner {
                 }
             };
             let over_bytes = self.config.retention_bytes.is_some_and(|max| total > max);
-            let too_old = self.config.retention_age.is_some_and(|age| {
+            let too_old = age_us.is_some_and(|age_us| {
                 let newest = match self.load_slot(oldest.base) {
                     Ok(seg) => seg.newest_us(),
                     Err(_) => return false,
                 };
-                newest.saturating_add(age.as_micros() as u64) < now
+                newest.saturating_add(age_us) < now
             });
             if !over_bytes && !too_old {
                 return;
@@ -585,21 +611,37 @@ impl TopicInner {
     /// The segment at `base`, mapping it (and reading or rebuilding its
     /// index) on first use.
     pub(crate) fn load_slot(&self, base: u64) -> Result<Arc<Segment>, ReadError> {
+        if self.deleted.load(Ordering::Acquire) {
+            return Err(ReadError::Deleted);
+        }
         let (slot, next_base) = {
             let segments = self.segments.read();
             let Some(slot) = segments.get(&base) else {
                 let oldest = segments.keys().next().copied().unwrap_or(base);
                 return Err(ReadError::NotRetained { requested: base, oldest });
             };
-            (slot.clone(), segments.range(base + 1..).next().map(|(b, _)| *b))
+            let after = (std::ops::Bound::Excluded(base), std::ops::Bound::Unbounded);
+            (slot.clone(), segments.range(after).next().map(|(b, _)| *b))
         };
         let mut loaded = slot.loaded.lock();
         if let Some(seg) = &*loaded {
             return Ok(seg.clone());
         }
-        let file_len = self.storage.file_len(&slot.path).map_err(|e| IoError::new("stat", &slot.path, e))? as usize;
+        // Retention may have deleted the file since the lookup above.
+        let gone = |e: ReadError| match e {
+            ReadError::Io(io)
+                if io.kind() == std::io::ErrorKind::NotFound && !self.segments.read().contains_key(&base) =>
+            {
+                let oldest = self.segments.read().keys().next().copied().unwrap_or(base);
+                ReadError::NotRetained { requested: base, oldest }
+            }
+            e => e,
+        };
+        let file_len =
+            self.storage.file_len(&slot.path).map_err(|e| gone(ReadError::Io(IoError::new("stat", &slot.path, e))))?
+                as usize;
         let (seg, file_len) = Segment::open(&*self.storage, slot.path.clone(), base, file_len.max(1))
-            .map_err(super::recovery::read_fault)?;
+            .map_err(|fault| gone(super::recovery::read_fault(fault)))?;
         let index_path = self.dir.join(segment_file_name(base, INDEX_SUFFIX));
         let stored = self
             .storage
