@@ -243,8 +243,12 @@ pub enum TopicError {
     Io(#[from] IoError),
 }
 
-/// Why a publish failed. Nothing was appended: no offset was used, and no
-/// reader will see any part of the message or batch.
+/// Why a publish failed. Nothing was appended (no offset was used, and no
+/// reader will see any part of the message or batch), with one exception:
+/// an [`Io`](PublishError::Io) error from the sync of a `Sync` publish comes
+/// after the record was appended, so readers may see it although it is not
+/// known to be durable; the topic then refuses writes
+/// ([`PreviousIo`](PublishError::PreviousIo)) until it is reopened.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PublishError {

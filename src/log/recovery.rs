@@ -15,7 +15,7 @@ use parking_lot::{Mutex, RwLock};
 
 use super::config::TopicConfig;
 use super::format::*;
-use super::segment::{OpenFault, Segment, decode_index};
+use super::segment::{OpenFault, Segment};
 use super::slots::{SlotFile, SlotFileError, SlotValue};
 use super::storage::Storage;
 use super::topic::{Appender, FlushState, Slot, TopicInner};
@@ -109,20 +109,27 @@ pub(crate) fn open_topic(
         let path = dir.join(segment_file_name(last, SEGMENT_SUFFIX));
         let file_len = storage.file_len(&path).map_err(|e| io("stat", &path, e))? as usize;
         let (seg, file_len) = Segment::open(&*storage, path, last, capacity.max(file_len)).map_err(topic_fault)?;
+        // The active segment is scanned even so: appending after an
+        // undetected bad frame would make everything after it unreachable at
+        // the next recovery. Damage found here, after a clean shutdown, is
+        // not a torn write: it is reported, and `repair` cuts it.
         let index_path = dir.join(segment_file_name(last, INDEX_SUFFIX));
-        let index = storage.read_file(&index_path).ok().and_then(|bytes| decode_index(&bytes, last, file_len));
-        if let Some((end, index)) = index
-            && end == saved.c as usize
-        {
-            let newest_us = seg.newest_in(&index, end);
-            seg.adopt(&super::segment::Scan { end, next_offset: saved.b, newest_us, index, fault: None });
-            // The index goes stale with the next append. Readers check an
-            // index against its segment anyway; removing it keeps it from
-            // being trusted by a later open.
-            storage.remove_file(&index_path).map_err(|e| io("remove", &index_path, e))?;
+        let scan = seg.scan(SEGMENT_HEADER_BYTES, file_len, last, Vec::new());
+        report.segments_scanned += 1;
+        report.bytes_scanned += (scan.end - SEGMENT_HEADER_BYTES) as u64;
+        if scan.fault.is_none() && scan.end == saved.c as usize && scan.next_offset == saved.b {
+            seg.adopt(&scan);
+            if storage.exists(&index_path) {
+                storage.remove_file(&index_path).map_err(|e| io("remove", &index_path, e))?;
+            }
             report.clean = true;
             return finish(storage, dir, name, config, checkpoint, bases, seg, file_len, report);
         }
+        let (position, reason) = match scan.fault {
+            Some((position, fault)) => (position, fault.reason()),
+            None => (scan.end, "the segment does not end where the clean shutdown recorded"),
+        };
+        return Err(TopicError::Corrupt(Corruption { file: seg.path.clone(), position: position as u64, reason }));
     }
 
     // Rules 2 and 3: scan from the recovery point (or at least the last segment).

@@ -215,13 +215,6 @@ impl Segment {
         Ok((info, view.slice(position..position + info.len)))
     }
 
-    /// Timestamp of the last frame before `end`, found by scanning from the
-    /// last entry of `index` (a sealed segment's, or one being recovered).
-    pub fn newest_in(&self, index: &[IndexEntry], end: usize) -> u64 {
-        let Some(last) = index.last() else { return 0 };
-        self.scan(last.position as usize, end, self.base + u64::from(last.relative_offset), Vec::new()).newest_us
-    }
-
     /// Scans frames in `[from, limit)` starting at offset `next`, checking
     /// every one, and builds the index of what it accepts.
     ///

@@ -68,6 +68,11 @@ impl SlotFile {
                     return Err(SlotFileError::Newer { path: path.into(), found });
                 }
                 let map = storage.open_mapped(path, false, SLOT_FILE_BYTES).map_err(|e| io("map", e))?;
+                // What we read may include a slot whose write was never
+                // synced (a failed write earlier in this boot). Make it
+                // durable before trusting it: the next write goes to the
+                // other slot, which may hold the only durable value.
+                map.sync().map_err(|e| io("sync", e))?;
                 let newest = newest_slot(&bytes);
                 let generation = newest.map_or(0, |(g, _)| g);
                 return Ok((SlotFile { path: path.into(), map: Mapped::new(map), generation }, newest.map(|(_, v)| v)));

@@ -325,6 +325,9 @@ impl TopicInner {
     fn append(&self, frame_bytes: usize, count: u32, write: impl FnOnce(&mut [u8])) -> Result<u64, PublishError> {
         let mut a = self.append.lock();
         self.writable()?;
+        if a.next_offset > u64::MAX - u64::from(count) {
+            return Err(PublishError::InvalidMessage { reason: "the topic has used every offset" });
+        }
         if a.position + frame_bytes > a.allocated {
             self.make_room(&mut a, frame_bytes)?;
         }
@@ -465,6 +468,14 @@ impl TopicInner {
             let index_path = self.dir.join(segment_file_name(sealed.base, INDEX_SUFFIX));
             if self.storage.write_file(&index_path, &encode_index(sealed.base, end, &sealed.index())).is_err() {
                 let _ = self.storage.remove_file(&index_path);
+            }
+            // The topic stops holding the sealed segment's mapping (and file
+            // descriptor): readers keep theirs, and `load_slot` maps it again
+            // on demand. A long log then costs descriptors and mappings only
+            // for the segments in use, not for every segment ever sealed.
+            if let Some(slot) = self.segments.read().get(&sealed.base) {
+                slot.bytes.store(end as u64, Ordering::Relaxed);
+                *slot.loaded.lock() = None;
             }
         }
         if !unsynced.is_empty() {
@@ -689,11 +700,6 @@ impl TopicInner {
             return;
         }
         let a = self.append.lock();
-        // The active segment's index lets the next open skip its scan.
-        let index_path = self.dir.join(segment_file_name(a.seg.base, INDEX_SUFFIX));
-        if self.storage.write_file(&index_path, &encode_index(a.seg.base, a.position, &a.seg.index())).is_err() {
-            return;
-        }
         let clean = SlotValue { a: a.seg.base, b: a.next_offset, c: a.position as u32 };
         let _ = flush.checkpoint.write(clean);
         drop(a);
