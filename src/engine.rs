@@ -27,7 +27,9 @@ pub struct EngineConfig {
     pub default_topic: TopicConfig,
     /// Open topics by scanning every segment, not only those written since
     /// the last checkpoint, and cut each log at its first corrupt frame,
-    /// deleting everything after it (see [`Topic::recovery_report`]).
+    /// deleting everything after it (see [`Topic::recovery_report`]). Group
+    /// offset files too damaged to read are removed (those groups start over
+    /// as new groups do).
     /// Default `false`: corruption in an old segment is reported by the
     /// reads (and [`Topic::verify`]) that meet it.
     pub repair: bool,

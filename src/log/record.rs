@@ -274,7 +274,8 @@ pub(crate) fn check_frame(bytes: &[u8], expected: u64) -> Result<FrameInfo, Fram
         return Err(FrameFault::BadEntries);
     }
     let first_offset = u64_at(frame, FRAME_OFFSET_AT);
-    if first_offset != expected {
+    // Offsets must not run past u64::MAX (only a forged file gets near it).
+    if first_offset != expected || first_offset.checked_add(u64::from(count)).is_none() {
         return Err(FrameFault::BadOffset);
     }
     let mut at = FRAME_HEADER_BYTES;

@@ -100,7 +100,7 @@ pub(crate) fn open_topic(
         seg.map().file().sync().map_err(|e| io("sync", &seg.path, e))?;
         storage.sync_dir(&dir).map_err(|e| io("sync", &dir, e))?;
         bases.push(0);
-        return finish(storage, dir, name, config, checkpoint, bases, seg, first, report);
+        return finish(storage, dir, name, config, checkpoint, bases, seg, first, report, repair);
     }
 
     let last = *bases.last().expect("not empty");
@@ -123,7 +123,7 @@ pub(crate) fn open_topic(
                 storage.remove_file(&index_path).map_err(|e| io("remove", &index_path, e))?;
             }
             report.clean = true;
-            return finish(storage, dir, name, config, checkpoint, bases, seg, file_len, report);
+            return finish(storage, dir, name, config, checkpoint, bases, seg, file_len, report, repair);
         }
         let (position, reason) = match scan.fault {
             Some((position, fault)) => (position, fault.reason()),
@@ -223,7 +223,7 @@ pub(crate) fn open_topic(
         expected = scan.next_offset;
         i += 1;
     };
-    finish(storage, dir, name, config, checkpoint, bases, active, active_len, report)
+    finish(storage, dir, name, config, checkpoint, bases, active, active_len, report, repair)
 }
 
 /// Deletes segment files and their indexes.
@@ -252,11 +252,12 @@ fn finish(
     active: Segment,
     allocated: usize,
     report: RecoveryReport,
+    repair: bool,
 ) -> Result<TopicInner, TopicError> {
     checkpoint.write(SlotValue { a: active.base, b: 0, c: 0 })?;
     let next = active.next_offset();
     let position = active.end();
-    clamp_groups(&*storage, &dir, next)?;
+    clamp_groups(&*storage, &dir, next, repair)?;
     let active = Arc::new(active);
     let mut segments = BTreeMap::new();
     for base in bases {
@@ -297,8 +298,10 @@ fn finish(
     })
 }
 
-/// Rule 5: lowers committed group offsets above the end of the log.
-fn clamp_groups(storage: &dyn Storage, dir: &Path, next: u64) -> Result<(), TopicError> {
+/// Rule 5: lowers committed group offsets above the end of the log. With
+/// `repair`, removes group files too damaged to read (those groups start
+/// over, as new groups do).
+fn clamp_groups(storage: &dyn Storage, dir: &Path, next: u64, repair: bool) -> Result<(), TopicError> {
     let groups = dir.join(GROUPS_DIR);
     if !storage.exists(&groups) {
         return Ok(());
@@ -313,6 +316,11 @@ fn clamp_groups(storage: &dyn Storage, dir: &Path, next: u64) -> Result<(), Topi
         // group's next subscribe reports the damage.
         let (mut slots, value) = match SlotFile::open(storage, &path, OFFSET_MAGIC) {
             Ok(opened) => opened,
+            Err(SlotFileError::Corrupt(_)) if repair => {
+                storage.remove_file(&path).map_err(|e| TopicError::Io(IoError::new("remove", &path, e)))?;
+                storage.sync_dir(&groups).map_err(|e| TopicError::Io(IoError::new("sync", &groups, e)))?;
+                continue;
+            }
             Err(SlotFileError::Corrupt(_) | SlotFileError::Newer { .. }) => continue,
             Err(e) => return Err(slot_fault(e)),
         };

@@ -1172,8 +1172,11 @@ impl Ctx {
 }
 
 /// Value A of the newest valid slot of a two-slot file.
+/// The committed offset a group file holds, as the engine would read it:
+/// none if its header is not a valid offset-file header (the engine refuses
+/// such a file: the group's subscribe fails, or `repair` removes it).
 fn newest_slot(bytes: &[u8]) -> Option<u64> {
-    if bytes.len() < SLOT_FILE_BYTES {
+    if bytes.len() < SLOT_FILE_BYTES || &bytes[..8] != b"TGOFFSET" || u32_at(bytes, 8) > 1 {
         return None;
     }
     (0..2)
