@@ -49,7 +49,7 @@
 //! The log:
 //!
 //! ```
-//! # let dir = tempfile::tempdir()?;
+//! # let dir = tempfile::tempdir().expect("a temporary directory");
 //! use std::time::Duration;
 //! use tollgate::Engine;
 //!
