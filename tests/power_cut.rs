@@ -52,16 +52,15 @@ fn buffered_and_interval_topics_keep_a_prefix() {
     sweep("buffered+interval", &setup);
 }
 
-/// Finds the stale-index bug below (`records_appended_to_a_reactivated_segment_stay_readable`)
-/// at `TOLLGATE_POWER_CUTS=20000`; at the default it finds it only now and
-/// then, so it would fail CI at random until that is fixed.
+/// Found the stale-index bug (`records_appended_to_a_reactivated_segment_stay_readable`)
+/// at `TOLLGATE_POWER_CUTS=20000`, before it was fixed.
 #[test]
 fn sync_topics_survive_a_second_crash_while_publishing_after_recovery() {
     let setup = Setup { durability: [Durability::Sync, Durability::Sync], ops: 160, seed: 3, second_crash: true };
     sweep("sync, second crash", &setup);
 }
 
-/// As the `Sync` one above: finds the same bug at scale.
+/// As the `Sync` one above, for `Buffered` and `Interval` topics.
 #[test]
 fn buffered_topics_survive_a_second_crash_while_publishing_after_recovery() {
     let setup = Setup {
