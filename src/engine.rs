@@ -61,7 +61,7 @@ pub struct Engine {
 }
 
 #[derive(Debug)]
-struct Shared {
+pub(crate) struct Shared {
     dir: PathBuf,
     config: EngineConfig,
     storage: Arc<dyn Storage>,
@@ -156,6 +156,15 @@ impl Engine {
         Ok(Engine { shared })
     }
 
+    pub(crate) fn from_shared(shared: Arc<Shared>) -> Engine {
+        Engine { shared }
+    }
+
+    /// Whether the engine opens topics in repair mode.
+    pub(crate) fn repairs(&self) -> bool {
+        self.shared.config.repair
+    }
+
     /// The data directory.
     pub fn path(&self) -> &Path {
         &self.shared.dir
@@ -220,6 +229,7 @@ impl Engine {
             shared.config.repair,
         )?;
         let inner = Arc::new(inner);
+        let _ = inner.engine.set(Arc::downgrade(&self.shared));
         topics.insert(name.to_owned(), inner.clone());
         shared.flusher.add(&inner);
         Ok(Topic { inner })

@@ -84,6 +84,15 @@ pub enum Error {
     /// A commit failed.
     #[error(transparent)]
     Commit(#[from] CommitError),
+    /// A worker's receive, or the settling of a delivery, failed.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    /// A routing-key pattern did not parse.
+    #[error(transparent)]
+    Pattern(#[from] PatternError),
+    /// A worker group's configuration text did not parse.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
 }
 
 /// An I/O error, with the operation and the file it happened on.
@@ -238,9 +247,85 @@ pub enum TopicError {
     /// A file that cannot be rebuilt failed its checks.
     #[error(transparent)]
     Corrupt(#[from] Corruption),
+    /// A worker group of this name is open with a different
+    /// [`QueueConfig`](crate::QueueConfig); its workers must share one.
+    #[error("worker group {group:?} is already open with a different configuration")]
+    GroupConfigDiffers {
+        /// The group.
+        group: String,
+    },
+    /// The engine was closed (its last handle dropped).
+    #[error("the engine was closed")]
+    Closed,
     /// The file system refused.
     #[error(transparent)]
     Io(#[from] IoError),
+}
+
+/// Why a worker could not receive, or a delivery could not be settled.
+///
+/// A settle that fails changed nothing: the message stays in flight until
+/// its visibility deadline, then is delivered again (or dead-lettered).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum QueueError {
+    /// The delivery's visibility deadline passed before it was settled or
+    /// extended: the message has been (or will be) handed out again, and
+    /// this delivery can no longer settle it.
+    #[error("the delivery of offset {offset} passed its visibility deadline; the message is delivered again")]
+    Expired {
+        /// The message's offset.
+        offset: u64,
+    },
+    /// A retry delay or visibility extension is longer than its limit
+    /// ([`DELAY_MAX`](crate::DELAY_MAX), [`VISIBILITY_MAX`](crate::VISIBILITY_MAX)).
+    #[error("{requested:?} is longer than the limit of {max:?}")]
+    TooLong {
+        /// What was asked for.
+        requested: Duration,
+        /// The limit.
+        max: Duration,
+    },
+    /// The message was to be dead-lettered, and publishing it to the
+    /// dead-letter topic failed. It stays in the queue: the next attempt to
+    /// dead-letter it happens when a worker would receive it.
+    #[error("could not dead-letter the message: {0}")]
+    DeadLetter(#[source] PublishError),
+    /// Reading the topic failed.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// Writing the group's state failed.
+    #[error(transparent)]
+    Io(#[from] IoError),
+    /// The topic was deleted.
+    #[error("the topic was deleted")]
+    Deleted,
+    /// The engine was closed (its last handle dropped): deliveries can no
+    /// longer be settled, and their messages are delivered again after a
+    /// restart.
+    #[error("the engine was closed")]
+    Closed,
+}
+
+/// A routing-key pattern that does not parse (see [`KeyPattern`](crate::KeyPattern)).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid key pattern {pattern:?}: {reason}")]
+pub struct PatternError {
+    /// The pattern as given.
+    pub pattern: String,
+    /// What is wrong with it.
+    pub reason: &'static str,
+}
+
+/// A worker group configuration text that does not parse (see
+/// [`QueueConfig`](crate::QueueConfig)'s `FromStr`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid queue option {option:?}: {reason}")]
+pub struct ConfigError {
+    /// The option (or whole text) at fault.
+    pub option: String,
+    /// What is wrong with it.
+    pub reason: &'static str,
 }
 
 /// Why a publish failed. Nothing was appended (no offset was used, and no

@@ -69,6 +69,7 @@ mod engine;
 mod error;
 mod lock;
 mod log;
+mod queue;
 mod sync;
 
 /// The README's examples, compiled and run as doc tests.
@@ -77,6 +78,10 @@ mod sync;
 pub struct ReadmeDoctests;
 
 pub use engine::{Engine, EngineConfig};
-pub use error::{CommitError, Corruption, Error, IoError, LockError, OpenError, PublishError, ReadError, TopicError};
+pub use error::{
+    CommitError, ConfigError, Corruption, Error, IoError, LockError, OpenError, PatternError, PublishError, QueueError,
+    ReadError, TopicError,
+};
 pub use lock::*;
 pub use log::*;
+pub use queue::*;

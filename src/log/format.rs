@@ -85,6 +85,56 @@ pub const SLOT_B_AT: usize = 16;
 pub const SLOT_C_AT: usize = 24;
 pub const SLOT_CRC_AT: usize = 28;
 
+/// Header names starting with this are set by tollgate only.
+pub const RESERVED_HEADER_PREFIX: &str = "tollgate.";
+/// A message's priority for workers: one byte, 0 to [`PRIORITY_MAX`].
+pub const PRIORITY_HEADER: &str = "tollgate.priority";
+/// Highest priority.
+pub const PRIORITY_MAX: u8 = 9;
+/// When workers may take a message: `u64`, microseconds since the Unix epoch.
+pub const DELIVER_AT_HEADER: &str = "tollgate.deliver-at";
+/// Headers of a dead letter: where it came from and why (UTF-8 text,
+/// numbers in decimal).
+pub const DLQ_TOPIC_HEADER: &str = "tollgate.dlq.topic";
+pub const DLQ_GROUP_HEADER: &str = "tollgate.dlq.group";
+pub const DLQ_OFFSET_HEADER: &str = "tollgate.dlq.offset";
+pub const DLQ_ATTEMPTS_HEADER: &str = "tollgate.dlq.attempts";
+pub const DLQ_REASON_HEADER: &str = "tollgate.dlq.reason";
+/// Longest delay of a message or a retry, in microseconds (30 days).
+pub const DELAY_MAX_US: u64 = 30 * 24 * 3600 * 1_000_000;
+
+/// A worker group's state file, `queues/<group>/state`.
+pub const QSTATE_MAGIC: [u8; 8] = *b"TGQSTATE";
+pub const QSTATE_VERSION_AT: usize = 8;
+pub const QSTATE_CRC_AT: usize = 12;
+/// The state file's CRC covers it from here to its end.
+pub const QSTATE_CRC_FROM: usize = 16;
+pub const QSTATE_GENERATION_AT: usize = 16;
+pub const QSTATE_LOW_AT: usize = 24;
+pub const QSTATE_RANGES_AT: usize = 32;
+pub const QSTATE_FACTS_AT: usize = 36;
+pub const QSTATE_HEADER_BYTES: usize = 40;
+pub const QSTATE_RANGE_BYTES: usize = 16;
+pub const QSTATE_FACT_BYTES: usize = 24;
+
+/// A worker group's journal, `queues/<group>/journal`.
+pub const QJOURNAL_MAGIC: [u8; 8] = *b"TGQJOURN";
+pub const QJOURNAL_VERSION_AT: usize = 8;
+pub const QJOURNAL_HEADER_GENERATION_AT: usize = 16;
+pub const QJOURNAL_HEADER_CRC_AT: usize = 28;
+pub const QJOURNAL_HEADER_BYTES: usize = 32;
+pub const QJOURNAL_ENTRY_BYTES: usize = 32;
+pub const QJOURNAL_CRC_AT: usize = 0;
+/// A journal entry's CRC covers it from here to its end.
+pub const QJOURNAL_CRC_FROM: usize = 4;
+pub const QJOURNAL_KIND_AT: usize = 4;
+pub const QJOURNAL_GENERATION_AT: usize = 8;
+pub const QJOURNAL_OFFSET_AT: usize = 16;
+pub const QJOURNAL_VALUE_AT: usize = 24;
+pub const QJOURNAL_DELIVERED: u8 = 1;
+pub const QJOURNAL_SETTLED: u8 = 2;
+pub const QJOURNAL_NACKED: u8 = 3;
+
 /// Longest topic name, in bytes (a file name).
 pub const NAME_BYTES_MAX: usize = 255;
 /// Longest group name, in bytes: its file name adds `.offset`.
@@ -101,6 +151,9 @@ pub const GROUPS_DIR: &str = "groups";
 pub const SEGMENT_SUFFIX: &str = ".log";
 pub const INDEX_SUFFIX: &str = ".index";
 pub const OFFSET_SUFFIX: &str = ".offset";
+pub const QUEUES_DIR: &str = "queues";
+pub const QSTATE_FILE: &str = "state";
+pub const QJOURNAL_FILE: &str = "journal";
 /// Digits of the base offset in a segment's file name.
 pub const SEGMENT_NAME_DIGITS: usize = 20;
 

@@ -58,6 +58,9 @@ impl fmt::Display for Offset {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Message {
     key: Option<String>,
+    /// Headers set by tollgate itself (`tollgate.` names): priority,
+    /// delivery time, dead-letter details. Encoded before `headers`.
+    system: Vec<(&'static str, Bytes)>,
     headers: Vec<(String, Bytes)>,
     payload: Bytes,
 }
@@ -65,7 +68,7 @@ pub struct Message {
 impl Message {
     /// A message with this payload, no key and no headers.
     pub fn new(payload: impl Into<Bytes>) -> Self {
-        Self { key: None, headers: Vec::new(), payload: payload.into() }
+        Self { key: None, system: Vec::new(), headers: Vec::new(), payload: payload.into() }
     }
 
     /// Sets the key (at most 1024 bytes), e.g. the entity the message is about.
@@ -74,9 +77,42 @@ impl Message {
         self
     }
 
-    /// Adds a header (name 1..=255 bytes; at most 64 headers).
+    /// Adds a header (name 1..=255 bytes; at most 64 headers). Names
+    /// starting with `tollgate.` are reserved: publishing a message with one
+    /// fails with [`PublishError::InvalidMessage`].
     pub fn header(mut self, name: impl Into<String>, value: impl Into<Bytes>) -> Self {
         self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Sets the priority for [workers](crate::Worker): 0 (the default) to
+    /// [`PRIORITY_MAX`] (9), higher first. Publishing fails with
+    /// [`PublishError::InvalidMessage`] if it is out of range.
+    pub fn priority(self, priority: u8) -> Self {
+        self.system_header(PRIORITY_HEADER, Bytes::copy_from_slice(&[priority]))
+    }
+
+    /// Holds the message back from [workers](crate::Worker) until `at`
+    /// (wall clock, stored with the message). A time in the past delivers at
+    /// once; publishing fails with [`PublishError::InvalidMessage`] if `at`
+    /// is more than [`DELAY_MAX`] (30 days) ahead. Subscriptions see the
+    /// message at once: delays are a work-queue feature.
+    pub fn deliver_at(self, at: SystemTime) -> Self {
+        let us = at.duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+        self.system_header(DELIVER_AT_HEADER, Bytes::copy_from_slice(&us.to_le_bytes()))
+    }
+
+    /// Holds the message back from [workers](crate::Worker) for `delay` from
+    /// now: [`deliver_at`](Message::deliver_at)`(now + delay)`.
+    pub fn deliver_after(self, delay: Duration) -> Self {
+        let at = SystemTime::now().checked_add(delay).unwrap_or(UNIX_EPOCH + Duration::from_micros(u64::MAX));
+        self.deliver_at(at)
+    }
+
+    /// Sets a reserved header, replacing an earlier value.
+    pub(crate) fn system_header(mut self, name: &'static str, value: Bytes) -> Self {
+        self.system.retain(|(n, _)| *n != name);
+        self.system.push((name, value));
         self
     }
 
@@ -92,13 +128,32 @@ impl Message {
         if key_bytes > RECORD_KEY_BYTES_MAX {
             return Err(PublishError::InvalidMessage { reason: "the key is longer than 1024 bytes" });
         }
-        if self.headers.len() > MESSAGE_HEADERS_MAX {
+        if self.system.len() + self.headers.len() > MESSAGE_HEADERS_MAX {
             return Err(PublishError::InvalidMessage { reason: "a message has at most 64 headers" });
         }
         let mut bytes = ENTRY_HEADER_BYTES + key_bytes;
+        for (name, value) in &self.system {
+            match *name {
+                PRIORITY_HEADER if value[0] > PRIORITY_MAX => {
+                    return Err(PublishError::InvalidMessage { reason: "the priority is above 9" });
+                }
+                DELIVER_AT_HEADER if u64_at(value, 0) > now_us().saturating_add(DELAY_MAX_US) => {
+                    return Err(PublishError::InvalidMessage {
+                        reason: "the delivery time is more than 30 days ahead",
+                    });
+                }
+                _ => {}
+            }
+            bytes += MESSAGE_HEADER_PREFIX_BYTES + name.len() + value.len();
+        }
         for (name, value) in &self.headers {
             if name.is_empty() || name.len() > MESSAGE_HEADER_NAME_BYTES_MAX {
                 return Err(PublishError::InvalidMessage { reason: "a header name must be 1 to 255 bytes" });
+            }
+            if name.starts_with(RESERVED_HEADER_PREFIX) {
+                return Err(PublishError::InvalidMessage {
+                    reason: "header names starting with \"tollgate.\" are reserved",
+                });
             }
             if value.len() > u32::MAX as usize {
                 return Err(PublishError::InvalidMessage { reason: "a header value is larger than 4 GiB" });
@@ -114,7 +169,9 @@ impl Message {
     /// Writes this message's entry into `dst`, which is exactly `entry_bytes()` long.
     pub(crate) fn encode_entry(&self, dst: &mut [u8]) {
         let key = self.key.as_deref().unwrap_or("").as_bytes();
-        encode_entry_parts(dst, key, &self.headers, &self.payload);
+        let system = self.system.iter().map(|(n, v)| (*n, v.as_ref()));
+        let headers = system.chain(self.headers.iter().map(|(n, v)| (n.as_str(), v.as_ref())));
+        encode_entry_parts(dst, key, self.system.len() + self.headers.len(), headers, &self.payload);
     }
 }
 
@@ -150,10 +207,16 @@ pub(crate) const fn plain_entry_bytes(payload_bytes: usize) -> usize {
 
 /// Writes an entry into `dst`, which is exactly as long as the entry.
 #[inline]
-pub(crate) fn encode_entry_parts(dst: &mut [u8], key: &[u8], headers: &[(String, Bytes)], payload: &[u8]) {
+pub(crate) fn encode_entry_parts<'a>(
+    dst: &mut [u8],
+    key: &[u8],
+    header_count: usize,
+    headers: impl Iterator<Item = (&'a str, &'a [u8])>,
+    payload: &[u8],
+) {
     put_u32(dst, ENTRY_PAYLOAD_LEN_AT, payload.len() as u32);
     put_u16(dst, ENTRY_KEY_LEN_AT, key.len() as u16);
-    put_u16(dst, ENTRY_HEADER_COUNT_AT, headers.len() as u16);
+    put_u16(dst, ENTRY_HEADER_COUNT_AT, header_count as u16);
     let mut at = ENTRY_HEADER_BYTES;
     dst[at..at + key.len()].copy_from_slice(key);
     at += key.len();
@@ -379,6 +442,21 @@ impl Record {
     /// The payload.
     pub fn payload(&self) -> &Bytes {
         &self.payload
+    }
+
+    /// The priority set with [`Message::priority`]; 0 if none.
+    pub fn priority(&self) -> u8 {
+        match self.header(PRIORITY_HEADER) {
+            Some(&[p]) => p.min(PRIORITY_MAX),
+            _ => 0,
+        }
+    }
+
+    /// The delivery time set with [`Message::deliver_at`] or
+    /// [`Message::deliver_after`], in microseconds since the Unix epoch.
+    pub fn deliver_at_us(&self) -> Option<u64> {
+        let value = self.header(DELIVER_AT_HEADER)?;
+        (value.len() == 8).then(|| u64_at(value, 0))
     }
 
     /// The payload, keeping only it.

@@ -294,6 +294,9 @@ fn finish(
         closed: AtomicBool::new(false),
         deleted: AtomicBool::new(false),
         groups: Mutex::new(HashSet::new()),
+        queues: Mutex::new(Default::default()),
+        opened_end: next,
+        engine: std::sync::OnceLock::new(),
         recovery: report,
     })
 }

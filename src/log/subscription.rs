@@ -57,12 +57,20 @@ const SPINS_BEFORE_PARK: u32 = 200;
 /// ```
 #[derive(Debug)]
 pub struct Subscription {
-    topic: Arc<TopicInner>,
+    reader: Reader,
     group: String,
     offsets: SlotFile,
     committed: u64,
+    filter: Option<crate::queue::KeyPattern>,
+}
+
+/// A cursor over a topic's records, decoding each frame once: the part of a
+/// subscription that reads (worker groups read through one too).
+#[derive(Debug)]
+pub(crate) struct Reader {
+    pub topic: Arc<TopicInner>,
     /// The offset `next` returns next.
-    next: u64,
+    pub next: u64,
     cursor: Option<Cursor>,
 }
 
@@ -133,7 +141,8 @@ impl Topic {
                 (next, next)
             }
         };
-        Ok(Subscription { topic: inner.clone(), group: group.to_owned(), offsets, committed, next, cursor: None })
+        let reader = Reader::new(inner.clone(), next);
+        Ok(Subscription { reader, group: group.to_owned(), offsets, committed, filter: None })
     }
 }
 
@@ -143,9 +152,32 @@ impl Subscription {
         &self.group
     }
 
+    /// Skips records whose key does not match `pattern` (see
+    /// [`KeyPattern`](crate::KeyPattern)); `None` shows every record again.
+    /// Skipped records still move the position, so a commit covers them.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// use tollgate::{Engine, KeyPattern, Message};
+    ///
+    /// let engine = Engine::open(dir.path())?;
+    /// let events = engine.topic("events")?;
+    /// events.publish_message(Message::new("1001").key("order.created"))?;
+    /// events.publish_message(Message::new("7").key("cart.updated"))?;
+    ///
+    /// let mut orders = events.subscribe("order-audit")?;
+    /// orders.set_filter(Some(KeyPattern::new("order.#")?));
+    /// assert_eq!(orders.next()?.unwrap().payload().as_ref(), b"1001");
+    /// assert!(orders.next()?.is_none());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn set_filter(&mut self, pattern: Option<crate::queue::KeyPattern>) {
+        self.filter = pattern;
+    }
+
     /// The offset of the record `next` returns next.
     pub fn position(&self) -> Offset {
-        Offset::new(self.next)
+        Offset::new(self.reader.next)
     }
 
     /// The group's committed offset: where a new subscription would resume.
@@ -156,7 +188,7 @@ impl Subscription {
     /// Records published but not yet committed by the group (the log's end
     /// minus the committed offset), as Kafka counts consumer lag.
     pub fn lag(&self) -> u64 {
-        self.topic.committed.load().saturating_sub(self.committed)
+        self.reader.topic.committed.load().saturating_sub(self.committed)
     }
 
     /// The next record, or `None` at once if the subscription has read
@@ -170,14 +202,13 @@ impl Subscription {
     // Not `Iterator::next`: it can fail, and `None` means "nothing yet", not "done".
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<Record>, ReadError> {
-        if let Some(record) = self.next_in_frame() {
-            return Ok(Some(record));
+        loop {
+            let Some(record) = self.reader.next()? else { return Ok(None) };
+            match &self.filter {
+                Some(filter) if !filter.matches_record(record.key()) => continue,
+                _ => return Ok(Some(record)),
+            }
         }
-        if self.next >= self.topic.committed.load() {
-            return Ok(None);
-        }
-        self.open_frame()?;
-        Ok(self.next_in_frame())
     }
 
     /// The next record, waiting up to `timeout` for one to be published.
@@ -189,17 +220,67 @@ impl Subscription {
             if let Some(record) = self.next()? {
                 return Ok(Some(record));
             }
-            if self.topic.deleted.load(Ordering::Relaxed) {
+            let topic = &*self.reader.topic;
+            if topic.deleted.load(Ordering::Relaxed) {
                 return Err(ReadError::Deleted);
             }
-            if self.topic.closed.load(Ordering::Relaxed) {
+            if topic.closed.load(Ordering::Relaxed) {
                 // The engine is closed: nothing more will be published.
                 return Ok(None);
             }
-            if !self.wait(deadline) {
+            if !self.reader.wait(deadline) {
                 return self.next();
             }
         }
+    }
+
+    /// Moves the position to `offset`, which must be between the oldest
+    /// retained offset and the end of the log.
+    pub fn seek(&mut self, offset: Offset) -> Result<(), ReadError> {
+        self.reader.seek(offset.get())
+    }
+
+    /// Commits the position: the group has processed every record before it.
+    /// Durable (synced) when this returns.
+    pub fn commit(&mut self) -> Result<(), CommitError> {
+        self.commit_at(Offset::new(self.reader.next))
+    }
+
+    /// Commits `offset`: the group has processed every record before it.
+    pub fn commit_at(&mut self, offset: Offset) -> Result<(), CommitError> {
+        let offset = offset.get();
+        let topic = &*self.reader.topic;
+        let end = topic.committed.load();
+        if offset > end {
+            return Err(CommitError::BeyondEnd { requested: offset, end });
+        }
+        if topic.deleted.load(Ordering::Relaxed) {
+            return Err(CommitError::Deleted);
+        }
+        if topic.closed.load(Ordering::Relaxed) {
+            return Err(CommitError::Closed);
+        }
+        self.offsets.write(SlotValue { a: offset, b: now_us(), c: 0 })?;
+        self.committed = offset;
+        Ok(())
+    }
+}
+
+impl Reader {
+    pub fn new(topic: Arc<TopicInner>, next: u64) -> Reader {
+        Reader { topic, next, cursor: None }
+    }
+
+    /// The next record, or `None` if everything published has been read.
+    pub fn next(&mut self) -> Result<Option<Record>, ReadError> {
+        if let Some(record) = self.next_in_frame() {
+            return Ok(Some(record));
+        }
+        if self.next >= self.topic.committed.load() {
+            return Ok(None);
+        }
+        self.open_frame()?;
+        Ok(self.next_in_frame())
     }
 
     /// Waits until a record past the position is published or the deadline
@@ -221,8 +302,7 @@ impl Subscription {
 
     /// Moves the position to `offset`, which must be between the oldest
     /// retained offset and the end of the log.
-    pub fn seek(&mut self, offset: Offset) -> Result<(), ReadError> {
-        let offset = offset.get();
+    pub fn seek(&mut self, offset: u64) -> Result<(), ReadError> {
         let end = self.topic.committed.load();
         if offset > end {
             return Err(ReadError::NotWritten { requested: offset, next: end });
@@ -233,30 +313,6 @@ impl Subscription {
         }
         self.next = offset;
         self.cursor = None;
-        Ok(())
-    }
-
-    /// Commits the position: the group has processed every record before it.
-    /// Durable (synced) when this returns.
-    pub fn commit(&mut self) -> Result<(), CommitError> {
-        self.commit_at(Offset::new(self.next))
-    }
-
-    /// Commits `offset`: the group has processed every record before it.
-    pub fn commit_at(&mut self, offset: Offset) -> Result<(), CommitError> {
-        let offset = offset.get();
-        let end = self.topic.committed.load();
-        if offset > end {
-            return Err(CommitError::BeyondEnd { requested: offset, end });
-        }
-        if self.topic.deleted.load(Ordering::Relaxed) {
-            return Err(CommitError::Deleted);
-        }
-        if self.topic.closed.load(Ordering::Relaxed) {
-            return Err(CommitError::Closed);
-        }
-        self.offsets.write(SlotValue { a: offset, b: now_us(), c: 0 })?;
-        self.committed = offset;
         Ok(())
     }
 
@@ -308,6 +364,6 @@ impl Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        self.topic.groups.lock().remove(&self.group);
+        self.reader.topic.groups.lock().remove(&self.group);
     }
 }

@@ -131,6 +131,12 @@ pub(crate) struct TopicInner {
     pub deleted: AtomicBool,
     /// Groups with a live subscription.
     pub groups: Mutex<HashSet<String>>,
+    /// Worker groups.
+    pub queues: Mutex<crate::queue::worker::QueueRegistry>,
+    /// The end of the log when the topic was opened (after recovery).
+    pub opened_end: u64,
+    /// The engine, to open dead-letter topics; set once, just after opening.
+    pub engine: std::sync::OnceLock<std::sync::Weak<crate::engine::Shared>>,
     /// What opening the topic found.
     pub recovery: super::recovery::RecoveryReport,
 }
@@ -148,7 +154,9 @@ impl Topic {
         let entry_bytes = plain_entry_bytes(payload.len());
         self.inner.check_message_size(entry_bytes)?;
         let frame_bytes = FRAME_HEADER_BYTES + entry_bytes;
-        let first = self.inner.append(frame_bytes, 1, |entries| encode_entry_parts(entries, &[], &[], payload))?;
+        let first = self
+            .inner
+            .append(frame_bytes, 1, |entries| encode_entry_parts(entries, &[], 0, std::iter::empty(), payload))?;
         self.inner.made_durable(first + 1)?;
         Ok(Offset::new(first))
     }
@@ -295,6 +303,19 @@ impl Topic {
 }
 
 impl TopicInner {
+    /// The engine, if it is still open.
+    pub(crate) fn engine(&self) -> Option<crate::Engine> {
+        self.engine.get()?.upgrade().map(crate::Engine::from_shared)
+    }
+
+    /// Syncs the journals of the open worker groups.
+    fn sync_queues(&self) {
+        let groups = self.queues.lock().live();
+        for group in groups {
+            let _ = group.sync();
+        }
+    }
+
     fn check_message_size(&self, entry_bytes: usize) -> Result<(), PublishError> {
         if entry_bytes - super::format::ENTRY_HEADER_BYTES > self.config.max_message_bytes {
             return Err(PublishError::TooLarge {
@@ -512,6 +533,7 @@ impl TopicInner {
                 let since = self.flush.lock().last_flush.elapsed();
                 if since >= interval {
                     let _ = self.sync(true);
+                    self.sync_queues();
                     Some(interval)
                 } else {
                     if has_unsynced {
@@ -693,6 +715,7 @@ impl TopicInner {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
+        self.sync_queues();
         if self.deleted.load(Ordering::Relaxed) || self.poisoned.load(Ordering::Relaxed) {
             return;
         }

@@ -1,0 +1,833 @@
+//! Worker groups: competing workers sharing a topic's messages, each
+//! message settled on its own (ack, nack with a delay, reject), redelivered
+//! after a visibility timeout, dead-lettered after `max_attempts`.
+//!
+//! A group is one `Group` behind an `Arc`, shared by its workers and their
+//! deliveries, with its state under one mutex. The state tracks a window of
+//! unsettled messages read from the log: ready ones ordered by priority and
+//! offset, delayed ones by time, in-flight ones by deadline. Every change
+//! that must survive a crash is written to the journal (`journal.rs`)
+//! before it takes effect in memory.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+
+use super::config::{DELAY_MAX, QueueConfig, VISIBILITY_MAX};
+use super::journal::{Entry, Facts, GroupFiles, JournalFile, Persisted, Settled};
+use crate::error::{IoError, QueueError, ReadError, TopicError};
+use crate::log::format::{
+    DLQ_ATTEMPTS_HEADER, DLQ_GROUP_HEADER, DLQ_OFFSET_HEADER, DLQ_REASON_HEADER, DLQ_TOPIC_HEADER,
+};
+use crate::log::format::{PRIORITY_HEADER, RESERVED_HEADER_PREFIX, now_us};
+use crate::log::subscription::Reader;
+use crate::log::topic::TopicInner;
+use crate::log::{Message, Offset, Record, StartAt, Topic};
+
+/// The worker groups of one topic, by name.
+#[derive(Debug, Default)]
+pub(crate) struct QueueRegistry {
+    live: HashMap<String, Weak<Group>>,
+    /// Groups opened since the topic was: the first open of a group clamps
+    /// its saved state to the end the log had when the topic was opened.
+    opened: HashSet<String>,
+}
+
+impl QueueRegistry {
+    /// The groups still open, to sync their journals.
+    pub(crate) fn live(&self) -> Vec<Arc<Group>> {
+        self.live.values().filter_map(Weak::upgrade).collect()
+    }
+}
+
+/// One of a group's competing workers; cheap to clone, usable from any
+/// thread. All workers of a group (clones, or from further
+/// [`Topic::worker`] calls) share its messages: each message goes to one
+/// worker at a time.
+///
+/// ```
+/// # let dir = tempfile::tempdir()?;
+/// use std::time::Duration;
+/// use tollgate::{Engine, Message};
+///
+/// let engine = Engine::open(dir.path())?;
+/// let orders = engine.topic("orders")?;
+/// orders.publish(b"order 1001")?;
+/// orders.publish_message(Message::new("order 1002").priority(9))?;
+///
+/// let payments = orders.worker("payments")?;
+/// // The higher priority goes first.
+/// let delivery = payments.receive(Duration::from_millis(100))?.expect("published above");
+/// assert_eq!(delivery.payload().as_ref(), b"order 1002");
+/// assert_eq!(delivery.attempt(), 1);
+/// delivery.ack()?;
+///
+/// // A failure: retry in 10 ms, as attempt 2.
+/// let delivery = payments.receive(Duration::from_millis(100))?.expect("published above");
+/// delivery.nack(Duration::from_millis(10), "card declined")?;
+/// let retried = payments.receive(Duration::from_secs(1))?.expect("retried");
+/// assert_eq!((retried.offset().get(), retried.attempt()), (0, 2));
+/// retried.ack()?;
+/// assert_eq!(payments.metrics().acked, 2);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct Worker {
+    group: Arc<Group>,
+}
+
+/// A message handed to a worker, until it is settled: by [`ack`](Delivery::ack),
+/// [`nack`](Delivery::nack), [`reject`](Delivery::reject), or by its
+/// visibility deadline passing. Each of those consumes the delivery, so a
+/// delivery settles its message at most once.
+///
+/// Dropping a delivery without settling it gives the message back at once,
+/// as a failed attempt (as RabbitMQ does when a consumer's channel closes).
+#[must_use = "a delivery is settled with ack, nack or reject; dropping it retries the message at once"]
+pub struct Delivery {
+    group: Arc<Group>,
+    record: Record,
+    attempt: u32,
+    token: u64,
+    deadline: Instant,
+    /// Settled (or given up by a failed settle): nothing for `Drop` to do.
+    done: bool,
+}
+
+/// A group's counts, from [`Worker::metrics`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct QueueMetrics {
+    /// Messages ready to be received now (in the window).
+    pub ready: u64,
+    /// Messages handed to a worker and not yet settled.
+    pub in_flight: u64,
+    /// Messages waiting for their delivery time (a delay or a nack's retry delay).
+    pub delayed: u64,
+    /// Messages published but not yet read into the window.
+    pub backlog: u64,
+    /// Messages published and not yet settled: ready, in flight, delayed and backlog.
+    pub lag: u64,
+    /// Acknowledged since the group was opened in this process.
+    pub acked: u64,
+    /// Dead-lettered (rejected, or out of attempts) since the group was opened.
+    pub dead_lettered: u64,
+    /// Deliveries that were a second or later attempt, since the group was opened.
+    pub redelivered: u64,
+    /// Deliveries whose visibility deadline passed, since the group was opened.
+    pub timed_out: u64,
+    /// Messages retention deleted before the group settled them, since it was opened.
+    pub expired: u64,
+}
+
+pub(crate) struct Group {
+    name: String,
+    topic: Arc<TopicInner>,
+    dead_letter: Topic,
+    config: QueueConfig,
+    files: GroupFiles,
+    state: Mutex<GroupState>,
+    /// Bumped (then waiters woken) when a message becomes ready or window
+    /// space frees up while a worker waits.
+    epoch: AtomicU64,
+}
+
+struct GroupState {
+    /// Low-water mark and settled offsets (in memory, and as far as the
+    /// journal goes, on disk); attempts and delays of messages not yet read.
+    persisted: Persisted,
+    journal: Arc<JournalFile>,
+    /// Reads the log; `reader.next` is the first offset not yet read.
+    reader: Reader,
+    tracked: BTreeMap<u64, Tracked>,
+    /// (priority, offset) of ready messages: highest priority, then lowest offset, first.
+    ready: BTreeSet<(Reverse<u8>, u64)>,
+    /// (time, offset) of delayed messages.
+    delayed: BTreeSet<(u64, u64)>,
+    /// (deadline, offset) of messages in flight.
+    deadlines: BTreeSet<(Instant, u64)>,
+    next_token: u64,
+    /// Workers waiting in `receive`.
+    idle: u32,
+    metrics: QueueMetrics,
+}
+
+/// An unsettled message in the window.
+struct Tracked {
+    record: Record,
+    priority: u8,
+    attempts: u32,
+    retry_at_us: u64,
+    state: State,
+    /// Why the last attempt failed, for the dead letter.
+    last_error: Option<Arc<str>>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum State {
+    Ready,
+    Delayed(u64),
+    InFlight {
+        deadline: Instant,
+        token: u64,
+    },
+    /// Being published to the dead-letter topic.
+    Leaving,
+}
+
+/// What `take` found.
+enum Take {
+    Deliver(Record, u32, u64, Instant),
+    DeadLetter(Record, u32, Arc<str>),
+    /// Nothing ready; the next delay or deadline ends then.
+    Nothing(Option<Instant>),
+}
+
+impl Topic {
+    /// A worker in `group`, with the default [`QueueConfig`].
+    pub fn worker(&self, group: &str) -> Result<Worker, TopicError> {
+        self.worker_with(group, QueueConfig::default())
+    }
+
+    /// A worker in `group`. The first call for a group opens it: reads its
+    /// saved state (so nothing acknowledged comes back and attempt counts
+    /// carry on), and opens its dead-letter topic, creating it if needed.
+    /// Later calls join it, and must pass the same configuration.
+    pub fn worker_with(&self, group: &str, config: QueueConfig) -> Result<Worker, TopicError> {
+        crate::engine::check_group_name(group)?;
+        config.validate().map_err(|reason| TopicError::InvalidConfig { reason })?;
+        let inner = &self.inner;
+        if inner.deleted.load(Ordering::Acquire) {
+            return Err(TopicError::Deleted);
+        }
+        let dead_letter_name = config.dead_letter_topic.clone().unwrap_or_else(|| format!("{}.dlq", inner.name));
+        crate::engine::check_name(&dead_letter_name)?;
+        if dead_letter_name == inner.name {
+            return Err(TopicError::InvalidConfig { reason: "the dead-letter topic must not be the topic itself" });
+        }
+        // Before the registry's lock: opening a topic takes the engine's,
+        // and closing the engine takes the registry's.
+        let (dead_letter, repair) = {
+            let engine = inner.engine().ok_or(TopicError::Closed)?;
+            (engine.topic(&dead_letter_name)?, engine.repairs())
+        };
+        let mut registry = inner.queues.lock();
+        if let Some(group) = registry.live.get(group).and_then(Weak::upgrade) {
+            if group.config != config {
+                return Err(TopicError::GroupConfigDiffers { group: group.name.clone() });
+            }
+            return Ok(Worker { group });
+        }
+        if inner.closed.load(Ordering::Acquire) {
+            return Err(TopicError::Closed);
+        }
+        let storage = &*inner.storage;
+        let files = GroupFiles::new(&inner.dir, group);
+        files.create_dir(storage)?;
+        let mut persisted = match files.load(storage, repair)? {
+            Some(persisted) => persisted,
+            None => {
+                let low = match config.start {
+                    StartAt::Earliest => inner.segments.read().keys().next().copied().unwrap_or(0),
+                    StartAt::Latest => inner.committed.load(),
+                };
+                Persisted { low, ..Persisted::default() }
+            }
+        };
+        if !registry.opened.contains(group) {
+            // Offsets at or past the end the log had when it was opened were
+            // cut by recovery (or never existed): forget what was saved of them.
+            persisted.clamp(inner.opened_end);
+        }
+        persisted.generation += 1;
+        let journal = files.save(storage, &persisted)?;
+        let reader = Reader::new(inner.clone(), persisted.low);
+        let state = GroupState {
+            persisted,
+            journal: Arc::new(journal),
+            reader,
+            tracked: BTreeMap::new(),
+            ready: BTreeSet::new(),
+            delayed: BTreeSet::new(),
+            deadlines: BTreeSet::new(),
+            next_token: 0,
+            idle: 0,
+            metrics: QueueMetrics::default(),
+        };
+        let group_arc = Arc::new(Group {
+            name: group.to_owned(),
+            topic: inner.clone(),
+            dead_letter,
+            config,
+            files,
+            state: Mutex::new(state),
+            epoch: AtomicU64::new(0),
+        });
+        registry.live.retain(|_, g| g.strong_count() > 0);
+        registry.live.insert(group.to_owned(), Arc::downgrade(&group_arc));
+        registry.opened.insert(group.to_owned());
+        Ok(Worker { group: group_arc })
+    }
+}
+
+impl Worker {
+    /// The group's name.
+    pub fn group(&self) -> &str {
+        &self.group.name
+    }
+
+    /// The group's configuration.
+    pub fn config(&self) -> &QueueConfig {
+        &self.group.config
+    }
+
+    /// The next message for this group, waiting up to `timeout` for one;
+    /// `None` if none came (or the engine was closed).
+    ///
+    /// Takes the highest-priority ready message in the window, the oldest
+    /// first within a priority. Messages whose attempts are used up (after
+    /// timeouts, or a crash during their last attempt) are dead-lettered on
+    /// the way, by the receiving thread.
+    pub fn receive(&self, timeout: Duration) -> Result<Option<Delivery>, QueueError> {
+        let group = &self.group;
+        let topic = &*group.topic;
+        let deadline = Instant::now().checked_add(timeout);
+        loop {
+            if topic.deleted.load(Ordering::Acquire) {
+                return Err(QueueError::Deleted);
+            }
+            let (epoch, seen, wake_at) = {
+                let mut state = group.state.lock();
+                match state.take(group)? {
+                    Take::Deliver(record, attempt, token, until) => {
+                        return Ok(Some(Delivery {
+                            group: group.clone(),
+                            record,
+                            attempt,
+                            token,
+                            deadline: until,
+                            done: false,
+                        }));
+                    }
+                    Take::DeadLetter(record, attempts, reason) => {
+                        drop(state);
+                        group.dead_letter(record, attempts, &reason)?;
+                        continue;
+                    }
+                    Take::Nothing(next_event) => {
+                        if topic.closed.load(Ordering::Acquire) {
+                            return Ok(None);
+                        }
+                        if deadline.is_some_and(|d| Instant::now() >= d) {
+                            return Ok(None);
+                        }
+                        state.idle += 1;
+                        // With the window full, a publish changes nothing for us.
+                        let seen = if state.tracked.len() < group.config.window { state.reader.next } else { u64::MAX };
+                        (group.epoch.load(Ordering::Acquire), seen, earliest(deadline, next_event))
+                    }
+                }
+            };
+            let stop = || {
+                group.epoch.load(Ordering::Acquire) != epoch
+                    || topic.closed.load(Ordering::Relaxed)
+                    || topic.deleted.load(Ordering::Relaxed)
+            };
+            topic.committed.wait(seen, wake_at, stop);
+            group.state.lock().idle -= 1;
+        }
+    }
+
+    /// The group's counts: what is ready, in flight, delayed, not yet read,
+    /// and what happened since it was opened.
+    pub fn metrics(&self) -> QueueMetrics {
+        let group = &*self.group;
+        let mut state = group.state.lock();
+        state.expire(Instant::now());
+        state.promote(now_us());
+        let end = group.topic.committed.load();
+        let mut metrics = state.metrics;
+        metrics.ready = state.ready.len() as u64;
+        metrics.delayed = state.delayed.len() as u64;
+        metrics.in_flight = state.deadlines.len() as u64;
+        metrics.backlog = end.saturating_sub(state.reader.next);
+        let persisted = &state.persisted;
+        metrics.lag = end.saturating_sub(persisted.low).saturating_sub(persisted.settled.len());
+        metrics
+    }
+}
+
+impl fmt::Debug for Worker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Worker").field("topic", &self.group.topic.name).field("group", &self.group.name).finish()
+    }
+}
+
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+impl Delivery {
+    /// The message.
+    pub fn record(&self) -> &Record {
+        &self.record
+    }
+
+    /// The message's offset in its topic.
+    pub fn offset(&self) -> Offset {
+        self.record.offset()
+    }
+
+    /// The message's payload.
+    pub fn payload(&self) -> &Bytes {
+        self.record.payload()
+    }
+
+    /// Which delivery of the message this is: 1 for the first, counted
+    /// across crashes and restarts.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// When the message goes back to the group if this delivery is not
+    /// settled or extended by then.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Acknowledges the message: it is done, and never delivered again. With
+    /// [`Durability::Sync`](crate::Durability::Sync) on the topic, the
+    /// acknowledgement is on disk when this returns; otherwise it survives a
+    /// crash of the process at once, and a power cut once synced (see the
+    /// README's delivery guarantees).
+    pub fn ack(mut self) -> Result<(), QueueError> {
+        self.done = true;
+        let group = self.group.clone();
+        let written = {
+            let mut state = group.state.lock();
+            state.check_mine(self.offset().get(), self.token)?;
+            let offset = self.offset().get();
+            let written = state.append(&group, Entry::Settled { offset, how: Settled::Acked })?;
+            state.settle(offset);
+            state.metrics.acked += 1;
+            group.after_settle(&state);
+            (state.journal.clone(), written)
+        };
+        group.made_durable(&written.0, written.1)
+    }
+
+    /// Gives the message back as a failed attempt, to be delivered again
+    /// after `retry_after` (zero: at once); `reason` says why, and goes into
+    /// the dead letter if this was the last attempt, in which case the
+    /// message is dead-lettered now.
+    ///
+    /// A `retry_after` above [`DELAY_MAX`] fails with
+    /// [`QueueError::TooLong`] and changes nothing: the message stays in
+    /// flight until its deadline.
+    pub fn nack(mut self, retry_after: Duration, reason: &str) -> Result<(), QueueError> {
+        self.done = true;
+        if retry_after > DELAY_MAX {
+            return Err(QueueError::TooLong { requested: retry_after, max: DELAY_MAX });
+        }
+        let group = self.group.clone();
+        let offset = self.offset().get();
+        let mut state = group.state.lock();
+        state.check_mine(offset, self.token)?;
+        if self.attempt >= group.config.max_attempts {
+            state.leave(offset);
+            drop(state);
+            return group.dead_letter(self.record.clone(), self.attempt, reason);
+        }
+        let retry_at_us = if retry_after.is_zero() {
+            0
+        } else {
+            let retry_at_us = now_us().saturating_add(retry_after.as_micros() as u64);
+            state.append(&group, Entry::Nacked { offset, retry_at_us })?;
+            retry_at_us
+        };
+        state.give_back(offset, retry_at_us, reason.into());
+        group.after_give_back(&state);
+        Ok(())
+    }
+
+    /// Refuses the message: it goes to the dead-letter topic now, with
+    /// `reason`, whatever attempts it has left.
+    pub fn reject(mut self, reason: &str) -> Result<(), QueueError> {
+        self.done = true;
+        let group = self.group.clone();
+        let offset = self.offset().get();
+        {
+            let mut state = group.state.lock();
+            state.check_mine(offset, self.token)?;
+            state.leave(offset);
+        }
+        group.dead_letter(self.record.clone(), self.attempt, reason)
+    }
+
+    /// Moves the visibility deadline to `by` from now (SQS's
+    /// `ChangeMessageVisibility`), for work that takes longer than the
+    /// group's visibility timeout. Fails with [`QueueError::Expired`] if the
+    /// deadline already passed, and with [`QueueError::TooLong`] if `by` is
+    /// above [`VISIBILITY_MAX`].
+    pub fn extend(&mut self, by: Duration) -> Result<(), QueueError> {
+        if by > VISIBILITY_MAX {
+            return Err(QueueError::TooLong { requested: by, max: VISIBILITY_MAX });
+        }
+        let offset = self.offset().get();
+        let mut state = self.group.state.lock();
+        state.check_mine(offset, self.token)?;
+        let deadline = Instant::now() + by;
+        state.deadlines.remove(&(self.deadline, offset));
+        state.deadlines.insert((deadline, offset));
+        if let Some(tracked) = state.tracked.get_mut(&offset) {
+            tracked.state = State::InFlight { deadline, token: self.token };
+        }
+        self.deadline = deadline;
+        Ok(())
+    }
+}
+
+impl Drop for Delivery {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let group = &*self.group;
+        let offset = self.record.offset().get();
+        let mut state = group.state.lock();
+        if state.check_mine(offset, self.token).is_ok() {
+            state.give_back(offset, 0, "the delivery was dropped without being settled".into());
+            group.after_give_back(&state);
+        }
+    }
+}
+
+impl fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Delivery")
+            .field("offset", &self.record.offset().get())
+            .field("attempt", &self.attempt)
+            .field("deadline", &self.deadline)
+            .finish()
+    }
+}
+
+impl Group {
+    /// Wakes waiting workers, after a change that may let one of them take
+    /// a message. Called with the state locked, so that a worker about to
+    /// wait is either counted in `idle` or has not looked yet.
+    fn wake_idle(&self, state: &GroupState) {
+        if state.idle > 0 {
+            self.epoch.fetch_add(1, Ordering::AcqRel);
+            self.topic.committed.wake();
+        }
+    }
+
+    /// A message went back to ready or delayed.
+    fn after_give_back(&self, state: &GroupState) {
+        self.wake_idle(state);
+    }
+
+    /// A message left the window: a full window has room again.
+    fn after_settle(&self, state: &GroupState) {
+        if state.tracked.len() + 1 >= self.config.window {
+            self.wake_idle(state);
+        }
+    }
+
+    /// Waits until journal entries below `written` are as durable as the
+    /// topic's durability promises.
+    fn made_durable(&self, journal: &JournalFile, written: u64) -> Result<(), QueueError> {
+        if self.topic.config.durability == crate::Durability::Sync {
+            journal.sync_through(written)?;
+        }
+        Ok(())
+    }
+
+    /// Syncs everything journaled so far.
+    pub(crate) fn sync(&self) -> Result<(), IoError> {
+        let journal = self.state.lock().journal.clone();
+        journal.sync_through(journal.written())
+    }
+
+    /// Publishes `record` to the dead-letter topic (synced), then settles
+    /// it. The message must be `Leaving`. If publishing fails it goes back
+    /// to ready, to be tried again by the next worker to receive it.
+    fn dead_letter(&self, record: Record, attempts: u32, reason: &str) -> Result<(), QueueError> {
+        let offset = record.offset().get();
+        let published = self.dead_letter.publish_message(self.dead_letter_message(&record, attempts, reason));
+        let published = published.and_then(|_| self.dead_letter.sync());
+        let mut state = self.state.lock();
+        let written = match published {
+            Ok(()) => {
+                state.append(self, Entry::Settled { offset, how: Settled::DeadLettered }).map_err(QueueError::from)
+            }
+            Err(e) => Err(QueueError::DeadLetter(e)),
+        };
+        let written = match written {
+            Ok(written) => written,
+            Err(e) => {
+                // Back to ready: the next worker to receive it tries again.
+                state.give_back(offset, 0, reason.into());
+                self.after_give_back(&state);
+                return Err(e);
+            }
+        };
+        state.settle(offset);
+        state.metrics.dead_lettered += 1;
+        self.after_settle(&state);
+        let journal = state.journal.clone();
+        drop(state);
+        self.made_durable(&journal, written)
+    }
+
+    /// The dead letter of `record`: its key, headers (but its delivery
+    /// time) and payload, and where it came from and why.
+    fn dead_letter_message(&self, record: &Record, attempts: u32, reason: &str) -> Message {
+        let mut message = Message::new(record.payload().clone());
+        if let Some(key) = record.key() {
+            message = message.key(key);
+        }
+        let text = |s: &str| Bytes::copy_from_slice(s.as_bytes());
+        message = message
+            .system_header(DLQ_TOPIC_HEADER, text(&self.topic.name))
+            .system_header(DLQ_GROUP_HEADER, text(&self.name))
+            .system_header(DLQ_OFFSET_HEADER, text(&record.offset().get().to_string()))
+            .system_header(DLQ_ATTEMPTS_HEADER, text(&attempts.to_string()))
+            .system_header(DLQ_REASON_HEADER, text(reason));
+        for (name, value) in record.headers() {
+            if name == PRIORITY_HEADER {
+                message = message.system_header(PRIORITY_HEADER, Bytes::copy_from_slice(value));
+            } else if !name.starts_with(RESERVED_HEADER_PREFIX) {
+                message = message.header(name, Bytes::copy_from_slice(value));
+            }
+        }
+        message
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        let journal = self.state.get_mut().journal.clone();
+        let _ = journal.sync_through(journal.written());
+    }
+}
+
+impl GroupState {
+    /// Finds a message to hand out: expires deadlines, promotes due delays,
+    /// reads the log into the window, then takes the best ready message.
+    fn take(&mut self, group: &Group) -> Result<Take, QueueError> {
+        let now = Instant::now();
+        let now_us = now_us();
+        self.expire(now);
+        self.promote(now_us);
+        self.scan(group, now_us)?;
+        let Some((Reverse(priority), offset)) = self.ready.pop_first() else {
+            let delayed =
+                self.delayed.first().map(|&(at_us, _)| now + Duration::from_micros(at_us - now_us.min(at_us)));
+            let deadline = self.deadlines.first().map(|&(at, _)| at);
+            return Ok(Take::Nothing(earliest(delayed, deadline)));
+        };
+        let tracked = self.tracked.get_mut(&offset).expect("ready messages are tracked");
+        if tracked.attempts >= group.config.max_attempts {
+            tracked.state = State::Leaving;
+            let reason =
+                tracked.last_error.clone().unwrap_or_else(|| "its last attempt was cut short by a restart".into());
+            return Ok(Take::DeadLetter(tracked.record.clone(), tracked.attempts, reason));
+        }
+        let attempt = tracked.attempts + 1;
+        if let Err(e) = self.append(group, Entry::Delivered { offset, attempt }) {
+            self.ready.insert((Reverse(priority), offset));
+            return Err(e.into());
+        }
+        let token = self.next_token;
+        self.next_token += 1;
+        let deadline = now + group.config.visibility_timeout;
+        let tracked = self.tracked.get_mut(&offset).expect("ready messages are tracked");
+        tracked.attempts = attempt;
+        tracked.state = State::InFlight { deadline, token };
+        let record = tracked.record.clone();
+        self.deadlines.insert((deadline, offset));
+        if attempt > 1 {
+            self.metrics.redelivered += 1;
+        }
+        Ok(Take::Deliver(record, attempt, token, deadline))
+    }
+
+    /// Gives messages whose visibility deadline passed back to the group.
+    fn expire(&mut self, now: Instant) {
+        while let Some(&(deadline, offset)) = self.deadlines.first() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop_first();
+            if let Some(tracked) = self.tracked.get_mut(&offset) {
+                tracked.state = State::Ready;
+                tracked.last_error = Some("its visibility timeout passed".into());
+                self.ready.insert((Reverse(tracked.priority), offset));
+                self.metrics.timed_out += 1;
+            }
+        }
+    }
+
+    /// Makes delayed messages whose time has come ready.
+    fn promote(&mut self, now_us: u64) {
+        while let Some(&(at_us, offset)) = self.delayed.first() {
+            if at_us > now_us {
+                break;
+            }
+            self.delayed.pop_first();
+            if let Some(tracked) = self.tracked.get_mut(&offset) {
+                tracked.state = State::Ready;
+                self.ready.insert((Reverse(tracked.priority), offset));
+            }
+        }
+    }
+
+    /// Reads records from the log into the window until it is full or the
+    /// log is read to its end.
+    fn scan(&mut self, group: &Group, now_us: u64) -> Result<(), QueueError> {
+        while self.tracked.len() < group.config.window {
+            let record = match self.reader.next() {
+                Ok(Some(record)) => record,
+                Ok(None) => return Ok(()),
+                Err(ReadError::NotRetained { oldest, .. }) => {
+                    // Retention deleted messages the group had not settled.
+                    let lost = (self.reader.next..oldest).filter(|&o| self.persisted.is_open(o)).count();
+                    self.metrics.expired += lost as u64;
+                    self.persisted.settle_range(self.reader.next, oldest);
+                    self.reader.seek(oldest)?;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let offset = record.offset().get();
+            if !self.persisted.is_open(offset) {
+                continue;
+            }
+            if group.config.filter.as_ref().is_some_and(|f| !f.matches_record(record.key())) {
+                // Not the group's: settled without a journal entry, as
+                // reading the log again filters it out again.
+                self.persisted.settle(offset);
+                continue;
+            }
+            let facts = self.persisted.facts.remove(&offset).unwrap_or_default();
+            let priority = record.priority();
+            let ready_at = record.deliver_at_us().unwrap_or(0).max(facts.retry_at_us);
+            let state = if ready_at > now_us {
+                self.delayed.insert((ready_at, offset));
+                State::Delayed(ready_at)
+            } else {
+                self.ready.insert((Reverse(priority), offset));
+                State::Ready
+            };
+            let tracked = Tracked {
+                record,
+                priority,
+                attempts: facts.attempts,
+                retry_at_us: facts.retry_at_us,
+                state,
+                last_error: None,
+            };
+            self.tracked.insert(offset, tracked);
+        }
+        Ok(())
+    }
+
+    /// Checks that the delivery `token` of `offset` is still in flight and
+    /// before its deadline (expiring it if not).
+    fn check_mine(&mut self, offset: u64, token: u64) -> Result<(), QueueError> {
+        if self.reader.topic.closed.load(Ordering::Acquire) {
+            return Err(QueueError::Closed);
+        }
+        if self.reader.topic.deleted.load(Ordering::Acquire) {
+            return Err(QueueError::Deleted);
+        }
+        self.expire(Instant::now());
+        match self.tracked.get(&offset).map(|t| t.state) {
+            Some(State::InFlight { token: t, .. }) if t == token => Ok(()),
+            _ => Err(QueueError::Expired { offset }),
+        }
+    }
+
+    /// Takes an in-flight message out of the deadline set, to dead-letter it.
+    fn leave(&mut self, offset: u64) {
+        if let Some(tracked) = self.tracked.get_mut(&offset) {
+            if let State::InFlight { deadline, .. } = tracked.state {
+                self.deadlines.remove(&(deadline, offset));
+            }
+            tracked.state = State::Leaving;
+        }
+    }
+
+    /// An in-flight message failed: ready again, or delayed until `retry_at_us`.
+    fn give_back(&mut self, offset: u64, retry_at_us: u64, reason: Arc<str>) {
+        let Some(tracked) = self.tracked.get_mut(&offset) else { return };
+        if let State::InFlight { deadline, .. } = tracked.state {
+            self.deadlines.remove(&(deadline, offset));
+        }
+        tracked.last_error = Some(reason);
+        tracked.retry_at_us = retry_at_us;
+        if retry_at_us > now_us() {
+            tracked.state = State::Delayed(retry_at_us);
+            self.delayed.insert((retry_at_us, offset));
+        } else {
+            tracked.state = State::Ready;
+            self.ready.insert((Reverse(tracked.priority), offset));
+        }
+    }
+
+    /// Removes a settled message from the window.
+    fn settle(&mut self, offset: u64) {
+        if let Some(tracked) = self.tracked.remove(&offset) {
+            match tracked.state {
+                State::InFlight { deadline, .. } => {
+                    self.deadlines.remove(&(deadline, offset));
+                }
+                State::Ready => {
+                    self.ready.remove(&(Reverse(tracked.priority), offset));
+                }
+                State::Delayed(at) => {
+                    self.delayed.remove(&(at, offset));
+                }
+                State::Leaving => {}
+            }
+        }
+        self.persisted.settle(offset);
+    }
+
+    /// Writes a journal entry, compacting first if the journal is full.
+    /// Returns the entries written so far, to sync through.
+    fn append(&mut self, group: &Group, entry: Entry) -> Result<u64, IoError> {
+        if let Some(written) = self.journal.append(entry)? {
+            return Ok(written);
+        }
+        self.compact(group)?;
+        Ok(self.journal.append(entry)?.expect("a new journal has room"))
+    }
+
+    /// Writes the whole state as a new state file and starts a new journal.
+    fn compact(&mut self, group: &Group) -> Result<(), IoError> {
+        let mut snapshot = self.persisted.clone();
+        snapshot.generation += 1;
+        for (&offset, tracked) in &self.tracked {
+            if tracked.attempts > 0 || tracked.retry_at_us > 0 {
+                snapshot.facts.insert(offset, Facts { attempts: tracked.attempts, retry_at_us: tracked.retry_at_us });
+            }
+        }
+        let journal = group.files.save(&*group.topic.storage, &snapshot)?;
+        self.journal.retire();
+        self.journal = Arc::new(journal);
+        self.persisted.generation = snapshot.generation;
+        Ok(())
+    }
+}
