@@ -108,14 +108,31 @@ impl SimDisk {
     /// stopped, or once the disk has died): it reads every file's live bytes,
     /// and a byte being written at that moment is a race.
     pub fn power_cut(&self, seed: u64) -> SimDisk {
+        self.survivors(Some(seed))
+    }
+
+    /// What survives if the process is killed now (`kill -9`) but the
+    /// machine keeps running: everything written, synced or not (the page
+    /// cache keeps it), as a new disk whose live and durable images are
+    /// that. Drop the engine that was running on this disk afterwards: what
+    /// it does after the kill reaches only this disk, not the new one.
+    ///
+    /// Take it while no thread is writing, as for [`power_cut`](SimDisk::power_cut).
+    pub fn kill_process(&self) -> SimDisk {
+        self.survivors(None)
+    }
+
+    /// A new disk of what survives a power cut (with the seed) or a kill (without).
+    fn survivors(&self, power_cut: Option<u64>) -> SimDisk {
         let old = self.state.lock();
-        let mut rng = SplitMix64(seed);
+        let mut rng = SplitMix64(power_cut.unwrap_or(0));
         let mut new = State { capacity_bytes: old.capacity_bytes, ..State::default() };
         let mut renumbered = HashMap::from([(ROOT, ROOT)]);
         let mut pending = vec![ROOT];
         while let Some(old_dir) = pending.pop() {
             let new_dir = renumbered[&old_dir];
-            for (name, &old_ino) in &old.dir(old_dir).durable {
+            let entries = if power_cut.is_some() { &old.dir(old_dir).durable } else { &old.dir(old_dir).live };
+            for (name, &old_ino) in entries {
                 let ino = match renumbered.get(&old_ino) {
                     Some(&ino) => ino,
                     None => {
@@ -126,7 +143,10 @@ impl SimDisk {
                                 pending.push(old_ino);
                                 Node::Dir(SimDir::default())
                             }
-                            Node::File(file) => Node::File(SimFile::with_bytes(&file.survivor(&mut rng))),
+                            Node::File(file) => {
+                                let bytes = if power_cut.is_some() { file.survivor(&mut rng) } else { file.live() };
+                                Node::File(SimFile::with_bytes(&bytes))
+                            }
                         };
                         new.nodes.insert(ino, node);
                         ino
