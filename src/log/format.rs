@@ -397,6 +397,57 @@ mod tests {
     }
 
     #[test]
+    fn queue_files_match_document() {
+        let state = table("## Worker group state");
+        assert_eq!(magic(&state), std::str::from_utf8(&QSTATE_MAGIC).unwrap());
+        assert_eq!(at(&state, "format version"), QSTATE_VERSION_AT);
+        assert_eq!(at(&state, "CRC of every byte from 16"), QSTATE_CRC_AT);
+        assert!(DOC.contains(&format!("CRC of every byte from {QSTATE_CRC_FROM} to the end")));
+        assert_eq!(at(&state, "generation G"), QSTATE_GENERATION_AT);
+        assert_eq!(at(&state, "low-water mark"), QSTATE_LOW_AT);
+        assert_eq!(at(&state, "settled range count"), QSTATE_RANGES_AT);
+        assert_eq!(at(&state, "message count"), QSTATE_FACTS_AT);
+        assert_eq!(at(&state, "settled ranges"), QSTATE_HEADER_BYTES);
+        assert_eq!(size(&state, "settled ranges"), format!("{QSTATE_RANGE_BYTES}·R"));
+        let message = table("Message (sorted");
+        assert_eq!(at(&message, "zero") + 4 + 8, QSTATE_FACT_BYTES);
+
+        let journal = table("## Worker group journal");
+        assert_eq!(magic(&journal), std::str::from_utf8(&QJOURNAL_MAGIC).unwrap());
+        assert_eq!(at(&journal, "format version"), QJOURNAL_VERSION_AT);
+        assert_eq!(at(&journal, "generation"), QJOURNAL_HEADER_GENERATION_AT);
+        assert_eq!(at(&journal, "CRC of header bytes 0..28"), QJOURNAL_HEADER_CRC_AT);
+        assert_eq!(QJOURNAL_HEADER_CRC_AT + 4, QJOURNAL_HEADER_BYTES);
+        let entry = table("Entry:");
+        assert_eq!(at(&entry, "CRC of entry bytes 4..32"), QJOURNAL_CRC_AT);
+        assert_eq!(QJOURNAL_CRC_FROM, 4);
+        assert_eq!(at(&entry, "kind"), QJOURNAL_KIND_AT);
+        assert!(size(&entry, "value") == "8" && at(&entry, "value") + 8 == QJOURNAL_ENTRY_BYTES);
+        assert_eq!(at(&entry, "generation"), QJOURNAL_GENERATION_AT);
+        assert_eq!(at(&entry, "offset of the message"), QJOURNAL_OFFSET_AT);
+        assert_eq!(at(&entry, "value"), QJOURNAL_VALUE_AT);
+        let kinds = format!("{QJOURNAL_DELIVERED} delivered, {QJOURNAL_SETTLED} settled, {QJOURNAL_NACKED} nacked");
+        assert!(DOC.contains(&kinds));
+        assert!(DOC.contains(&format!("up to\n{} MiB", crate::queue::journal::JOURNAL_MAP_BYTES >> 20)));
+
+        for name in [
+            PRIORITY_HEADER,
+            DELIVER_AT_HEADER,
+            DLQ_TOPIC_HEADER,
+            DLQ_GROUP_HEADER,
+            DLQ_OFFSET_HEADER,
+            DLQ_ATTEMPTS_HEADER,
+            DLQ_REASON_HEADER,
+        ] {
+            assert!(DOC.contains(&format!("`{name}`")), "{name} is not in FORMAT.md");
+        }
+        assert!(DOC.contains(&format!("0–{PRIORITY_MAX}")));
+        for name in [QSTATE_FILE, QJOURNAL_FILE] {
+            assert!(DOC.contains(&format!("{QUEUES_DIR}/<group>/{name}")), "{name} is not in FORMAT.md");
+        }
+    }
+
+    #[test]
     fn names_match_document() {
         for name in [META_FILE, LOCK_FILE, TOPIC_FILE, CHECKPOINT_FILE] {
             assert!(DOC.contains(name), "{name} is not in FORMAT.md");

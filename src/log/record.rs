@@ -134,10 +134,10 @@ impl Message {
         let mut bytes = ENTRY_HEADER_BYTES + key_bytes;
         for (name, value) in &self.system {
             match *name {
-                PRIORITY_HEADER if value[0] > PRIORITY_MAX => {
+                PRIORITY_HEADER if value.len() != 1 || value[0] > PRIORITY_MAX => {
                     return Err(PublishError::InvalidMessage { reason: "the priority is above 9" });
                 }
-                DELIVER_AT_HEADER if u64_at(value, 0) > now_us().saturating_add(DELAY_MAX_US) => {
+                DELIVER_AT_HEADER if value.len() != 8 || u64_at(value, 0) > now_us().saturating_add(DELAY_MAX_US) => {
                     return Err(PublishError::InvalidMessage {
                         reason: "the delivery time is more than 30 days ahead",
                     });

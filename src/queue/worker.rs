@@ -25,7 +25,7 @@ use crate::error::{IoError, QueueError, ReadError, TopicError};
 use crate::log::format::{
     DLQ_ATTEMPTS_HEADER, DLQ_GROUP_HEADER, DLQ_OFFSET_HEADER, DLQ_REASON_HEADER, DLQ_TOPIC_HEADER,
 };
-use crate::log::format::{PRIORITY_HEADER, RESERVED_HEADER_PREFIX, now_us};
+use crate::log::format::{RESERVED_HEADER_PREFIX, now_us};
 use crate::log::subscription::Reader;
 use crate::log::topic::TopicInner;
 use crate::log::{Message, Offset, Record, StartAt, Topic};
@@ -302,6 +302,10 @@ impl Worker {
             if topic.deleted.load(Ordering::Acquire) {
                 return Err(QueueError::Deleted);
             }
+            if topic.closed.load(Ordering::Acquire) {
+                // The engine is closed: its files may already belong to another.
+                return Ok(None);
+            }
             let (epoch, seen, wake_at) = {
                 let mut state = group.state.lock();
                 match state.take(group)? {
@@ -321,9 +325,6 @@ impl Worker {
                         continue;
                     }
                     Take::Nothing(next_event) => {
-                        if topic.closed.load(Ordering::Acquire) {
-                            return Ok(None);
-                        }
                         if deadline.is_some_and(|d| Instant::now() >= d) {
                             return Ok(None);
                         }
@@ -604,10 +605,11 @@ impl Group {
             .system_header(DLQ_OFFSET_HEADER, text(&record.offset().get().to_string()))
             .system_header(DLQ_ATTEMPTS_HEADER, text(&attempts.to_string()))
             .system_header(DLQ_REASON_HEADER, text(reason));
+        if record.priority() > 0 {
+            message = message.priority(record.priority());
+        }
         for (name, value) in record.headers() {
-            if name == PRIORITY_HEADER {
-                message = message.system_header(PRIORITY_HEADER, Bytes::copy_from_slice(value));
-            } else if !name.starts_with(RESERVED_HEADER_PREFIX) {
+            if !name.starts_with(RESERVED_HEADER_PREFIX) {
                 message = message.header(name, Bytes::copy_from_slice(value));
             }
         }
