@@ -12,6 +12,11 @@
 //!   per-topic [`Durability`] (with group commit), retention, and consumer
 //!   groups with committed offsets. The bytes on disk are specified in
 //!   `docs/FORMAT.md`.
+//! - **Work queues** on the log ([`Worker`], [`Delivery`]): competing workers
+//!   in a group, each message acknowledged on its own, retried after a nack
+//!   or a visibility timeout, dead-lettered after [`QueueConfig::max_attempts`];
+//!   delayed delivery, priorities, routing-key filters ([`KeyPattern`]), and
+//!   publishing under locks ([`Transaction`]). Delivery state survives crashes.
 //!
 //! Locks:
 //!
