@@ -86,7 +86,7 @@ impl Message {
     }
 
     /// Sets the priority for [workers](crate::Worker): 0 (the default) to
-    /// [`PRIORITY_MAX`] (9), higher first. Publishing fails with
+    /// [`PRIORITY_MAX`](crate::PRIORITY_MAX) (9), higher first. Publishing fails with
     /// [`PublishError::InvalidMessage`] if it is out of range.
     pub fn priority(self, priority: u8) -> Self {
         self.system_header(PRIORITY_HEADER, Bytes::copy_from_slice(&[priority]))
@@ -95,7 +95,7 @@ impl Message {
     /// Holds the message back from [workers](crate::Worker) until `at`
     /// (wall clock, stored with the message). A time in the past delivers at
     /// once; publishing fails with [`PublishError::InvalidMessage`] if `at`
-    /// is more than [`DELAY_MAX`] (30 days) ahead. Subscriptions see the
+    /// is more than [`DELAY_MAX`](crate::DELAY_MAX) (30 days) ahead. Subscriptions see the
     /// message at once: delays are a work-queue feature.
     pub fn deliver_at(self, at: SystemTime) -> Self {
         let us = at.duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
