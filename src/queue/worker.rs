@@ -833,3 +833,65 @@ impl GroupState {
         Ok(())
     }
 }
+
+/// Loom model of the wake-up protocol of `receive` (docs/CONCURRENCY.md,
+/// "Waiting for work without lost wake-ups"), with the group's state reduced
+/// to what the protocol reads: `idle` and a count of takeable messages. Run
+/// with `RUSTFLAGS="--cfg loom --cfg crossbeam_loom" cargo test --release
+/// --lib loom_worker`.
+#[cfg(all(test, loom))]
+mod tests {
+    use loom::sync::Arc;
+    use loom::sync::atomic::{AtomicU64, Ordering};
+    use loom::thread;
+
+    use crate::sync::Mutex;
+
+    struct Model {
+        /// (idle workers, takeable messages), as under `Group::state`.
+        state: Mutex<(u32, u32)>,
+        epoch: AtomicU64,
+    }
+
+    /// A worker that finds nothing and decides to sleep is always woken by a
+    /// nack that makes a message takeable: the nack sees it idle and bumps
+    /// the epoch, or the worker sees the message itself.
+    #[test]
+    fn loom_worker_never_sleeps_through_a_give_back() {
+        loom::model(|| {
+            let model = Arc::new(Model { state: Mutex::new((0, 0)), epoch: AtomicU64::new(0) });
+            let worker = {
+                let model = model.clone();
+                thread::spawn(move || {
+                    // `receive`: under the lock, take or count itself idle.
+                    let seen = {
+                        let mut state = model.state.lock();
+                        if state.1 > 0 {
+                            state.1 -= 1;
+                            return (false, true);
+                        }
+                        state.0 += 1;
+                        model.epoch.load(Ordering::Acquire)
+                    };
+                    // The park's validation: sleep only if the epoch is unchanged.
+                    let sleeps = model.epoch.load(Ordering::Acquire) == seen;
+                    (sleeps, false)
+                })
+            };
+            // `nack`: under the lock, make a message takeable; wake if anyone is idle.
+            let woke = {
+                let mut state = model.state.lock();
+                state.1 += 1;
+                if state.0 > 0 {
+                    model.epoch.fetch_add(1, Ordering::AcqRel);
+                    true
+                } else {
+                    false
+                }
+            };
+            let (sleeps, took) = worker.join().unwrap();
+            assert!(!sleeps || woke, "the worker slept and the nack saw nobody idle");
+            assert!(!(took && sleeps), "a worker that took a message does not wait");
+        });
+    }
+}
