@@ -100,6 +100,7 @@ pub const DLQ_GROUP_HEADER: &str = "tollgate.dlq.group";
 pub const DLQ_OFFSET_HEADER: &str = "tollgate.dlq.offset";
 pub const DLQ_ATTEMPTS_HEADER: &str = "tollgate.dlq.attempts";
 pub const DLQ_REASON_HEADER: &str = "tollgate.dlq.reason";
+pub const DLQ_OMITTED_HEADER: &str = "tollgate.dlq.payload-omitted";
 /// Longest delay of a message or a retry, in microseconds (30 days).
 pub const DELAY_MAX_US: u64 = 30 * 24 * 3600 * 1_000_000;
 
@@ -438,6 +439,7 @@ mod tests {
             DLQ_OFFSET_HEADER,
             DLQ_ATTEMPTS_HEADER,
             DLQ_REASON_HEADER,
+            DLQ_OMITTED_HEADER,
         ] {
             assert!(DOC.contains(&format!("`{name}`")), "{name} is not in FORMAT.md");
         }

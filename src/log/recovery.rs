@@ -258,6 +258,9 @@ fn finish(
     let next = active.next_offset();
     let position = active.end();
     clamp_groups(&*storage, &dir, next, repair)?;
+    if !report.clean {
+        crate::queue::journal::clamp_groups(&*storage, &dir, next, repair)?;
+    }
     let active = Arc::new(active);
     let mut segments = BTreeMap::new();
     for base in bases {
@@ -295,7 +298,6 @@ fn finish(
         deleted: AtomicBool::new(false),
         groups: Mutex::new(HashSet::new()),
         queues: Mutex::new(Default::default()),
-        opened_end: next,
         engine: std::sync::OnceLock::new(),
         recovery: report,
     })

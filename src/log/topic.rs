@@ -133,8 +133,6 @@ pub(crate) struct TopicInner {
     pub groups: Mutex<HashSet<String>>,
     /// Worker groups.
     pub queues: Mutex<crate::queue::worker::QueueRegistry>,
-    /// The end of the log when the topic was opened (after recovery).
-    pub opened_end: u64,
     /// The engine, to open dead-letter topics; set once, just after opening.
     pub engine: std::sync::OnceLock<std::sync::Weak<crate::engine::Shared>>,
     /// What opening the topic found.

@@ -417,6 +417,36 @@ impl GroupFiles {
     }
 }
 
+/// Recovery of a topic that was not shut down cleanly: forgets, in every
+/// worker group's saved state, the offsets at or past `end`. The log was cut
+/// there (or never reached them durably), and new messages will take them.
+/// A group whose state cannot be read is left for its next open to report.
+pub(crate) fn clamp_groups(storage: &dyn Storage, topic_dir: &Path, end: u64, repair: bool) -> Result<(), TopicError> {
+    let queues = topic_dir.join(QUEUES_DIR);
+    if !storage.exists(&queues) {
+        return Ok(());
+    }
+    let names = storage.list_dir(&queues).map_err(|e| TopicError::Io(IoError::new("list", &queues, e)))?;
+    for name in names {
+        if crate::engine::check_group_name(&name).is_err() {
+            continue;
+        }
+        let files = GroupFiles::new(topic_dir, &name);
+        let mut state = match files.load(storage, repair) {
+            Ok(Some(state)) => state,
+            Ok(None) | Err(TopicError::Corrupt(_) | TopicError::NewerVersion { .. }) => continue,
+            Err(e) => return Err(e),
+        };
+        let before = state.clone();
+        state.clamp(end);
+        if state != before {
+            state.generation += 1;
+            files.save(storage, &state)?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;

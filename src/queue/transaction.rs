@@ -72,8 +72,11 @@ impl<'m> Transaction<'m> {
 
     /// Publishes `messages` as one atomic batch, then returns their offsets
     /// and the locks, still held. Returns once the batch is as durable as the
-    /// topic's [`Durability`](crate::Durability) promises. On error nothing
-    /// was published and the locks are released.
+    /// topic's [`Durability`](crate::Durability) promises. On error the locks
+    /// are released, and nothing was published except in the one case
+    /// [`PublishError`] describes: an `Io` error from a `Sync` topic's sync,
+    /// after which readers may see the batch although it is not known to be
+    /// durable (and the topic refuses writes until it is reopened).
     pub fn commit<I>(self, messages: I) -> Result<(Range<Offset>, LockSet<'m>), PublishError>
     where
         I: IntoIterator,

@@ -10,7 +10,7 @@
 //! before it takes effect in memory.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -21,22 +21,19 @@ use parking_lot::Mutex;
 
 use super::config::{DELAY_MAX, QueueConfig, VISIBILITY_MAX};
 use super::journal::{Entry, Facts, GroupFiles, JournalFile, Persisted, Settled};
-use crate::error::{IoError, QueueError, ReadError, TopicError};
+use crate::error::{IoError, PublishError, QueueError, ReadError, TopicError};
 use crate::log::format::{
-    DLQ_ATTEMPTS_HEADER, DLQ_GROUP_HEADER, DLQ_OFFSET_HEADER, DLQ_REASON_HEADER, DLQ_TOPIC_HEADER,
+    DLQ_ATTEMPTS_HEADER, DLQ_GROUP_HEADER, DLQ_OFFSET_HEADER, DLQ_OMITTED_HEADER, DLQ_REASON_HEADER, DLQ_TOPIC_HEADER,
+    RESERVED_HEADER_PREFIX, now_us,
 };
-use crate::log::format::{RESERVED_HEADER_PREFIX, now_us};
 use crate::log::subscription::Reader;
 use crate::log::topic::TopicInner;
-use crate::log::{Message, Offset, Record, StartAt, Topic};
+use crate::log::{Message, Offset, Record, StartAt, Topic, TopicConfig};
 
 /// The worker groups of one topic, by name.
 #[derive(Debug, Default)]
 pub(crate) struct QueueRegistry {
     live: HashMap<String, Weak<Group>>,
-    /// Groups opened since the topic was: the first open of a group clamps
-    /// its saved state to the end the log had when the topic was opened.
-    opened: HashSet<String>,
 }
 
 impl QueueRegistry {
@@ -167,6 +164,8 @@ struct Tracked {
     state: State,
     /// Why the last attempt failed, for the dead letter.
     last_error: Option<Arc<str>>,
+    /// Rejected, and its dead letter failed: dead-letter it, never deliver it.
+    rejected: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -183,7 +182,9 @@ enum State {
 
 /// What `take` found.
 enum Take {
-    Deliver(Record, u32, u64, Instant),
+    /// The record, its attempt, the delivery's token and deadline, and the
+    /// journal entries to sync through before handing it out.
+    Deliver(Record, u32, u64, Instant, (Arc<JournalFile>, u64)),
     DeadLetter(Record, u32, Arc<str>),
     /// Nothing ready; the next delay or deadline ends then.
     Nothing(Option<Instant>),
@@ -215,7 +216,11 @@ impl Topic {
         // and closing the engine takes the registry's.
         let (dead_letter, repair) = {
             let engine = inner.engine().ok_or(TopicError::Closed)?;
-            (engine.topic(&dead_letter_name)?, engine.repairs())
+            let dead_letter = match engine.create_topic(&dead_letter_name, dead_letter_config(inner.config)) {
+                Err(TopicError::AlreadyExists { .. }) => engine.topic(&dead_letter_name)?,
+                created => created?,
+            };
+            (dead_letter, engine.repairs())
         };
         let mut registry = inner.queues.lock();
         if let Some(group) = registry.live.get(group).and_then(Weak::upgrade) {
@@ -240,11 +245,6 @@ impl Topic {
                 Persisted { low, ..Persisted::default() }
             }
         };
-        if !registry.opened.contains(group) {
-            // Offsets at or past the end the log had when it was opened were
-            // cut by recovery (or never existed): forget what was saved of them.
-            persisted.clamp(inner.opened_end);
-        }
         persisted.generation += 1;
         let journal = files.save(storage, &persisted)?;
         let reader = Reader::new(inner.clone(), persisted.low);
@@ -271,7 +271,6 @@ impl Topic {
         });
         registry.live.retain(|_, g| g.strong_count() > 0);
         registry.live.insert(group.to_owned(), Arc::downgrade(&group_arc));
-        registry.opened.insert(group.to_owned());
         Ok(Worker { group: group_arc })
     }
 }
@@ -309,19 +308,19 @@ impl Worker {
             let (epoch, seen, wake_at) = {
                 let mut state = group.state.lock();
                 match state.take(group)? {
-                    Take::Deliver(record, attempt, token, until) => {
-                        return Ok(Some(Delivery {
-                            group: group.clone(),
-                            record,
-                            attempt,
-                            token,
-                            deadline: until,
-                            done: false,
-                        }));
+                    Take::Deliver(record, attempt, token, until, (journal, written)) => {
+                        drop(state);
+                        let delivery =
+                            Delivery { group: group.clone(), record, attempt, token, deadline: until, done: false };
+                        // On a Sync topic the attempt is on disk before the
+                        // worker sees the message; if that fails, dropping the
+                        // delivery gives the message back.
+                        group.made_durable(&journal, written)?;
+                        return Ok(Some(delivery));
                     }
                     Take::DeadLetter(record, attempts, reason) => {
                         drop(state);
-                        group.dead_letter(record, attempts, &reason)?;
+                        group.dead_letter(record, attempts, &reason, false)?;
                         continue;
                     }
                     Take::Nothing(next_event) => {
@@ -368,6 +367,31 @@ impl fmt::Debug for Worker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Worker").field("topic", &self.group.topic.name).field("group", &self.group.name).finish()
     }
+}
+
+/// Longest reason kept in a dead letter, in bytes.
+const DEAD_LETTER_REASON_MAX: usize = 1024;
+
+/// Room the dead-letter topic leaves above its topic's message limit for
+/// the dead-letter headers (names, topic and group names, a reason).
+const DEAD_LETTER_HEADROOM: usize = 4096;
+
+/// The configuration a dead-letter topic is created with: `source`'s, with
+/// room for the headers a dead letter adds, if the limits allow it.
+fn dead_letter_config(source: TopicConfig) -> TopicConfig {
+    let max_message_bytes = source.max_message_bytes + DEAD_LETTER_HEADROOM;
+    let needed = (max_message_bytes as u64 + 2 * 64).next_power_of_two();
+    let config = TopicConfig { max_message_bytes, segment_bytes: source.segment_bytes.max(needed), ..source };
+    if config.validate().is_ok() { config } else { source }
+}
+
+/// `text` cut to at most `max` bytes, at a character boundary.
+fn truncate(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
@@ -446,7 +470,7 @@ impl Delivery {
         if self.attempt >= group.config.max_attempts {
             state.leave(offset);
             drop(state);
-            return group.dead_letter(self.record.clone(), self.attempt, reason);
+            return group.dead_letter(self.record.clone(), self.attempt, reason, false);
         }
         let retry_at_us = if retry_after.is_zero() {
             0
@@ -471,7 +495,7 @@ impl Delivery {
             state.check_mine(offset, self.token)?;
             state.leave(offset);
         }
-        group.dead_letter(self.record.clone(), self.attempt, reason)
+        group.dead_letter(self.record.clone(), self.attempt, reason, true)
     }
 
     /// Moves the visibility deadline to `by` from now (SQS's
@@ -491,6 +515,10 @@ impl Delivery {
         state.deadlines.insert((deadline, offset));
         if let Some(tracked) = state.tracked.get_mut(&offset) {
             tracked.state = State::InFlight { deadline, token: self.token };
+        }
+        if deadline < self.deadline {
+            // Waiting workers may be parked until the old, later deadline.
+            self.group.wake_idle(&state);
         }
         self.deadline = deadline;
         Ok(())
@@ -563,9 +591,15 @@ impl Group {
     /// Publishes `record` to the dead-letter topic (synced), then settles
     /// it. The message must be `Leaving`. If publishing fails it goes back
     /// to ready, to be tried again by the next worker to receive it.
-    fn dead_letter(&self, record: Record, attempts: u32, reason: &str) -> Result<(), QueueError> {
+    fn dead_letter(&self, record: Record, attempts: u32, reason: &str, rejected: bool) -> Result<(), QueueError> {
         let offset = record.offset().get();
-        let published = self.dead_letter.publish_message(self.dead_letter_message(&record, attempts, reason));
+        let reason = truncate(reason, DEAD_LETTER_REASON_MAX);
+        let mut published = self.dead_letter.publish_message(self.dead_letter_message(&record, attempts, reason, true));
+        if let Err(PublishError::TooLarge { .. }) = published {
+            // The dead-letter topic's limit is lower than this topic's: the
+            // payload stays behind, at `tollgate.dlq.offset` in this topic.
+            published = self.dead_letter.publish_message(self.dead_letter_message(&record, attempts, reason, false));
+        }
         let published = published.and_then(|_| self.dead_letter.sync());
         let mut state = self.state.lock();
         let written = match published {
@@ -577,8 +611,12 @@ impl Group {
         let written = match written {
             Ok(written) => written,
             Err(e) => {
-                // Back to ready: the next worker to receive it tries again.
+                // Back to ready: the next worker to receive it dead-letters
+                // it again (a rejected message is never handed out again).
                 state.give_back(offset, 0, reason.into());
+                if let Some(tracked) = state.tracked.get_mut(&offset) {
+                    tracked.rejected |= rejected;
+                }
                 self.after_give_back(&state);
                 return Err(e);
             }
@@ -593,8 +631,13 @@ impl Group {
 
     /// The dead letter of `record`: its key, headers (but its delivery
     /// time) and payload, and where it came from and why.
-    fn dead_letter_message(&self, record: &Record, attempts: u32, reason: &str) -> Message {
-        let mut message = Message::new(record.payload().clone());
+    fn dead_letter_message(&self, record: &Record, attempts: u32, reason: &str, with_payload: bool) -> Message {
+        let mut message = if with_payload {
+            Message::new(record.payload().clone())
+        } else {
+            Message::new(Bytes::new())
+                .system_header(DLQ_OMITTED_HEADER, Bytes::from(record.payload().len().to_string()))
+        };
         if let Some(key) = record.key() {
             message = message.key(key);
         }
@@ -640,17 +683,20 @@ impl GroupState {
             return Ok(Take::Nothing(earliest(delayed, deadline)));
         };
         let tracked = self.tracked.get_mut(&offset).expect("ready messages are tracked");
-        if tracked.attempts >= group.config.max_attempts {
+        if tracked.attempts >= group.config.max_attempts || tracked.rejected {
             tracked.state = State::Leaving;
             let reason =
                 tracked.last_error.clone().unwrap_or_else(|| "its last attempt was cut short by a restart".into());
             return Ok(Take::DeadLetter(tracked.record.clone(), tracked.attempts, reason));
         }
         let attempt = tracked.attempts + 1;
-        if let Err(e) = self.append(group, Entry::Delivered { offset, attempt }) {
-            self.ready.insert((Reverse(priority), offset));
-            return Err(e.into());
-        }
+        let written = match self.append(group, Entry::Delivered { offset, attempt }) {
+            Ok(written) => written,
+            Err(e) => {
+                self.ready.insert((Reverse(priority), offset));
+                return Err(e.into());
+            }
+        };
         let token = self.next_token;
         self.next_token += 1;
         let deadline = now + group.config.visibility_timeout;
@@ -662,7 +708,7 @@ impl GroupState {
         if attempt > 1 {
             self.metrics.redelivered += 1;
         }
-        Ok(Take::Deliver(record, attempt, token, deadline))
+        Ok(Take::Deliver(record, attempt, token, deadline, (self.journal.clone(), written)))
     }
 
     /// Gives messages whose visibility deadline passed back to the group.
@@ -739,6 +785,7 @@ impl GroupState {
                 retry_at_us: facts.retry_at_us,
                 state,
                 last_error: None,
+                rejected: false,
             };
             self.tracked.insert(offset, tracked);
         }
