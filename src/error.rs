@@ -264,8 +264,11 @@ pub enum TopicError {
 
 /// Why a worker could not receive, or a delivery could not be settled.
 ///
-/// A settle that fails changed nothing: the message stays in flight until
-/// its visibility deadline, then is delivered again (or dead-lettered).
+/// A settle that fails with `Expired`, `TooLong`, `Io`, `Closed` or
+/// `Deleted` changed nothing: the message stays in flight until its
+/// visibility deadline, then is delivered again (or dead-lettered). One that
+/// fails with `DeadLetter` gave the message back to the group, to be
+/// dead-lettered again a second later.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum QueueError {
@@ -287,8 +290,9 @@ pub enum QueueError {
         max: Duration,
     },
     /// The message was to be dead-lettered, and publishing it to the
-    /// dead-letter topic failed. It stays in the queue: the next attempt to
-    /// dead-letter it happens when a worker would receive it.
+    /// dead-letter topic failed. It stays in the group, held back for a
+    /// second; then a worker that would receive it dead-letters it instead
+    /// (it is not delivered again).
     #[error("could not dead-letter the message: {0}")]
     DeadLetter(#[source] PublishError),
     /// Reading the topic failed.

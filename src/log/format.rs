@@ -101,6 +101,7 @@ pub const DLQ_OFFSET_HEADER: &str = "tollgate.dlq.offset";
 pub const DLQ_ATTEMPTS_HEADER: &str = "tollgate.dlq.attempts";
 pub const DLQ_REASON_HEADER: &str = "tollgate.dlq.reason";
 pub const DLQ_OMITTED_HEADER: &str = "tollgate.dlq.payload-omitted";
+pub const DLQ_HEADERS_OMITTED_HEADER: &str = "tollgate.dlq.headers-omitted";
 /// Longest delay of a message or a retry, in microseconds (30 days).
 pub const DELAY_MAX_US: u64 = 30 * 24 * 3600 * 1_000_000;
 
@@ -135,6 +136,7 @@ pub const QJOURNAL_VALUE_AT: usize = 24;
 pub const QJOURNAL_DELIVERED: u8 = 1;
 pub const QJOURNAL_SETTLED: u8 = 2;
 pub const QJOURNAL_NACKED: u8 = 3;
+pub const QJOURNAL_REJECTED: u8 = 4;
 
 /// Longest topic name, in bytes (a file name).
 pub const NAME_BYTES_MAX: usize = 255;
@@ -411,7 +413,7 @@ mod tests {
         assert_eq!(at(&state, "settled ranges"), QSTATE_HEADER_BYTES);
         assert_eq!(size(&state, "settled ranges"), format!("{QSTATE_RANGE_BYTES}·R"));
         let message = table("Message (sorted");
-        assert_eq!(at(&message, "zero") + 4 + 8, QSTATE_FACT_BYTES);
+        assert_eq!(at(&message, "flags") + 4 + 8, QSTATE_FACT_BYTES);
 
         let journal = table("## Worker group journal");
         assert_eq!(magic(&journal), std::str::from_utf8(&QJOURNAL_MAGIC).unwrap());
@@ -427,7 +429,9 @@ mod tests {
         assert_eq!(at(&entry, "generation"), QJOURNAL_GENERATION_AT);
         assert_eq!(at(&entry, "offset of the message"), QJOURNAL_OFFSET_AT);
         assert_eq!(at(&entry, "value"), QJOURNAL_VALUE_AT);
-        let kinds = format!("{QJOURNAL_DELIVERED} delivered, {QJOURNAL_SETTLED} settled, {QJOURNAL_NACKED} nacked");
+        let kinds = format!(
+            "{QJOURNAL_DELIVERED} delivered, {QJOURNAL_SETTLED} settled, {QJOURNAL_NACKED} nacked, {QJOURNAL_REJECTED} rejected"
+        );
         assert!(DOC.contains(&kinds));
         assert!(DOC.contains(&format!("up to\n{} MiB", crate::queue::journal::JOURNAL_MAP_BYTES >> 20)));
 
@@ -440,6 +444,7 @@ mod tests {
             DLQ_ATTEMPTS_HEADER,
             DLQ_REASON_HEADER,
             DLQ_OMITTED_HEADER,
+            DLQ_HEADERS_OMITTED_HEADER,
         ] {
             assert!(DOC.contains(&format!("`{name}`")), "{name} is not in FORMAT.md");
         }

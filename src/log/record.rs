@@ -109,6 +109,16 @@ impl Message {
         self.deliver_at(at)
     }
 
+    /// Number of reserved headers set.
+    pub(crate) fn system_header_count(&self) -> usize {
+        self.system.len()
+    }
+
+    /// Number of user headers.
+    pub(crate) fn header_count(&self) -> usize {
+        self.headers.len()
+    }
+
     /// Sets a reserved header, replacing an earlier value.
     pub(crate) fn system_header(mut self, name: &'static str, value: Bytes) -> Self {
         self.system.retain(|(n, _)| *n != name);

@@ -23,6 +23,8 @@ pub(crate) struct Facts {
     pub attempts: u32,
     /// Not to be delivered before this time (µs since the epoch; 0 = no delay).
     pub retry_at_us: u64,
+    /// Rejected: to be dead-lettered, never delivered again.
+    pub rejected: bool,
 }
 
 /// How a message was settled.
@@ -38,6 +40,7 @@ pub(crate) enum Entry {
     Delivered { offset: u64, attempt: u32 },
     Settled { offset: u64, how: Settled },
     Nacked { offset: u64, retry_at_us: u64 },
+    Rejected { offset: u64 },
 }
 
 /// A group's durable state: what the state file and journal say together.
@@ -66,6 +69,11 @@ impl Persisted {
             Entry::Nacked { offset, retry_at_us } => {
                 if self.is_open(offset) {
                     self.facts.entry(offset).or_default().retry_at_us = retry_at_us;
+                }
+            }
+            Entry::Rejected { offset } => {
+                if self.is_open(offset) {
+                    self.facts.entry(offset).or_default().rejected = true;
                 }
             }
             Entry::Settled { offset, .. } => self.settle(offset),
@@ -129,6 +137,7 @@ impl Persisted {
         for (&offset, facts) in &self.facts {
             put_u64(&mut bytes, at, offset);
             put_u32(&mut bytes, at + 8, facts.attempts);
+            put_u32(&mut bytes, at + 12, u32::from(facts.rejected));
             put_u64(&mut bytes, at + 16, facts.retry_at_us);
             at += QSTATE_FACT_BYTES;
         }
@@ -177,8 +186,13 @@ impl Persisted {
         }
         for _ in 0..facts {
             let offset = u64_at(bytes, at);
-            let facts = Facts { attempts: u32_at(bytes, at + 8), retry_at_us: u64_at(bytes, at + 16) };
-            if !state.is_open(offset) || state.facts.insert(offset, facts).is_some() {
+            let flags = u32_at(bytes, at + 12);
+            let facts = Facts {
+                attempts: u32_at(bytes, at + 8),
+                retry_at_us: u64_at(bytes, at + 16),
+                rejected: flags & 1 == 1,
+            };
+            if flags > 1 || !state.is_open(offset) || state.facts.insert(offset, facts).is_some() {
                 return Err(None);
             }
             at += QSTATE_FACT_BYTES;
@@ -193,6 +207,7 @@ impl Entry {
             Entry::Delivered { offset, attempt } => (QJOURNAL_DELIVERED, offset, u64::from(attempt)),
             Entry::Settled { offset, how } => (QJOURNAL_SETTLED, offset, how as u64),
             Entry::Nacked { offset, retry_at_us } => (QJOURNAL_NACKED, offset, retry_at_us),
+            Entry::Rejected { offset } => (QJOURNAL_REJECTED, offset, 0),
         };
         slot[QJOURNAL_KIND_AT] = kind;
         slot[QJOURNAL_KIND_AT + 1..QJOURNAL_GENERATION_AT].fill(0);
@@ -219,6 +234,7 @@ impl Entry {
                 _ => None,
             },
             QJOURNAL_NACKED => Some(Entry::Nacked { offset, retry_at_us: value }),
+            QJOURNAL_REJECTED if value == 0 => Some(Entry::Rejected { offset }),
             _ => None,
         }
     }
@@ -459,6 +475,7 @@ mod tests {
             (0u64..40).prop_map(|offset| Entry::Settled { offset, how: Settled::Acked }),
             (0u64..40).prop_map(|offset| Entry::Settled { offset, how: Settled::DeadLettered }),
             (0u64..40, 0u64..1000).prop_map(|(offset, retry_at_us)| Entry::Nacked { offset, retry_at_us }),
+            (0u64..40).prop_map(|offset| Entry::Rejected { offset }),
         ]
     }
 

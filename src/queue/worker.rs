@@ -23,8 +23,8 @@ use super::config::{DELAY_MAX, QueueConfig, VISIBILITY_MAX};
 use super::journal::{Entry, Facts, GroupFiles, JournalFile, Persisted, Settled};
 use crate::error::{IoError, PublishError, QueueError, ReadError, TopicError};
 use crate::log::format::{
-    DLQ_ATTEMPTS_HEADER, DLQ_GROUP_HEADER, DLQ_OFFSET_HEADER, DLQ_OMITTED_HEADER, DLQ_REASON_HEADER, DLQ_TOPIC_HEADER,
-    RESERVED_HEADER_PREFIX, now_us,
+    DLQ_ATTEMPTS_HEADER, DLQ_GROUP_HEADER, DLQ_HEADERS_OMITTED_HEADER, DLQ_OFFSET_HEADER, DLQ_OMITTED_HEADER,
+    DLQ_REASON_HEADER, DLQ_TOPIC_HEADER, MESSAGE_HEADERS_MAX, RESERVED_HEADER_PREFIX, now_us,
 };
 use crate::log::subscription::Reader;
 use crate::log::topic::TopicInner;
@@ -107,9 +107,11 @@ pub struct QueueMetrics {
     pub in_flight: u64,
     /// Messages waiting for their delivery time (a delay or a nack's retry delay).
     pub delayed: u64,
-    /// Messages published but not yet read into the window.
+    /// Messages published but not yet read into the window (including
+    /// any the group's filter will skip).
     pub backlog: u64,
-    /// Messages published and not yet settled: ready, in flight, delayed and backlog.
+    /// Messages published and not yet settled: ready, in flight, delayed and
+    /// backlog.
     pub lag: u64,
     /// Acknowledged since the group was opened in this process.
     pub acked: u64,
@@ -121,6 +123,9 @@ pub struct QueueMetrics {
     pub timed_out: u64,
     /// Messages retention deleted before the group settled them, since it was opened.
     pub expired: u64,
+    /// Dead letters that could not be published (each is tried again a
+    /// second later), since the group was opened.
+    pub dead_letter_failures: u64,
 }
 
 pub(crate) struct Group {
@@ -320,7 +325,9 @@ impl Worker {
                     }
                     Take::DeadLetter(record, attempts, reason) => {
                         drop(state);
-                        group.dead_letter(record, attempts, &reason, false)?;
+                        // A failure is counted (`dead_letter_failures`) and
+                        // retried later; it does not stop this receive.
+                        let _ = group.dead_letter(record, attempts, &reason);
                         continue;
                     }
                     Take::Nothing(next_event) => {
@@ -355,7 +362,8 @@ impl Worker {
         let mut metrics = state.metrics;
         metrics.ready = state.ready.len() as u64;
         metrics.delayed = state.delayed.len() as u64;
-        metrics.in_flight = state.deadlines.len() as u64;
+        // In flight: handed out, or being dead-lettered.
+        metrics.in_flight = (state.tracked.len() - state.ready.len() - state.delayed.len()) as u64;
         metrics.backlog = end.saturating_sub(state.reader.next);
         let persisted = &state.persisted;
         metrics.lag = end.saturating_sub(persisted.low).saturating_sub(persisted.settled.len());
@@ -369,6 +377,10 @@ impl fmt::Debug for Worker {
     }
 }
 
+/// How long a message whose dead letter failed is held back before the
+/// next try.
+const DEAD_LETTER_RETRY: Duration = Duration::from_secs(1);
+
 /// Longest reason kept in a dead letter, in bytes.
 const DEAD_LETTER_REASON_MAX: usize = 1024;
 
@@ -381,7 +393,14 @@ const DEAD_LETTER_HEADROOM: usize = 4096;
 fn dead_letter_config(source: TopicConfig) -> TopicConfig {
     let max_message_bytes = source.max_message_bytes + DEAD_LETTER_HEADROOM;
     let needed = (max_message_bytes as u64 + 2 * 64).next_power_of_two();
-    let config = TopicConfig { max_message_bytes, segment_bytes: source.segment_bytes.max(needed), ..source };
+    // Dead letters are kept until someone deals with them: no retention.
+    let config = TopicConfig {
+        max_message_bytes,
+        segment_bytes: source.segment_bytes.max(needed),
+        retention_bytes: None,
+        retention_age: None,
+        ..source
+    };
     if config.validate().is_ok() { config } else { source }
 }
 
@@ -470,7 +489,7 @@ impl Delivery {
         if self.attempt >= group.config.max_attempts {
             state.leave(offset);
             drop(state);
-            return group.dead_letter(self.record.clone(), self.attempt, reason, false);
+            return group.dead_letter(self.record.clone(), self.attempt, reason);
         }
         let retry_at_us = if retry_after.is_zero() {
             0
@@ -493,9 +512,15 @@ impl Delivery {
         {
             let mut state = group.state.lock();
             state.check_mine(offset, self.token)?;
+            // Recorded first: if the dead letter fails, or the process dies,
+            // the message is dead-lettered later, never delivered again.
+            state.append(&group, Entry::Rejected { offset })?;
             state.leave(offset);
+            if let Some(tracked) = state.tracked.get_mut(&offset) {
+                tracked.rejected = true;
+            }
         }
-        group.dead_letter(self.record.clone(), self.attempt, reason, true)
+        group.dead_letter(self.record.clone(), self.attempt, reason)
     }
 
     /// Moves the visibility deadline to `by` from now (SQS's
@@ -591,11 +616,11 @@ impl Group {
     /// Publishes `record` to the dead-letter topic (synced), then settles
     /// it. The message must be `Leaving`. If publishing fails it goes back
     /// to ready, to be tried again by the next worker to receive it.
-    fn dead_letter(&self, record: Record, attempts: u32, reason: &str, rejected: bool) -> Result<(), QueueError> {
+    fn dead_letter(&self, record: Record, attempts: u32, reason: &str) -> Result<(), QueueError> {
         let offset = record.offset().get();
         let reason = truncate(reason, DEAD_LETTER_REASON_MAX);
         let mut published = self.dead_letter.publish_message(self.dead_letter_message(&record, attempts, reason, true));
-        if let Err(PublishError::TooLarge { .. }) = published {
+        if let Err(PublishError::TooLarge { .. } | PublishError::InvalidMessage { .. }) = published {
             // The dead-letter topic's limit is lower than this topic's: the
             // payload stays behind, at `tollgate.dlq.offset` in this topic.
             published = self.dead_letter.publish_message(self.dead_letter_message(&record, attempts, reason, false));
@@ -611,12 +636,13 @@ impl Group {
         let written = match written {
             Ok(written) => written,
             Err(e) => {
-                // Back to ready: the next worker to receive it dead-letters
-                // it again (a rejected message is never handed out again).
-                state.give_back(offset, 0, reason.into());
-                if let Some(tracked) = state.tracked.get_mut(&offset) {
-                    tracked.rejected |= rejected;
-                }
+                // Back to the group, held back for a while so that other
+                // messages go on flowing: then a worker that would receive
+                // it tries to dead-letter it again (rejected or out of
+                // attempts, it is never handed out again).
+                let retry_at_us = now_us().saturating_add(DEAD_LETTER_RETRY.as_micros() as u64);
+                state.give_back(offset, retry_at_us, reason.into());
+                state.metrics.dead_letter_failures += 1;
                 self.after_give_back(&state);
                 return Err(e);
             }
@@ -651,10 +677,18 @@ impl Group {
         if record.priority() > 0 {
             message = message.priority(record.priority());
         }
-        for (name, value) in record.headers() {
-            if !name.starts_with(RESERVED_HEADER_PREFIX) {
+        let user_headers = record.headers().filter(|(name, _)| !name.starts_with(RESERVED_HEADER_PREFIX));
+        let room = MESSAGE_HEADERS_MAX - message.system_header_count() - 1;
+        let mut omitted = 0;
+        for (name, value) in user_headers {
+            if room > message.header_count() {
                 message = message.header(name, Bytes::copy_from_slice(value));
+            } else {
+                omitted += 1;
             }
+        }
+        if omitted > 0 {
+            message = message.system_header(DLQ_HEADERS_OMITTED_HEADER, Bytes::from(omitted.to_string()));
         }
         message
     }
@@ -785,7 +819,7 @@ impl GroupState {
                 retry_at_us: facts.retry_at_us,
                 state,
                 last_error: None,
-                rejected: false,
+                rejected: facts.rejected,
             };
             self.tracked.insert(offset, tracked);
         }
@@ -869,8 +903,10 @@ impl GroupState {
         let mut snapshot = self.persisted.clone();
         snapshot.generation += 1;
         for (&offset, tracked) in &self.tracked {
-            if tracked.attempts > 0 || tracked.retry_at_us > 0 {
-                snapshot.facts.insert(offset, Facts { attempts: tracked.attempts, retry_at_us: tracked.retry_at_us });
+            if tracked.attempts > 0 || tracked.retry_at_us > 0 || tracked.rejected {
+                let facts =
+                    Facts { attempts: tracked.attempts, retry_at_us: tracked.retry_at_us, rejected: tracked.rejected };
+                snapshot.facts.insert(offset, facts);
             }
         }
         let journal = group.files.save(&*group.topic.storage, &snapshot)?;
