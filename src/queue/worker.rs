@@ -509,16 +509,24 @@ impl Delivery {
         self.done = true;
         let group = self.group.clone();
         let offset = self.offset().get();
-        {
+        let (journal, written) = {
             let mut state = group.state.lock();
             state.check_mine(offset, self.token)?;
-            // Recorded first: if the dead letter fails, or the process dies,
-            // the message is dead-lettered later, never delivered again.
-            state.append(&group, Entry::Rejected { offset })?;
+            // Recorded first (and on a Sync topic, synced): if the dead
+            // letter fails, or the process or machine dies, the message is
+            // dead-lettered later, never delivered again.
+            let written = state.append(&group, Entry::Rejected { offset })?;
             state.leave(offset);
             if let Some(tracked) = state.tracked.get_mut(&offset) {
                 tracked.rejected = true;
             }
+            (state.journal.clone(), written)
+        };
+        if let Err(e) = group.made_durable(&journal, written) {
+            let mut state = group.state.lock();
+            state.give_back(offset, 0, reason.into());
+            group.after_give_back(&state);
+            return Err(e);
         }
         group.dead_letter(self.record.clone(), self.attempt, reason)
     }
