@@ -106,6 +106,15 @@ impl Persisted {
     }
 
     pub fn settle(&mut self, offset: u64) {
+        if offset == self.low && offset < u64::MAX {
+            // The common case, in-order settling: move the mark, and over
+            // the range of later settled offsets it now touches.
+            self.low = self.settled.take_starting_at(offset + 1).unwrap_or(offset + 1);
+            while self.facts.first_key_value().is_some_and(|(&o, _)| o < self.low) {
+                self.facts.pop_first();
+            }
+            return;
+        }
         self.settle_range(offset, offset.saturating_add(1));
     }
 

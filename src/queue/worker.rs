@@ -147,7 +147,8 @@ struct GroupState {
     journal: Arc<JournalFile>,
     /// Reads the log; `reader.next` is the first offset not yet read.
     reader: Reader,
-    tracked: BTreeMap<u64, Tracked>,
+    /// Boxed: the map moves its values around as it changes.
+    tracked: BTreeMap<u64, Box<Tracked>>,
     /// (priority, offset) of ready messages: highest priority, then lowest offset, first.
     ready: BTreeSet<(Reverse<u8>, u64)>,
     /// (time, offset) of delayed messages.
@@ -829,7 +830,7 @@ impl GroupState {
                 last_error: None,
                 rejected: facts.rejected,
             };
-            self.tracked.insert(offset, tracked);
+            self.tracked.insert(offset, Box::new(tracked));
         }
         Ok(())
     }
