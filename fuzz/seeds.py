@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Writes the hand-made seeds (seed-*) of fuzz/corpus/lock_ops/, log_ops/ and
-log_recovery/. Each target's encoding is documented at the top of its harness,
-tests/support/<target>.rs. Run from anywhere:
+"""Writes the hand-made seeds (seed-*) of fuzz/corpus/lock_ops/, log_ops/,
+log_recovery/ and queue_ops/. Each target's encoding is documented at the top
+of its harness, tests/support/<target>.rs. Run from anywhere:
     python3 fuzz/seeds.py
 """
 import os
@@ -391,6 +391,317 @@ LOG_RECOVERY = {
 }
 
 
+# ---------------------------------------------------------------------------
+# queue_ops (tests/support/queue_ops.rs)
+
+Q_PUB, Q_BATCH, Q_RECV, Q_ACK, Q_NACK, Q_REJECT, Q_DROP, Q_EXTEND, Q_WAIT, Q_METRICS, Q_KILL, Q_CUT, Q_REJOIN = range(13)
+# Visibility timeouts 5, 8, 12, 20 ms; attempts 1, 2, 3, 5; windows 1, 2, 4, 65536; filters none, a.*, a.#, *.x.
+V5, V8, V12, V20 = range(4)
+A1, A2, A3, A5 = range(4)
+W1, W2, W4, WBIG = range(4)
+F_NONE, F_A_ONE, F_A_ANY, F_X = range(4)
+# Keys: none, a.x, a.y.z, b.x. Publish delays: 0, 2, 6 ms (indices 0, 2, 3).
+K_NONE, K_AX, K_AYZ, K_BX = range(4)
+D0, D2, D6 = 0, 2, 3
+# Nack delays: 0, 1, 3, 6, 2 ms, too long.
+N0, N1, N3, N6, N2, NLONG = 0, 2, 3, 4, 5, 6
+# Extensions: 0, 1 ms, visibility, 2 x visibility, 3 ms, too long, 10 ms, visibility / 2.
+E0, E1, EVIS, E2VIS, E3, ELONG, E10, EHALF = range(8)
+# Waits: past the longest visibility timeout, 1, 2, 4 ms.
+WAIT_VIS, WAIT1, WAIT2, WAIT4 = range(4)
+
+
+def q_group(vis=V5, attempts=A3, window=WBIG, filt=F_NONE):
+    return vis | attempts << 2 | window << 4 | filt << 6
+
+
+def q_setup(g0=None, g1=None, buffered=False, dead=False, seg8k=False):
+    g0 = q_group() if g0 is None else g0
+    g1 = q_group() if g1 is None else g1
+    return [g0, g1, (3 if buffered else 0) | dead << 2 | seg8k << 3]
+
+
+def q_pub(prio=None, delay=D0, key=K_NONE):
+    """prio: None, 1..9, 'invalid' (10), or ('explicit', 0..4)."""
+    if prio is None:
+        p = 0
+    elif prio == "invalid":
+        p = 10
+    elif isinstance(prio, tuple):
+        p = 11 + prio[1]
+    else:
+        assert 1 <= prio <= 9
+        p = prio
+    return [Q_PUB, p | delay << 4 | key << 6]
+
+
+def q_batch(count=3, prio=0, key=K_NONE):
+    return [Q_BATCH, (count - 2) | prio << 2 | key << 6]
+
+
+def q_recv(g=0, w=0, timeout=0, stale=None):
+    """timeout: 0, 1 (1 ms), 2 (3 ms); stale: receive on the kept worker `stale` of an old engine."""
+    t = [0, 2, 3][timeout]
+    arg = g | w << 1 | t << 2
+    if stale is not None:
+        arg |= 16 | stale << 5
+    return [Q_RECV, arg]
+
+
+def q_ack(i=0):
+    return [Q_ACK, i]
+
+
+def q_nack(i=0, delay=N0):
+    return [Q_NACK, i | delay << 5]
+
+
+def q_reject(i=0):
+    return [Q_REJECT, i]
+
+
+def q_drop(i=0):
+    return [Q_DROP, i]
+
+
+def q_extend(i=0, by=EVIS):
+    return [Q_EXTEND, i | by << 5]
+
+
+def q_wait(which=WAIT_VIS):
+    return [Q_WAIT, which]
+
+
+def q_metrics(g=0):
+    return [Q_METRICS, g]
+
+
+def q_kill(keep=False, clean=False):
+    return [Q_KILL, keep | clean << 1]
+
+
+def q_cut(seed, keep=False, clean=False):
+    return [Q_CUT, keep | clean << 1, seed]
+
+
+def q_rejoin(g=0):
+    return [Q_REJOIN, g]
+
+
+def q_all(*parts):
+    return sum(parts, [])
+
+
+def q_random(rng, n):
+    """`n` ops, weighted towards publishing and receiving, with few waits."""
+    ops = []
+    waits = 0
+    for _ in range(n):
+        r = rng.random()
+        if r < 0.22:
+            ops += [Q_PUB, rng.randrange(256)]
+        elif r < 0.27:
+            ops += [Q_BATCH, rng.randrange(256)]
+        elif r < 0.50:
+            ops += [Q_RECV, rng.randrange(256) & 0x1f]
+        elif r < 0.60:
+            ops += [Q_ACK, rng.randrange(8)]
+        elif r < 0.66:
+            ops += [Q_NACK, rng.randrange(256)]
+        elif r < 0.70:
+            ops += [Q_REJECT, rng.randrange(8)]
+        elif r < 0.74:
+            ops += [Q_DROP, rng.randrange(8)]
+        elif r < 0.78:
+            ops += [Q_EXTEND, rng.randrange(256)]
+        elif r < 0.82 and waits < 3:
+            waits += 1
+            ops += [Q_WAIT, rng.randrange(4)]
+        elif r < 0.87:
+            ops += [Q_METRICS, rng.randrange(2)]
+        elif r < 0.91:
+            ops += [Q_KILL, rng.randrange(4)]
+        elif r < 0.96:
+            ops += [Q_CUT, rng.randrange(4), rng.randrange(256)]
+        else:
+            ops += [Q_REJOIN, rng.randrange(2)]
+    return ops
+
+
+QUEUE_OPS = {
+    # Each op alone (after a publish or two), to start from.
+    "empty": [],
+    "setup-only": q_setup(),
+    "publish-receive-ack": q_setup() + q_pub() + q_recv() + q_ack() + q_metrics(),
+    "publish-twice-receive-both-groups": q_setup() + q_pub() + q_pub(key=K_AX) + q_recv(0) + q_recv(1)
+    + q_recv(0, 1) + q_recv(1, 1) + q_metrics(0) + q_metrics(1) + q_ack(0) + q_ack(0) + q_ack(1) + q_ack(0),
+    "batch": q_setup() + q_batch(5, 7, K_AX) + q_recv() + q_recv() + q_metrics() + q_ack(1) + q_ack(0),
+    "metrics-empty": q_setup() + q_metrics(0) + q_metrics(1),
+    # Priorities.
+    "priority-order": q_setup() + q_pub(1) + q_pub(5) + q_pub(9) + q_pub(3) + q_pub() + q_pub(("explicit", 0))
+    + q_all(*[q_recv() + q_ack() for _ in range(6)]) + q_metrics(),
+    "priority-equal-then-offset": q_setup() + q_pub(4) + q_pub(4) + q_pub(4) + q_recv() + q_recv() + q_recv()
+    + q_metrics() + q_ack(2) + q_ack(1) + q_ack(0),
+    "priority-batch": q_setup() + q_batch(5, 1) + q_batch(4, 2) + q_all(*[q_recv(0) for _ in range(9)])
+    + q_metrics(0) + q_all(*[q_ack(0) for _ in range(9)]),
+    "priority-window-2": q_setup(q_group(window=W2)) + q_pub(1) + q_pub(2) + q_pub(9) + q_pub(8)
+    + q_recv() + q_ack() + q_recv() + q_recv() + q_metrics() + q_ack() + q_ack(),
+    "priority-window-1": q_setup(q_group(window=W1)) + q_pub(1) + q_pub(9) + q_recv() + q_recv()
+    + q_metrics() + q_ack() + q_recv() + q_ack(),
+    "priority-window-4-batch": q_setup(q_group(window=W4)) + q_batch(5, 0) + q_batch(5, 9)
+    + q_all(*[q_recv() for _ in range(5)]) + q_metrics() + q_all(*[q_ack(2) for _ in range(5)]),
+    "priority-invalid": q_setup() + q_pub("invalid") + q_pub(9) + q_pub("invalid") + q_recv() + q_ack(),
+    "priority-after-nack": q_setup() + q_pub(2) + q_pub(7) + q_recv() + q_nack() + q_recv() + q_ack() + q_recv()
+    + q_ack(),
+    "priority-redelivered-first": q_setup(q_group(vis=V5)) + q_pub(9) + q_pub(1) + q_recv() + q_wait()
+    + q_recv() + q_ack() + q_ack(),
+    # Delays.
+    "delay-then-ready": q_setup() + q_pub(delay=D6) + q_recv() + q_metrics() + q_wait(WAIT4) + q_wait(WAIT4)
+    + q_recv() + q_ack() + q_metrics(),
+    "delay-priority": q_setup() + q_pub(9, D2) + q_pub(1) + q_recv() + q_wait(WAIT4) + q_recv() + q_ack(0)
+    + q_ack(0),
+    "delay-head-of-line-window-1": q_setup(q_group(window=W1)) + q_pub(delay=D6) + q_pub(9) + q_recv()
+    + q_metrics() + q_wait(WAIT4) + q_wait(WAIT4) + q_recv() + q_ack() + q_recv() + q_ack(),
+    "delay-drain": q_setup() + q_pub(delay=D6) + q_pub(delay=D2) + q_pub(delay=D6, key=K_BX),
+    "delay-timed-receive": q_setup() + q_pub(delay=D2) + q_recv(timeout=2) + q_ack() + q_metrics(),
+    "delay-across-kill": q_setup() + q_pub(delay=D6) + q_kill() + q_recv() + q_wait(WAIT4) + q_wait(WAIT4)
+    + q_recv() + q_ack(),
+    # Filters.
+    "filter-a-one": q_setup(q_group(filt=F_A_ONE)) + q_pub(key=K_NONE) + q_pub(key=K_AX) + q_pub(key=K_AYZ)
+    + q_pub(key=K_BX) + q_recv(0) + q_recv(0) + q_metrics(0) + q_ack() + q_recv(1) + q_metrics(1),
+    "filter-a-any": q_setup(q_group(filt=F_A_ANY), q_group(filt=F_X)) + q_batch(5, 3, K_NONE)
+    + q_all(*[q_recv(g) for g in (0, 1, 0, 1, 0, 1)]) + q_metrics(0) + q_metrics(1),
+    "filter-window-1": q_setup(q_group(filt=F_X, window=W1)) + q_pub(key=K_AYZ) + q_pub(key=K_AYZ)
+    + q_pub(key=K_BX) + q_recv() + q_metrics() + q_ack() + q_metrics(),
+    "filter-across-kill": q_setup(q_group(filt=F_A_ONE)) + q_pub(key=K_BX) + q_pub(key=K_AX) + q_recv() + q_ack()
+    + q_kill() + q_metrics() + q_pub(key=K_AX) + q_recv() + q_metrics(),
+    # Nacks.
+    "nack-immediate": q_setup() + q_pub() + q_recv() + q_nack(0, N0) + q_recv() + q_metrics() + q_ack(),
+    "nack-delayed": q_setup() + q_pub() + q_recv() + q_nack(0, N3) + q_recv() + q_metrics() + q_wait(WAIT4)
+    + q_recv() + q_ack() + q_metrics(),
+    "nack-last-attempt": q_setup(q_group(attempts=A1)) + q_pub(5, key=K_AX) + q_recv() + q_nack(0, N1)
+    + q_metrics(),
+    "nack-until-dead": q_setup(q_group(attempts=A3)) + q_pub() + q_all(*[q_recv() + q_nack() for _ in range(3)])
+    + q_recv() + q_metrics(),
+    "nack-too-long": q_setup() + q_pub() + q_recv() + q_nack(0, NLONG) + q_recv() + q_metrics() + q_wait()
+    + q_recv() + q_ack(),
+    "nack-expired": q_setup() + q_pub() + q_recv() + q_wait() + q_nack(0, N6) + q_recv() + q_ack(),
+    "nack-delayed-cut": q_setup() + q_pub() + q_recv() + q_nack(0, N6) + q_cut(3) + q_recv() + q_wait(WAIT4)
+    + q_wait(WAIT4) + q_recv() + q_ack(),
+    "nack-delayed-kill": q_setup() + q_pub() + q_recv() + q_nack(0, N6) + q_kill() + q_recv() + q_wait(WAIT4)
+    + q_wait(WAIT4) + q_recv() + q_ack(),
+    # Rejects and dead letters.
+    "reject": q_setup() + q_pub(3, key=K_AYZ) + q_recv() + q_reject() + q_metrics() + q_recv(),
+    "reject-expired": q_setup() + q_pub() + q_recv() + q_wait() + q_reject() + q_recv() + q_reject(),
+    "reject-custom-dead-letter-topic": q_setup(dead=True) + q_pub(key=K_BX) + q_recv(1) + q_reject()
+    + q_recv(0) + q_reject() + q_metrics(1),
+    "dead-letter-on-receive": q_setup(q_group(attempts=A1, vis=V5)) + q_pub(7) + q_recv() + q_wait()
+    + q_recv() + q_metrics(),
+    "dead-letter-on-receive-window-1": q_setup(q_group(attempts=A1, window=W1)) + q_pub() + q_pub(9) + q_pub()
+    + q_recv() + q_recv() + q_wait() + q_recv() + q_recv() + q_metrics() + q_ack(),
+    "dead-letter-many-timeouts": q_setup(q_group(attempts=A2), q_group(attempts=A1)) + q_batch(4, 0)
+    + q_all(*[q_recv(g) for g in (0, 0, 0, 0, 1, 1, 1, 1)]) + q_wait() + q_all(*[q_recv(g) for g in (0, 1, 0, 1)])
+    + q_wait() + q_recv(0) + q_metrics(0) + q_metrics(1),
+    "dead-letter-after-kill": q_setup(q_group(attempts=A1)) + q_pub() + q_recv() + q_kill() + q_recv()
+    + q_metrics(),
+    "dead-letter-after-cut": q_setup(q_group(attempts=A1)) + q_pub() + q_pub() + q_recv() + q_recv() + q_ack()
+    + q_cut(9) + q_recv() + q_recv() + q_metrics(),
+    # Drops.
+    "drop-redelivers": q_setup() + q_pub() + q_recv() + q_drop() + q_metrics() + q_recv() + q_ack(),
+    "drop-expired": q_setup() + q_pub() + q_recv() + q_wait() + q_drop() + q_recv() + q_ack(),
+    "drop-redelivered-old": q_setup() + q_pub() + q_recv() + q_wait() + q_recv() + q_drop(0) + q_metrics()
+    + q_ack(0),
+    "drop-last-attempt": q_setup(q_group(attempts=A1)) + q_pub() + q_recv() + q_drop() + q_recv() + q_metrics(),
+    # Extensions and expiry.
+    "extend-then-ack": q_setup(q_group(vis=V5)) + q_pub() + q_recv() + q_extend(0, E2VIS) + q_wait(WAIT4)
+    + q_wait(WAIT2) + q_metrics() + q_ack(),
+    "extend-zero": q_setup() + q_pub() + q_recv() + q_extend(0, E0) + q_ack() + q_recv() + q_ack(),
+    "extend-too-long": q_setup() + q_pub() + q_recv() + q_extend(0, ELONG) + q_ack(),
+    "extend-expired": q_setup() + q_pub() + q_recv() + q_wait() + q_extend(0, E10) + q_recv() + q_extend(1, E1)
+    + q_ack(0) + q_ack(0),
+    "extend-shorter": q_setup(q_group(vis=V20)) + q_pub() + q_recv() + q_extend(0, E1) + q_wait(WAIT2)
+    + q_metrics() + q_recv() + q_ack(1) + q_ack(0),
+    "extend-half-then-nack-too-long": q_setup(q_group(vis=V8)) + q_pub() + q_recv() + q_extend(0, EHALF)
+    + q_nack(0, NLONG) + q_metrics() + q_recv(),
+    "expired-ack": q_setup() + q_pub() + q_recv() + q_wait() + q_ack() + q_metrics() + q_recv() + q_ack(),
+    "expired-ack-after-redelivery": q_setup() + q_pub() + q_recv() + q_wait() + q_recv() + q_ack(0)
+    + q_ack(0) + q_metrics(),
+    "timeouts-counted": q_setup(q_group(vis=V5, attempts=A5)) + q_pub() + q_pub()
+    + q_all(*[q_recv() + q_recv() + q_wait() for _ in range(2)]) + q_metrics(),
+    # Kills.
+    "kill-redelivers-next-attempt": q_setup() + q_pub() + q_recv() + q_kill() + q_recv() + q_metrics() + q_ack(),
+    "kill-after-ack": q_setup() + q_pub() + q_pub() + q_recv() + q_ack() + q_kill() + q_recv() + q_ack()
+    + q_recv(),
+    "kill-keep-stale": q_setup() + q_pub() + q_pub() + q_recv() + q_recv(1) + q_kill(True) + q_ack(0)
+    + q_nack(0, N1) + q_recv(stale=0) + q_recv(stale=1) + q_recv() + q_ack(),
+    "kill-keep-stale-all-ops": q_setup() + q_batch(5) + q_all(*[q_recv() for _ in range(5)]) + q_kill(True)
+    + q_extend(0, EVIS) + q_extend(0, ELONG) + q_nack(0, NLONG) + q_reject(0) + q_drop(0) + q_ack(0)
+    + q_recv() + q_recv(timeout=2, stale=0) + q_ack(),
+    "kill-twice": q_setup() + q_pub() + q_recv() + q_kill() + q_recv() + q_kill() + q_recv() + q_ack(),
+    "kill-many": q_setup(q_group(attempts=A5)) + q_pub()
+    + q_all(*[q_recv() + q_kill() for _ in range(6)]),
+    "kill-buffered": q_setup(buffered=True) + q_pub() + q_recv() + q_ack() + q_pub() + q_recv() + q_kill()
+    + q_recv() + q_ack(),
+    # Power cuts.
+    "cut-after-ack": q_setup() + q_pub() + q_recv() + q_ack() + q_cut(1) + q_recv() + q_metrics(),
+    "cut-unsynced-attempt": q_setup() + q_pub() + q_recv() + q_cut(2) + q_recv() + q_ack(),
+    "cut-synced-attempt": q_setup() + q_pub() + q_pub() + q_recv() + q_recv() + q_ack(1) + q_cut(5)
+    + q_recv() + q_ack(),
+    "cut-keep-stale": q_setup() + q_pub() + q_recv() + q_cut(7, True) + q_ack(0) + q_recv(stale=0)
+    + q_recv(1) + q_ack(),
+    "cut-buffered-is-kill": q_setup(buffered=True) + q_pub() + q_recv() + q_ack() + q_pub() + q_recv()
+    + q_cut(4) + q_recv() + q_ack(),
+    "cut-many-seeds": q_setup(q_group(attempts=A5)) + q_pub() + q_pub()
+    + q_all(*[q_recv() + q_cut(s) for s in (0, 1, 2, 3, 250, 251)]),
+    "cut-after-dead-letter": q_setup(q_group(attempts=A1)) + q_pub() + q_recv() + q_reject() + q_cut(11)
+    + q_recv() + q_metrics(),
+    "cut-seg8k": q_setup(seg8k=True) + q_batch(5) + q_batch(5) + q_recv() + q_ack() + q_recv() + q_cut(13)
+    + q_recv() + q_ack(),
+    "clean-close-then-cut": q_setup() + q_pub() + q_pub(delay=D6) + q_recv() + q_nack(0, N6) + q_recv()
+    + q_cut(23, clean=True) + q_recv() + q_wait(WAIT4) + q_wait(WAIT4) + q_recv() + q_ack() + q_ack(),
+    "clean-close-buffered-cut": q_setup(buffered=True) + q_pub() + q_pub() + q_recv() + q_ack() + q_recv()
+    + q_cut(29, clean=True) + q_recv() + q_ack(),
+    "clean-close-buffered-keep": q_setup(buffered=True) + q_pub() + q_recv() + q_recv(1) + q_cut(31, True, True)
+    + q_ack(0) + q_ack(0) + q_recv(stale=1) + q_recv() + q_ack() + q_recv(1) + q_ack(),
+    "clean-close-kill": q_setup() + q_pub() + q_recv() + q_kill(clean=True) + q_recv() + q_ack(),
+    # Rejoins.
+    "rejoin-idle": q_setup() + q_pub() + q_recv() + q_ack() + q_metrics() + q_rejoin() + q_metrics()
+    + q_pub() + q_recv() + q_ack(),
+    "rejoin-held": q_setup() + q_pub() + q_recv() + q_rejoin() + q_metrics() + q_ack() + q_rejoin()
+    + q_metrics(),
+    "rejoin-after-nack-too-long": q_setup() + q_pub() + q_recv() + q_nack(0, NLONG) + q_rejoin() + q_recv()
+    + q_ack(),
+    "rejoin-then-cut": q_setup() + q_pub() + q_recv() + q_drop() + q_rejoin(1) + q_rejoin(0) + q_cut(17)
+    + q_recv() + q_ack(),
+    # Both groups, side by side.
+    "two-groups": q_setup(q_group(vis=V8, attempts=A2, window=W2, filt=F_A_ANY),
+                          q_group(vis=V12, attempts=A1, window=W4, filt=F_NONE), dead=True)
+    + q_batch(4, 5, K_AX) + q_pub(9, D2, K_AYZ) + q_recv(0) + q_recv(1) + q_nack(0) + q_reject(0) + q_recv(0)
+    + q_recv(1) + q_metrics(0) + q_metrics(1) + q_kill(True) + q_recv(0) + q_recv(1) + q_ack(0) + q_metrics(1),
+    "everything": q_setup(q_group(vis=V5, attempts=A2, window=W4, filt=F_A_ANY), q_group(vis=V8, attempts=A3))
+    + q_pub(3, D2, K_AX) + q_batch(3, 4, K_AYZ) + q_recv(0) + q_recv(1, 1) + q_ack(0) + q_nack(0, N1)
+    + q_recv(0) + q_reject(0) + q_recv(1) + q_drop(0) + q_recv(0) + q_extend(0, E3) + q_wait(WAIT2)
+    + q_metrics(0) + q_metrics(1) + q_kill(True) + q_recv(0, 0, 0, 1) + q_ack(0) + q_cut(21) + q_rejoin(1)
+    + q_recv(1) + q_ack(),
+    "truncated-op": q_setup() + q_pub() + [Q_CUT, 1],
+    "max-ops": q_setup(q_group(vis=V20), q_group(vis=V20)) + q_all(*[q_pub() + q_recv() + q_ack() for _ in range(50)]),
+    "max-reopens": q_setup() + q_pub() + q_all(*[q_kill() + q_cut(s) for s in range(5)]) + q_recv() + q_ack(),
+}
+
+
+def q_random_seeds(count):
+    import random
+    seeds = {}
+    for k in range(count):
+        rng = random.Random(0x51 + k)
+        setup = [rng.randrange(256), rng.randrange(256), rng.randrange(16)]
+        seeds["random-%03d" % k] = setup + q_random(rng, rng.randrange(10, 60))
+    return seeds
+
+
+QUEUE_OPS.update(q_random_seeds(80))
+
+
 def write(target, seeds):
     out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "corpus", target)
     os.makedirs(out, exist_ok=True)
@@ -405,6 +716,7 @@ def main():
     write("lock_ops", SEEDS)
     write("log_ops", LOG_OPS)
     write("log_recovery", LOG_RECOVERY)
+    write("queue_ops", QUEUE_OPS)
 
 
 if __name__ == "__main__":

@@ -264,11 +264,13 @@ pub enum TopicError {
 
 /// Why a worker could not receive, or a delivery could not be settled.
 ///
-/// A settle that fails with `Expired`, `TooLong`, `Io`, `Closed` or
-/// `Deleted` changed nothing: the message stays in flight until its
-/// visibility deadline, then is delivered again (or dead-lettered). One that
-/// fails with `DeadLetter` gave the message back to the group, to be
-/// dead-lettered again a second later.
+/// A settle that fails with `Expired`, `TooLong`, `Closed` or `Deleted`, or
+/// with `Io` from writing the journal, changed nothing: the message stays in
+/// flight until its visibility deadline, then is delivered again (or
+/// dead-lettered). On a `Sync` topic, an `Io` error from *syncing* the
+/// journal comes after the settle took effect in this process: it is not
+/// known to survive a power cut. One that fails with `DeadLetter` gave the
+/// message back to the group, to be dead-lettered again a second later.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum QueueError {

@@ -7,6 +7,8 @@ mod lock_ops;
 mod log_ops;
 #[path = "support/log_recovery.rs"]
 mod log_recovery;
+#[path = "support/queue_ops.rs"]
+mod queue_ops;
 
 use std::path::Path;
 
@@ -55,6 +57,11 @@ fn log_ops_corpus_replays() {
 #[test]
 fn log_recovery_corpus_replays() {
     replay("log_recovery", log_recovery::run);
+}
+
+#[test]
+fn queue_ops_corpus_replays() {
+    replay("queue_ops", queue_ops::run);
 }
 
 /// The `bug-*` inputs of the `log_ops` corpus, with the checks that the
@@ -201,4 +208,38 @@ fn clean_close_survives_a_power_cut() {
     let topic = engine.topic("t").unwrap();
     assert_eq!(topic.info().next.get(), 1);
     assert!(topic.recovery_report().clean, "{:?}", topic.recovery_report());
+}
+
+/// Regression (found while writing the `queue_ops` target): on a
+/// `Durability::Sync` topic, `Delivery::nack` journaled the retry time but
+/// did not sync it, so a power cut before the group's next sync lost it and
+/// the message was handed out at once after the reboot, before its time.
+#[test]
+fn nack_retry_time_survives_a_power_cut() {
+    use std::time::Duration;
+    use tollgate::{Durability, Engine, EngineConfig, SimDisk, TopicConfig};
+    let config = TopicConfig {
+        durability: Durability::Sync,
+        segment_bytes: 4096,
+        max_message_bytes: 1024,
+        ..Default::default()
+    };
+    for seed in 0..8 {
+        let disk = SimDisk::new();
+        disk.create_dir_all_durable("/data").unwrap();
+        let engine = Engine::open_sim(&disk, "/data", EngineConfig::default()).unwrap();
+        let topic = engine.create_topic("q", config).unwrap();
+        engine.create_topic("q.dlq", config).unwrap();
+        topic.publish(b"order 1001").unwrap();
+        let worker = topic.worker("g").unwrap();
+        let delivery = worker.receive(Duration::ZERO).unwrap().expect("published above");
+        delivery.nack(Duration::from_secs(3600), "the card service is down: retry in an hour").unwrap();
+        let rebooted = disk.power_cut(seed);
+        drop((worker, topic, engine));
+        let engine = Engine::open_sim(&rebooted, "/data", EngineConfig::default()).unwrap();
+        let worker = engine.topic("q").unwrap().worker("g").unwrap();
+        if let Some(delivery) = worker.receive(Duration::ZERO).unwrap() {
+            panic!("seed {seed}: attempt {} handed out right after the reboot, an hour early", delivery.attempt());
+        }
+    }
 }

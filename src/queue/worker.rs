@@ -492,16 +492,18 @@ impl Delivery {
             drop(state);
             return group.dead_letter(self.record.clone(), self.attempt, reason);
         }
-        let retry_at_us = if retry_after.is_zero() {
-            0
+        let (retry_at_us, written) = if retry_after.is_zero() {
+            (0, 0)
         } else {
             let retry_at_us = now_us().saturating_add(retry_after.as_micros() as u64);
-            state.append(&group, Entry::Nacked { offset, retry_at_us })?;
-            retry_at_us
+            (retry_at_us, state.append(&group, Entry::Nacked { offset, retry_at_us })?)
         };
         state.give_back(offset, retry_at_us, reason.into());
         group.after_give_back(&state);
-        Ok(())
+        let journal = state.journal.clone();
+        drop(state);
+        // On a Sync topic the retry time is on disk when this returns.
+        group.made_durable(&journal, written)
     }
 
     /// Refuses the message: it goes to the dead-letter topic now, with

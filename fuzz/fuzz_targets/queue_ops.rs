@@ -1,0 +1,11 @@
+//! Publishes, receives, acks, nacks, rejects, drops, extensions, waits,
+//! metrics, process kills and power cuts on two worker groups of a topic on
+//! a simulated disk, checked against a model; see
+//! `tests/support/queue_ops.rs`, which `tests/fuzz_replay.rs` also runs over
+//! `fuzz/corpus/queue_ops/` on stable.
+#![no_main]
+
+#[path = "../../tests/support/queue_ops.rs"]
+mod queue_ops;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| queue_ops::run(data));
