@@ -271,7 +271,9 @@ impl Engine {
             // Hold the topic's locks across the rename: no publish, sync or
             // retention pass of this topic (they take `flush`) can touch
             // `topics/<name>` after it, when the name may belong to a new topic.
-            let _locks = inner.as_ref().map(|inner| (inner.flush.lock(), inner.append.lock()));
+            // And the worker-group registry: no group of it is opened (its
+            // directory created) after the rename.
+            let _locks = inner.as_ref().map(|inner| (inner.flush.lock(), inner.append.lock(), inner.queues.lock()));
             // The rename is the deletion's commit point; removing the files
             // after it may be finished by the next open.
             shared.storage.rename(&topic_dir, &trash).map_err(|e| io("rename", &topic_dir, e))?;

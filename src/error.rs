@@ -269,8 +269,9 @@ pub enum TopicError {
 /// flight until its visibility deadline, then is delivered again (or
 /// dead-lettered). On a `Sync` topic, an `Io` error from *syncing* the
 /// journal comes after the settle took effect in this process: it is not
-/// known to survive a power cut. One that fails with `DeadLetter` gave the
-/// message back to the group, to be dead-lettered again a second later.
+/// known to survive a power cut. A dead letter that fails (`DeadLetter`, or
+/// `Io` recording it after it was published) gave the message back to the
+/// group, to be dead-lettered again a second later (possibly a second time).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum QueueError {

@@ -1768,3 +1768,71 @@ fn a_transaction_whose_sync_fails_reports_io_publishes_all_or_nothing_and_releas
     assert_eq!(topic.publish(b"x"), Err(PublishError::PreviousIo));
     assert!(thread::scope(|s| s.spawn(|| locks.try_lock("sku:1").is_ok()).join().unwrap()), "locks kept");
 }
+
+/// Regression (second review): on an `Interval` topic that rolls segments
+/// faster than its interval, syncing the sealed segments restarted the
+/// interval, so the interval sync (and with it the group journals' sync)
+/// never ran: acks from long before a power cut came back. The cut is taken
+/// after ten intervals of a busy publisher (a liveness margin, not a timing
+/// assertion).
+#[test]
+fn interval_topics_sync_group_journals_while_segments_roll() {
+    let disk = sim_disk();
+    let engine = open_sim(&disk);
+    let config = TopicConfig {
+        durability: Durability::Interval(Duration::from_millis(200)),
+        segment_bytes: 64 << 10,
+        max_message_bytes: 1024,
+        ..TopicConfig::default()
+    };
+    let topic = engine.create_topic("orders", config).unwrap();
+    let only_jobs = QueueConfig { filter: Some(KeyPattern::new("job").unwrap()), ..QueueConfig::default() };
+    for i in 0..10 {
+        topic.publish_message(Message::new(format!("job {i}")).key("job")).unwrap();
+    }
+    topic.sync().unwrap();
+    let w = topic.worker_with("g", only_jobs.clone()).unwrap();
+    for _ in 0..10 {
+        take(&w).ack().unwrap();
+    }
+    // Noise the group filters out, rolling a 64 KiB segment every ~60 ms.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(2) {
+        topic.publish_message(Message::new(vec![7u8; 1000]).key("noise")).unwrap();
+        thread::sleep(Duration::from_micros(200));
+    }
+    let mut redelivered = Vec::new();
+    for seed in 0..16 {
+        let cut = disk.power_cut(seed);
+        let engine = open_sim(&cut);
+        let w = engine.topic("orders").unwrap().worker_with("g", only_jobs.clone()).unwrap();
+        if let Some(d) = w.receive(BRIEF).unwrap() {
+            redelivered.push((seed, d.offset().get()));
+        }
+    }
+    assert_eq!(redelivered, [], "acks made ten intervals before the cut came back");
+}
+
+/// Regression (second review): closing the engine did not wake workers
+/// parked on a topic whose writes had failed, so `receive` slept to its
+/// timeout (600 s here). The bound (60 s) is a liveness margin: the wake-up
+/// takes microseconds.
+#[test]
+fn closing_the_engine_wakes_workers_of_a_failed_topic() {
+    let disk = sim_disk();
+    let engine = open_sim(&disk);
+    let topic = engine.create_topic("orders", sync_topic()).unwrap();
+    let only_jobs = QueueConfig { filter: Some(KeyPattern::new("job").unwrap()), ..QueueConfig::default() };
+    let w = topic.worker_with("g", only_jobs).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let waiter = thread::spawn(move || {
+        let _ = tx.send(w.receive(Duration::from_secs(600)).map(|d| d.is_some()));
+    });
+    thread::sleep(Duration::from_millis(50));
+    disk.fail_after_syncs(0);
+    assert!(topic.publish_message(Message::new("x").key("noise")).is_err(), "the topic is now poisoned");
+    drop(topic);
+    drop(engine);
+    assert_eq!(rx.recv_timeout(Duration::from_secs(60)), Ok(Ok(false)), "receive kept waiting after close");
+    waiter.join().unwrap();
+}

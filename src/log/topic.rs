@@ -512,7 +512,11 @@ impl TopicInner {
             flush.flushed_to = position;
             self.durable.fetch_max(next, Ordering::AcqRel);
         }
-        flush.last_flush = Instant::now();
+        if active {
+            // Only a sync of everything restarts the interval: syncing
+            // sealed segments alone must not hold the interval flush off.
+            flush.last_flush = Instant::now();
+        }
         Ok(())
     }
 
@@ -714,16 +718,14 @@ impl TopicInner {
             return;
         }
         self.sync_queues();
-        if self.deleted.load(Ordering::Relaxed) || self.poisoned.load(Ordering::Relaxed) {
-            return;
+        let healthy = !self.deleted.load(Ordering::Relaxed) && !self.poisoned.load(Ordering::Relaxed);
+        if healthy && self.sync_locked(&mut flush, true).is_ok() {
+            let a = self.append.lock();
+            let clean = SlotValue { a: a.seg.base, b: a.next_offset, c: a.position as u32 };
+            let _ = flush.checkpoint.write(clean);
         }
-        if self.sync_locked(&mut flush, true).is_err() {
-            return;
-        }
-        let a = self.append.lock();
-        let clean = SlotValue { a: a.seg.base, b: a.next_offset, c: a.position as u32 };
-        let _ = flush.checkpoint.write(clean);
-        drop(a);
+        drop(flush);
+        // Whatever happened above: parked subscribers and workers leave.
         self.committed.wake();
     }
 }

@@ -288,6 +288,10 @@ pub(crate) struct JournalFile {
     synced: Mutex<u64>,
     /// A later state file holds everything in this journal, synced.
     retired: AtomicBool,
+    /// A sync failed: the kernel may have dropped dirty pages, so a later
+    /// sync succeeding proves nothing. No more syncs succeed; the group
+    /// compacts before its next entry.
+    failed: AtomicBool,
 }
 
 impl JournalFile {
@@ -322,6 +326,7 @@ impl JournalFile {
             allocated: AtomicU64::new(JOURNAL_STEP_BYTES as u64),
             synced: Mutex::new(0),
             retired: AtomicBool::new(false),
+            failed: AtomicBool::new(false),
         })
     }
 
@@ -358,15 +363,30 @@ impl JournalFile {
     /// every entry written by then, whoever wrote it).
     pub fn sync_through(&self, upto: u64) -> Result<(), IoError> {
         let mut synced = self.synced.lock();
-        if *synced >= upto || self.retired.load(Ordering::Acquire) {
+        if self.retired.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let failed = || IoError::new("sync", &self.path, std::io::Error::other("an earlier sync of it failed"));
+        if self.failed.load(Ordering::Acquire) {
+            return Err(failed());
+        }
+        if *synced >= upto {
             return Ok(());
         }
         let written = self.written.load(Ordering::Acquire);
         let from = QJOURNAL_HEADER_BYTES + *synced as usize * QJOURNAL_ENTRY_BYTES;
         let to = QJOURNAL_HEADER_BYTES + written as usize * QJOURNAL_ENTRY_BYTES;
-        self.map.file().flush(from, to - from).map_err(|e| IoError::new("sync", &self.path, e))?;
+        if let Err(e) = self.map.file().flush(from, to - from) {
+            self.failed.store(true, Ordering::Release);
+            return Err(IoError::new("sync", &self.path, e));
+        }
         *synced = written;
         Ok(())
+    }
+
+    /// Whether a sync of it failed.
+    pub fn failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
     }
 
     /// Everything written is now in a synced state file.
@@ -419,17 +439,16 @@ impl GroupFiles {
     }
 
     /// Makes the group's directory, durably.
+    /// Makes the group's directory, durably: its entries in `queues/` and
+    /// the topic's directory are synced on every open, since a crash may
+    /// have come between an earlier creation and its sync.
     pub fn create_dir(&self, storage: &dyn Storage) -> Result<(), IoError> {
-        if storage.exists(&self.dir) {
-            return Ok(());
-        }
         let queues = self.dir.parent().expect("queues/<group>");
         let topic = queues.parent().expect("<topic>/queues");
-        let new_queues = !storage.exists(queues);
-        storage.create_dir_all(&self.dir).map_err(|e| IoError::new("create", &self.dir, e))?;
-        if new_queues {
-            storage.sync_dir(topic).map_err(|e| IoError::new("sync", topic, e))?;
+        if !storage.exists(&self.dir) {
+            storage.create_dir_all(&self.dir).map_err(|e| IoError::new("create", &self.dir, e))?;
         }
+        storage.sync_dir(topic).map_err(|e| IoError::new("sync", topic, e))?;
         storage.sync_dir(queues).map_err(|e| IoError::new("sync", queues, e))
     }
 

@@ -235,6 +235,11 @@ impl Topic {
             }
             return Ok(Worker { group });
         }
+        // Under the registry's lock, which `delete_topic` holds across its
+        // rename: a deleted topic's directory is never created again.
+        if inner.deleted.load(Ordering::Acquire) {
+            return Err(TopicError::Deleted);
+        }
         if inner.closed.load(Ordering::Acquire) {
             return Err(TopicError::Closed);
         }
@@ -716,6 +721,11 @@ impl GroupState {
     /// Finds a message to hand out: expires deadlines, promotes due delays,
     /// reads the log into the window, then takes the best ready message.
     fn take(&mut self, group: &Group) -> Result<Take, QueueError> {
+        if self.reader.topic.closed.load(Ordering::Acquire) {
+            // Checked under the lock: after close, the group's files may
+            // belong to another engine. `receive` then returns `None`.
+            return Ok(Take::Nothing(None));
+        }
         let now = Instant::now();
         let now_us = now_us();
         self.expire(now);
@@ -902,6 +912,11 @@ impl GroupState {
     /// Writes a journal entry, compacting first if the journal is full.
     /// Returns the entries written so far, to sync through.
     fn append(&mut self, group: &Group, entry: Entry) -> Result<u64, IoError> {
+        if self.journal.failed() {
+            // A failed sync may have dropped pages of the journal: start over
+            // from the state in memory, written out whole and synced.
+            self.compact(group)?;
+        }
         if let Some(written) = self.journal.append(entry)? {
             return Ok(written);
         }
