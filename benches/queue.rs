@@ -40,6 +40,8 @@
 //!   `benches/log.rs`: on a 2-core VM a mean is dominated by the rare descheduling, which the percentiles
 //!   show). After the group, a fixed run per contender, with 1 and 2 workers (yaque: 1), alternating between
 //!   the contenders in rounds, prints p50/p99/p99.9/max of the ack time and the messages per second.
+//! - `delayed_delivery`: how late a `deliver_after(2 ms)` message reaches a worker parked in `receive`
+//!   (tollgate only; neither peer delays messages).
 
 use std::cell::Cell;
 use std::future::Future;
@@ -446,11 +448,57 @@ fn ack_latency(c: &mut Criterion) {
     }
 }
 
+/// How late a delayed message is handed to a worker that is waiting for it: a message published with
+/// `deliver_after(2 ms)`, a worker parked in `receive`, and the wall-clock time from the message's delivery
+/// time to `receive` returning it. The criterion time is the sample's median lateness; the printed report
+/// gives percentiles over 1,000 messages. tollgate only: neither peer has delayed delivery (an SQL queue
+/// would poll a `run_at` column).
+fn delayed_delivery_lateness(c: &mut Criterion) {
+    let dir = disk_dir();
+    let engine = Engine::open(dir.path()).expect("open engine");
+    let topic = engine.topic(TOPIC).expect("topic");
+    let worker = topic.worker(GROUP).expect("worker");
+    let delay = Duration::from_millis(2);
+    let late_ns = |worker: &Worker| {
+        topic.publish_message(tollgate::Message::new(PAYLOAD.to_vec()).deliver_after(delay)).expect("publish");
+        let delivery = worker.receive(Duration::from_secs(10)).expect("receive").expect("the delayed message");
+        let now_us = SystemTime::now().duration_since(UNIX_EPOCH).expect("after 1970").as_micros() as u64;
+        let at_us = delivery.record().deliver_at_us().expect("a delivery time");
+        delivery.ack().expect("ack");
+        // Microsecond precision, as stored; never early (a test checks that).
+        now_us.saturating_sub(at_us) * 1000
+    };
+    let mut g = group(c, "delayed_delivery", Duration::from_secs(3));
+    g.bench_function("tollgate/lateness", |b| {
+        b.iter_custom(|iters| {
+            let mut late: Vec<u64> = (0..iters).map(|_| late_ns(&worker)).collect();
+            late.sort_unstable();
+            Duration::from_nanos(late[late.len() / 2] * iters)
+        })
+    });
+    g.finish();
+    if !reporting("delayed_delivery") {
+        return;
+    }
+    let mut histogram = latency_histogram();
+    for _ in 0..1000 {
+        histogram.record(late_ns(&worker).max(1)).expect("in range");
+    }
+    let us = |q| histogram.value_at_quantile(q) as f64 / 1e3;
+    println!(
+        "delayed_delivery/tollgate/lateness: {} messages, p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs late",
+        histogram.len(),
+        us(0.5),
+        us(0.99),
+        histogram.max() as f64 / 1e3
+    );
+}
+
 criterion_group! {
     name = benches;
     // No plots: a sample's median ack time can be the same in every sample (yaque's commit is 38 ns to the
     // nanosecond), and criterion's plots panic on samples without variance.
     config = Criterion::default().without_plots();
-    targets = work_queue_buffered_64B, work_queue_sync_64B, ack_latency
+    targets = work_queue_buffered_64B, work_queue_sync_64B, ack_latency, delayed_delivery_lateness
 }
 criterion_main!(benches);
