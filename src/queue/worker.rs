@@ -190,7 +190,7 @@ enum State {
 enum Take {
     /// The record, its attempt, the delivery's token and deadline, and the
     /// journal entries to sync through before handing it out.
-    Deliver(Record, u32, u64, Instant, (Arc<JournalFile>, u64)),
+    Deliver(Record, u32, u64, Instant, SyncPoint),
     DeadLetter(Record, u32, Arc<str>),
     /// Nothing ready; the next delay or deadline ends then.
     Nothing(Option<Instant>),
@@ -319,14 +319,14 @@ impl Worker {
             let (epoch, seen, wake_at) = {
                 let mut state = group.state.lock();
                 match state.take(group)? {
-                    Take::Deliver(record, attempt, token, until, (journal, written)) => {
+                    Take::Deliver(record, attempt, token, until, sync) => {
                         drop(state);
                         let delivery =
                             Delivery { group: group.clone(), record, attempt, token, deadline: until, done: false };
                         // On a Sync topic the attempt is on disk before the
                         // worker sees the message; if that fails, dropping the
                         // delivery gives the message back.
-                        group.made_durable(&journal, written)?;
+                        made_durable(sync)?;
                         return Ok(Some(delivery));
                     }
                     Take::DeadLetter(record, attempts, reason) => {
@@ -419,6 +419,18 @@ fn truncate(text: &str, max: usize) -> &str {
     &text[..end]
 }
 
+/// What an operation waits for before it returns: on a `Sync` topic, the
+/// journal synced through the entries written so far; elsewhere nothing.
+type SyncPoint = Option<(Arc<JournalFile>, u64)>;
+
+/// Waits for `sync` (group commit: one sync serves every waiter behind it).
+fn made_durable(sync: SyncPoint) -> Result<(), QueueError> {
+    if let Some((journal, written)) = sync {
+        journal.sync_through(written)?;
+    }
+    Ok(())
+}
+
 fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
@@ -462,7 +474,7 @@ impl Delivery {
     pub fn ack(mut self) -> Result<(), QueueError> {
         self.done = true;
         let group = self.group.clone();
-        let written = {
+        let sync = {
             let mut state = group.state.lock();
             state.check_mine(self.offset().get(), self.token)?;
             let offset = self.offset().get();
@@ -470,9 +482,9 @@ impl Delivery {
             state.settle(offset);
             state.metrics.acked += 1;
             group.after_settle(&state);
-            (state.journal.clone(), written)
+            state.sync_point(written)
         };
-        group.made_durable(&written.0, written.1)
+        made_durable(sync)
     }
 
     /// Gives the message back as a failed attempt, to be delivered again
@@ -504,11 +516,11 @@ impl Delivery {
             (retry_at_us, state.append(&group, Entry::Nacked { offset, retry_at_us })?)
         };
         state.give_back(offset, retry_at_us, reason.into());
-        group.after_give_back(&state);
-        let journal = state.journal.clone();
+        group.wake_idle(&state);
+        let sync = state.sync_point(written);
         drop(state);
         // On a Sync topic the retry time is on disk when this returns.
-        group.made_durable(&journal, written)
+        made_durable(sync)
     }
 
     /// Refuses the message: it goes to the dead-letter topic now, with
@@ -517,7 +529,7 @@ impl Delivery {
         self.done = true;
         let group = self.group.clone();
         let offset = self.offset().get();
-        let (journal, written) = {
+        let sync = {
             let mut state = group.state.lock();
             state.check_mine(offset, self.token)?;
             // Recorded first (and on a Sync topic, synced): if the dead
@@ -528,12 +540,12 @@ impl Delivery {
             if let Some(tracked) = state.tracked.get_mut(&offset) {
                 tracked.rejected = true;
             }
-            (state.journal.clone(), written)
+            state.sync_point(written)
         };
-        if let Err(e) = group.made_durable(&journal, written) {
+        if let Err(e) = made_durable(sync) {
             let mut state = group.state.lock();
             state.give_back(offset, 0, reason.into());
-            group.after_give_back(&state);
+            group.wake_idle(&state);
             return Err(e);
         }
         group.dead_letter(self.record.clone(), self.attempt, reason)
@@ -576,7 +588,7 @@ impl Drop for Delivery {
         let mut state = group.state.lock();
         if state.check_mine(offset, self.token).is_ok() {
             state.give_back(offset, 0, "the delivery was dropped without being settled".into());
-            group.after_give_back(&state);
+            group.wake_idle(&state);
         }
     }
 }
@@ -602,25 +614,11 @@ impl Group {
         }
     }
 
-    /// A message went back to ready or delayed.
-    fn after_give_back(&self, state: &GroupState) {
-        self.wake_idle(state);
-    }
-
     /// A message left the window: a full window has room again.
     fn after_settle(&self, state: &GroupState) {
         if state.tracked.len() + 1 >= self.config.window {
             self.wake_idle(state);
         }
-    }
-
-    /// Waits until journal entries below `written` are as durable as the
-    /// topic's durability promises.
-    fn made_durable(&self, journal: &JournalFile, written: u64) -> Result<(), QueueError> {
-        if self.topic.config.durability == crate::Durability::Sync {
-            journal.sync_through(written)?;
-        }
-        Ok(())
     }
 
     /// Syncs everything journaled so far.
@@ -659,16 +657,16 @@ impl Group {
                 let retry_at_us = now_us().saturating_add(DEAD_LETTER_RETRY.as_micros() as u64);
                 state.give_back(offset, retry_at_us, reason.into());
                 state.metrics.dead_letter_failures += 1;
-                self.after_give_back(&state);
+                self.wake_idle(&state);
                 return Err(e);
             }
         };
         state.settle(offset);
         state.metrics.dead_lettered += 1;
         self.after_settle(&state);
-        let journal = state.journal.clone();
+        let sync = state.sync_point(written);
         drop(state);
-        self.made_durable(&journal, written)
+        made_durable(sync)
     }
 
     /// The dead letter of `record`: its key, headers (but its delivery
@@ -763,7 +761,7 @@ impl GroupState {
         if attempt > 1 {
             self.metrics.redelivered += 1;
         }
-        Ok(Take::Deliver(record, attempt, token, deadline, (self.journal.clone(), written)))
+        Ok(Take::Deliver(record, attempt, token, deadline, self.sync_point(written)))
     }
 
     /// Gives messages whose visibility deadline passed back to the group.
@@ -907,6 +905,11 @@ impl GroupState {
             }
         }
         self.persisted.settle(offset);
+    }
+
+    /// What an operation that wrote `written` journal entries waits for.
+    fn sync_point(&self, written: u64) -> SyncPoint {
+        (self.reader.topic.config.durability == crate::Durability::Sync).then(|| (self.journal.clone(), written))
     }
 
     /// Writes a journal entry, compacting first if the journal is full.
