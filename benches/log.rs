@@ -65,11 +65,14 @@ use bytes::Bytes;
 use commitlog::message::MessageSet;
 use commitlog::{CommitLog, LogOptions, ReadLimit};
 use criterion::measurement::WallTime;
-use criterion::{BenchmarkGroup, BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
+use criterion::{BenchmarkGroup, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use hdrhistogram::Histogram;
 use rusqlite::{Connection, TransactionBehavior};
 use tempfile::TempDir;
+
+mod support;
+use support::{disk_dir, group, latency_histogram, reporting};
 use tollgate::{Durability, Engine, Offset, SEGMENT_BYTES_MAX, StartAt, TopicConfig};
 
 /// The topic every tollgate benchmark uses.
@@ -108,33 +111,6 @@ fn memory_dir() -> TempDir {
     builder.prefix("tollgate-bench-");
     let shm = Path::new("/dev/shm");
     if shm.is_dir() { builder.tempdir_in(shm) } else { builder.tempdir() }.expect("temporary directory")
-}
-
-/// A fresh directory in `std::env::temp_dir()`, on disk, for `Durability::Sync`.
-fn disk_dir() -> TempDir {
-    tempfile::Builder::new().prefix("tollgate-bench-").tempdir().expect("temporary directory")
-}
-
-/// Whether to run the percentile report of `group` after it: only under `cargo bench` (not `--test` or
-/// `--list`), and, when filters are given, only if one of them names the group (or a benchmark in it).
-fn reporting(group: &str) -> bool {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let flag = |name: &str| args.iter().any(|arg| arg == name);
-    let filters: Vec<&String> = args.iter().filter(|arg| !arg.starts_with('-')).collect();
-    flag("--bench")
-        && !flag("--test")
-        && !flag("--list")
-        && (filters.is_empty() || filters.iter().any(|f| group.contains(f.as_str()) || f.starts_with(group)))
-}
-
-fn group<'c>(c: &'c mut Criterion, name: &str) -> BenchmarkGroup<'c, WallTime> {
-    let mut group = c.benchmark_group(name);
-    group
-        .sample_size(10)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(2))
-        .sampling_mode(SamplingMode::Flat);
-    group
 }
 
 /// A store that messages are appended to, as the append and sync benchmarks use it. `thread` and `seq` make a
@@ -420,7 +396,7 @@ fn appends<S: Store>(
 
 fn append_group<const N: usize>(c: &mut Criterion, name: &str) {
     let payload = [0xA5; N];
-    let mut g = group(c, name);
+    let mut g = group(c, name, Duration::from_secs(2));
     for threads in [1, 2] {
         g.throughput(Throughput::Elements(threads as u64));
         let id = |name| BenchmarkId::new(name, threads);
@@ -459,10 +435,6 @@ fn stamped_message(base: Instant) -> [u8; 64] {
 
 fn stamp_of(message: &[u8]) -> u64 {
     u64::from_le_bytes(message[..8].try_into().expect("8 bytes"))
-}
-
-fn latency_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("histogram bounds")
 }
 
 /// Sends `iters` stamped messages, one in flight at a time, from this thread to a receiver thread that polls
@@ -571,7 +543,7 @@ fn latency_group(c: &mut Criterion, name: &str, parked: bool, report_messages: u
     let median = |(_, histogram): (Duration, Histogram<u64>)| {
         Duration::from_nanos(histogram.value_at_quantile(0.5) * histogram.len())
     };
-    let mut g = group(c, name);
+    let mut g = group(c, name, Duration::from_secs(2));
     g.measurement_time(Duration::from_secs(3));
     g.throughput(Throughput::Elements(1));
     for &(contender, run) in contenders {
@@ -655,7 +627,7 @@ fn sync_2_publishers(c: &mut Criterion) {
     let sqlite = |dir: &Path| Sqlite::open(dir, 2, "FULL");
     let fjall = |dir: &Path| FjallStore::open(dir, true);
     let commitlog = |dir: &Path| CommitLogStore::open(dir, true);
-    let mut g = group(c, "sync_2_publishers");
+    let mut g = group(c, "sync_2_publishers", Duration::from_secs(2));
     for (variant, batch) in [("single", 1), ("batch64", SYNC_BATCH)] {
         g.throughput(Throughput::Elements(2 * batch as u64));
         let id = |name| BenchmarkId::new(name, variant);
@@ -679,7 +651,7 @@ fn sync_2_publishers(c: &mut Criterion) {
 
 fn sequential_read(c: &mut Criterion) {
     let payload = [0xA5; 64];
-    let mut g = group(c, "sequential_read");
+    let mut g = group(c, "sequential_read", Duration::from_secs(2));
     g.throughput(Throughput::Elements(READ_RECORDS));
 
     let dir = memory_dir();
@@ -846,7 +818,7 @@ fn recovery_group<const N: usize>(g: &mut BenchmarkGroup<'_, WallTime>, label: &
 }
 
 fn recovery_scan(c: &mut Criterion) {
-    let mut g = group(c, "recovery_scan");
+    let mut g = group(c, "recovery_scan", Duration::from_secs(2));
     g.measurement_time(Duration::from_secs(3));
     recovery_group::<64>(&mut g, "64B");
     recovery_group::<1024>(&mut g, "1KiB");
@@ -855,7 +827,7 @@ fn recovery_scan(c: &mut Criterion) {
 
 fn open_time(c: &mut Criterion) {
     let payload = [0xA5; 1024];
-    let mut g = group(c, "open_time");
+    let mut g = group(c, "open_time", Duration::from_secs(2));
     for sealed in [1, 100] {
         let label = format!("{sealed}_sealed");
         let dir = memory_dir();

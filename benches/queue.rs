@@ -54,10 +54,12 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use criterion::measurement::WallTime;
-use criterion::{BenchmarkGroup, BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
+use criterion::{BenchmarkGroup, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use hdrhistogram::Histogram;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
-use tempfile::TempDir;
+
+mod support;
+use support::{disk_dir, group, latency_histogram, reporting};
 use tollgate::{Durability, Engine, QueueConfig, TopicConfig, Worker};
 
 /// The topic of every tollgate benchmark.
@@ -76,33 +78,6 @@ const REPORT_ROUNDS: u64 = 4;
 /// ([`REPORT_MESSAGES_SYNC`] for those that do).
 const REPORT_MESSAGES: u64 = 100_000;
 const REPORT_MESSAGES_SYNC: u64 = 4_000;
-
-/// A fresh directory in `std::env::temp_dir()`, on disk on the machine these were recorded on.
-fn disk_dir() -> TempDir {
-    tempfile::Builder::new().prefix("tollgate-bench-queue-").tempdir().expect("temporary directory")
-}
-
-/// Whether to run the percentile report of `group` after it: only under `cargo bench` (not `--test` or
-/// `--list`), and, when filters are given, only if one of them names the group (or a benchmark in it).
-fn reporting(group: &str) -> bool {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let flag = |name: &str| args.iter().any(|arg| arg == name);
-    let filters: Vec<&String> = args.iter().filter(|arg| !arg.starts_with('-')).collect();
-    flag("--bench")
-        && !flag("--test")
-        && !flag("--list")
-        && (filters.is_empty() || filters.iter().any(|f| group.contains(f.as_str()) || f.starts_with(group)))
-}
-
-fn group<'c>(c: &'c mut Criterion, name: &str, measurement: Duration) -> BenchmarkGroup<'c, WallTime> {
-    let mut group = c.benchmark_group(name);
-    group
-        .sample_size(10)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(measurement)
-        .sampling_mode(SamplingMode::Flat);
-    group
-}
 
 /// One worker's handle on a queue.
 trait Consumer: Send {
@@ -346,10 +321,6 @@ fn run<Q: Contender>(contender: &Q, messages: u64, workers: usize, time_acks: bo
     let result = drain(consumers, messages, time_acks);
     drop(keep);
     result
-}
-
-fn latency_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("histogram bounds")
 }
 
 fn throughput<Q: Contender>(g: &mut BenchmarkGroup<'_, WallTime>, name: &str, contender: &Q, workers: usize) {
