@@ -29,12 +29,16 @@
 #![cfg(unix)]
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+#[path = "support/child.rs"]
+mod child_process;
+use child_process::{Child, killed_by_sigkill, test_args};
 
 use tollgate::{Durability, Engine, Message, Offset, Record, Topic, TopicConfig};
 
@@ -218,37 +222,11 @@ struct ChildRun {
 /// Spawns a child on `dir`, kills it as `plan` says, and returns every line
 /// it printed before it died.
 fn run_child(dir: &Path, run: u64, seed: u64, plan: KillPlan) -> ChildRun {
-    let exe = std::env::current_exe().expect("the test binary's path");
     let spawned_at = Instant::now();
-    let mut child = Command::new(exe)
-        .args(["child_workload", "--exact", "--nocapture", "--test-threads=1", "--quiet"])
-        .env(CHILD_ENV, dir)
-        .env(RUN_ENV, run.to_string())
-        .env(SEED_ENV, seed.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn the child");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut stderr = child.stderr.take().expect("piped stderr");
-    let (lines_tx, lines) = mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let mut stdout = BufReader::new(stdout);
-        let mut line = Vec::new();
-        // A line the kill cut short has no newline: it was not acknowledged.
-        while stdout.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) && line.ends_with(b"\n") {
-            if lines_tx.send(String::from_utf8_lossy(&line[..line.len() - 1]).into_owned()).is_err() {
-                break;
-            }
-            line.clear();
-        }
-    });
-    let stderr_reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
+    let child = Child::spawn(
+        "child_workload",
+        [(CHILD_ENV, dir.into()), (RUN_ENV, run.to_string().into()), (SEED_ENV, seed.to_string().into())],
+    );
 
     let mut out = ChildRun {
         events: Vec::new(),
@@ -278,7 +256,7 @@ fn run_child(dir: &Path, run: u64, seed: u64, plan: KillPlan) -> ChildRun {
             break;
         }
         let wait = deadline.unwrap_or(timeout).min(timeout) - now;
-        match lines.recv_timeout(wait) {
+        match child.next_line(wait) {
             Ok(line) => {
                 let Some(event) = parse_event(&line) else { continue };
                 match &event {
@@ -300,22 +278,19 @@ fn run_child(dir: &Path, run: u64, seed: u64, plan: KillPlan) -> ChildRun {
                     break;
                 }
             }
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
                 closed = true;
                 break;
             }
         }
     }
-    // `Child::kill` sends SIGKILL on Unix.
-    let _ = child.kill();
-    let status = child.wait().expect("wait for the child");
+    let (status, rest, stderr) = child.kill();
     if closed || !killed_by_sigkill(status) {
         out.exited_early = Some(status);
     }
     // Lines the child wrote before it died, not yet read: acknowledged too.
-    reader.join().expect("stdout reader");
-    for line in lines.try_iter() {
+    for line in rest {
         if let Some(event) = parse_event(&line) {
             if matches!(event, Event::Ack { .. }) {
                 out.acks += 1;
@@ -324,13 +299,8 @@ fn run_child(dir: &Path, run: u64, seed: u64, plan: KillPlan) -> ChildRun {
         }
     }
     out.ready = out.events.iter().any(|e| matches!(e, Event::Ready));
-    out.stderr = stderr_reader.join().unwrap_or_default();
+    out.stderr = stderr;
     out
-}
-
-fn killed_by_sigkill(status: ExitStatus) -> bool {
-    use std::os::unix::process::ExitStatusExt;
-    status.signal() == Some(9)
 }
 
 fn parse_event(line: &str) -> Option<Event> {
@@ -906,7 +876,7 @@ fn kill_after_roll_keeps_records_written_since_a_clean_reopen() {
     }
     let exe = std::env::current_exe().expect("the test binary's path");
     let status = Command::new(exe)
-        .args(["child_roll_then_kill", "--exact", "--nocapture", "--test-threads=1", "--quiet"])
+        .args(test_args("child_roll_then_kill"))
         .env(ROLL_CHILD_ENV, dir.path())
         .stdout(Stdio::null())
         .status()

@@ -59,12 +59,17 @@
 #![cfg(unix)]
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Mutex, mpsc};
+use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+#[path = "support/child.rs"]
+mod child_process;
+use child_process::{Child, killed_by_sigkill, test_args};
 
 use tollgate::{
     Durability, Engine, LockError, LockManager, Message, Offset, QueueConfig, QueueError, Record, Topic, TopicConfig,
@@ -374,39 +379,16 @@ struct ChildRun {
 /// Spawns a child on `dir`, kills it as `plan` says, and returns every line
 /// it printed before it died.
 fn run_child(dir: &Path, config: &str, run: u64, seed: u64, plan: KillPlan) -> ChildRun {
-    let exe = std::env::current_exe().expect("the test binary's path");
     let spawned_at = Instant::now();
-    let mut child = Command::new(exe)
-        .args(["queue_child", "--exact", "--nocapture", "--test-threads=1", "--quiet"])
-        .env(CHILD_ENV, dir)
-        .env(RUN_ENV, run.to_string())
-        .env(CHILD_SEED_ENV, seed.to_string())
-        .env(CONFIG_ENV, config)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn the child");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut stderr = child.stderr.take().expect("piped stderr");
-    let (lines_tx, lines) = mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let mut stdout = BufReader::new(stdout);
-        let mut line = Vec::new();
-        // A line the kill cut short has no newline: what it would have said
-        // is unknown.
-        while stdout.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) && line.ends_with(b"\n") {
-            if lines_tx.send(String::from_utf8_lossy(&line[..line.len() - 1]).into_owned()).is_err() {
-                break;
-            }
-            line.clear();
-        }
-    });
-    let stderr_reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
+    let child = Child::spawn(
+        "queue_child",
+        [
+            (CHILD_ENV, dir.into()),
+            (RUN_ENV, run.to_string().into()),
+            (CHILD_SEED_ENV, seed.to_string().into()),
+            (CONFIG_ENV, config.into()),
+        ],
+    );
 
     let mut out = ChildRun {
         events: Vec::new(),
@@ -436,7 +418,7 @@ fn run_child(dir: &Path, config: &str, run: u64, seed: u64, plan: KillPlan) -> C
             break;
         }
         let wait = deadline.unwrap_or(timeout).min(timeout) - now;
-        match lines.recv_timeout(wait) {
+        match child.next_line(wait) {
             Ok(line) => {
                 let Some(event) = parse_event(&line) else { continue };
                 let done = match (&event, plan) {
@@ -463,23 +445,20 @@ fn run_child(dir: &Path, config: &str, run: u64, seed: u64, plan: KillPlan) -> C
                     break;
                 }
             }
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
                 closed = true;
                 break;
             }
         }
     }
     out.worked = ready_at.map(|at: Instant| at.elapsed());
-    // `Child::kill` sends SIGKILL on Unix.
-    let _ = child.kill();
-    let status = child.wait().expect("wait for the child");
+    let (status, rest, stderr) = child.kill();
     if closed || !killed_by_sigkill(status) {
         out.exited_early = Some(status);
     }
     // Lines the child wrote before it died, not yet read.
-    reader.join().expect("stdout reader");
-    for line in lines.try_iter() {
+    for line in rest {
         if let Some(event) = parse_event(&line) {
             if matches!(event, Event::Delivered { .. }) {
                 out.deliveries += 1;
@@ -488,13 +467,8 @@ fn run_child(dir: &Path, config: &str, run: u64, seed: u64, plan: KillPlan) -> C
         }
     }
     out.ready = out.events.iter().any(|e| matches!(e, Event::Ready));
-    out.stderr = stderr_reader.join().unwrap_or_default();
+    out.stderr = stderr;
     out
-}
-
-fn killed_by_sigkill(status: ExitStatus) -> bool {
-    use std::os::unix::process::ExitStatusExt;
-    status.signal() == Some(9)
 }
 
 /// Everything known about one offset of a topic, over every child that ran
@@ -1308,7 +1282,7 @@ fn reject_interrupted_after_the_dead_letter_is_not_delivered_again() {
         }
         let exe = std::env::current_exe().expect("the test binary's path");
         let status = Command::new(exe)
-            .args(["repro_child", "--exact", "--nocapture", "--test-threads=1", "--quiet"])
+            .args(test_args("repro_child"))
             .env(REPRO_CHILD_ENV, dir.path())
             .stdout(Stdio::null())
             .status()
