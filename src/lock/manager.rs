@@ -102,6 +102,16 @@ enum Wait {
     For(Duration),
 }
 
+/// A timeout alone: an exclusive lock that gives up after waiting that
+/// long, as [`LockManager::lock_all`] takes. Lets calls that accept
+/// `impl Into<LockRequest>` (such as [`Topic::transaction`](crate::Topic::transaction))
+/// take either a `Duration` or a full request.
+impl From<Duration> for LockRequest {
+    fn from(timeout: Duration) -> Self {
+        Self::exclusive().timeout(timeout)
+    }
+}
+
 impl LockRequest {
     /// An exclusive lock, waiting as long as it takes.
     pub fn exclusive() -> Self {

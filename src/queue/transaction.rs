@@ -2,10 +2,9 @@
 //! publish, so that what the locks protect and what the log says agree.
 
 use std::ops::Range;
-use std::time::Duration;
 
 use crate::error::{LockError, PublishError};
-use crate::lock::{LockManager, LockSet};
+use crate::lock::{LockManager, LockRequest, LockSet};
 use crate::log::{Message, Offset, Topic};
 
 /// Locks held for a publish to one topic, from [`Topic::transaction`].
@@ -52,15 +51,38 @@ pub struct Transaction<'m> {
 }
 
 impl Topic {
-    /// Locks `keys` (all or nothing, waiting up to `timeout`, never
-    /// deadlocking with other multi-key locks) for a publish to this topic.
+    /// Locks `keys` for a publish to this topic: all or nothing, never
+    /// deadlocking with other multi-key locks, as
+    /// [`LockManager::acquire_all`] does. `request` is a timeout (an
+    /// exclusive lock that waits up to that long) or a whole
+    /// [`LockRequest`], for a lease per key or cancellation:
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// use std::time::Duration;
+    /// use tollgate::{Engine, LockManager, LockRequest, Message};
+    ///
+    /// let engine = Engine::open(dir.path())?;
+    /// let orders = engine.topic("orders")?;
+    /// let locks = LockManager::new();
+    /// let request = LockRequest::exclusive().timeout(Duration::from_millis(50)).lease(Duration::from_secs(5));
+    /// let tx = orders.transaction(&locks, ["sku:1", "sku:2"], request)?;
+    /// let (_offsets, held) = tx.commit([Message::new("order 7").key("order.created")])?;
+    /// held.release()?; // fails with `LeaseExpired` if a lease ran out first
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// A lease bounds how long a stalled holder blocks the keys; it does not
+    /// stop a holder whose lease ran out from committing. Choose leases far
+    /// longer than the work done under the locks, and fence writes elsewhere
+    /// with the guards' [`fencing_token`](crate::LockGuard::fencing_token)s.
     pub fn transaction<'m, K: AsRef<str>>(
         &self,
         locks: &'m LockManager,
         keys: impl IntoIterator<Item = K>,
-        timeout: Duration,
+        request: impl Into<LockRequest>,
     ) -> Result<Transaction<'m>, LockError> {
-        Ok(Transaction { topic: self.clone(), locks: locks.lock_all(keys, timeout)? })
+        Ok(Transaction { topic: self.clone(), locks: locks.acquire_all(keys, request.into())? })
     }
 }
 
