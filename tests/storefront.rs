@@ -1,58 +1,187 @@
-//! Runs a small flash sale from `examples/storefront.rs` (included as a
-//! module) and checks its invariants: nothing oversold, no order lost, no
-//! stale fencing token accepted, no lock left held.
+//! Runs small flash sales from `examples/storefront.rs` (included as a
+//! module) and checks what their reports say: the invariants hold, over one
+//! run, over runs resumed on a kept directory, and after a `kill -9`.
 
-#[allow(dead_code)] // `main` and some report helpers are only used by the example
+#[allow(dead_code)] // `main` is only used by the example
 #[path = "../examples/storefront.rs"]
 mod storefront;
 
+#[path = "support/child.rs"]
+mod child_process;
+
+use std::path::Path;
+use std::time::Duration;
+
+use child_process::{Child, killed_by_sigkill};
 use clap::Parser;
 use storefront::{Config, Report, run};
 
+fn config(args: &[&str]) -> Config {
+    Config::try_parse_from(["storefront", "--quiet"].iter().chain(args)).expect("valid arguments")
+}
+
+/// Runs a sale and checks that every invariant holds and the books add up.
 fn sale(args: &[&str]) -> Report {
-    let config = Config::try_parse_from(["storefront", "--quiet"].iter().chain(args)).expect("valid arguments");
-    let report = run(&config);
+    let report = run(&config(args), &mut |_| {}).expect("the sale runs");
     assert!(report.failures().is_empty(), "invariants failed: {:?}\n{report}", report.failures());
+    let i = &report.invariants;
+    assert_eq!((i.oversold, i.books_out_of_balance, i.lost_orders, i.settled_twice), (0, 0, 0, 0), "{report}");
+    assert_eq!((i.stock_not_released_once, i.unnotified, i.unknown_records), (0, 0, 0), "{report}");
+    assert!(i.errors.is_empty(), "{:?}", i.errors);
+    assert_eq!(
+        report.orders_total,
+        report.paid_total + report.failed_total + report.dead_lettered_total,
+        "every order is paid, failed or dead-lettered:\n{report}"
+    );
+    assert!(report.units_sold <= report.units_initial);
     report
 }
 
-fn assert_books_balance(report: &Report) {
-    assert_eq!(report.oversold, 0);
-    assert_eq!(report.lost_orders, 0);
-    assert_eq!(report.stale_refused, 0);
-    assert_eq!(report.reused_tokens, 0);
-    assert_eq!(report.held_at_end, 0);
-    assert!(report.other_errors.is_empty(), "{:?}", report.other_errors);
-    assert_eq!(report.attempts, report.placed + report.out_of_stock + report.timeouts);
-    assert!(report.units_sold <= report.units_initial);
-}
-
 #[test]
-fn leased_sale_sells_out_without_overselling() {
-    // Few SKUs, little stock, many attempts: everything sells out under contention.
-    let report = sale(&["--orders", "2000", "--buyers", "4", "--skus", "5", "--stock", "20", "--work-us", "0"]);
-    assert_books_balance(&report);
-    assert_eq!(report.attempts, 2000);
+fn a_sale_balances_and_reports_its_invariants() {
+    // Few SKUs and little stock: the hot SKUs sell out under contention.
+    let report = sale(&["--orders", "3000", "--buyers", "4", "--skus", "5", "--stock", "40", "--work-us", "0"]);
+    assert_eq!(report.attempts, 3000);
+    assert_eq!(report.attempts, report.placed + report.out_of_stock + report.lock_timeouts);
     assert!(report.placed > 0 && report.out_of_stock > 0, "{report}");
-    assert_eq!(report.units_sold, report.units_initial, "{report}");
+    assert_eq!((report.run, report.runs, report.orders_total), (1, 1, report.placed));
+    assert_eq!(report.locks.held, 0);
+    assert!(!report.kept, "a temporary directory is removed");
+    assert!(!report.data_dir.exists(), "{} should be gone", report.data_dir.display());
     let text = report.to_string();
-    for line in ["oversold: 0", "lost orders: 0", "stale fencing tokens refused: 0", "locks held at end: 0"] {
-        assert!(text.contains(line), "report lacks {line:?}:\n{text}");
+    for line in ["oversold: 0", "lost orders: 0", "settled more than once: 0", "all invariants hold"] {
+        assert!(text.contains(line), "the report lacks {line:?}:\n{text}");
     }
 }
 
 #[test]
-fn lock_all_sale_without_lease_balances() {
-    // More SKUs than 10, so that key order ("sku:10" < "sku:2") differs from index order.
-    let report = sale(&["--orders", "2000", "--buyers", "4", "--skus", "30", "--stock", "50", "--lease-ms", "0"]);
-    assert_books_balance(&report);
-    assert_eq!(report.stats.leases_expired, 0);
+fn every_payment_outcome_is_accounted_for() {
+    // Every attempt declined: all orders fail, and all their stock comes back.
+    let declined = sale(&["--orders", "300", "--buyers", "2", "--declines", "1", "--transient-failures", "0"]);
+    assert!(declined.orders_total > 0);
+    assert_eq!((declined.paid_total, declined.failed_total), (0, declined.orders_total), "{declined}");
+    assert_eq!(declined.units_sold, 0, "{declined}");
+
+    // Every attempt fails transiently: all orders run out of attempts.
+    let exhausted = sale(&[
+        "--orders",
+        "200",
+        "--buyers",
+        "2",
+        "--declines",
+        "0",
+        "--transient-failures",
+        "1",
+        "--max-attempts",
+        "3",
+        "--retry-ms",
+        "1",
+    ]);
+    assert_eq!(exhausted.dead_lettered_total, exhausted.orders_total, "{exhausted}");
+    assert_eq!(exhausted.redelivered, 2 * exhausted.orders_total, "two retries per order:\n{exhausted}");
+    assert_eq!(exhausted.units_sold, 0);
+
+    // Nothing fails: every order is paid.
+    let paid = sale(&["--orders", "300", "--buyers", "2", "--declines", "0", "--transient-failures", "0"]);
+    assert_eq!(paid.paid_total, paid.orders_total, "{paid}");
+}
+
+#[test]
+fn sync_durability_and_no_leases() {
+    let report = sale(&["--orders", "400", "--buyers", "4", "--durability", "sync", "--lease-ms", "0"]);
+    assert!(report.placed > 0);
+    assert_eq!(report.leases_expired, 0);
+}
+
+#[test]
+fn a_kept_directory_resumes_with_its_catalog() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_str().unwrap();
+    let first = sale(&["--orders", "1000", "--skus", "8", "--stock", "30", "--data-dir", path]);
+    assert!(first.kept && dir.path().join("tollgate.meta").exists());
+    // Different catalog flags: the directory's own catalog wins.
+    let second = sale(&["--orders", "1000", "--skus", "99", "--stock", "5", "--data-dir", path]);
+    assert_eq!((second.run, second.runs), (2, 2), "{second}");
+    assert_eq!(second.units_initial, 8 * 30, "{second}");
+    assert_eq!(second.orders_total, first.orders_total + second.placed, "{second}");
+    assert!(second.units_sold >= first.units_sold, "stock rebuilt from the log, not refilled:\n{second}");
+}
+
+/// Set for the child: the data directory of the sale it runs until killed.
+const CHILD_ENV: &str = "TOLLGATE_STOREFRONT_CHILD";
+
+/// The child of `a_sale_killed_by_sigkill_resumes`: sells for up to a minute,
+/// printing how many orders are placed (acknowledged) as it goes.
+#[test]
+fn storefront_child() {
+    let Some(dir) = std::env::var_os(CHILD_ENV) else { return };
+    let dir = dir.to_str().expect("a UTF-8 path").to_owned();
+    let config = config(&["--seconds", "60", "--buyers", "4", "--skus", "20", "--stock", "100000", "--data-dir", &dir]);
+    let result = run(&config, &mut |progress| println!("placed {}", progress.placed));
+    panic!("the child should have been killed, but the sale ended: {:?}", result.map(|r| r.to_string()));
+}
+
+#[test]
+fn a_sale_killed_by_sigkill_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    // Two runs killed while they sell, pay and notify; each resumes the last.
+    let mut placed_before = 0;
+    for _ in 0..2 {
+        placed_before += kill_a_sale(dir.path());
+    }
+    let report = resume(dir.path());
+    assert_eq!((report.run, report.runs), (3, 3), "{report}");
+    assert!(
+        report.orders_total >= placed_before + report.placed,
+        "orders the killed runs placed are missing: they reported {placed_before}\n{report}"
+    );
+}
+
+/// Runs a sale on `dir` in a child process and kills it with SIGKILL once it
+/// has placed some orders. Returns how many it reported placed.
+fn kill_a_sale(dir: &Path) -> u64 {
+    let child = Child::spawn("storefront_child", [(CHILD_ENV, dir.as_os_str().to_owned())]);
+    let mut placed = 0;
+    while placed < 500 {
+        let line = child.next_line(Duration::from_secs(60)).expect("the child reports progress");
+        if let Some(count) = line.strip_prefix("placed ") {
+            placed = count.parse().expect("a progress line");
+        }
+    }
+    let (status, lines, stderr) = child.kill();
+    assert!(killed_by_sigkill(status), "the child ended by itself: {status:?}\n{stderr}");
+    if let Some(last) = lines.iter().rev().find_map(|line| line.strip_prefix("placed ")) {
+        placed = last.parse().expect("a progress line");
+    }
+    placed
+}
+
+fn resume(dir: &Path) -> Report {
+    let path = dir.to_str().unwrap();
+    sale(&["--orders", "500", "--buyers", "2", "--skus", "20", "--data-dir", path])
 }
 
 #[test]
 fn bad_arguments_are_refused() {
-    for args in [&["--buyers", "0"][..], &["--orders", "10", "--seconds", "1"], &["--skus", "many"]] {
+    for args in [
+        &["--buyers", "0"][..],
+        &["--orders", "10", "--seconds", "1"],
+        &["--skus", "many"],
+        &["--declines", "1.5"],
+        &["--transient-failures", "-0.1"],
+        &["--durability", "sometimes"],
+        &["--max-attempts", "0"],
+    ] {
         let parsed = Config::try_parse_from(["storefront"].iter().chain(args));
         assert!(parsed.is_err(), "{args:?} should be refused");
     }
+}
+
+#[test]
+fn a_directory_in_use_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _engine = tollgate::Engine::open(dir.path()).unwrap();
+    let error = run(&config(&["--orders", "10", "--data-dir", dir.path().to_str().unwrap()]), &mut |_| {})
+        .expect_err("the directory is locked");
+    assert!(error.to_string().contains("in use") || error.to_string().contains("lock"), "{error}");
 }
