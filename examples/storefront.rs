@@ -459,6 +459,16 @@ impl Shop<'_> {
     }
 }
 
+/// Tells every thread of the shop to stop, when dropped.
+struct StopOnDrop<'a, 'c>(&'a Shop<'c>);
+
+impl Drop for StopOnDrop<'_, '_> {
+    fn drop(&mut self) {
+        self.0.selling_done.store(true, Ordering::Relaxed);
+        self.0.drained.store(true, Ordering::Relaxed);
+    }
+}
+
 /// What one buyer saw.
 struct BuyerLog {
     attempts: u64,
@@ -655,9 +665,11 @@ fn payment_worker(shop: &Shop, worker: &Worker) {
 /// payment is recorded, nack on a transient failure, reject if declined.
 ///
 /// An order is charged at most once, however often it is delivered (a
-/// restart between publishing its payment and the ack delivers it again):
-/// under the order's lock, an order whose payment is already in the log is
-/// only acked.
+/// restart between publishing its payment and the ack delivers it again),
+/// and never after it failed (a dead letter published just before a crash
+/// is published again, but a run with a higher `--max-attempts` delivers
+/// the order again instead): under the order's lock, an order already paid
+/// or compensated is only acked.
 fn charge_order(shop: &Shop, delivery: Delivery) {
     let Some(order) = OrderMessage::decode(delivery.payload()) else {
         return settle(shop, delivery.reject("malformed order"));
@@ -666,7 +678,8 @@ fn charge_order(shop: &Shop, delivery: Delivery) {
         Ok(guard) => guard,
         Err(error) => return shop.error("locking an order", error),
     };
-    if shop.settled.lock().unwrap().contains(&order.order) {
+    let done = |set: &Mutex<HashSet<u64>>| set.lock().unwrap().contains(&order.order);
+    if done(&shop.settled) || done(&shop.released) {
         drop(guard);
         return settle(shop, delivery.ack());
     }
@@ -1124,6 +1137,9 @@ fn sale(config: &Config, data_dir: &std::path::Path, progress: &mut dyn FnMut(&P
     let mut drain_deadline = None;
     let buyer_logs: Vec<BuyerLog> = thread::scope(|s| {
         let shop = &shop;
+        // Stops every thread when this closure ends, by a panic too (of the
+        // `progress` callback, say): the scope then joins them.
+        let _stop = StopOnDrop(shop);
         for _ in 0..config.payment_workers {
             let worker = worker.clone();
             s.spawn(move || payment_worker(shop, &worker));

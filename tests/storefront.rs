@@ -185,3 +185,12 @@ fn a_directory_in_use_is_refused() {
         .expect_err("the directory is locked");
     assert!(error.to_string().contains("in use") || error.to_string().contains("lock"), "{error}");
 }
+
+#[test]
+fn a_panic_in_the_progress_callback_stops_every_thread() {
+    // A timed sale of a minute: if the panic left the buyers running, the
+    // scope would never join them and this test would hang.
+    let sale =
+        std::panic::AssertUnwindSafe(|| run(&config(&["--seconds", "60"]), &mut |_| panic!("the display broke")));
+    assert!(std::panic::catch_unwind(sale).is_err());
+}
