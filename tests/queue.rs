@@ -1696,6 +1696,31 @@ fn a_rejected_message_whose_dead_letter_failed_is_not_handed_out_again_after_a_r
 }
 
 #[test]
+fn a_message_whose_last_nack_failed_to_dead_letter_stays_dead_with_more_attempts_after_a_restart() {
+    // The decision to dead-letter is recorded before the dead letter is
+    // published: a group reopened with a higher `max_attempts` dead-letters
+    // the message instead of handing it out again (which could process a
+    // message that is also in the dead-letter topic).
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let engine = Engine::open(dir.path()).unwrap();
+        let topic = engine.topic("orders").unwrap();
+        topic.publish(b"flaky").unwrap();
+        let w = topic.worker_with("g", config(60_000, 1)).unwrap();
+        let d = take(&w);
+        engine.delete_topic("orders.dlq").unwrap(); // publishing a dead letter now fails
+        assert!(matches!(d.nack(Duration::ZERO, "gateway timeout"), Err(QueueError::DeadLetter(_))));
+    }
+    let engine = Engine::open(dir.path()).unwrap();
+    let w = engine.topic("orders").unwrap().worker_with("g", config(60_000, 5)).unwrap();
+    if let Ok(Some(d)) = w.receive(BRIEF) {
+        panic!("the message was handed out again after its last attempt, as attempt {}", d.attempt());
+    }
+    let dead = dead_letters(&engine, "orders.dlq");
+    assert_eq!(dead.len(), 1, "the message was not dead-lettered");
+}
+
+#[test]
 fn shortening_a_visibility_deadline_wakes_a_waiting_worker() {
     // A liveness check: the bound (5 s) is 500 times the 10 ms the message needs.
     let dir = tempfile::tempdir().unwrap();

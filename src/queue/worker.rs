@@ -191,7 +191,9 @@ enum Take {
     /// The record, its attempt, the delivery's token and deadline, and the
     /// journal entries to sync through before handing it out.
     Deliver(Record, u32, u64, Instant, SyncPoint),
-    DeadLetter(Record, u32, Arc<str>),
+    /// The record, its attempts and the reason, to dead-letter once the
+    /// decision (a `Rejected` entry) is durable.
+    DeadLetter(Record, u32, Arc<str>, SyncPoint),
     /// Nothing ready; the next delay or deadline ends then.
     Nothing(Option<Instant>),
 }
@@ -329,11 +331,21 @@ impl Worker {
                         made_durable(sync)?;
                         return Ok(Some(delivery));
                     }
-                    Take::DeadLetter(record, attempts, reason) => {
+                    Take::DeadLetter(record, attempts, reason, sync) => {
                         drop(state);
                         // A failure is counted (`dead_letter_failures`) and
                         // retried later; it does not stop this receive.
-                        let _ = group.dead_letter(record, attempts, &reason);
+                        if made_durable(sync).is_ok() {
+                            let _ = group.dead_letter(record, attempts, &reason);
+                        } else {
+                            // The decision is not durable yet: held back, it
+                            // is tried again (it is rejected in memory, so
+                            // never handed out).
+                            let retry_at_us = now_us().saturating_add(DEAD_LETTER_RETRY.as_micros() as u64);
+                            let mut state = group.state.lock();
+                            state.give_back(record.offset().get(), retry_at_us, reason);
+                            state.metrics.dead_letter_failures += 1;
+                        }
                         continue;
                     }
                     Take::Nothing(next_event) => {
@@ -505,9 +517,8 @@ impl Delivery {
         let mut state = group.state.lock();
         state.check_mine(offset, self.token)?;
         if self.attempt >= group.config.max_attempts {
-            state.leave(offset);
             drop(state);
-            return group.dead_letter(self.record.clone(), self.attempt, reason);
+            return self.dead_letter_now(reason);
         }
         let (retry_at_us, written) = if retry_after.is_zero() {
             (0, 0)
@@ -527,6 +538,12 @@ impl Delivery {
     /// `reason`, whatever attempts it has left.
     pub fn reject(mut self, reason: &str) -> Result<(), QueueError> {
         self.done = true;
+        self.dead_letter_now(reason)
+    }
+
+    /// Dead-letters the message now (a reject, or a nack of the last
+    /// attempt).
+    fn dead_letter_now(self, reason: &str) -> Result<(), QueueError> {
         let group = self.group.clone();
         let offset = self.offset().get();
         let sync = {
@@ -534,12 +551,10 @@ impl Delivery {
             state.check_mine(offset, self.token)?;
             // Recorded first (and on a Sync topic, synced): if the dead
             // letter fails, or the process or machine dies, the message is
-            // dead-lettered later, never delivered again.
-            let written = state.append(&group, Entry::Rejected { offset })?;
+            // dead-lettered later, never delivered again, even by a group
+            // reopened with a higher `max_attempts`.
+            let written = state.decide_dead_letter(&group, offset)?;
             state.leave(offset);
-            if let Some(tracked) = state.tracked.get_mut(&offset) {
-                tracked.rejected = true;
-            }
             state.sync_point(written)
         };
         if let Err(e) = made_durable(sync) {
@@ -737,10 +752,18 @@ impl GroupState {
         };
         let tracked = self.tracked.get_mut(&offset).expect("ready messages are tracked");
         if tracked.attempts >= group.config.max_attempts || tracked.rejected {
-            tracked.state = State::Leaving;
+            let (record, attempts) = (tracked.record.clone(), tracked.attempts);
             let reason =
                 tracked.last_error.clone().unwrap_or_else(|| "its last attempt was cut short by a restart".into());
-            return Ok(Take::DeadLetter(tracked.record.clone(), tracked.attempts, reason));
+            let written = match self.decide_dead_letter(group, offset) {
+                Ok(written) => written,
+                Err(e) => {
+                    self.ready.insert((Reverse(priority), offset));
+                    return Err(e.into());
+                }
+            };
+            self.leave(offset);
+            return Ok(Take::DeadLetter(record, attempts, reason, self.sync_point(written)));
         }
         let attempt = tracked.attempts + 1;
         let written = match self.append(group, Entry::Delivered { offset, attempt }) {
@@ -869,6 +892,20 @@ impl GroupState {
             }
             tracked.state = State::Leaving;
         }
+    }
+
+    /// Records that the message at `offset` is to be dead-lettered (a
+    /// `Rejected` entry, unless it has one), so that it is never delivered
+    /// again. Returns the entries written so far, to sync through.
+    fn decide_dead_letter(&mut self, group: &Group, offset: u64) -> Result<u64, IoError> {
+        if self.tracked.get(&offset).is_some_and(|tracked| tracked.rejected) {
+            return Ok(self.journal.written());
+        }
+        let written = self.append(group, Entry::Rejected { offset })?;
+        if let Some(tracked) = self.tracked.get_mut(&offset) {
+            tracked.rejected = true;
+        }
+        Ok(written)
     }
 
     /// An in-flight message failed: ready again, or delayed until `retry_at_us`.
