@@ -1134,7 +1134,7 @@ fn sale(config: &Config, data_dir: &std::path::Path, progress: &mut dyn FnMut(&P
 
     let started = Instant::now();
     let mut selling = Duration::ZERO;
-    let mut drain_deadline = None;
+    let mut drain_timed_out = false;
     let buyer_logs: Vec<BuyerLog> = thread::scope(|s| {
         let shop = &shop;
         // Stops every thread when this closure ends, by a panic too (of the
@@ -1185,7 +1185,7 @@ fn sale(config: &Config, data_dir: &std::path::Path, progress: &mut dyn FnMut(&P
                 && shop.compensation_position.load(Ordering::Acquire) >= dead_letters.info().next.get()
                 && shop.notification_position.load(Ordering::Acquire) >= shop.payments.info().next.get();
             if quiet || Instant::now() >= deadline {
-                drain_deadline = Some(!quiet);
+                drain_timed_out = !quiet;
                 break;
             }
             progress(&snapshot(true));
@@ -1212,7 +1212,7 @@ fn sale(config: &Config, data_dir: &std::path::Path, progress: &mut dyn FnMut(&P
     }
     let after = Ledger::read(&shop.orders, &shop.payments, &dead_letters)?;
     let mut errors = std::mem::take(&mut *shop.errors.lock().unwrap());
-    if drain_deadline == Some(true) {
+    if drain_timed_out {
         errors.push(format!("the sale did not drain within {} s", config.drain_seconds));
     }
     let invariants = check(&shop, &after, &placed, skus, stock, errors);
