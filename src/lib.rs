@@ -72,6 +72,7 @@
 
 mod engine;
 mod error;
+pub mod inspect;
 mod lock;
 mod log;
 mod queue;

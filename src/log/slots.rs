@@ -51,31 +51,27 @@ impl SlotFile {
         let existing = storage.exists(path);
         if existing {
             let bytes = storage.read_file(path).map_err(|e| io("read", e))?;
-            // A file shorter than its header, or with an all-zero header, was
-            // cut short while being created: nothing was ever committed to it.
-            let half_created = bytes.len() < SLOT_FILE_BYTES && bytes.iter().all(|&b| b == 0)
-                || bytes.len() >= SLOT_FILE_HEADER_BYTES && bytes[..SLOT_FILE_HEADER_BYTES].iter().all(|&b| b == 0);
-            if !half_created {
-                if bytes.len() < SLOT_FILE_BYTES || bytes[..8] != magic {
+            match check_slot_file(&bytes, magic) {
+                SlotFileCheck::HalfCreated => {}
+                SlotFileCheck::NotSlotFile => {
                     return Err(SlotFileError::Corrupt(Corruption {
                         file: path.into(),
                         position: 0,
-                        reason: "not a tollgate slot file",
+                        reason: NOT_SLOT_FILE,
                     }));
                 }
-                let found = u32_at(&bytes, SLOT_FILE_VERSION_AT);
-                if found > FORMAT_VERSION {
-                    return Err(SlotFileError::Newer { path: path.into(), found });
+                SlotFileCheck::Newer(found) => return Err(SlotFileError::Newer { path: path.into(), found }),
+                SlotFileCheck::Valid(newest) => {
+                    let map = storage.open_mapped(path, false, SLOT_FILE_BYTES).map_err(|e| io("map", e))?;
+                    // What we read may include a slot whose write was never
+                    // synced (a failed write earlier in this boot). Make it
+                    // durable before trusting it: the next write goes to the
+                    // other slot, which may hold the only durable value.
+                    map.sync().map_err(|e| io("sync", e))?;
+                    let generation = newest.map_or(0, |(g, _)| g);
+                    let file = SlotFile { path: path.into(), map: Mapped::new(map), generation };
+                    return Ok((file, newest.map(|(_, v)| v)));
                 }
-                let map = storage.open_mapped(path, false, SLOT_FILE_BYTES).map_err(|e| io("map", e))?;
-                // What we read may include a slot whose write was never
-                // synced (a failed write earlier in this boot). Make it
-                // durable before trusting it: the next write goes to the
-                // other slot, which may hold the only durable value.
-                map.sync().map_err(|e| io("sync", e))?;
-                let newest = newest_slot(&bytes);
-                let generation = newest.map_or(0, |(g, _)| g);
-                return Ok((SlotFile { path: path.into(), map: Mapped::new(map), generation }, newest.map(|(_, v)| v)));
             }
             storage.remove_file(path).map_err(|e| io("remove", e))?;
         }
@@ -121,21 +117,56 @@ pub(crate) fn encode_slot(slot: &mut [u8], generation: u64, value: SlotValue) {
     put_u32(slot, SLOT_CRC_AT, crc);
 }
 
+/// Why a slot file with the wrong magic or size is refused.
+pub(crate) const NOT_SLOT_FILE: &str = "not a tollgate slot file";
+
+/// What the bytes of a two-slot file are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SlotFileCheck {
+    /// Shorter than its header and all zero, or with an all-zero header: cut
+    /// short while being created, so nothing was ever committed to it.
+    HalfCreated,
+    /// Too short, or the wrong magic.
+    NotSlotFile,
+    /// A version above [`FORMAT_VERSION`].
+    Newer(u32),
+    /// A slot file of this kind: its newest valid slot (generation, value), if any.
+    Valid(Option<(u64, SlotValue)>),
+}
+
+/// Checks the whole content of a two-slot file whose magic should be `magic`.
+pub(crate) fn check_slot_file(bytes: &[u8], magic: [u8; 8]) -> SlotFileCheck {
+    let half_created = bytes.len() < SLOT_FILE_BYTES && bytes.iter().all(|&b| b == 0)
+        || bytes.len() >= SLOT_FILE_HEADER_BYTES && bytes[..SLOT_FILE_HEADER_BYTES].iter().all(|&b| b == 0);
+    if half_created {
+        return SlotFileCheck::HalfCreated;
+    }
+    if bytes.len() < SLOT_FILE_BYTES || bytes[..8] != magic {
+        return SlotFileCheck::NotSlotFile;
+    }
+    let found = u32_at(bytes, SLOT_FILE_VERSION_AT);
+    if found > FORMAT_VERSION {
+        return SlotFileCheck::Newer(found);
+    }
+    SlotFileCheck::Valid(newest_slot(bytes))
+}
+
 /// The valid slot with the highest generation in a whole slot file.
 pub(crate) fn newest_slot(file: &[u8]) -> Option<(u64, SlotValue)> {
-    (0..2)
-        .filter_map(|i| {
-            let at = SLOT_FILE_HEADER_BYTES + i * SLOT_BYTES;
-            let slot = file.get(at..at + SLOT_BYTES)?;
-            let generation = u64_at(slot, SLOT_GENERATION_AT);
-            let valid = generation != 0 && crc(&slot[..SLOT_CRC_AT]) == u32_at(slot, SLOT_CRC_AT);
-            valid.then(|| {
-                let value =
-                    SlotValue { a: u64_at(slot, SLOT_A_AT), b: u64_at(slot, SLOT_B_AT), c: u32_at(slot, SLOT_C_AT) };
-                (generation, value)
-            })
-        })
-        .max_by_key(|(generation, _)| *generation)
+    (0..2).filter_map(|i| read_slot(file, i)).max_by_key(|(generation, _)| *generation)
+}
+
+/// Slot `index` (0 or 1) of a whole slot file, if it is valid: written
+/// (generation not 0) and its CRC matches.
+pub(crate) fn read_slot(file: &[u8], index: usize) -> Option<(u64, SlotValue)> {
+    let at = SLOT_FILE_HEADER_BYTES + index * SLOT_BYTES;
+    let slot = file.get(at..at + SLOT_BYTES)?;
+    let generation = u64_at(slot, SLOT_GENERATION_AT);
+    let valid = generation != 0 && crc(&slot[..SLOT_CRC_AT]) == u32_at(slot, SLOT_CRC_AT);
+    valid.then(|| {
+        let value = SlotValue { a: u64_at(slot, SLOT_A_AT), b: u64_at(slot, SLOT_B_AT), c: u32_at(slot, SLOT_C_AT) };
+        (generation, value)
+    })
 }
 
 /// Writes a whole small file crash-safely: to `<path>.tmp`, synced, renamed

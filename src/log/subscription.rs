@@ -89,13 +89,41 @@ struct Cursor {
     frame: Option<OpenFrame>,
 }
 
+/// A checked frame, handed out record by record (by subscriptions, and by
+/// `inspect`'s reader of directories in use).
 #[derive(Debug)]
-struct OpenFrame {
+pub(crate) struct OpenFrame {
     bytes: Bytes,
     info: FrameInfo,
     /// Offset and position of the next entry to hand out.
     offset: u64,
     at: usize,
+}
+
+impl OpenFrame {
+    /// The frame `bytes`, which `check_frame` accepted (saying `info`),
+    /// positioned at its record `offset`: the entries before it are skipped.
+    pub(crate) fn at_offset(bytes: Bytes, info: FrameInfo, offset: u64) -> OpenFrame {
+        let mut frame = OpenFrame { bytes, info, offset: info.first_offset, at: FRAME_HEADER_BYTES };
+        while frame.offset < offset && frame.offset < info.end_offset() {
+            let (_, end) = Record::decode(&frame.bytes, frame.at, frame.offset, info.timestamp_us);
+            frame.at = end;
+            frame.offset += 1;
+        }
+        frame
+    }
+
+    /// The next record of the frame, if any is left.
+    #[inline]
+    pub(crate) fn next_record(&mut self) -> Option<Record> {
+        if self.offset >= self.info.end_offset() {
+            return None;
+        }
+        let (record, end) = Record::decode(&self.bytes, self.at, self.offset, self.info.timestamp_us);
+        self.offset += 1;
+        self.at = end;
+        Some(record)
+    }
 }
 
 impl Topic {
@@ -319,14 +347,8 @@ impl Reader {
     /// Hands out the next entry of the open frame, if any.
     #[inline]
     fn next_in_frame(&mut self) -> Option<Record> {
-        let frame = self.cursor.as_mut()?.frame.as_mut()?;
-        if frame.offset >= frame.info.end_offset() {
-            return None;
-        }
-        let (record, end) = Record::decode(&frame.bytes, frame.at, frame.offset, frame.info.timestamp_us);
-        frame.offset += 1;
-        frame.at = end;
-        self.next = frame.offset;
+        let record = self.cursor.as_mut()?.frame.as_mut()?.next_record()?;
+        self.next = record.offset().get() + 1;
         Some(record)
     }
 
@@ -349,13 +371,7 @@ impl Reader {
             cursor.position += info.len;
             cursor.position_offset = info.end_offset();
             if self.next < info.end_offset() {
-                let mut frame = OpenFrame { bytes, info, offset: info.first_offset, at: FRAME_HEADER_BYTES };
-                while frame.offset < self.next {
-                    let (_, end) = Record::decode(&frame.bytes, frame.at, frame.offset, info.timestamp_us);
-                    frame.at = end;
-                    frame.offset += 1;
-                }
-                cursor.frame = Some(frame);
+                cursor.frame = Some(OpenFrame::at_offset(bytes, info, self.next));
                 return Ok(());
             }
         }
