@@ -1,10 +1,7 @@
 //! Benchmarks of tollgate's lock manager against peer keyed-lock designs, side by side in every group.
 //!
-//! Peers: `dashmap+mutex` (`DashMap<String, Arc<parking_lot::Mutex<()>>>`: get or insert the `Arc`, then lock),
-//! `lockable` (`lockable::LockPool<String>`, blocking API; it takes an owned key, so every lock clones the
-//! `&str` into a `String`), `std_mutex+condvar` (a `std::sync::Mutex<HashMap<String, bool>>` of held keys plus
-//! one `Condvar`; unlock marks the key free, or removes it when reclaiming, and calls `notify_all`), and
-//! `parking_lot` (one `parking_lot::Mutex<()>`, no key at all) where a single lock makes sense.
+//! Peers: see `support/locks.rs`, where the contenders and the operations measured are shared with the
+//! scorecard (`benches/scorecard.rs`).
 //!
 //! Groups, and the PRODUCT goal each one checks:
 //! - `uncontended_existing_key`: lock + unlock of one pre-warmed key on one thread.
@@ -25,171 +22,22 @@
 //!   Needs a Redis server at `REDIS_URL` (default `redis://127.0.0.1:6379/`); without one the Redis side is
 //!   skipped with a message.
 
-use std::collections::HashMap;
 use std::hint::black_box;
-use std::sync::mpsc;
-use std::sync::{Arc, Barrier, Condvar};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use criterion::{BenchmarkId, measurement::WallTime};
-use dashmap::DashMap;
-use lockable::LockPool;
 use tollgate::{LockManager, LockRequest};
 
-/// How long the holder waits before releasing in `handoff_parked`, so that the waiter has parked.
-const PARK_WAIT: Duration = Duration::from_micros(200);
-/// Keys cycled through by `uncontended_fresh_key`.
-const FRESH_KEYS: usize = 1 << 16;
-/// Keys each thread cycles through in `disjoint_keys`.
-const KEYS_PER_THREAD: usize = 64;
+mod support;
+use support::locks::{
+    CondvarLocks, DashLocks, KeyedLock, cycle_keys, disjoint_key_sets, existing_key, fresh_key, fresh_keys, lockable,
+    parking_lot, tollgate, with_handoff,
+};
+use support::{Budget, run_threads};
+
 /// The keys of `lock_all_3`, already sorted.
 const KEYS_3: [&str; 3] = ["sku:1", "sku:2", "sku:3"];
-
-/// A keyed exclusive lock, as the benchmarks use it: run `f` while holding `key`.
-trait KeyedLock: Sync {
-    fn with_lock<R>(&self, key: &str, f: impl FnOnce() -> R) -> R;
-
-    /// Makes sure `key` has an entry that survives its unlock.
-    fn prewarm(&self, key: &str) {
-        self.with_lock(key, || ());
-    }
-}
-
-/// The crate under test.
-struct Tollgate(LockManager);
-
-impl KeyedLock for Tollgate {
-    #[inline]
-    fn with_lock<R>(&self, key: &str, f: impl FnOnce() -> R) -> R {
-        let guard = self.0.lock(key).expect("tollgate lock");
-        let result = f();
-        drop(guard);
-        result
-    }
-}
-
-/// `DashMap` of `Arc<parking_lot::Mutex<()>>`; with `reclaim`, the entry is removed on unlock when nobody
-/// else holds its `Arc` (this simple removal is only sound single-threaded: a concurrent version would have
-/// to re-check the map after locking, which would cost more).
-struct DashLocks {
-    map: DashMap<String, Arc<parking_lot::Mutex<()>>>,
-    reclaim: bool,
-}
-
-impl DashLocks {
-    fn new(reclaim: bool) -> Self {
-        Self { map: DashMap::new(), reclaim }
-    }
-}
-
-impl KeyedLock for DashLocks {
-    #[inline]
-    fn with_lock<R>(&self, key: &str, f: impl FnOnce() -> R) -> R {
-        let mutex = match self.map.get(key) {
-            Some(entry) => Arc::clone(entry.value()),
-            None => Arc::clone(self.map.entry(key.to_owned()).or_default().value()),
-        };
-        let guard = mutex.lock();
-        let result = f();
-        drop(guard);
-        drop(mutex);
-        if self.reclaim {
-            self.map.remove_if(key, |_, mutex| Arc::strong_count(mutex) == 1);
-        }
-        result
-    }
-}
-
-/// The `lockable` crate's lock pool (an entry exists while locked, or while it holds a value).
-struct Lockable(LockPool<String>);
-
-impl KeyedLock for Lockable {
-    #[inline]
-    fn with_lock<R>(&self, key: &str, f: impl FnOnce() -> R) -> R {
-        let guard = self.0.blocking_lock(key.to_owned());
-        let result = f();
-        drop(guard);
-        result
-    }
-
-    fn prewarm(&self, key: &str) {
-        // A value keeps the entry after unlock.
-        self.0.blocking_lock(key.to_owned()).insert(());
-    }
-}
-
-/// A `std::sync::Mutex` over a map of held keys, and one `Condvar` for every waiter.
-struct CondvarLocks {
-    held: std::sync::Mutex<HashMap<String, bool>>,
-    freed: Condvar,
-    reclaim: bool,
-}
-
-impl CondvarLocks {
-    fn new(reclaim: bool) -> Self {
-        Self { held: std::sync::Mutex::new(HashMap::new()), freed: Condvar::new(), reclaim }
-    }
-}
-
-impl KeyedLock for CondvarLocks {
-    #[inline]
-    fn with_lock<R>(&self, key: &str, f: impl FnOnce() -> R) -> R {
-        {
-            let mut held = self.held.lock().unwrap();
-            loop {
-                match held.get_mut(key) {
-                    Some(true) => held = self.freed.wait(held).unwrap(),
-                    Some(flag) => {
-                        *flag = true;
-                        break;
-                    }
-                    None => {
-                        held.insert(key.to_owned(), true);
-                        break;
-                    }
-                }
-            }
-        }
-        let result = f();
-        {
-            let mut held = self.held.lock().unwrap();
-            if self.reclaim {
-                held.remove(key);
-            } else if let Some(flag) = held.get_mut(key) {
-                *flag = false;
-            }
-        }
-        self.freed.notify_all();
-        result
-    }
-}
-
-/// One `parking_lot::Mutex<()>`, ignoring the key: the floor for a single lock.
-struct ParkingLot(parking_lot::Mutex<()>);
-
-impl KeyedLock for ParkingLot {
-    #[inline]
-    fn with_lock<R>(&self, _key: &str, f: impl FnOnce() -> R) -> R {
-        let guard = self.0.lock();
-        let result = f();
-        drop(guard);
-        result
-    }
-}
-
-fn tollgate() -> Tollgate {
-    Tollgate(LockManager::new())
-}
-
-fn lockable() -> Lockable {
-    Lockable(LockPool::new())
-}
-
-fn parking_lot() -> ParkingLot {
-    ParkingLot(parking_lot::Mutex::new(()))
-}
 
 fn group<'c>(c: &'c mut Criterion, name: &str) -> BenchmarkGroup<'c, WallTime> {
     let mut group = c.benchmark_group(name);
@@ -197,84 +45,54 @@ fn group<'c>(c: &'c mut Criterion, name: &str) -> BenchmarkGroup<'c, WallTime> {
     group
 }
 
-fn existing_key<L: KeyedLock>(g: &mut BenchmarkGroup<'_, WallTime>, name: &str, locks: L) {
-    let key = "sku:42";
-    locks.prewarm(key);
-    g.bench_function(name, |b| b.iter(|| locks.with_lock(black_box(key), || ())));
+fn existing<L: KeyedLock>(g: &mut BenchmarkGroup<'_, WallTime>, name: &str, locks: L) {
+    let mut lock_unlock = existing_key(&locks);
+    g.bench_function(name, |b| b.iter(|| lock_unlock(0)));
 }
 
 fn uncontended_existing_key(c: &mut Criterion) {
     let mut g = group(c, "uncontended_existing_key");
-    existing_key(&mut g, "tollgate", tollgate());
-    existing_key(&mut g, "dashmap+mutex", DashLocks::new(false));
-    existing_key(&mut g, "lockable", lockable());
-    existing_key(&mut g, "std_mutex+condvar", CondvarLocks::new(false));
-    existing_key(&mut g, "parking_lot", parking_lot());
+    existing(&mut g, "tollgate", tollgate());
+    existing(&mut g, "dashmap+mutex", DashLocks::new(false));
+    existing(&mut g, "lockable", lockable());
+    existing(&mut g, "std_mutex+condvar", CondvarLocks::new(false));
+    existing(&mut g, "parking_lot", parking_lot());
     g.finish();
 }
 
-fn fresh_key<L: KeyedLock>(g: &mut BenchmarkGroup<'_, WallTime>, name: &str, locks: L, keys: &[String]) {
+fn fresh<L: KeyedLock>(g: &mut BenchmarkGroup<'_, WallTime>, name: &str, locks: L, keys: &[String]) {
+    let mut lock_unlock = fresh_key(&locks, keys);
     let mut next = 0;
     g.bench_function(name, |b| {
         b.iter(|| {
-            let key = &keys[next % FRESH_KEYS];
+            lock_unlock(next);
             next += 1;
-            locks.with_lock(black_box(key), || ())
         })
     });
 }
 
 fn uncontended_fresh_key(c: &mut Criterion) {
-    let keys: Vec<String> = (0..FRESH_KEYS).map(|i| format!("sku:{i}")).collect();
+    let keys = fresh_keys();
     let mut g = group(c, "uncontended_fresh_key");
-    fresh_key(&mut g, "tollgate", tollgate(), &keys);
-    fresh_key(&mut g, "dashmap+mutex", DashLocks::new(true), &keys);
-    fresh_key(&mut g, "lockable", lockable(), &keys);
-    fresh_key(&mut g, "std_mutex+condvar", CondvarLocks::new(true), &keys);
+    fresh(&mut g, "tollgate", tollgate(), &keys);
+    fresh(&mut g, "dashmap+mutex", DashLocks::new(true), &keys);
+    fresh(&mut g, "lockable", lockable(), &keys);
+    fresh(&mut g, "std_mutex+condvar", CondvarLocks::new(true), &keys);
     g.finish();
 }
 
 /// Runs one thread per element of `keys`, each doing `iters` lock + unlock cycles over its own key list, and
 /// returns the time from the first thread's start to the last thread's end.
-fn run_threads<L: KeyedLock>(locks: &L, keys: &[Vec<String>], iters: u64) -> Duration {
-    let barrier = Barrier::new(keys.len());
-    let spans: Vec<(Instant, Instant)> = thread::scope(|s| {
-        let handles: Vec<_> = keys
-            .iter()
-            .map(|own| {
-                let barrier = &barrier;
-                s.spawn(move || {
-                    barrier.wait();
-                    let start = Instant::now();
-                    let mut next = 0;
-                    for _ in 0..iters {
-                        let key = &own[next];
-                        next = if next + 1 == own.len() { 0 } else { next + 1 };
-                        locks.with_lock(black_box(key), || black_box(key.len()));
-                    }
-                    (start, Instant::now())
-                })
-            })
-            .collect();
-        handles.into_iter().map(|handle| handle.join().unwrap()).collect()
-    });
-    let start = spans.iter().map(|span| span.0).min().unwrap();
-    let end = spans.iter().map(|span| span.1).max().unwrap();
-    end - start
+fn cycle_threads<L: KeyedLock>(locks: &L, keys: &[Vec<String>], iters: u64) -> Duration {
+    run_threads(keys.len(), Budget::Calls(iters), |t| cycle_keys(locks, &keys[t])).elapsed
 }
 
 fn disjoint<L: KeyedLock>(g: &mut BenchmarkGroup<'_, WallTime>, name: &str, locks: L) {
     for threads in [1, 2] {
-        let keys: Vec<Vec<String>> =
-            (0..threads).map(|t| (0..KEYS_PER_THREAD).map(|i| format!("sku:{t}:{i}")).collect()).collect();
-        for own in &keys {
-            for key in own {
-                locks.prewarm(key);
-            }
-        }
+        let keys = disjoint_key_sets(&locks, threads);
         g.throughput(Throughput::Elements(threads as u64));
         g.bench_with_input(BenchmarkId::new(name, threads), &keys, |b, keys| {
-            b.iter_custom(|iters| run_threads(&locks, keys, iters))
+            b.iter_custom(|iters| cycle_threads(&locks, keys, iters))
         });
     }
 }
@@ -288,39 +106,10 @@ fn disjoint_keys(c: &mut Criterion) {
     g.finish();
 }
 
-/// A persistent waiter thread locks the key each time the holder signals it, after which the holder sleeps
-/// [`PARK_WAIT`], notes `t0` and releases; the waiter notes `t1` as soon as it holds the key. Only `t1 - t0`
-/// is measured.
+/// See [`with_handoff`]: only the time from the holder's release to the parked waiter's return is measured.
 fn handoff<L: KeyedLock>(g: &mut BenchmarkGroup<'_, WallTime>, name: &str, locks: L) {
-    let key = "sku:handoff";
-    locks.prewarm(key);
-    let locks = &locks;
-    thread::scope(|s| {
-        let (go, go_rx) = mpsc::channel::<()>();
-        let (done_tx, done) = mpsc::channel::<Instant>();
-        s.spawn(move || {
-            while go_rx.recv().is_ok() {
-                let t1 = locks.with_lock(key, Instant::now);
-                done_tx.send(t1).unwrap();
-            }
-        });
-        g.bench_function(name, |b| {
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let t0 = locks.with_lock(key, || {
-                        go.send(()).unwrap();
-                        thread::sleep(PARK_WAIT);
-                        Instant::now()
-                    });
-                    let t1 = done.recv().unwrap();
-                    total += t1.saturating_duration_since(t0);
-                }
-                total
-            })
-        });
-        // Dropping `go` ends the waiter.
-        drop(go);
+    with_handoff(&locks, |handoff| {
+        g.bench_function(name, |b| b.iter_custom(|iters| (0..iters).map(|_| handoff()).sum()));
     });
 }
 
@@ -342,7 +131,7 @@ fn contended<L: KeyedLock>(g: &mut BenchmarkGroup<'_, WallTime>, name: &str, loc
     let key = "sku:hot".to_owned();
     locks.prewarm(&key);
     let keys = vec![vec![key.clone()], vec![key]];
-    g.bench_function(name, |b| b.iter_custom(|iters| run_threads(&locks, &keys, iters)));
+    g.bench_function(name, |b| b.iter_custom(|iters| cycle_threads(&locks, &keys, iters)));
 }
 
 fn contended_2_threads(c: &mut Criterion) {

@@ -7,6 +7,8 @@
 //! handler that yields instead of sleeping). Peers whose writer needs `&mut` (yaque, commitlog) are shared by
 //! two producers behind a `Mutex`, as an application would have to.
 //!
+//! The stores and the latency runs are shared with the scorecard, in `support/log.rs`.
+//!
 //! Where the files go: groups about CPU cost use a tmpfs (`/dev/shm`, falling back to the temporary directory
 //! where there is none), so that no disk write-back adds noise; `sync_2_publishers` uses
 //! `std::env::temp_dir()`, on a real disk on the machine these were recorded on, since fsync is what it
@@ -56,31 +58,25 @@
 use std::fs;
 use std::hint::black_box;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Barrier, Mutex};
+use std::sync::Barrier;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use commitlog::ReadLimit;
 use commitlog::message::MessageSet;
-use commitlog::{CommitLog, LogOptions, ReadLimit};
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use hdrhistogram::Histogram;
-use rusqlite::{Connection, TransactionBehavior};
 use tempfile::TempDir;
 
 mod support;
-use support::{disk_dir, group, latency_histogram, reporting};
-use tollgate::{Durability, Engine, Offset, SEGMENT_BYTES_MAX, StartAt, TopicConfig};
+use support::log::{
+    Channel, CommitLogStore, FjallStore, SYNC_BATCH, Sqlite, Store, TOPIC, TollgateLog, Yaque, append_run,
+    channel_one_way, mpsc_one_way, open_commitlog, tollgate_one_way,
+};
+use support::{Budget, disk_dir, group, latency_histogram, memory_dir, reporting};
+use tollgate::{Durability, Engine, Offset, TopicConfig};
 
-/// The topic every tollgate benchmark uses.
-const TOPIC: &str = "bench";
-/// How long a sender waits before publishing in `subscriber_wakeup_parked`, so that the receiver has parked.
-const PARK_WAIT: Duration = Duration::from_micros(200);
-/// How long a parked receiver waits at most; far beyond any benchmark.
-const RECEIVE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Messages of the percentile run after `subscriber_latency_spinning`.
 const SPINNING_REPORT_MESSAGES: u64 = 200_000;
 /// Messages of the percentile run after `subscriber_wakeup_parked`.
@@ -90,281 +86,14 @@ const REPORT_ROUNDS: u64 = 4;
 /// Calls per thread of the percentile runs after `sync_2_publishers`, for single publishes and for batches.
 const SYNC_REPORT_CALLS: u64 = 500;
 const SYNC_REPORT_BATCH_CALLS: u64 = 200;
-/// Messages per `publish_batch` in `sync_2_publishers`.
-const SYNC_BATCH: usize = 64;
 /// Records read by each `sequential_read` iteration.
 const READ_RECORDS: u64 = 100_000;
 /// About how much log `recovery_scan` scans.
 const RECOVERY_DATA_BYTES: u64 = 160 << 20;
 /// Segment size of the topics of `open_time`.
 const OPEN_SEGMENT_BYTES: u64 = 64 << 10;
-/// Index entries per commitlog index file: enough that no benchmark rolls a commitlog segment because its index
-/// is full (the file is sparse), which the `fdatasync` of the sync benchmark relies on.
-const COMMITLOG_INDEX_ITEMS: usize = 1 << 24;
 /// Index entries per commitlog index file in `open_time`: enough for a 64 KiB segment of 1 KiB messages.
 const OPEN_COMMITLOG_INDEX_ITEMS: usize = 1024;
-
-/// A fresh directory on a tmpfs (`/dev/shm`), for groups about CPU cost; in the temporary directory if there is
-/// no `/dev/shm`.
-fn memory_dir() -> TempDir {
-    let mut builder = tempfile::Builder::new();
-    builder.prefix("tollgate-bench-");
-    let shm = Path::new("/dev/shm");
-    if shm.is_dir() { builder.tempdir_in(shm) } else { builder.tempdir() }.expect("temporary directory")
-}
-
-/// A store that messages are appended to, as the append and sync benchmarks use it. `thread` and `seq` make a
-/// key unique for the stores that need one.
-trait Store: Sync {
-    fn append(&self, thread: usize, seq: u64, payload: &[u8]);
-
-    /// Appends `count` copies of `payload` in one atomic write.
-    fn append_batch(&self, thread: usize, seq: u64, payload: &[u8], count: usize);
-}
-
-/// The crate under test: one topic in its own engine.
-struct TollgateLog {
-    topic: tollgate::Topic,
-    _engine: Engine,
-}
-
-impl TollgateLog {
-    fn open(dir: &Path, durability: Durability) -> Self {
-        let engine = Engine::open(dir).expect("open engine");
-        let config = TopicConfig { durability, segment_bytes: SEGMENT_BYTES_MAX, ..TopicConfig::default() };
-        let topic = engine.create_topic(TOPIC, config).expect("create topic");
-        Self { topic, _engine: engine }
-    }
-}
-
-impl Store for TollgateLog {
-    #[inline]
-    fn append(&self, _thread: usize, _seq: u64, payload: &[u8]) {
-        black_box(self.topic.publish(payload).expect("publish"));
-    }
-
-    fn append_batch(&self, _thread: usize, _seq: u64, payload: &[u8], count: usize) {
-        let message = Bytes::copy_from_slice(payload);
-        black_box(self.topic.publish_batch(std::iter::repeat_n(message, count)).expect("publish_batch"));
-    }
-}
-
-/// crossbeam-channel's unbounded channel of `N`-byte arrays, never drained.
-struct Channel<const N: usize> {
-    tx: crossbeam_channel::Sender<[u8; N]>,
-    _rx: crossbeam_channel::Receiver<[u8; N]>,
-}
-
-impl<const N: usize> Channel<N> {
-    fn new() -> Self {
-        let (tx, _rx) = crossbeam_channel::unbounded();
-        Self { tx, _rx }
-    }
-}
-
-impl<const N: usize> Store for Channel<N> {
-    #[inline]
-    fn append(&self, _thread: usize, _seq: u64, payload: &[u8]) {
-        self.tx.send(payload.try_into().expect("payload of N bytes")).expect("receiver alive");
-    }
-
-    fn append_batch(&self, thread: usize, seq: u64, payload: &[u8], count: usize) {
-        for _ in 0..count {
-            self.append(thread, seq, payload);
-        }
-    }
-}
-
-/// yaque's sender, unbounded, shared behind a mutex (it takes `&mut self`).
-struct Yaque(Mutex<yaque::Sender>);
-
-impl Yaque {
-    fn open(dir: &Path) -> Self {
-        Self(Mutex::new(yaque::Sender::open(dir).expect("open yaque")))
-    }
-}
-
-impl Store for Yaque {
-    #[inline]
-    fn append(&self, _thread: usize, _seq: u64, payload: &[u8]) {
-        self.0.lock().unwrap().try_send(payload).expect("yaque send");
-    }
-
-    fn append_batch(&self, _thread: usize, _seq: u64, payload: &[u8], count: usize) {
-        self.0.lock().unwrap().try_send_batch(std::iter::repeat_n(payload, count)).expect("yaque send_batch");
-    }
-}
-
-/// commitlog behind a mutex; with `sync`, every append is followed by `flush` and an `fdatasync` of the
-/// segment file.
-struct CommitLogStore {
-    log: Mutex<CommitLog>,
-    /// The (only) segment, for `fdatasync`: see [`COMMITLOG_INDEX_ITEMS`].
-    segment: fs::File,
-    sync: bool,
-}
-
-impl CommitLogStore {
-    fn open(dir: &Path, sync: bool) -> Self {
-        let log = open_commitlog(dir, 1 << 30, COMMITLOG_INDEX_ITEMS);
-        let segment = fs::File::open(dir.join(format!("{:020}.log", 0))).expect("commitlog segment");
-        Self { log: Mutex::new(log), segment, sync }
-    }
-
-    fn synced(&self, log: &mut CommitLog) {
-        if self.sync {
-            // The file holds every record: a second segment would need more index entries than it has.
-            assert!(log.next_offset() < COMMITLOG_INDEX_ITEMS as u64, "commitlog rolled its segment");
-            log.flush().expect("commitlog flush");
-            self.segment.sync_data().expect("commitlog fdatasync");
-        }
-    }
-}
-
-fn open_commitlog(dir: &Path, segment_bytes: usize, index_items: usize) -> CommitLog {
-    let mut options = LogOptions::new(dir);
-    options.segment_max_bytes(segment_bytes).index_max_items(index_items);
-    CommitLog::new(options).expect("open commitlog")
-}
-
-impl Store for CommitLogStore {
-    #[inline]
-    fn append(&self, _thread: usize, _seq: u64, payload: &[u8]) {
-        let mut log = self.log.lock().unwrap();
-        black_box(log.append_msg(payload).expect("commitlog append"));
-        self.synced(&mut log);
-    }
-
-    fn append_batch(&self, _thread: usize, _seq: u64, payload: &[u8], count: usize) {
-        let mut batch: commitlog::message::MessageBuf = std::iter::repeat_n(payload, count).collect();
-        let mut log = self.log.lock().unwrap();
-        black_box(log.append(&mut batch).expect("commitlog append"));
-        self.synced(&mut log);
-    }
-}
-
-/// fjall, one keyspace; with `sync`, every write is persisted with `PersistMode::SyncAll`.
-struct FjallStore {
-    keyspace: Keyspace,
-    db: Database,
-    sync: bool,
-}
-
-impl FjallStore {
-    fn open(dir: &Path, sync: bool) -> Self {
-        let db = Database::builder(dir).open().expect("open fjall");
-        let keyspace = db.keyspace("log", KeyspaceCreateOptions::default).expect("fjall keyspace");
-        Self { keyspace, db, sync }
-    }
-}
-
-fn fjall_key(thread: usize, seq: u64) -> [u8; 9] {
-    let mut key = [0; 9];
-    key[0] = thread as u8;
-    key[1..].copy_from_slice(&seq.to_be_bytes());
-    key
-}
-
-impl Store for FjallStore {
-    #[inline]
-    fn append(&self, thread: usize, seq: u64, payload: &[u8]) {
-        self.keyspace.insert(&fjall_key(thread, seq)[..], payload).expect("fjall insert");
-        if self.sync {
-            self.db.persist(PersistMode::SyncAll).expect("fjall persist");
-        }
-    }
-
-    fn append_batch(&self, thread: usize, seq: u64, payload: &[u8], count: usize) {
-        let mut batch = self.db.batch();
-        if self.sync {
-            batch = batch.durability(Some(PersistMode::SyncAll));
-        }
-        for i in 0..count as u64 {
-            batch.insert(&self.keyspace, &fjall_key(thread, seq * count as u64 + i)[..], payload);
-        }
-        batch.commit().expect("fjall batch");
-    }
-}
-
-/// SQLite in WAL mode, one connection per thread.
-struct Sqlite {
-    connections: Vec<Mutex<Connection>>,
-}
-
-impl Sqlite {
-    /// `synchronous` is `OFF` or `FULL`.
-    fn open(dir: &Path, threads: usize, synchronous: &str) -> Self {
-        let path = dir.join("log.sqlite");
-        let connections = (0..threads)
-            .map(|i| {
-                let mut conn = Connection::open(&path).expect("open sqlite");
-                let mode: String =
-                    conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0)).expect("WAL mode");
-                assert_eq!(mode, "wal");
-                conn.pragma_update(None, "synchronous", synchronous).expect("synchronous");
-                // The default handler sleeps for milliseconds when the other connection holds the write lock.
-                conn.busy_handler(Some(|_| {
-                    thread::yield_now();
-                    true
-                }))
-                .expect("busy handler");
-                if i == 0 {
-                    conn.execute_batch("CREATE TABLE log (id INTEGER PRIMARY KEY, payload BLOB NOT NULL)")
-                        .expect("create table");
-                }
-                Mutex::new(conn)
-            })
-            .collect();
-        Self { connections }
-    }
-}
-
-const SQLITE_INSERT: &str = "INSERT INTO log (payload) VALUES (?1)";
-
-impl Store for Sqlite {
-    #[inline]
-    fn append(&self, thread: usize, _seq: u64, payload: &[u8]) {
-        let conn = self.connections[thread].lock().unwrap();
-        conn.prepare_cached(SQLITE_INSERT).and_then(|mut insert| insert.execute([payload])).expect("insert");
-    }
-
-    fn append_batch(&self, thread: usize, _seq: u64, payload: &[u8], count: usize) {
-        let mut conn = self.connections[thread].lock().unwrap();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).expect("begin");
-        {
-            let mut insert = tx.prepare_cached(SQLITE_INSERT).expect("prepare");
-            for _ in 0..count {
-                insert.execute([payload]).expect("insert");
-            }
-        }
-        tx.commit().expect("commit");
-    }
-}
-
-/// Runs `work(thread, i)` for `i` in `0..iters` on each of `threads` threads, started together; returns the
-/// time from the first thread's start to the last thread's end.
-fn run_threads(threads: usize, iters: u64, work: impl Fn(usize, u64) + Sync) -> Duration {
-    let barrier = Barrier::new(threads);
-    let spans: Vec<(Instant, Instant)> = thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                let (barrier, work) = (&barrier, &work);
-                s.spawn(move || {
-                    barrier.wait();
-                    let start = Instant::now();
-                    for i in 0..iters {
-                        work(t, i);
-                    }
-                    (start, Instant::now())
-                })
-            })
-            .collect();
-        handles.into_iter().map(|handle| handle.join().unwrap()).collect()
-    });
-    let start = spans.iter().map(|span| span.0).min().unwrap();
-    let end = spans.iter().map(|span| span.1).max().unwrap();
-    end - start
-}
 
 /// Benchmarks `threads` threads appending `payload` (in batches of `batch` when it is above 1) to a store that
 /// `open` makes in a fresh directory from `dir` for every sample.
@@ -378,19 +107,7 @@ fn appends<S: Store>(
     batch: usize,
 ) {
     g.bench_function(id, |b| {
-        b.iter_custom(|iters| {
-            let dir = dir();
-            let store = open(dir.path());
-            let elapsed = run_threads(threads, iters, |t, i| {
-                if batch == 1 {
-                    store.append(t, i, payload);
-                } else {
-                    store.append_batch(t, i, payload, batch);
-                }
-            });
-            drop(store);
-            elapsed
-        })
+        b.iter_custom(|iters| append_run(dir, &open, threads, payload, batch, Budget::Calls(iters)).elapsed)
     });
 }
 
@@ -422,105 +139,6 @@ fn append_1KiB(c: &mut Criterion) {
     append_group::<1024>(c, "append_1KiB");
 }
 
-/// Nanoseconds since `base`: the stamp a latency message carries in its first 8 bytes.
-fn stamp(base: Instant) -> u64 {
-    base.elapsed().as_nanos() as u64
-}
-
-fn stamped_message(base: Instant) -> [u8; 64] {
-    let mut message = [0xA5; 64];
-    message[..8].copy_from_slice(&stamp(base).to_le_bytes());
-    message
-}
-
-fn stamp_of(message: &[u8]) -> u64 {
-    u64::from_le_bytes(message[..8].try_into().expect("8 bytes"))
-}
-
-/// Sends `iters` stamped messages, one in flight at a time, from this thread to a receiver thread that polls
-/// `receive` (which returns a message's stamp, or `None` if there is none yet). With `pause`, the sender sleeps
-/// that long before each message. Returns the sum of the one-way latencies and their histogram.
-fn one_way(
-    iters: u64,
-    pause: Option<Duration>,
-    mut send: impl FnMut(Instant),
-    mut receive: impl FnMut() -> Option<u64> + Send,
-) -> (Duration, Histogram<u64>) {
-    let base = Instant::now();
-    let received = AtomicU64::new(0);
-    thread::scope(|s| {
-        let receiver = s.spawn(|| {
-            let mut histogram = latency_histogram();
-            let mut total_ns = 0;
-            for i in 1..=iters {
-                let sent = loop {
-                    if let Some(sent) = receive() {
-                        break sent;
-                    }
-                };
-                let latency_ns = stamp(base).saturating_sub(sent);
-                total_ns += latency_ns;
-                histogram.saturating_record(latency_ns.max(1));
-                received.store(i, Ordering::Release);
-            }
-            (Duration::from_nanos(total_ns), histogram)
-        });
-        for i in 0..iters {
-            while received.load(Ordering::Acquire) < i {
-                std::hint::spin_loop();
-            }
-            if let Some(pause) = pause {
-                thread::sleep(pause);
-            }
-            send(base);
-        }
-        receiver.join().unwrap()
-    })
-}
-
-/// [`one_way`] through a tollgate topic in a fresh engine; `parked` receivers wait in `next_timeout`.
-fn tollgate_one_way(iters: u64, parked: bool) -> (Duration, Histogram<u64>) {
-    let dir = memory_dir();
-    let engine = Engine::open(dir.path()).expect("open engine");
-    let topic = engine.create_topic(TOPIC, TopicConfig::default()).expect("create topic");
-    let mut subscription = topic.subscribe_with("latency", StartAt::Latest).expect("subscribe");
-    let send = |base| {
-        black_box(topic.publish(stamped_message(base)).expect("publish"));
-    };
-    let pause = parked.then_some(PARK_WAIT);
-    if parked {
-        one_way(iters, pause, send, || {
-            subscription.next_timeout(RECEIVE_TIMEOUT).expect("next").map(|record| stamp_of(record.payload()))
-        })
-    } else {
-        one_way(iters, pause, send, || subscription.next().expect("next").map(|record| stamp_of(record.payload())))
-    }
-}
-
-/// [`one_way`] through a crossbeam channel; `parked` receivers block in `recv`.
-fn channel_one_way(iters: u64, parked: bool) -> (Duration, Histogram<u64>) {
-    let (tx, rx) = crossbeam_channel::unbounded::<[u8; 64]>();
-    let send = |base| tx.send(stamped_message(base)).expect("receiver alive");
-    let pause = parked.then_some(PARK_WAIT);
-    if parked {
-        one_way(iters, pause, send, || Some(stamp_of(&rx.recv().expect("sender alive"))))
-    } else {
-        one_way(iters, pause, send, || rx.try_recv().ok().map(|message| stamp_of(&message)))
-    }
-}
-
-/// [`one_way`] through `std::sync::mpsc`; `parked` receivers block in `recv`.
-fn mpsc_one_way(iters: u64, parked: bool) -> (Duration, Histogram<u64>) {
-    let (tx, rx) = std::sync::mpsc::channel::<[u8; 64]>();
-    let send = |base| tx.send(stamped_message(base)).expect("receiver alive");
-    let pause = parked.then_some(PARK_WAIT);
-    if parked {
-        one_way(iters, pause, send, move || Some(stamp_of(&rx.recv().expect("sender alive"))))
-    } else {
-        one_way(iters, pause, send, move || rx.try_recv().ok().map(|message| stamp_of(&message)))
-    }
-}
-
 fn print_latency(group: &str, name: &str, histogram: &Histogram<u64>) {
     let at = |q| histogram.value_at_quantile(q);
     println!(
@@ -533,8 +151,8 @@ fn print_latency(group: &str, name: &str, histogram: &Histogram<u64>) {
     );
 }
 
-/// One implementation of a latency group: runs [`one_way`] for `iters` messages, parked or spinning.
-type OneWay = fn(u64, bool) -> (Duration, Histogram<u64>);
+/// One implementation of a latency group: runs `one_way` (`support/log.rs`) within a budget, parked or spinning.
+type OneWay = fn(Budget, bool) -> (Duration, Histogram<u64>);
 
 fn latency_group(c: &mut Criterion, name: &str, parked: bool, report_messages: u64, contenders: &[(&str, OneWay)]) {
     // Each sample is reported as its median latency times its message count: with two threads spinning on a
@@ -547,7 +165,7 @@ fn latency_group(c: &mut Criterion, name: &str, parked: bool, report_messages: u
     g.measurement_time(Duration::from_secs(3));
     g.throughput(Throughput::Elements(1));
     for &(contender, run) in contenders {
-        g.bench_function(contender, |b| b.iter_custom(|iters| median(run(iters, parked))));
+        g.bench_function(contender, |b| b.iter_custom(|iters| median(run(Budget::Calls(iters), parked))));
     }
     g.finish();
     if !reporting(name) {
@@ -557,7 +175,7 @@ fn latency_group(c: &mut Criterion, name: &str, parked: bool, report_messages: u
     let mut histograms: Vec<Histogram<u64>> = contenders.iter().map(|_| latency_histogram()).collect();
     for _ in 0..REPORT_ROUNDS {
         for (histogram, &(_, run)) in histograms.iter_mut().zip(contenders) {
-            histogram.add(run(report_messages / REPORT_ROUNDS, parked).1).expect("same bounds");
+            histogram.add(run(Budget::Calls(report_messages / REPORT_ROUNDS), parked).1).expect("same bounds");
         }
     }
     for (histogram, &(contender, _)) in histograms.iter().zip(contenders) {
