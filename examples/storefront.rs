@@ -883,6 +883,8 @@ pub struct Report {
     pub run: u64,
     /// Order attempts made by this run's buyers.
     pub attempts: u64,
+    /// Simulated work each attempt does under its locks (`--work-us`).
+    pub work_us: u64,
     /// Orders this run's buyers placed.
     pub placed: u64,
     /// Attempts turned away because a line was out of stock.
@@ -981,7 +983,13 @@ impl fmt::Display for Report {
         };
         let seconds = self.selling.as_secs_f64();
         writeln!(f, "flash sale, run {} in {}", self.run, self.data_dir.display())?;
-        writeln!(f, "  order attempts:        {} in {seconds:.2} s", self.attempts)?;
+        writeln!(
+            f,
+            "  order attempts:        {} in {seconds:.2} s ({:.0}/s; each holds its SKU locks for {} us of work)",
+            self.attempts,
+            self.attempts as f64 / seconds.max(1e-9),
+            self.work_us
+        )?;
         writeln!(f, "  orders placed:         {} ({:.0} orders/s)", self.placed, self.orders_per_second())?;
         writeln!(
             f,
@@ -1228,6 +1236,7 @@ fn sale(config: &Config, data_dir: &std::path::Path, progress: &mut dyn FnMut(&P
         kept: true,
         run: shop.run,
         attempts,
+        work_us: config.work_us,
         placed: placed.len() as u64,
         out_of_stock,
         lock_timeouts,
