@@ -517,8 +517,11 @@ impl Delivery {
         let mut state = group.state.lock();
         state.check_mine(offset, self.token)?;
         if self.attempt >= group.config.max_attempts {
+            // Decided under the same lock as the check: a nack in time is
+            // never turned into `Expired`.
+            let sync = state.leave_for_dead_letter(&group, offset)?;
             drop(state);
-            return self.dead_letter_now(reason);
+            return self.dead_letter_now(sync, reason);
         }
         let (retry_at_us, written) = if retry_after.is_zero() {
             (0, 0)
@@ -538,28 +541,29 @@ impl Delivery {
     /// `reason`, whatever attempts it has left.
     pub fn reject(mut self, reason: &str) -> Result<(), QueueError> {
         self.done = true;
-        self.dead_letter_now(reason)
-    }
-
-    /// Dead-letters the message now (a reject, or a nack of the last
-    /// attempt).
-    fn dead_letter_now(self, reason: &str) -> Result<(), QueueError> {
         let group = self.group.clone();
         let offset = self.offset().get();
         let sync = {
             let mut state = group.state.lock();
             state.check_mine(offset, self.token)?;
-            // Recorded first (and on a Sync topic, synced): if the dead
-            // letter fails, or the process or machine dies, the message is
-            // dead-lettered later, never delivered again, even by a group
-            // reopened with a higher `max_attempts`.
-            let written = state.decide_dead_letter(&group, offset)?;
-            state.leave(offset);
-            state.sync_point(written)
+            state.leave_for_dead_letter(&group, offset)?
         };
+        self.dead_letter_now(sync, reason)
+    }
+
+    /// Dead-letters the message (a reject, or a nack of the last attempt),
+    /// once the decision to (journaled by
+    /// [`GroupState::leave_for_dead_letter`]) is as durable as the topic's
+    /// durability promises. If that sync fails, the message goes back to
+    /// the group, held back for a while, and the next worker to receive it
+    /// dead-letters it: it is never handed out again.
+    fn dead_letter_now(self, sync: SyncPoint, reason: &str) -> Result<(), QueueError> {
+        let group = &self.group;
         if let Err(e) = made_durable(sync) {
+            let retry_at_us = now_us().saturating_add(DEAD_LETTER_RETRY.as_micros() as u64);
             let mut state = group.state.lock();
-            state.give_back(offset, 0, reason.into());
+            state.give_back(self.offset().get(), retry_at_us, reason.into());
+            state.metrics.dead_letter_failures += 1;
             group.wake_idle(&state);
             return Err(e);
         }
@@ -906,6 +910,18 @@ impl GroupState {
             tracked.rejected = true;
         }
         Ok(written)
+    }
+
+    /// Takes the in-flight message at `offset` out of circulation to be
+    /// dead-lettered: the decision is journaled first (and on a Sync topic
+    /// synced through the returned point), so that if the dead letter fails,
+    /// or the process or machine dies, the message is dead-lettered later,
+    /// never delivered again, even by a group reopened with a higher
+    /// `max_attempts`.
+    fn leave_for_dead_letter(&mut self, group: &Group, offset: u64) -> Result<SyncPoint, IoError> {
+        let written = self.decide_dead_letter(group, offset)?;
+        self.leave(offset);
+        Ok(self.sync_point(written))
     }
 
     /// An in-flight message failed: ready again, or delayed until `retry_at_us`.
