@@ -246,15 +246,27 @@ impl OrderMessage {
     }
 }
 
-/// The catalog a data directory was created with: `skus=N stock=M`.
-fn catalog_text(skus: u32, stock: u64) -> String {
-    format!("skus={skus} stock={stock}")
+/// The catalog a data directory was created with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Catalog {
+    skus: u32,
+    /// Units of each SKU at the start of the sale.
+    stock: u64,
 }
 
-fn parse_catalog(payload: &[u8]) -> Option<(u32, u64)> {
-    let text = std::str::from_utf8(payload).ok()?;
-    let (skus, stock) = text.split_once(' ')?;
-    Some((skus.strip_prefix("skus=")?.parse().ok()?, stock.strip_prefix("stock=")?.parse().ok()?))
+impl Catalog {
+    fn encode(self) -> String {
+        format!("skus={} stock={}", self.skus, self.stock)
+    }
+
+    fn decode(payload: &[u8]) -> Option<Catalog> {
+        let text = std::str::from_utf8(payload).ok()?;
+        let (skus, stock) = text.split_once(' ')?;
+        Some(Catalog {
+            skus: skus.strip_prefix("skus=")?.parse().ok()?,
+            stock: stock.strip_prefix("stock=")?.parse().ok()?,
+        })
+    }
 }
 
 fn now_us() -> u64 {
@@ -288,19 +300,24 @@ struct Ledger {
     failed_notices: HashMap<u64, u64>,
     /// Dead letters: order → (declined, count).
     dead: HashMap<u64, (bool, u64)>,
-    /// Records that do not parse.
+    /// Records that do not parse, or name a SKU not in the catalog.
     malformed: u64,
+    /// Order numbers reserved or created more than once.
+    duplicate_orders: u64,
+    /// Units left per SKU, applying reservations and releases in log order.
+    balance: Vec<i128>,
+    /// SKUs whose balance went below zero at some point of the log.
+    oversold: HashSet<u32>,
     /// Highest order number seen.
     last_order: u64,
-    /// Highest run number seen.
-    last_run: u64,
     /// Records in `payments` (for the notifications check).
     payments_end: u64,
 }
 
 impl Ledger {
-    fn read(orders: &Topic, payments: &Topic, dead_letters: &Topic) -> Result<Ledger, Error> {
-        let mut ledger = Ledger::default();
+    fn read(catalog: Catalog, orders: &Topic, payments: &Topic, dead_letters: &Topic) -> Result<Ledger, Error> {
+        let mut ledger =
+            Ledger { balance: vec![i128::from(catalog.stock); catalog.skus as usize], ..Ledger::default() };
         let mut previous_reservation = None;
         for record in records(orders)? {
             let record = record?;
@@ -308,21 +325,32 @@ impl Ledger {
                 ledger.malformed += 1;
                 continue;
             };
+            if message.lines.iter().any(|line| line.sku >= catalog.skus) {
+                ledger.malformed += 1;
+                continue;
+            }
             ledger.last_order = ledger.last_order.max(message.order);
-            ledger.last_run = ledger.last_run.max(message.run);
             match record.key() {
                 Some(RESERVED) => {
                     previous_reservation = Some(message.order);
-                    ledger.reserved.insert(message.order, message.lines);
+                    ledger.apply(&message.lines, -1);
+                    if ledger.reserved.insert(message.order, message.lines).is_some() {
+                        ledger.duplicate_orders += 1;
+                    }
                     continue;
                 }
                 Some(CREATED) => {
                     if previous_reservation != Some(message.order) {
                         ledger.unpaired += 1;
                     }
-                    ledger.created.insert(message.order, message.run);
+                    if ledger.created.insert(message.order, message.run).is_some() {
+                        ledger.duplicate_orders += 1;
+                    }
                 }
-                Some(RELEASED) => ledger.released.entry(message.order).or_insert((message.lines, 0)).1 += 1,
+                Some(RELEASED) => {
+                    ledger.apply(&message.lines, 1);
+                    ledger.released.entry(message.order).or_insert((message.lines, 0)).1 += 1;
+                }
                 _ => ledger.malformed += 1,
             }
             previous_reservation = None;
@@ -349,29 +377,17 @@ impl Ledger {
         Ok(ledger)
     }
 
-    /// Units left per SKU: the initial stock, minus reservations, plus
-    /// releases (each counted once). Negative means oversold.
-    fn remaining(&self, skus: u32, stock: u64) -> Vec<i128> {
-        let mut remaining = vec![i128::from(stock); skus as usize];
-        let mut apply = |lines: &[Line], sign: i128| {
-            for line in lines {
-                if let Some(units) = remaining.get_mut(line.sku as usize) {
-                    *units += sign * i128::from(line.quantity);
-                }
+    /// Applies a reservation (`sign` -1) or a release (+1) to the balance,
+    /// noting any SKU it takes below zero: an oversell, even if a later
+    /// release brings the SKU back.
+    fn apply(&mut self, lines: &[Line], sign: i128) {
+        for line in lines {
+            let units = &mut self.balance[line.sku as usize];
+            *units += sign * i128::from(line.quantity);
+            if *units < 0 {
+                self.oversold.insert(line.sku);
             }
-        };
-        for lines in self.reserved.values() {
-            apply(lines, -1);
         }
-        for (lines, _) in self.released.values() {
-            apply(lines, 1);
-        }
-        remaining
-    }
-
-    /// Runs that placed orders.
-    fn runs(&self) -> u64 {
-        self.created.values().collect::<HashSet<_>>().len() as u64
     }
 }
 
@@ -401,6 +417,8 @@ struct Counters {
     paid: AtomicU64,
     dead_lettered: AtomicU64,
     notified: AtomicU64,
+    /// Compensation's lock releases that found a lease had run out.
+    leases_expired: AtomicU64,
 }
 
 /// What the threads of a run share.
@@ -453,8 +471,12 @@ impl Shop<'_> {
         for line in lines {
             let Some(sku) = self.catalog.get(line.sku as usize) else { continue };
             let level = sku.stock.load(Ordering::Relaxed);
-            let level = if add { level + line.quantity } else { level - line.quantity };
-            sku.stock.store(level, Ordering::Relaxed);
+            let level = if add { level.checked_add(line.quantity) } else { level.checked_sub(line.quantity) };
+            match level {
+                Some(level) => sku.stock.store(level, Ordering::Relaxed),
+                // Only a broken lock gets here (the level was checked under it).
+                None => self.error("updating stock", format!("{} would go below zero", sku.key)),
+            }
         }
     }
 }
@@ -784,10 +806,10 @@ fn compensate(shop: &Shop, order: &OrderMessage) -> bool {
         };
         shop.adjust_stock(&order.lines, true);
         shop.released.lock().unwrap().insert(order.order);
-        if let Err(error) = held.release()
-            && !matches!(error, LockError::LeaseExpired)
-        {
-            shop.error("releasing a failed order's SKUs", error);
+        match held.release() {
+            Ok(()) => {}
+            Err(LockError::LeaseExpired) => _ = shop.counters.leases_expired.fetch_add(1, Ordering::Relaxed),
+            Err(error) => shop.error("releasing a failed order's SKUs", error),
         }
     }
     if !shop.failed_notices.lock().unwrap().contains(&order.order) {
@@ -850,9 +872,14 @@ fn notifications(shop: &Shop, latency_us: &Mutex<Histogram<u64>>) {
 /// The invariants, counted over every run in the data directory.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Invariants {
-    /// SKUs whose stock went below zero in the ledger (reservations minus
-    /// releases exceed the initial stock).
+    /// SKUs whose stock went below zero at some point of the log
+    /// (reservations and releases applied in log order).
     pub oversold: u64,
+    /// Order numbers reserved or created more than once.
+    pub duplicate_orders: u64,
+    /// Order locks whose lease ran out while the order held them: another
+    /// buyer may then have sold the same units (raise `--lease-ms`).
+    pub leases_expired: u64,
     /// SKUs whose in-memory stock differs from the ledger's at the end.
     pub books_out_of_balance: u64,
     /// Orders lost: placed by a buyer but not in the log, created without
@@ -891,7 +918,7 @@ pub struct Report {
     pub out_of_stock: u64,
     /// Attempts that gave up waiting for their locks.
     pub lock_timeouts: u64,
-    /// Order releases that found a lease had run out.
+    /// Lock releases (of buyers and compensation) that found a lease had run out.
     pub leases_expired: u64,
     /// Payments published by this run (including for orders earlier runs placed).
     pub paid_now: u64,
@@ -913,7 +940,7 @@ pub struct Report {
     pub notification_us: Histogram<u64>,
     /// The lock manager after the sale.
     pub locks: LockStats,
-    /// Runs that placed orders in this directory, this one included.
+    /// Runs started in this directory, this one included.
     pub runs: u64,
     /// Orders placed by every run.
     pub orders_total: u64,
@@ -948,6 +975,8 @@ impl Report {
             }
         };
         check(i.oversold, "oversold SKUs");
+        check(i.duplicate_orders, "order numbers used twice");
+        check(i.leases_expired, "leases that ran out while an order held its locks");
         check(i.books_out_of_balance, "SKUs whose stock disagrees with the log");
         check(i.lost_orders, "lost orders");
         check(i.settled_twice, "orders settled more than once");
@@ -1026,6 +1055,8 @@ impl fmt::Display for Report {
         let i = &self.invariants;
         writeln!(f, "invariants:")?;
         writeln!(f, "  oversold: {}", i.oversold)?;
+        writeln!(f, "  order numbers used twice: {}", i.duplicate_orders)?;
+        writeln!(f, "  leases run out under an order: {}", i.leases_expired)?;
         writeln!(f, "  stock out of balance with the log: {}", i.books_out_of_balance)?;
         writeln!(f, "  lost orders: {}", i.lost_orders)?;
         writeln!(f, "  settled more than once: {}", i.settled_twice)?;
@@ -1067,15 +1098,23 @@ fn topic(engine: &Engine, name: &str, config: TopicConfig) -> Result<Topic, Erro
     }
 }
 
-/// The catalog of the directory: written by its first run, read by later ones.
-fn catalog(engine: &Engine, config: &Config) -> Result<(u32, u64), Error> {
+/// The catalog of the directory, written by its first run, and this run's
+/// number: the `catalog` topic holds the catalog, then one `run` record per
+/// run started (so a run that placed no order still gets a number).
+fn catalog(engine: &Engine, config: &Config) -> Result<(Catalog, u64), Error> {
     let topic = topic(engine, CATALOG, TopicConfig { durability: Durability::Sync, ..TopicConfig::default() })?;
-    if let Some(record) = records(&topic)?.next() {
-        let record = record?;
-        return parse_catalog(record.payload()).ok_or_else(|| "the catalog topic holds no catalog".into());
-    }
-    topic.publish(catalog_text(config.skus, config.stock))?;
-    Ok((config.skus, config.stock))
+    let mut records = records(&topic)?;
+    let catalog = match records.next() {
+        Some(record) => Catalog::decode(record?.payload()).ok_or("the catalog topic holds no catalog")?,
+        None => {
+            let catalog = Catalog { skus: config.skus, stock: config.stock };
+            topic.publish(catalog.encode())?;
+            catalog
+        }
+    };
+    let run = records.count() as u64 + 1;
+    topic.publish(format!("run={run}"))?;
+    Ok((catalog, run))
 }
 
 /// Runs the sale `config` describes, calling `progress` about ten times a
@@ -1098,7 +1137,8 @@ pub fn run(config: &Config, progress: &mut dyn FnMut(&Progress)) -> Result<Repor
 
 fn sale(config: &Config, data_dir: &std::path::Path, progress: &mut dyn FnMut(&Progress)) -> Result<Report, Error> {
     let engine = Engine::open(data_dir)?;
-    let (skus, stock) = catalog(&engine, config)?;
+    let (catalog, run) = catalog(&engine, config)?;
+    let (skus, stock) = (catalog.skus, catalog.stock);
     let durable = TopicConfig { durability: config.durability.durability(), ..TopicConfig::default() };
     let orders = topic(&engine, ORDERS, durable)?;
     let payments = topic(&engine, PAYMENTS, durable)?;
@@ -1115,14 +1155,13 @@ fn sale(config: &Config, data_dir: &std::path::Path, progress: &mut dyn FnMut(&P
     let dead_letters = engine.topic(DEAD_LETTERS)?;
 
     // What earlier runs left: the stock and the order numbers from the ledger.
-    let before = Ledger::read(&orders, &payments, &dead_letters)?;
-    let remaining = before.remaining(skus, stock);
+    let before = Ledger::read(catalog, &orders, &payments, &dead_letters)?;
     let shop = Shop {
         config,
-        run: before.last_run + 1,
+        run,
         locks: LockManager::new(),
         catalog: (0..skus)
-            .map(|sku| Sku { key: sku_key(sku), stock: AtomicU64::new(remaining[sku as usize].max(0) as u64) })
+            .map(|sku| Sku { key: sku_key(sku), stock: AtomicU64::new(before.balance[sku as usize].max(0) as u64) })
             .collect(),
         orders,
         payments,
@@ -1218,15 +1257,15 @@ fn sale(config: &Config, data_dir: &std::path::Path, progress: &mut dyn FnMut(&P
         leases_expired += log.leases_expired;
         placed.extend(log.placed);
     }
-    let after = Ledger::read(&shop.orders, &shop.payments, &dead_letters)?;
+    leases_expired += shop.counters.leases_expired.load(Ordering::Relaxed);
+    let after = Ledger::read(catalog, &shop.orders, &shop.payments, &dead_letters)?;
     let mut errors = std::mem::take(&mut *shop.errors.lock().unwrap());
     if drain_timed_out {
         errors.push(format!("the sale did not drain within {} s", config.drain_seconds));
     }
-    let invariants = check(&shop, &after, &placed, skus, stock, errors);
-    let remaining = after.remaining(skus, stock);
+    let invariants = check(&shop, &after, &placed, leases_expired, errors);
     let units_initial = stock * u64::from(skus);
-    let units_left: i128 = remaining.iter().sum();
+    let units_left: i128 = after.balance.iter().sum();
     let failed = |declined: bool| {
         let unpaid = |order: &u64| !after.settled.contains_key(order);
         after.dead.iter().filter(|(order, (d, _))| *d == declined && unpaid(order)).count() as u64
@@ -1251,7 +1290,7 @@ fn sale(config: &Config, data_dir: &std::path::Path, progress: &mut dyn FnMut(&P
         lock_wait_ns,
         notification_us: notification_us.into_inner().unwrap(),
         locks: shop.locks.stats(),
-        runs: after.runs(),
+        runs: run,
         orders_total: after.created.len() as u64,
         paid_total: after.settled.len() as u64,
         failed_total: failed(true),
@@ -1266,14 +1305,15 @@ fn sale(config: &Config, data_dir: &std::path::Path, progress: &mut dyn FnMut(&P
 
 /// Checks the invariants of the ledger `after` (every run), and of this run's
 /// placed orders and in-memory stock.
-fn check(shop: &Shop, after: &Ledger, placed: &[u64], skus: u32, stock: u64, errors: Vec<String>) -> Invariants {
-    let remaining = after.remaining(skus, stock);
+fn check(shop: &Shop, after: &Ledger, placed: &[u64], leases_expired: u64, errors: Vec<String>) -> Invariants {
     let mut i = Invariants { errors, unknown_records: after.malformed, ..Invariants::default() };
-    i.oversold = remaining.iter().filter(|&&units| units < 0).count() as u64;
+    i.oversold = after.oversold.len() as u64;
+    i.duplicate_orders = after.duplicate_orders;
+    i.leases_expired = leases_expired;
     i.books_out_of_balance = shop
         .catalog
         .iter()
-        .zip(&remaining)
+        .zip(&after.balance)
         .filter(|(sku, units)| i128::from(sku.stock.load(Ordering::Relaxed)) != **units)
         .count() as u64;
 

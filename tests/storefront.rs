@@ -116,7 +116,8 @@ const CHILD_ENV: &str = "TOLLGATE_STOREFRONT_CHILD";
 fn storefront_child() {
     let Some(dir) = std::env::var_os(CHILD_ENV) else { return };
     let dir = dir.to_str().expect("a UTF-8 path").to_owned();
-    let config = config(&["--seconds", "60", "--buyers", "4", "--skus", "20", "--stock", "100000", "--data-dir", &dir]);
+    // Limited stock, so that an oversell after a restart would show.
+    let config = config(&["--seconds", "60", "--buyers", "4", "--skus", "20", "--stock", "300", "--data-dir", &dir]);
     let result = run(&config, &mut |progress| println!("placed {}", progress.placed));
     panic!("the child should have been killed, but the sale ended: {:?}", result.map(|r| r.to_string()));
 }
@@ -193,4 +194,40 @@ fn a_panic_in_the_progress_callback_stops_every_thread() {
     let sale =
         std::panic::AssertUnwindSafe(|| run(&config(&["--seconds", "60"]), &mut |_| panic!("the display broke")));
     assert!(std::panic::catch_unwind(sale).is_err());
+}
+
+#[test]
+fn an_oversell_in_the_log_is_flagged_even_if_a_release_repaid_it() {
+    // A forged history: one unit of one SKU, reserved twice (an oversell),
+    // then one order's stock released. The stock is back at zero, but the
+    // log went below it.
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let engine = tollgate::Engine::open(dir.path()).unwrap();
+        engine.topic("catalog").unwrap().publish("skus=1 stock=1").unwrap();
+        let orders = engine.topic("orders").unwrap();
+        for order in [1, 2] {
+            let text = format!("order={order} run=1 created_us=1 lines=0x1");
+            let batch = [
+                tollgate::Message::new(text.clone()).key("stock.reserved"),
+                tollgate::Message::new(text).key("order.created"),
+            ];
+            orders.publish_batch(batch).unwrap();
+        }
+        orders
+            .publish_message(tollgate::Message::new("order=2 run=1 created_us=1 lines=0x1").key("stock.released"))
+            .unwrap();
+    }
+    let report = run(&config(&["--orders", "0", "--data-dir", dir.path().to_str().unwrap()]), &mut |_| {}).unwrap();
+    assert_eq!(report.invariants.oversold, 1, "{report}");
+    assert!(!report.failures().is_empty());
+}
+
+#[test]
+fn a_lease_that_runs_out_under_an_order_fails_the_sale() {
+    // Leases of 1 ms around 3 ms of work: every order outlives its lease.
+    let args = ["--quiet", "--orders", "20", "--buyers", "2", "--lease-ms", "1", "--work-us", "3000"];
+    let report = run(&Config::try_parse_from(["storefront"].iter().chain(&args)).unwrap(), &mut |_| {}).unwrap();
+    assert!(report.invariants.leases_expired > 0, "{report}");
+    assert!(report.failures().iter().any(|f| f.contains("leases")), "{:?}", report.failures());
 }
