@@ -4,7 +4,11 @@
 //! and `tail` are built on this module (`docs/CLI.md`).
 //!
 //! Nothing here writes a byte or takes the directory's lock, so it is safe on
-//! a directory that a running [`Engine`](crate::Engine) holds open. Files are
+//! a directory that a running [`Engine`](crate::Engine) holds open, and an
+//! engine opening the directory meanwhile is not disturbed: on Linux,
+//! whether the directory is held open is read from the kernel's lock table
+//! ([`Directory::held_open`]; elsewhere it is probed with a lock released at
+//! once, which an engine opening in that instant would meet). Files are
 //! read with positional reads, a window at a time, and never mapped: a running
 //! engine truncates sealed segments to their data, and reading a mapping past
 //! a file's new end would kill the process (`SIGBUS`). A file that disappears
@@ -20,8 +24,12 @@
 //!   recovery trusts without reading, it is **corruption**
 //!   ([`CutKind::Corrupt`]).
 //! - After a clean shutdown (and with no process holding the directory), the
-//!   last segment must end exactly where the shutdown recorded: anything
-//!   else is corruption too.
+//!   last segment must end exactly where the shutdown recorded. An invalid
+//!   frame there is corruption too; valid frames ending elsewhere are the
+//!   checkpoint's damage ([`TopicVerdict::damaged`]): opening the topic
+//!   fails until repair mode rewrites the checkpoint. Before saying either,
+//!   [`Directory::verify`] looks again: if an engine has opened the
+//!   directory since the check began, this is the tail it is writing.
 //! - In the segments from the recovery point on, which recovery scans after
 //!   an unclean shutdown, the first invalid frame is a **torn tail**
 //!   ([`CutKind::TornTail`]): the next open cuts the log there.
@@ -252,6 +260,7 @@ pub struct Cut {
 
 /// What an invalid frame means where it was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CutKind {
     /// Damage where recovery trusts the data: opening the topic, or reading
     /// there, fails; `EngineConfig::repair` cuts the log here.
@@ -312,10 +321,20 @@ impl Directory {
     /// Whether a process holds the directory open now (an engine holds a
     /// `flock` on `tollgate.lock` for its life).
     ///
-    /// Probes with a shared, non-blocking lock on the lock file opened
-    /// read-only, released at once. An engine opening the directory in
-    /// the same microseconds would find it locked and fail to open. If the
-    /// lock file cannot be opened or probed, the answer is `true`, the
+    /// Takes no lock: on Linux, it looks the lock file's device and inode
+    /// up in the kernel's lock table, `/proc/locks`, so an engine opening
+    /// the directory at the same moment is not disturbed. Two limits of
+    /// that table: a lock held by a process in another PID namespace (a
+    /// process in another container sharing the directory) is not listed,
+    /// and neither is one whose locking process has exited while a child
+    /// it forked keeps the descriptor, unless `/proc` belongs to the
+    /// initial PID namespace.
+    ///
+    /// Where `/proc/locks` cannot be read (other systems, `/proc` not
+    /// mounted), it falls back to probing with a shared, non-blocking lock
+    /// on the lock file, released at once: an engine opening the directory
+    /// in the same microseconds would then find it locked and fail to open.
+    /// If the lock file cannot be examined, the answer is `true`, the
     /// cautious one; if it does not exist, `false`.
     pub fn held_open(&self) -> bool {
         lock_held(&self.path)
@@ -360,6 +379,9 @@ impl Directory {
                 }
                 Err(e) => return Err(TopicError::Io(IoError::new("read", &path, e))),
             };
+            if measured.mark_disagrees {
+                notes.push(CHECKPOINT_DISAGREES_NOTE.to_owned());
+            }
             if let Some(fault) = measured.fault {
                 let kind = match files.cut_kind(i, live) {
                     CutKind::Corrupt => "corrupt data",
@@ -468,6 +490,10 @@ impl Directory {
         }
         let mut records = Records {
             root: self.path.clone(),
+            identity: dir_identity(&files.dir).map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound => Error::Topic(TopicError::NotFound { name: topic.to_owned() }),
+                _ => Error::Topic(TopicError::Io(IoError::new("stat", &files.dir, e))),
+            })?,
             dir: files.dir.clone(),
             strict,
             seg: None,
@@ -543,6 +569,9 @@ impl Directory {
 pub struct Records {
     root: PathBuf,
     dir: PathBuf,
+    /// The topic directory's identity when the reader was opened: a topic
+    /// deleted and created again under the same name has another one.
+    identity: Option<(u64, u64)>,
     /// Whether the last segment must end cleanly (see above).
     strict: bool,
     seg: Option<SegmentFile>,
@@ -563,7 +592,8 @@ impl Records {
     /// read: calling again later returns records written since (this is
     /// how `tollgate tail -f` follows a topic).
     ///
-    /// Fails with [`ReadError::Deleted`] once the topic's directory is gone,
+    /// Fails with [`ReadError::Deleted`] once the topic's directory is gone
+    /// (or is another one: the topic was deleted and created again),
     /// [`ReadError::Corrupt`] at damage, [`ReadError::NotRetained`] if
     /// retention deleted the next segment before it was read.
     // Not `Iterator::next`: it can fail, and `None` means "nothing yet", not "done".
@@ -672,15 +702,23 @@ impl Records {
         Err(ReadError::Corrupt(corrupt(&seg.path, self.position as usize, fault.reason())))
     }
 
-    /// The topic's segments now; [`ReadError::Deleted`] if it is gone.
+    /// The topic's segments now; [`ReadError::Deleted`] if it is gone, or
+    /// was deleted and created again (its directory is another one: the
+    /// new topic's segments do not continue what was read).
     fn bases(&self) -> Result<Vec<u64>, ReadError> {
-        if !self.dir.join(TOPIC_FILE).exists() {
-            return Err(ReadError::Deleted);
-        }
-        segment_bases(&self.dir).map_err(|e| match e.kind() {
+        let gone = |e: io::Error| match e.kind() {
             io::ErrorKind::NotFound => ReadError::Deleted,
             _ => ReadError::Io(IoError::new("list", &self.dir, e)),
-        })
+        };
+        if !self.dir.join(TOPIC_FILE).exists() || dir_identity(&self.dir).map_err(gone)? != self.identity {
+            return Err(ReadError::Deleted);
+        }
+        let bases = segment_bases(&self.dir).map_err(gone)?;
+        // Deleted and created again while being listed.
+        if dir_identity(&self.dir).map_err(gone)? != self.identity {
+            return Err(ReadError::Deleted);
+        }
+        Ok(bases)
     }
 
     /// Opens the segment whose base is `position_offset`, if it is there
@@ -844,8 +882,13 @@ impl TopicFiles {
     fn groups(&self, oldest: u64, end: u64) -> Result<Vec<GroupSummary>, TopicError> {
         let mut groups = Vec::new();
         for (name, path) in self.group_files()? {
-            let mut group =
-                GroupSummary { name, committed: None, committed_at_us: None, lag: end - oldest, damage: None };
+            let mut group = GroupSummary {
+                name,
+                committed: None,
+                committed_at_us: None,
+                lag: end.saturating_sub(oldest),
+                damage: None,
+            };
             match read_slot_file(&path, OFFSET_MAGIC) {
                 Ok(Some((_, value))) => {
                     group.committed = Some(Offset::new(value.a));
@@ -951,12 +994,16 @@ struct Measured {
     file_bytes: u64,
     /// Where its valid data ends early, if it does.
     fault: Option<Corruption>,
+    /// The clean shutdown's record cannot describe this (last) segment, so
+    /// it was scanned instead.
+    mark_disagrees: bool,
 }
 
 /// Measures one segment for [`Directory::topic`]. A sealed segment (one
 /// with `next_base` after it) is measured by its index file when that is
-/// valid; the last one by the clean shutdown's record when there is one;
-/// any other is scanned.
+/// valid; the last one by the clean shutdown's record when there is one
+/// and it could describe the file (its next offset at least the base, its
+/// position within the file); any other is scanned.
 fn measure_segment(
     files: &TopicFiles,
     path: &Path,
@@ -965,15 +1012,21 @@ fn measure_segment(
     clean: Option<SlotValue>,
 ) -> io::Result<Measured> {
     let file_bytes = std::fs::metadata(path)?.len();
+    let mut mark_disagrees = false;
     match (next_base, clean) {
         (None, Some(clean)) => {
-            return Ok(Measured { end: clean.b, bytes: u64::from(clean.c), file_bytes, fault: None });
+            let (end, bytes) = (clean.b, u64::from(clean.c));
+            // Trusted only if it could describe this file; else it is scanned.
+            if end >= base && (SEGMENT_HEADER_BYTES as u64..=file_bytes).contains(&bytes) {
+                return Ok(Measured { end, bytes, file_bytes, fault: None, mark_disagrees });
+            }
+            mark_disagrees = true;
         }
         (Some(next), _) => {
             let index = files.dir.join(segment_file_name(base, INDEX_SUFFIX));
             let read = std::fs::read(index).ok();
             if let Some((end, _)) = read.and_then(|bytes| decode_index(&bytes, base, file_bytes as usize)) {
-                return Ok(Measured { end: next, bytes: end as u64, file_bytes, fault: None });
+                return Ok(Measured { end: next, bytes: end as u64, file_bytes, fault: None, mark_disagrees });
             }
         }
         (None, None) => {}
@@ -981,7 +1034,7 @@ fn measure_segment(
     let mut seg = SegmentFile::open(path.to_path_buf(), base)?;
     if let Err(fault) = seg.header()? {
         let fault = Some(corrupt(path, 0, header_reason(fault)));
-        return Ok(Measured { end: base, bytes: 0, file_bytes, fault });
+        return Ok(Measured { end: base, bytes: 0, file_bytes, fault, mark_disagrees });
     }
     let scan = scan_frames(&mut seg, base, &mut |_| {})?;
     let fault = match (scan.fault, next_base) {
@@ -989,7 +1042,7 @@ fn measure_segment(
         (None, Some(next)) if next != scan.next_offset => Some(corrupt(path, scan.end as usize, ENDS_EARLY)),
         (None, _) => None,
     };
-    Ok(Measured { end: scan.next_offset, bytes: scan.end, file_bytes, fault })
+    Ok(Measured { end: scan.next_offset, bytes: scan.end, file_bytes, fault, mark_disagrees })
 }
 
 /// Why a segment's header is refused.
@@ -999,6 +1052,12 @@ fn header_reason(fault: HeaderFault) -> &'static str {
         HeaderFault::Newer(_) => "the segment has a newer format version",
     }
 }
+
+/// The note for a clean-shutdown record that cannot describe the last
+/// segment (what opening the topic then does: `open_topic`'s rule 1).
+const CHECKPOINT_DISAGREES_NOTE: &str = "the checkpoint's clean-shutdown record disagrees with the segment files, \
+     so the last segment was scanned: opening the topic fails until it is opened in repair mode \
+     (`tollgate repair`), which rewrites the checkpoint";
 
 /// A sealed segment whose frames end at another offset than the next
 /// segment's base.
@@ -1013,7 +1072,56 @@ fn clean_mark(checkpoint: Option<SlotValue>, bases: &[u64]) -> Option<SlotValue>
 /// Whether a process holds the `flock` on `tollgate.lock` in `root` (see
 /// [`Directory::held_open`]).
 fn lock_held(root: &Path) -> bool {
-    let file = match File::open(root.join(LOCK_FILE)) {
+    let path = root.join(LOCK_FILE);
+    let metadata = match std::fs::metadata(&path) {
+        Ok(metadata) => metadata,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return false,
+        Err(_) => return true,
+    };
+    #[cfg(target_os = "linux")]
+    if let Ok(locks) = std::fs::read_to_string(PROC_LOCKS) {
+        use std::os::unix::fs::MetadataExt;
+        let dev = metadata.dev();
+        return flock_listed(&locks, (libc::major(dev), libc::minor(dev)), metadata.ino());
+    }
+    let _ = metadata;
+    probe_lock(&path)
+}
+
+/// The kernel's table of file locks (Linux).
+#[cfg(target_os = "linux")]
+const PROC_LOCKS: &str = "/proc/locks";
+
+/// Whether the `/proc/locks` text `locks` lists a granted `flock` on the
+/// file with device `(major, minor)` and inode `inode`.
+///
+/// A line is `<n>: FLOCK ADVISORY WRITE <pid> <major>:<minor>:<inode> 0 EOF`,
+/// major and minor in hex (`%02x`), the inode in decimal (`lock_get_status`
+/// in the kernel's `fs/locks.c`); a request waiting for a lock has `->`
+/// after the number and is not a holder.
+#[cfg(any(target_os = "linux", test))]
+fn flock_listed(locks: &str, (major, minor): (u32, u32), inode: u64) -> bool {
+    locks.lines().any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.get(1) != Some(&"FLOCK") {
+            return false;
+        }
+        let Some(mut id) = fields.get(5).map(|id| id.split(':')) else { return false };
+        let (Some(maj), Some(min), Some(ino), None) = (id.next(), id.next(), id.next(), id.next()) else {
+            return false;
+        };
+        u32::from_str_radix(maj, 16) == Ok(major)
+            && u32::from_str_radix(min, 16) == Ok(minor)
+            && ino.parse::<u64>() == Ok(inode)
+    })
+}
+
+/// Whether the lock file `path` is locked, found by taking a shared,
+/// non-blocking `flock` on it and releasing it at once: where the kernel's
+/// lock table cannot be read. An engine opening the directory in that
+/// instant finds it locked and fails to open.
+fn probe_lock(path: &Path) -> bool {
+    let file = match File::open(path) {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return false,
         Err(_) => return true,
@@ -1071,7 +1179,7 @@ fn verify_topic(root: &Path, name: &str, live: bool, count: &mut Counter<'_>) ->
     if let Err(damage) = &files.checkpoint {
         verdict.damaged.push(damage.clone());
     }
-    if let Err(e) = verify_segments(&files, live, &mut verdict, count) {
+    if let Err(e) = verify_segments(root, &files, live, &mut verdict, count) {
         verdict.notes.push(format!("stopped reading segments: {e}"));
     }
     verify_groups(&files, &mut verdict, count);
@@ -1080,6 +1188,7 @@ fn verify_topic(root: &Path, name: &str, live: bool, count: &mut Counter<'_>) ->
 
 /// Checks the segments of a topic, stopping at the first cut.
 fn verify_segments(
+    root: &Path,
     files: &TopicFiles,
     live: bool,
     verdict: &mut TopicVerdict,
@@ -1098,14 +1207,31 @@ fn verify_segments(
         verdict.segments += 1;
         count.files += 1;
         let io = |e| IoError::new("read", &path, e);
-        let Some((position, reason, first_lost)) =
-            check_segment(files, i, live, &mut seg, verdict, count).map_err(io)?
-        else {
-            continue;
-        };
+        let (position, reason, first_lost) =
+            match check_segment(files, i, live, &mut seg, verdict, count).map_err(io)? {
+                SegmentCheck::Valid => continue,
+                SegmentCheck::Cut { position, reason, first_lost } => (position, reason, first_lost),
+                SegmentCheck::NotAtCleanMark { end, next_offset, mark } => {
+                    match clean_mark_now(root, files) {
+                        Some(generation) => {
+                            checkpoint_disagrees(files, generation, verdict, &path, (end, next_offset), mark)
+                        }
+                        None => verdict.notes.push(OPENED_DURING_CHECK.to_owned()),
+                    }
+                    return Ok(());
+                }
+            };
+        let mut kind = files.cut_kind(i, live);
+        let last = i + 1 == files.bases.len();
+        // The last segment is held to the clean shutdown's record: unless an
+        // engine opened the topic since the check began and is writing it.
+        if kind == CutKind::Corrupt && last && files.clean(live).is_some() && clean_mark_now(root, files).is_none() {
+            kind = CutKind::IncompleteTail;
+            verdict.notes.push(OPENED_DURING_CHECK.to_owned());
+        }
         let later = &files.bases[i + 1..];
         verdict.cut = Some(Cut {
-            kind: files.cut_kind(i, live),
+            kind,
             at: corrupt(&path, position as usize, reason),
             first_lost: Offset::new(first_lost),
             bytes_after: seg.file_bytes().map_err(io)?.saturating_sub(position),
@@ -1117,10 +1243,74 @@ fn verify_segments(
     Ok(())
 }
 
+/// A note for a topic that an engine opened while it was being checked.
+const OPENED_DURING_CHECK: &str =
+    "an engine opened the directory while it was being checked: its last segment was read as it was being written";
+
+/// Whether the checkpoint still records the clean shutdown the check
+/// started from, and nobody holds the directory: the generation of its
+/// slot then, else `None` (an engine has opened the topic since, or holds
+/// the directory).
+fn clean_mark_now(root: &Path, files: &TopicFiles) -> Option<u64> {
+    if lock_held(root) {
+        return None;
+    }
+    let (generation, value) = read_slot_file(&files.dir.join(CHECKPOINT_FILE), CHECKPOINT_MAGIC).ok().flatten()?;
+    let then = files.checkpoint.as_ref().ok().copied().flatten();
+    (then == Some(value) && clean_mark(Some(value), &files.bases).is_some()).then_some(generation)
+}
+
+/// Adds the damage, and a note, for a checkpoint whose clean-shutdown record
+/// `mark` (in the slot of `generation`) disagrees with the last segment,
+/// `path`, whose valid frames end at position `end` with `next_offset`.
+fn checkpoint_disagrees(
+    files: &TopicFiles,
+    generation: u64,
+    verdict: &mut TopicVerdict,
+    path: &Path,
+    (end, next_offset): (u64, u64),
+    mark: SlotValue,
+) {
+    let mut note = format!(
+        "the checkpoint records a clean shutdown with the data of {} ending at byte {}, next offset {}; \
+         its frames are all valid and end at byte {end}, next offset {next_offset}",
+        path.display(),
+        mark.c,
+        mark.b
+    );
+    if mark.b > next_offset {
+        note.push_str(&format!(" (offsets {next_offset}..{} are not there)", mark.b));
+    }
+    note.push_str(
+        ". Opening the topic fails until it is opened in repair mode (`tollgate repair`), \
+         which scans every segment, cuts nothing here and rewrites the checkpoint",
+    );
+    verdict.notes.push(note);
+    let slot = (generation % 2) as usize;
+    let at = SLOT_FILE_HEADER_BYTES + slot * SLOT_BYTES;
+    verdict.damaged.push(corrupt(&files.dir.join(CHECKPOINT_FILE), at, CHECKPOINT_DISAGREES));
+}
+
+/// Why a checkpoint whose clean-shutdown record does not match the last
+/// segment is damage.
+const CHECKPOINT_DISAGREES: &str = "its clean-shutdown record disagrees with the last segment's data";
+
+/// What [`check_segment`] found.
+#[derive(Debug)]
+enum SegmentCheck {
+    /// Every frame is valid, and the segment ends where it should.
+    Valid,
+    /// The valid data ends early at `position`, for `reason`; `first_lost`
+    /// is the offset the first record lost there would have.
+    Cut { position: u64, reason: &'static str, first_lost: u64 },
+    /// The last segment's frames are all valid, but end (at `end`, with
+    /// `next_offset`) elsewhere than the clean shutdown recorded (`mark`).
+    NotAtCleanMark { end: u64, next_offset: u64, mark: SlotValue },
+}
+
 /// Checks segment `i` of a topic: its header, every frame, that it ends
 /// where the next segment begins (or, after a clean shutdown, where the
-/// checkpoint says), and its index file. Returns where its valid data ends
-/// early, why, and the first offset lost there.
+/// checkpoint says), and its index file.
 fn check_segment(
     files: &TopicFiles,
     i: usize,
@@ -1128,7 +1318,7 @@ fn check_segment(
     seg: &mut SegmentFile,
     verdict: &mut TopicVerdict,
     count: &mut Counter<'_>,
-) -> io::Result<Option<(u64, &'static str, u64)>> {
+) -> io::Result<SegmentCheck> {
     let base = seg.base;
     let header = seg.header()?;
     let mut reported = 0;
@@ -1138,24 +1328,25 @@ fn check_segment(
     };
     if let Err(fault) = header {
         read(seg.read_bytes);
-        return Ok(Some((0, header_reason(fault), base)));
+        return Ok(SegmentCheck::Cut { position: 0, reason: header_reason(fault), first_lost: base });
     }
     let scan = scan_frames(seg, base, &mut read)?;
     verdict.records += scan.next_offset - base;
-    let clean = files.clean(live).map(|c| (u64::from(c.c), c.b));
-    let found = match (scan.fault, files.bases.get(i + 1)) {
-        (Some((position, fault)), _) => Some((position, fault.reason())),
-        (None, Some(&next)) if scan.next_offset != next => Some((scan.end, ENDS_EARLY)),
-        (None, None) if clean.is_some_and(|c| c != (scan.end, scan.next_offset)) => {
-            Some((scan.end, "the segment does not end where the clean shutdown recorded"))
-        }
+    let cut = |position, reason| SegmentCheck::Cut { position, reason, first_lost: scan.next_offset };
+    Ok(match (scan.fault, files.bases.get(i + 1)) {
+        (Some((position, fault)), _) => cut(position, fault.reason()),
+        (None, Some(&next)) if scan.next_offset != next => cut(scan.end, ENDS_EARLY),
         (None, Some(_)) => {
             check_index(files, seg, scan.end, verdict, count);
-            None
+            SegmentCheck::Valid
         }
-        (None, None) => None,
-    };
-    Ok(found.map(|(position, reason)| (position, reason, scan.next_offset)))
+        (None, None) => match files.clean(live) {
+            Some(mark) if (u64::from(mark.c), mark.b) != (scan.end, scan.next_offset) => {
+                SegmentCheck::NotAtCleanMark { end: scan.end, next_offset: scan.next_offset, mark }
+            }
+            _ => SegmentCheck::Valid,
+        },
+    })
 }
 
 /// Checks a sealed segment's index file, if it has one: a damaged or stale
@@ -1484,6 +1675,22 @@ fn segment_bases(dir: &Path) -> io::Result<Vec<u64>> {
     Ok(bases)
 }
 
+/// A directory's device and inode, which tell a topic from one deleted and
+/// created again under its name; `None` where they are not available.
+fn dir_identity(dir: &Path) -> io::Result<Option<(u64, u64)>> {
+    let metadata = std::fs::metadata(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        Ok(Some((metadata.dev(), metadata.ino())))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = metadata;
+        Ok(None)
+    }
+}
+
 /// The UTF-8 names in a directory; none if it does not exist.
 fn list_dir(dir: &Path) -> io::Result<Vec<String>> {
     let entries = match std::fs::read_dir(dir) {
@@ -1526,6 +1733,7 @@ mod tests {
     use crate::log::segment::encode_header;
     use crate::log::slots::encode_slot;
     use crate::{Engine, Message};
+    use crate::{OpenError, TopicConfig};
 
     /// A segment file's bytes: its header, then one frame per batch of
     /// payloads, with offsets from `base`.
@@ -1740,5 +1948,162 @@ mod tests {
         let state = read_worker_state(&topic_dir, "w").unwrap().unwrap();
         assert!(state.journal_header_damaged);
         assert!(read_worker_state(&topic_dir, "absent").unwrap().is_none());
+    }
+
+    /// The smallest segments, so that a few hundred records roll several.
+    fn small_segments() -> TopicConfig {
+        TopicConfig { segment_bytes: 4096, max_message_bytes: 1024, ..TopicConfig::default() }
+    }
+
+    #[test]
+    fn flock_lines_are_matched_by_device_and_inode() {
+        let locks = "1: FLOCK  ADVISORY  WRITE 10362 fe:00:6447165 0 EOF\n\
+                     2: -> FLOCK  ADVISORY  WRITE 10400 08:11:42 0 EOF\n\
+                     3: POSIX  ADVISORY  WRITE 10252 08:11:43 0 EOF\n\
+                     4: FLOCK  ADVISORY  READ 10252 103:0a:99 0 EOF\n";
+        assert!(flock_listed(locks, (0xfe, 0), 6_447_165));
+        assert!(flock_listed(locks, (0x103, 0x0a), 99));
+        // Another device, a waiter (`->`), a POSIX lock: none is a holder.
+        assert!(!flock_listed(locks, (0xfe, 1), 6_447_165));
+        assert!(!flock_listed(locks, (8, 0x11), 42));
+        assert!(!flock_listed(locks, (8, 0x11), 43));
+        assert!(!flock_listed("", (0xfe, 0), 6_447_165));
+    }
+
+    /// Regression: `held_open` probed with a shared `flock`, so an engine
+    /// opening the directory at that moment failed with `Locked`.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn held_open_takes_no_lock_that_an_opening_engine_could_meet() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path()).unwrap();
+        let data = Directory::open(dir.path()).unwrap();
+        assert!(data.held_open());
+        drop(engine);
+        assert!(!data.held_open());
+        let stop = AtomicBool::new(false);
+        let (mut opened, mut locked) = (0u64, 0u64);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    std::hint::black_box(data.held_open());
+                }
+            });
+            let started = std::time::Instant::now();
+            while started.elapsed() < Duration::from_millis(200) {
+                match Engine::open(dir.path()) {
+                    Ok(engine) => {
+                        opened += 1;
+                        drop(engine);
+                    }
+                    Err(OpenError::Locked { .. }) => locked += 1,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            stop.store(true, Ordering::Relaxed);
+        });
+        assert!(opened > 0);
+        assert_eq!(locked, 0, "{locked} of {} opens failed while held_open probed", opened + locked);
+    }
+
+    /// Regression: an engine that opened a cleanly shut down directory and
+    /// appended while `verify` ran made its last segment look corrupt.
+    #[test]
+    fn verify_reads_a_topic_an_engine_opens_and_appends_to_during_the_check() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let engine = Engine::open(dir.path()).unwrap();
+            engine.topic("a").unwrap().publish_batch((0..10).map(|i| Message::new(format!("m{i}")))).unwrap();
+        }
+        let data = Directory::open(dir.path()).unwrap();
+        let mut engine = None;
+        let report = data
+            .verify(|_, _| {
+                if engine.is_none() {
+                    let opened = Engine::open(dir.path()).unwrap();
+                    opened.topic("a").unwrap().publish(b"new").unwrap();
+                    engine = Some(opened);
+                }
+            })
+            .unwrap();
+        assert!(report.is_clean(), "{report:?}");
+        let verdict = &report.topics[0];
+        assert!(verdict.cut.as_ref().is_none_or(|cut| cut.kind == CutKind::IncompleteTail), "{verdict:?}");
+        assert!(verdict.notes.iter().any(|n| n.contains("opened the directory while it was being checked")));
+        drop(engine);
+        assert!(data.verify(|_, _| {}).unwrap().is_clean());
+    }
+
+    /// Regression: a checkpoint with a valid CRC whose clean-shutdown record
+    /// cannot describe the last segment (next offset 0) gave wrapped numbers.
+    #[test]
+    fn a_checkpoint_that_disagrees_with_the_segments_is_not_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let engine = Engine::open(dir.path()).unwrap();
+            let topic = engine.create_topic("t", small_segments()).unwrap();
+            for i in 0..200 {
+                topic.publish(format!("record {i:04} {}", "x".repeat(40))).unwrap();
+            }
+            assert!(topic.info().segments > 1);
+        }
+        let data = Directory::open(dir.path()).unwrap();
+        let before = data.topic("t").unwrap();
+        let last = before.segments.last().unwrap().base.get();
+        assert!(last > 0 && before.end.get() == 200);
+        // Both slots forged (newest: generation 9, next offset 0).
+        let path = dir.path().join("topics/t").join(CHECKPOINT_FILE);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let slot0 = SLOT_FILE_HEADER_BYTES;
+        let slot1 = slot0 + SLOT_BYTES;
+        encode_slot(&mut bytes[slot0..slot1], 8, SlotValue { a: last, b: 0, c: 100 });
+        encode_slot(&mut bytes[slot1..slot1 + SLOT_BYTES], 9, SlotValue { a: last, b: 0, c: 100 });
+        std::fs::write(&path, &bytes).unwrap();
+
+        let summary = data.topic("t").unwrap();
+        assert_eq!((summary.oldest.get(), summary.end.get()), (0, 200));
+        assert_eq!(summary.segments.last().unwrap().end.get(), 200);
+        assert!(summary.notes.iter().any(|n| n == CHECKPOINT_DISAGREES_NOTE), "{:?}", summary.notes);
+        assert_eq!(data.offsets("t").unwrap(), Offset::new(0)..Offset::new(200));
+        // Verify calls it the checkpoint's damage, not a cut losing data.
+        let report = data.verify(|_, _| {}).unwrap();
+        let verdict = &report.topics[0];
+        assert!(!verdict.is_clean() && verdict.cut.is_none(), "{verdict:?}");
+        assert_eq!(verdict.records, 200);
+        let damage = &verdict.damaged[0];
+        assert_eq!((damage.file.as_path(), damage.reason), (path.as_path(), CHECKPOINT_DISAGREES));
+        assert_eq!(damage.position, slot1 as u64);
+        // As it says: opening fails, repair cuts nothing and rewrites it.
+        let open = Engine::open(dir.path()).unwrap().topic("t").map(|_| ());
+        assert!(matches!(open, Err(TopicError::Corrupt(_))), "{open:?}");
+        {
+            let engine = Engine::open_with(dir.path(), crate::EngineConfig { repair: true, ..Default::default() });
+            let engine = engine.unwrap();
+            let topic = engine.topic("t").unwrap();
+            assert!(topic.recovery_report().cut.is_none());
+            assert_eq!(topic.info().next, Offset::new(200));
+        }
+        assert!(data.verify(|_, _| {}).unwrap().is_clean());
+    }
+
+    /// Regression: `tail -f` kept reading a deleted topic's segment while
+    /// listing the segments of the topic created again under its name.
+    #[test]
+    fn records_end_with_deleted_when_the_topic_is_created_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(dir.path()).unwrap();
+        let topic = engine.create_topic("t", small_segments()).unwrap();
+        topic.publish_batch((0..5).map(|i| Message::new(format!("old {i}")))).unwrap();
+        let mut records = Directory::open(dir.path()).unwrap().records("t", None).unwrap();
+        while records.next().unwrap().is_some() {}
+        drop(topic);
+        engine.delete_topic("t").unwrap();
+        let topic = engine.create_topic("t", small_segments()).unwrap();
+        for i in 0..400 {
+            topic.publish(format!("new {i} {}", "y".repeat(40))).unwrap();
+        }
+        assert!(topic.info().segments > 2);
+        assert_eq!(records.next(), Err(ReadError::Deleted));
     }
 }

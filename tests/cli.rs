@@ -734,3 +734,98 @@ fn bad_input_fails_with_one_clear_line() {
     let run = crate::run(&["dump", path(dir.path()), "orders", "--from", "-1"]);
     assert_eq!(run.code, 2, "{run:?}");
 }
+
+/// Regression: `tail -f` on a topic deleted and created again (and rolled
+/// past the old segment) reported corruption instead of stopping.
+#[test]
+fn tail_follow_stops_when_the_topic_is_deleted_and_created_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    let topic = engine.create_topic("t", small_segments()).unwrap();
+    for i in 0..5 {
+        topic.publish(format!("old {i}")).unwrap();
+    }
+    let (mut child, lines) = spawn(&["tail", "-f", "--json", "--interval-ms", "10", path(dir.path()), "t"]);
+    assert_eq!(next_offsets(&lines, 5), [0, 1, 2, 3, 4]);
+    drop(topic);
+    engine.delete_topic("t").unwrap();
+    let topic = engine.create_topic("t", small_segments()).unwrap();
+    for i in 0..400 {
+        topic.publish(format!("new {i} {}", "y".repeat(40))).unwrap();
+    }
+    assert!(topic.info().segments > 2, "{:?}", topic.info());
+    let status = wait(&mut child.0, Duration::from_secs(20)).expect("tail -f stops when its topic is recreated");
+    assert!(status.success(), "{status:?}");
+}
+
+/// Writes both slots of a two-slot file with `(a, b, c)` and a valid CRC,
+/// the newest (generation 9) in slot 1 (`docs/FORMAT.md`).
+fn forge_slots(file: &Path, a: u64, b: u64, c: u32) {
+    let mut bytes = std::fs::read(file).unwrap();
+    for (slot, generation) in [(0usize, 8u64), (1, 9)] {
+        let at = 16 + slot * 32;
+        let slot = &mut bytes[at..at + 32];
+        slot[..8].copy_from_slice(&generation.to_le_bytes());
+        slot[8..16].copy_from_slice(&a.to_le_bytes());
+        slot[16..24].copy_from_slice(&b.to_le_bytes());
+        slot[24..28].copy_from_slice(&c.to_le_bytes());
+        let crc = crc32fast::hash(&slot[..28]);
+        slot[28..32].copy_from_slice(&crc.to_le_bytes());
+    }
+    std::fs::write(file, bytes).unwrap();
+}
+
+/// Regression: a checkpoint with a valid CRC recording a clean shutdown at
+/// next offset 0 made `inspect` subtract past zero (a panic in a debug
+/// build) and `verify` report lost data that `repair` did not cut.
+#[test]
+fn a_checkpoint_that_disagrees_with_the_segments_is_reported_and_repaired() {
+    let dir = fixture_dir();
+    let files = segments(dir.path(), "orders");
+    let last: u64 = files.last().unwrap().file_stem().unwrap().to_str().unwrap().parse().unwrap();
+    let checkpoint = dir.path().join("topics/orders/checkpoint");
+    forge_slots(&checkpoint, last, 0, 100);
+    let inspect = run(&["inspect", path(dir.path())]);
+    assert_eq!(inspect.code, 0, "{inspect:?}");
+    assert!(inspect.stdout.contains(&format!("offsets 0..{ORDERS} ({ORDERS} records)")), "{inspect:?}");
+    assert!(inspect.stdout.contains("note: the checkpoint's clean-shutdown record disagrees"), "{inspect:?}");
+    let inspect = run(&["inspect", "--json", path(dir.path())]);
+    assert_eq!(inspect.code, 0, "{inspect:?}");
+    let verify = run(&["verify", path(dir.path())]);
+    assert_eq!(verify.code, 1, "{verify:?}");
+    let damaged = format!(
+        "damaged: corrupt data in {} at byte 48: its clean-shutdown record disagrees with the last segment's data",
+        checkpoint.display()
+    );
+    assert!(verify.stdout.contains(&damaged), "{verify:?}");
+    assert!(!verify.stdout.contains("lost there") && !verify.stdout.contains("CORRUPT"), "{verify:?}");
+    let repair = run(&["repair", "--yes", path(dir.path())]);
+    assert_eq!(repair.code, 0, "{repair:?}");
+    assert!(repair.stdout.contains("scans every segment and rewrites the checkpoint"), "{repair:?}");
+    assert!(repair.stdout.contains("topic orders: intact"), "{repair:?}");
+    assert!(repair.stdout.lines().last().unwrap().ends_with(": clean"), "{repair:?}");
+    let engine = Engine::open(dir.path()).unwrap();
+    assert_eq!(engine.topic("orders").unwrap().info().next, Offset::new(ORDERS));
+}
+
+/// A group offset file with both slots invalid is read by the engine as
+/// never committed and left in place: `verify` and `repair` say so.
+#[test]
+fn an_offset_file_with_both_slots_invalid_is_reported_as_left_in_place() {
+    let dir = fixture_dir();
+    let offsets = dir.path().join("topics/orders/groups/billing.offset");
+    flip(&offsets, 16 + 8);
+    flip(&offsets, 48 + 8);
+    let verify = run(&["verify", path(dir.path())]);
+    assert_eq!(verify.code, 1, "{verify:?}");
+    let effect = "the engine reads this file as never committed: the group starts over";
+    assert!(verify.stdout.contains(effect) && verify.stdout.contains("repair leaves it in place"), "{verify:?}");
+    let repair = run(&["repair", "--yes", path(dir.path())]);
+    assert_eq!(repair.code, 1, "{repair:?}");
+    assert!(repair.stdout.contains(effect), "{repair:?}");
+    assert!(!repair.stdout.contains("removed"), "{repair:?}");
+    assert!(offsets.exists());
+    let engine = Engine::open(dir.path()).unwrap();
+    let billing = engine.topic("orders").unwrap().subscribe("billing").unwrap();
+    assert_eq!(billing.committed(), Offset::new(0));
+}

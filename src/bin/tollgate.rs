@@ -206,16 +206,18 @@ fn note(line: &str) {
     let _ = writeln!(io::stderr(), "{line}");
 }
 
-/// Opens `dir` for reading, and says so if a process holds it.
-fn open_dir(dir: &Path) -> Result<Directory, Failure> {
+/// Opens `dir` for reading, and says so if a process holds it. Returns
+/// whether one does, so that a command looks once.
+fn open_dir(dir: &Path) -> Result<(Directory, bool), Failure> {
     let data = open_quietly(dir)?;
-    if data.held_open() {
+    let held_open = data.held_open();
+    if held_open {
         note(&format!(
             "note: {} is held open by a running process: reading without locking; the newest records may be incomplete",
             dir.display()
         ));
     }
-    Ok(data)
+    Ok((data, held_open))
 }
 
 /// Opens `dir` for reading.
@@ -266,7 +268,7 @@ fn open_records(data: &Directory, topic: &str, from: Option<u64>) -> Result<Reco
 // ---------------------------------------------------------------- inspect
 
 fn inspect(dir: &Path, json: bool) -> Result<u8, Failure> {
-    let data = open_dir(dir)?;
+    let (data, held_open) = open_dir(dir)?;
     let names = data.topics().map_err(|e| fail(EXIT_FAILED, e.to_string()))?;
     let mut topics = Vec::new();
     let mut code = 0;
@@ -290,8 +292,7 @@ fn inspect(dir: &Path, json: bool) -> Result<u8, Failure> {
                 Err((name, e)) => json!({ "name": name, "error": e.to_string() }),
             })
             .collect();
-        let document =
-            json!({ "directory": dir.display().to_string(), "held_open": data.held_open(), "topics": topics });
+        let document = json!({ "directory": dir.display().to_string(), "held_open": held_open, "topics": topics });
         writeln!(out, "{}", serde_json::to_string_pretty(&document).expect("a JSON value serializes"))?;
     } else {
         let count = topics.len();
@@ -299,7 +300,7 @@ fn inspect(dir: &Path, json: bool) -> Result<u8, Failure> {
         for topic in &topics {
             writeln!(out)?;
             match topic {
-                Ok(summary) => write_topic(&mut out, summary, data.held_open())?,
+                Ok(summary) => write_topic(&mut out, summary, held_open)?,
                 Err((name, e)) => writeln!(out, "topic {name}: cannot be read: {e}")?,
             }
         }
@@ -310,7 +311,7 @@ fn inspect(dir: &Path, json: bool) -> Result<u8, Failure> {
 
 fn write_topic(out: &mut impl Write, topic: &TopicSummary, held_open: bool) -> io::Result<()> {
     let config = &topic.config;
-    let records = topic.end.get() - topic.oldest.get();
+    let records = topic.end.get().saturating_sub(topic.oldest.get());
     writeln!(out, "topic {}", topic.name)?;
     writeln!(
         out,
@@ -339,7 +340,7 @@ fn write_topic(out: &mut impl Write, topic: &TopicSummary, held_open: bool) -> i
     )?;
     let rows = topic.segments.iter().map(|s| {
         let file = s.path.file_name().map_or_else(String::new, |f| f.to_string_lossy().into_owned());
-        let records = s.end.get() - s.base.get();
+        let records = s.end.get().saturating_sub(s.base.get());
         let range = format!("{}..{}", s.base, s.end);
         vec![file, range, records.to_string(), human_bytes(s.bytes), human_bytes(s.file_bytes)]
     });
@@ -419,7 +420,7 @@ fn topic_json(topic: &TopicSummary) -> Value {
     let durability = match config.durability {
         Durability::Buffered => json!("buffered"),
         Durability::Sync => json!("sync"),
-        Durability::Interval(d) => json!({ "interval_ms": d.as_secs_f64() * 1e3 }),
+        Durability::Interval(d) => json!({ "interval_us": u64::try_from(d.as_micros()).unwrap_or(u64::MAX) }),
     };
     let segments: Vec<Value> = topic
         .segments
@@ -429,7 +430,7 @@ fn topic_json(topic: &TopicSummary) -> Value {
                 "file": s.path.display().to_string(),
                 "base": s.base.get(),
                 "end": s.end.get(),
-                "records": s.end.get() - s.base.get(),
+                "records": s.end.get().saturating_sub(s.base.get()),
                 "bytes": s.bytes,
                 "file_bytes": s.file_bytes,
             })
@@ -479,7 +480,7 @@ fn topic_json(topic: &TopicSummary) -> Value {
         "clean_shutdown": topic.clean_shutdown,
         "oldest": topic.oldest.get(),
         "end": topic.end.get(),
-        "records": topic.end.get() - topic.oldest.get(),
+        "records": topic.end.get().saturating_sub(topic.oldest.get()),
         "bytes": topic.bytes,
         "segments": segments,
         "groups": groups,
@@ -508,7 +509,7 @@ fn retention(config: &TopicConfig) -> String {
 // ---------------------------------------------------------------- verify
 
 fn verify(dir: &Path) -> Result<u8, Failure> {
-    let data = open_dir(dir)?;
+    let (data, _) = open_dir(dir)?;
     let started = Instant::now();
     let report = check(&data)?;
     let elapsed = started.elapsed();
@@ -567,10 +568,12 @@ fn write_verdicts(out: &mut impl Write, report: &VerifyReport) -> io::Result<()>
                     writeln!(out, "{head}: ok")?;
                     writeln!(out, "  the frame being written (the directory is in use) is at {}", place(cut))?;
                 }
+                _ => writeln!(out, "{head}: the data ends early at {}", place(cut))?,
             },
         }
         for damage in &topic.damaged {
             writeln!(out, "  damaged: {damage}")?;
+            writeln!(out, "    {}", damage_effect(damage))?;
         }
         for line in &topic.notes {
             writeln!(out, "  note: {line}")?;
@@ -630,7 +633,7 @@ struct Style {
 }
 
 fn dump(dir: &Path, topic: &str, from: Option<u64>, limit: Option<u64>, style: Style) -> Result<u8, Failure> {
-    let data = open_dir(dir)?;
+    let (data, _) = open_dir(dir)?;
     let mut records = open_records(&data, topic, from)?;
     let mut out = BufWriter::new(io::stdout().lock());
     let mut printed = 0;
@@ -650,7 +653,7 @@ fn dump(dir: &Path, topic: &str, from: Option<u64>, limit: Option<u64>, style: S
 }
 
 fn tail(dir: &Path, topic: &str, count: u64, follow: Option<Duration>, style: Style) -> Result<u8, Failure> {
-    let data = open_dir(dir)?;
+    let (data, _) = open_dir(dir)?;
     let offsets = data.offsets(topic).map_err(|e| topic_failure(dir, e))?;
     let from = offsets.end.get().saturating_sub(count).max(offsets.start.get());
     let mut records = open_records(&data, topic, Some(from))?;
@@ -662,7 +665,9 @@ fn tail(dir: &Path, topic: &str, count: u64, follow: Option<Duration>, style: St
                 Ok(None) => break,
                 Err(ReadError::Deleted) if follow.is_some() => {
                     out.flush()?;
-                    note(&format!("tollgate: topic {topic:?} was deleted"));
+                    note(&format!(
+                        "tollgate: topic {topic:?} was deleted (and maybe created again): stopped following"
+                    ));
                     return Ok(0);
                 }
                 Err(e) => {
@@ -792,12 +797,8 @@ fn repair(dir: &Path, yes: bool) -> Result<u8, Failure> {
     }
     for topic in report.topics.iter().filter(|t| !t.damaged.is_empty()) {
         for damage in &topic.damaged {
-            writeln!(
-                out,
-                "  topic {}: {damage} (a damaged group offset file is removed and its group starts over; \
-                 anything else is reported again below if repair cannot fix it)",
-                topic.name
-            )?;
+            writeln!(out, "  topic {}: {damage}", topic.name)?;
+            writeln!(out, "    {}", damage_effect(damage))?;
         }
     }
     out.flush()?;
@@ -827,6 +828,29 @@ fn repair(dir: &Path, yes: bool) -> Result<u8, Failure> {
     write_verdicts(&mut out, &after)?;
     write_summary(&mut out, &after, started.elapsed())?;
     Ok(if after.is_clean() && !failed { 0 } else { EXIT_CORRUPT })
+}
+
+/// What the engine, and `repair`, make of a damaged file that `verify`
+/// reports (`recovery.rs`: `open_topic`, `clamp_groups`), told by the
+/// file's name and the check that failed.
+fn damage_effect(damage: &tollgate::Corruption) -> &'static str {
+    let name = damage.file.file_name().map(|f| f.to_string_lossy()).unwrap_or_default();
+    match (name.as_ref(), damage.reason) {
+        (name, "not a tollgate slot file") if name.ends_with(".offset") => {
+            "repair removes this file: the group starts over, as a new group does"
+        }
+        (name, "neither slot is valid") if name.ends_with(".offset") => {
+            "the engine reads this file as never committed: the group starts over, as a new group does, and its \
+             next commit rewrites the file; repair leaves it in place"
+        }
+        ("checkpoint", "neither slot is valid") => {
+            "the engine reads this as no checkpoint: the next open (or repair) scans every segment and rewrites it"
+        }
+        ("checkpoint", "its clean-shutdown record disagrees with the last segment's data") => {
+            "opening the topic fails until repair, which scans every segment and rewrites the checkpoint"
+        }
+        _ => "repair cannot fix this: it is reported again after repairing",
+    }
 }
 
 fn in_use(dir: &Path) -> Failure {
