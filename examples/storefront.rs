@@ -1049,7 +1049,7 @@ impl fmt::Display for Report {
         writeln!(f, "  units sold:            {} of {}", self.units_sold, self.units_initial)?;
         writeln!(
             f,
-            "  dead letters absorbed:  {} duplicates, {} of paid orders (acks lost in a crash)",
+            "  dead letters absorbed: {} duplicates, {} of paid orders (acks lost in a crash)",
             self.duplicate_dead_letters, self.dead_letters_of_paid_orders
         )?;
         let i = &self.invariants;
