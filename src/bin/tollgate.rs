@@ -1128,27 +1128,15 @@ fn format_ns(ns: u64) -> String {
 }
 
 /// Microseconds since the Unix epoch as RFC 3339 in UTC, to the microsecond.
+/// Times past the year 9999 (only a damaged or forged file has them), which
+/// RFC 3339 cannot write, are shown as their number.
 fn format_time_us(us: u64) -> String {
-    let (seconds, micros) = (us / 1_000_000, us % 1_000_000);
-    let (days, second) = (seconds / 86_400, seconds % 86_400);
-    let (year, month, day) = civil_from_days(days);
-    let (hour, minute, second) = (second / 3600, second % 3600 / 60, second % 60);
-    format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{micros:06}Z")
-}
-
-/// The Gregorian date `days` after 1970-01-01 (Howard Hinnant's
-/// `civil_from_days`, for days on or after the epoch).
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let day_of_era = z % 146_097;
-    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let mp = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = year_of_era + era * 400 + u64::from(month <= 2);
-    (year, month, day)
+    /// 10000-01-01T00:00:00Z.
+    const YEAR_10000_US: u64 = 253_402_300_800 * 1_000_000;
+    if us >= YEAR_10000_US {
+        return format!("{us}us");
+    }
+    humantime::format_rfc3339_micros(std::time::UNIX_EPOCH + Duration::from_micros(us)).to_string()
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -1157,19 +1145,8 @@ fn hex(bytes: &[u8]) -> String {
 
 /// Standard base64 (RFC 4648), padded.
 fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 #[cfg(test)]
@@ -1190,6 +1167,8 @@ mod tests {
         assert_eq!(format_time_us(0), "1970-01-01T00:00:00.000000Z");
         assert_eq!(format_time_us(951_782_400_000_001), "2000-02-29T00:00:00.000001Z");
         assert_eq!(format_time_us(1_735_689_599_999_999), "2024-12-31T23:59:59.999999Z");
+        assert_eq!(format_time_us(253_402_300_799_999_999), "9999-12-31T23:59:59.999999Z");
+        assert_eq!(format_time_us(u64::MAX), format!("{}us", u64::MAX));
     }
 
     #[test]
