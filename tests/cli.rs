@@ -829,3 +829,21 @@ fn an_offset_file_with_both_slots_invalid_is_reported_as_left_in_place() {
     let billing = engine.topic("orders").unwrap().subscribe("billing").unwrap();
     assert_eq!(billing.committed(), Offset::new(0));
 }
+
+/// A checkpoint whose magic is damaged keeps the topic from opening; `repair`
+/// replaces it and keeps every record.
+#[test]
+fn a_checkpoint_that_is_not_a_slot_file_is_replaced_by_repair() {
+    let dir = fixture_dir();
+    let checkpoint = dir.path().join("topics/orders/checkpoint");
+    flip(&checkpoint, 0);
+    let verify = run(&["verify", path(dir.path())]);
+    assert_eq!(verify.code, 1, "{verify:?}");
+    let effect = "opening the topic fails until repair, which replaces the checkpoint";
+    assert!(verify.stdout.contains(effect), "{verify:?}");
+    let repair = run(&["repair", "--yes", path(dir.path())]);
+    assert_eq!(repair.code, 0, "{repair:?}");
+    assert!(repair.stdout.lines().last().unwrap().ends_with(": clean"), "{repair:?}");
+    let engine = Engine::open(dir.path()).unwrap();
+    assert_eq!(engine.topic("orders").unwrap().info().next, Offset::new(ORDERS));
+}

@@ -425,6 +425,33 @@ fn corruption_in_a_sealed_segment_is_reported_with_file_and_position_and_repair_
 }
 
 #[test]
+fn a_checkpoint_that_is_not_a_slot_file_is_refused_and_repair_replaces_it() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let engine = Engine::open(dir.path()).unwrap();
+        let topic = engine.create_topic("t", small_segments()).unwrap();
+        for i in 0..300 {
+            topic.publish(format!("payload number {i}")).unwrap();
+        }
+    }
+    let checkpoint = dir.path().join("topics/t/checkpoint");
+    flip_byte(&checkpoint, 0); // the magic
+    {
+        let engine = Engine::open(dir.path()).unwrap();
+        let err = engine.topic("t").unwrap_err();
+        assert!(matches!(err, TopicError::Corrupt(ref c) if c.file == checkpoint), "{err}");
+    }
+    let engine = Engine::open_with(dir.path(), tollgate::EngineConfig { repair: true, ..Default::default() }).unwrap();
+    let topic = engine.topic("t").unwrap();
+    assert!(topic.recovery_report().cut.is_none(), "nothing to cut: {:?}", topic.recovery_report());
+    assert_eq!(topic.verify().unwrap(), 300);
+    drop((topic, engine));
+    // Opened normally again: the new checkpoint is good.
+    let engine = Engine::open(dir.path()).unwrap();
+    assert_eq!(engine.topic("t").unwrap().info().next, Offset::new(300));
+}
+
+#[test]
 fn newer_format_version_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     drop(Engine::open(dir.path()).unwrap());

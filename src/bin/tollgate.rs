@@ -843,6 +843,9 @@ fn damage_effect(damage: &tollgate::Corruption) -> &'static str {
             "the engine reads this file as never committed: the group starts over, as a new group does, and its \
              next commit rewrites the file; repair leaves it in place"
         }
+        ("checkpoint", "not a tollgate slot file") => {
+            "opening the topic fails until repair, which replaces the checkpoint and scans every segment"
+        }
         ("checkpoint", "neither slot is valid") => {
             "the engine reads this as no checkpoint: the next open (or repair) scans every segment and rewrites it"
         }

@@ -90,8 +90,18 @@ pub(crate) fn open_topic(
     }
     bases.sort_unstable();
 
-    let (checkpoint, saved) =
-        SlotFile::open(&*storage, &dir.join(CHECKPOINT_FILE), CHECKPOINT_MAGIC).map_err(slot_fault)?;
+    let checkpoint_path = dir.join(CHECKPOINT_FILE);
+    let (checkpoint, saved) = match SlotFile::open(&*storage, &checkpoint_path, CHECKPOINT_MAGIC) {
+        // Repair scans every segment, so it needs no recovery point: a
+        // checkpoint too damaged to read is replaced by a new one.
+        Err(SlotFileError::Corrupt(_)) if repair => {
+            storage.remove_file(&checkpoint_path).map_err(|e| io("remove", &checkpoint_path, e))?;
+            storage.sync_dir(&dir).map_err(|e| io("sync", &dir, e))?;
+            SlotFile::open(&*storage, &checkpoint_path, CHECKPOINT_MAGIC)
+        }
+        opened => opened,
+    }
+    .map_err(slot_fault)?;
     let saved = saved.unwrap_or_default();
 
     if bases.is_empty() {
