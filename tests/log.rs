@@ -581,6 +581,18 @@ fn topic_config_persists_across_reopen() {
 }
 
 #[test]
+fn batches_take_strings_byte_vectors_and_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    let topic = engine.topic("t").unwrap();
+    let texts: Vec<String> = (0..3).map(|i| format!("order {i}")).collect();
+    assert_eq!(topic.publish_batch(texts).unwrap(), Offset::new(0)..Offset::new(3));
+    assert_eq!(topic.publish_batch([b"raw".to_vec()]).unwrap(), Offset::new(3)..Offset::new(4));
+    assert_eq!(topic.read(Offset::new(2)).unwrap().payload().as_ref(), b"order 2");
+    assert_eq!(topic.read(Offset::new(3)).unwrap().payload().as_ref(), b"raw");
+}
+
+#[test]
 fn batches_get_consecutive_offsets_between_concurrent_publishers() {
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(dir.path()).unwrap();

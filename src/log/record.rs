@@ -209,6 +209,12 @@ impl From<&str> for Message {
     }
 }
 
+impl From<String> for Message {
+    fn from(payload: String) -> Self {
+        Self::new(payload)
+    }
+}
+
 /// Size of the entry of a payload-only message.
 #[inline]
 pub(crate) const fn plain_entry_bytes(payload_bytes: usize) -> usize {
