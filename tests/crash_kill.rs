@@ -38,7 +38,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 #[path = "support/child.rs"]
 mod child_process;
+#[allow(dead_code)] // each test uses some of it
+#[path = "support/rng.rs"]
+mod rng;
 use child_process::{Child, killed_by_sigkill, test_args};
+use rng::{Rng, env_u64};
 
 use tollgate::{Durability, Engine, Message, Offset, Record, Topic, TopicConfig};
 
@@ -1161,38 +1165,3 @@ mod child {
 
 // ---------------------------------------------------------------------------
 // Helpers.
-
-fn env_u64(name: &str) -> Option<u64> {
-    std::env::var(name).ok()?.parse().ok()
-}
-
-/// A small deterministic generator (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// Uniform in `0..n`; `n` > 0.
-    fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-
-    /// In `1..=max`, each power of two about as likely as the next.
-    fn log_uniform(&mut self, max: u64) -> u64 {
-        let exponent = self.below(u64::from(64 - max.leading_zeros()));
-        ((1 << exponent) + self.below(1 << exponent)).min(max)
-    }
-}

@@ -51,6 +51,11 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+#[allow(dead_code)] // only `below` is used here
+#[path = "support/rng.rs"]
+mod rng;
+use rng::Rng;
+
 use tollgate::{
     DELAY_MAX, Delivery, Durability, Engine, EngineConfig, KeyPattern, LockError, LockManager, Message, Offset,
     PRIORITY_MAX, PublishError, QueueConfig, QueueError, Record, SimDisk, StartAt, Topic, TopicConfig, TopicError,
@@ -142,22 +147,6 @@ fn sleep_past(deadline: Instant) {
 fn publish_n(topic: &Topic, n: u64) {
     for i in 0..n {
         topic.publish(format!("m{i}")).unwrap();
-    }
-}
-
-/// A small deterministic random number generator (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
     }
 }
 
@@ -1416,7 +1405,7 @@ fn concurrent_workers_with_injected_failures_settle_every_message_and_never_ack_
     for t in 0..WORKERS {
         let (w, acks, violations, done) = (worker.clone(), acks.clone(), violations.clone(), done.clone());
         threads.push(thread::spawn(move || {
-            let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (t + 1));
+            let mut rng = Rng::new(t + 1);
             let mut stats = HashMap::<&str, u64>::new();
             let violation = |what: String| violations.lock().unwrap().push(what);
             // Runs one settle of `d` and checks its result against the clock: started
