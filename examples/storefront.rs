@@ -83,10 +83,10 @@ pub struct Config {
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=256))]
     pub payment_workers: u32,
     /// SKUs in the catalog (fixed by the first run in a data directory).
-    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=SKUS_MAX as i64))]
     pub skus: u32,
     /// Units of stock per SKU at the start of the sale (fixed by the first run).
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=1_000_000_000))]
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(0..=STOCK_MAX))]
     pub stock: u64,
     /// Order attempts in total, over all buyers.
     #[arg(long, default_value_t = 50_000, value_parser = clap::value_parser!(u64).range(0..=1_000_000_000))]
@@ -169,6 +169,10 @@ fn share(text: &str) -> Result<f64, String> {
 /// What can stop a sale before it starts or end it early: tollgate's
 /// errors, or a data directory whose catalog cannot be read.
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// Most SKUs in a catalog, and most units of each.
+const SKUS_MAX: u32 = 100_000;
+const STOCK_MAX: u64 = 1_000_000_000;
 
 // Topic, group and key names.
 const CATALOG: &str = "catalog";
@@ -259,13 +263,15 @@ impl Catalog {
         format!("skus={} stock={}", self.skus, self.stock)
     }
 
+    /// The catalog in `payload`, if it is one within the command line's ranges.
     fn decode(payload: &[u8]) -> Option<Catalog> {
         let text = std::str::from_utf8(payload).ok()?;
         let (skus, stock) = text.split_once(' ')?;
-        Some(Catalog {
+        let catalog = Catalog {
             skus: skus.strip_prefix("skus=")?.parse().ok()?,
             stock: stock.strip_prefix("stock=")?.parse().ok()?,
-        })
+        };
+        ((1..=SKUS_MAX).contains(&catalog.skus) && catalog.stock <= STOCK_MAX).then_some(catalog)
     }
 }
 
@@ -1105,7 +1111,8 @@ fn catalog(engine: &Engine, config: &Config) -> Result<(Catalog, u64), Error> {
     let topic = topic(engine, CATALOG, TopicConfig { durability: Durability::Sync, ..TopicConfig::default() })?;
     let mut records = records(&topic)?;
     let catalog = match records.next() {
-        Some(record) => Catalog::decode(record?.payload()).ok_or("the catalog topic holds no catalog")?,
+        Some(record) => Catalog::decode(record?.payload())
+            .ok_or("the catalog topic holds no valid catalog (1 to 100000 SKUs, at most 1000000000 units each)")?,
         None => {
             let catalog = Catalog { skus: config.skus, stock: config.stock };
             topic.publish(catalog.encode())?;
@@ -1161,7 +1168,10 @@ fn sale(config: &Config, data_dir: &std::path::Path, progress: &mut dyn FnMut(&P
         run,
         locks: LockManager::new(),
         catalog: (0..skus)
-            .map(|sku| Sku { key: sku_key(sku), stock: AtomicU64::new(before.balance[sku as usize].max(0) as u64) })
+            .map(|sku| Sku {
+                key: sku_key(sku),
+                stock: AtomicU64::new(u64::try_from(before.balance[sku as usize].max(0)).unwrap_or(u64::MAX)),
+            })
             .collect(),
         orders,
         payments,

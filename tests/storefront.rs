@@ -231,3 +231,14 @@ fn a_lease_that_runs_out_under_an_order_fails_the_sale() {
     assert!(report.invariants.leases_expired > 0, "{report}");
     assert!(report.failures().iter().any(|f| f.contains("leases")), "{:?}", report.failures());
 }
+
+#[test]
+fn a_directory_with_an_invalid_catalog_is_refused() {
+    for catalog in ["skus=0 stock=10", "skus=4000000000 stock=10", "not a catalog"] {
+        let dir = tempfile::tempdir().unwrap();
+        tollgate::Engine::open(dir.path()).unwrap().topic("catalog").unwrap().publish(catalog).unwrap();
+        let error = run(&config(&["--orders", "10", "--data-dir", dir.path().to_str().unwrap()]), &mut |_| {})
+            .expect_err("an invalid catalog");
+        assert!(error.to_string().contains("no valid catalog"), "{catalog}: {error}");
+    }
+}
