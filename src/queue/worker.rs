@@ -759,15 +759,13 @@ impl GroupState {
             let (record, attempts) = (tracked.record.clone(), tracked.attempts);
             let reason =
                 tracked.last_error.clone().unwrap_or_else(|| "its last attempt was cut short by a restart".into());
-            let written = match self.decide_dead_letter(group, offset) {
-                Ok(written) => written,
+            return match self.leave_for_dead_letter(group, offset) {
+                Ok(sync) => Ok(Take::DeadLetter(record, attempts, reason, sync)),
                 Err(e) => {
                     self.ready.insert((Reverse(priority), offset));
-                    return Err(e.into());
+                    Err(e.into())
                 }
             };
-            self.leave(offset);
-            return Ok(Take::DeadLetter(record, attempts, reason, self.sync_point(written)));
         }
         let attempt = tracked.attempts + 1;
         let written = match self.append(group, Entry::Delivered { offset, attempt }) {
@@ -898,28 +896,23 @@ impl GroupState {
         }
     }
 
-    /// Records that the message at `offset` is to be dead-lettered (a
-    /// `Rejected` entry, unless it has one), so that it is never delivered
-    /// again. Returns the entries written so far, to sync through.
-    fn decide_dead_letter(&mut self, group: &Group, offset: u64) -> Result<u64, IoError> {
-        if self.tracked.get(&offset).is_some_and(|tracked| tracked.rejected) {
-            return Ok(self.journal.written());
-        }
-        let written = self.append(group, Entry::Rejected { offset })?;
-        if let Some(tracked) = self.tracked.get_mut(&offset) {
-            tracked.rejected = true;
-        }
-        Ok(written)
-    }
-
-    /// Takes the in-flight message at `offset` out of circulation to be
-    /// dead-lettered: the decision is journaled first (and on a Sync topic
-    /// synced through the returned point), so that if the dead letter fails,
-    /// or the process or machine dies, the message is dead-lettered later,
-    /// never delivered again, even by a group reopened with a higher
-    /// `max_attempts`.
+    /// Takes the message at `offset` (in flight, or just taken from the
+    /// ready set) out of circulation to be dead-lettered. The decision is
+    /// journaled first, as a `Rejected` entry unless it has one (and on a
+    /// Sync topic synced through the returned point), so that if the dead
+    /// letter fails, or the process or machine dies, the message is
+    /// dead-lettered later, never delivered again, even by a group reopened
+    /// with a higher `max_attempts`.
     fn leave_for_dead_letter(&mut self, group: &Group, offset: u64) -> Result<SyncPoint, IoError> {
-        let written = self.decide_dead_letter(group, offset)?;
+        let written = if self.tracked.get(&offset).is_some_and(|tracked| tracked.rejected) {
+            self.journal.written()
+        } else {
+            let written = self.append(group, Entry::Rejected { offset })?;
+            if let Some(tracked) = self.tracked.get_mut(&offset) {
+                tracked.rejected = true;
+            }
+            written
+        };
         self.leave(offset);
         Ok(self.sync_point(written))
     }
