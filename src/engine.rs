@@ -11,10 +11,13 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::error::{IoError, OpenError, TopicError};
 use crate::log::format::*;
+use crate::log::names::check_topic_name;
 use crate::log::slots::{MetaCheck, check_meta, encode_meta, write_file_atomic};
-use crate::log::storage::{OsStorage, Storage};
 use crate::log::topic::TopicInner;
 use crate::log::{Topic, TopicConfig};
+#[cfg(feature = "sim")]
+use crate::storage::SimDisk;
+use crate::storage::{OsStorage, Storage};
 
 /// How often the flusher looks at topics that have nothing scheduled
 /// (sealed segments to sync, retention).
@@ -156,6 +159,14 @@ impl Engine {
         Ok(Engine { shared })
     }
 
+    /// Opens (creating if needed) the data directory `dir` on a simulated
+    /// disk, as [`Engine::open_with`] does on the real file system: for crash
+    /// tests that cut the power with [`SimDisk::power_cut`] and reopen.
+    #[cfg(feature = "sim")]
+    pub fn open_sim(disk: &SimDisk, dir: impl AsRef<Path>, config: EngineConfig) -> Result<Engine, OpenError> {
+        Engine::open_on(Arc::new(disk.clone()), dir.as_ref(), config)
+    }
+
     pub(crate) fn from_shared(shared: Arc<Shared>) -> Engine {
         Engine { shared }
     }
@@ -182,7 +193,7 @@ impl Engine {
     }
 
     fn open_topic(&self, name: &str, create: Option<TopicConfig>) -> Result<Topic, TopicError> {
-        check_name(name)?;
+        check_topic_name(name)?;
         let shared = &*self.shared;
         let mut topics = shared.topics.lock();
         let topic_dir = shared.dir.join(TOPICS_DIR).join(name);
@@ -245,7 +256,7 @@ impl Engine {
             .list_dir(&dir)
             .map_err(|e| TopicError::Io(IoError::new("list", &dir, e)))?
             .into_iter()
-            .filter(|name| check_name(name).is_ok() && shared.storage.exists(&dir.join(name).join(TOPIC_FILE)))
+            .filter(|name| check_topic_name(name).is_ok() && shared.storage.exists(&dir.join(name).join(TOPIC_FILE)))
             .collect();
         names.sort();
         Ok(names)
@@ -254,7 +265,7 @@ impl Engine {
     /// Deletes the topic `name` and everything in it, group offsets
     /// included. Handles to it fail with `Deleted` from then on.
     pub fn delete_topic(&self, name: &str) -> Result<(), TopicError> {
-        check_name(name)?;
+        check_topic_name(name)?;
         let shared = &*self.shared;
         let mut topics = shared.topics.lock();
         let topics_dir = shared.dir.join(TOPICS_DIR);
@@ -302,31 +313,6 @@ impl Drop for Shared {
             topic.close();
         }
     }
-}
-
-/// Checks a topic name: it becomes a directory name.
-pub(crate) fn check_name(name: &str) -> Result<(), TopicError> {
-    check_name_within(name, NAME_BYTES_MAX, "it is longer than 255 bytes")
-}
-
-/// Checks a group name: it becomes a file name with `.offset` added.
-pub(crate) fn check_group_name(name: &str) -> Result<(), TopicError> {
-    check_name_within(name, GROUP_NAME_BYTES_MAX, "a group name is at most 248 bytes")
-}
-
-fn check_name_within(name: &str, max: usize, too_long: &'static str) -> Result<(), TopicError> {
-    let reason = if name.is_empty() {
-        "it is empty"
-    } else if name.len() > max {
-        too_long
-    } else if name.contains(['/', '\\', '\0']) {
-        "it contains '/', '\\' or NUL"
-    } else if name == "." || name == ".." {
-        "it is '.' or '..'"
-    } else {
-        return Ok(());
-    };
-    Err(TopicError::InvalidName { name: name.to_owned(), reason })
 }
 
 /// The background thread: interval flushes, syncing sealed segments, retention.

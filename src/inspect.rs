@@ -66,10 +66,10 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
-use crate::engine::{check_group_name, check_name};
 use crate::error::{Corruption, Error, IoError, OpenError, ReadError, TopicError};
 use crate::log::config::TopicConfig;
 use crate::log::format::*;
+use crate::log::names::{check_group_name, check_topic_name};
 use crate::log::record::{FrameFault, FrameInfo, Offset, Record, check_frame};
 use crate::log::segment::{HeaderFault, check_header, corrupt, decode_index};
 use crate::log::slots::{MetaCheck, NOT_SLOT_FILE, SlotFileCheck, SlotValue, check_meta, check_slot_file, read_slot};
@@ -346,7 +346,7 @@ impl Directory {
         let mut names: Vec<String> = list_dir(&dir)
             .map_err(|e| IoError::new("list", &dir, e))?
             .into_iter()
-            .filter(|name| check_name(name).is_ok() && dir.join(name).join(TOPIC_FILE).exists())
+            .filter(|name| check_topic_name(name).is_ok() && dir.join(name).join(TOPIC_FILE).exists())
             .collect();
         names.sort();
         Ok(names)
@@ -541,7 +541,7 @@ impl Directory {
     /// came from `topic`, by worker group; `None` if it does not exist.
     fn count_dead_letters(&self, dead_letter_topic: &str, topic: &str) -> Result<Option<HashMap<String, u64>>, Error> {
         let topics = self.topics().map_err(TopicError::Io)?;
-        if check_name(dead_letter_topic).is_err() || !topics.iter().any(|t| t == dead_letter_topic) {
+        if check_topic_name(dead_letter_topic).is_err() || !topics.iter().any(|t| t == dead_letter_topic) {
             return Ok(None);
         }
         let mut counts = HashMap::new();
@@ -810,7 +810,7 @@ struct TopicFiles {
 impl TopicFiles {
     /// Lists the topic `name` under the data directory `root`.
     fn read(root: &Path, name: &str) -> Result<TopicFiles, TopicError> {
-        check_name(name)?;
+        check_topic_name(name)?;
         let dir = root.join(TOPICS_DIR).join(name);
         if !dir.join(TOPIC_FILE).exists() {
             return Err(TopicError::NotFound { name: name.to_owned() });

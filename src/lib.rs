@@ -76,6 +76,7 @@ pub mod inspect;
 mod lock;
 mod log;
 mod queue;
+mod storage;
 mod sync;
 
 /// The README's examples, compiled and run as doc tests.
@@ -91,3 +92,5 @@ pub use error::{
 pub use lock::*;
 pub use log::*;
 pub use queue::*;
+#[cfg(feature = "sim")]
+pub use storage::SimDisk;

@@ -5,9 +5,9 @@
 //! - `format.rs`: the constants of `docs/FORMAT.md` and little-endian helpers.
 //! - `record.rs`: `Message`, `Record`, `Offset`, and the frame codec.
 //! - `config.rs`: `TopicConfig`, `Durability`, and `topic.conf`.
-//! - `storage.rs`: the file-system seam and its OS implementation (the only mapping `unsafe`).
-//! - `sim.rs`: `SimDisk`, a simulated disk with live and durable images, for power-cut tests.
 //! - `segment.rs`: one segment file: header, frames, sparse index, scans.
+//! - `names.rs`: the checks of topic and group names (they become file names).
+//! - `pattern.rs`: `KeyPattern`, RabbitMQ topic-binding patterns over record keys.
 //! - `slots.rs`: checksummed small files (two-slot offsets and checkpoint; write-once meta).
 //! - `topic.rs`: appending, reading, rolling, group commit, retention, close.
 //! - `recovery.rs`: opening a topic directory after a clean or unclean shutdown.
@@ -17,18 +17,18 @@
 pub(crate) mod config;
 pub(crate) mod doorbell;
 pub(crate) mod format;
+pub(crate) mod names;
+pub(crate) mod pattern;
 pub(crate) mod record;
 pub(crate) mod recovery;
 pub(crate) mod segment;
-pub(crate) mod sim;
 pub(crate) mod slots;
-pub(crate) mod storage;
 pub(crate) mod subscription;
 pub(crate) mod topic;
 
 pub use config::{Durability, FLUSH_INTERVAL_MIN, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, TopicConfig};
+pub use pattern::KeyPattern;
 pub use record::{Headers, Message, Offset, Record};
 pub use recovery::RecoveryReport;
-pub use sim::SimDisk;
 pub use subscription::{StartAt, Subscription};
 pub use topic::{Topic, TopicInfo};

@@ -17,9 +17,9 @@ use super::config::TopicConfig;
 use super::format::*;
 use super::segment::{OpenFault, Segment};
 use super::slots::{SlotFile, SlotFileError, SlotValue};
-use super::storage::Storage;
 use super::topic::{Appender, FlushState, Slot, TopicInner};
 use crate::error::{Corruption, IoError, ReadError, TopicError};
+use crate::storage::Storage;
 
 pub(crate) fn read_fault(fault: OpenFault) -> ReadError {
     match fault {

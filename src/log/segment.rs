@@ -15,8 +15,8 @@ use parking_lot::RwLock;
 
 use super::format::*;
 use super::record::{FrameFault, FrameInfo, check_frame};
-use super::storage::{Mapped, Storage};
 use crate::error::{Corruption, IoError};
+use crate::storage::{Mapped, Storage};
 
 /// One sparse index entry: a frame's first offset (relative to the segment's
 /// base) and its position.

@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 
 use super::format::*;
-use super::storage::{Mapped, Storage};
 use crate::error::{Corruption, IoError};
+use crate::storage::{Mapped, Storage};
 
 /// The value held in one slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::format::*;
+use super::names::check_group_name;
+use super::pattern::KeyPattern;
 use super::record::{FrameInfo, Offset, Record};
 use super::segment::Segment;
 use super::slots::{SlotFile, SlotValue};
@@ -61,7 +63,7 @@ pub struct Subscription {
     group: String,
     offsets: SlotFile,
     committed: u64,
-    filter: Option<crate::queue::KeyPattern>,
+    filter: Option<KeyPattern>,
 }
 
 /// A cursor over a topic's records, decoding each frame once: the part of a
@@ -136,7 +138,7 @@ impl Topic {
     /// Subscribes `group`, resuming at its committed offset, or where `start`
     /// says if it has none.
     pub fn subscribe_with(&self, group: &str, start: StartAt) -> Result<Subscription, TopicError> {
-        crate::engine::check_group_name(group)?;
+        check_group_name(group)?;
         let inner = &self.inner;
         if inner.deleted.load(Ordering::Relaxed) {
             return Err(TopicError::Deleted);
@@ -199,7 +201,7 @@ impl Subscription {
     /// assert!(orders.next()?.is_none());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn set_filter(&mut self, pattern: Option<crate::queue::KeyPattern>) {
+    pub fn set_filter(&mut self, pattern: Option<KeyPattern>) {
         self.filter = pattern;
     }
 

@@ -21,8 +21,8 @@ use super::format::*;
 use super::record::{Message, Offset, Record, encode_entry_parts, plain_entry_bytes, seal_frame};
 use super::segment::{IndexEntry, Segment, encode_index};
 use super::slots::{SlotFile, SlotValue};
-use super::storage::Storage;
 use crate::error::{Corruption, IoError, PublishError, ReadError};
+use crate::storage::Storage;
 
 /// `Slot::bytes` before anyone asked for it.
 pub(crate) const BYTES_UNKNOWN: u64 = u64::MAX;

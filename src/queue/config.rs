@@ -3,10 +3,9 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use super::pattern::KeyPattern;
 use crate::error::ConfigError;
-use crate::log::StartAt;
 use crate::log::format::{DELAY_MAX_US, PRIORITY_MAX as PRIORITY_MAX_U8};
+use crate::log::{KeyPattern, StartAt};
 
 /// Highest message priority ([`Message::priority`](crate::Message::priority)); 0 is the lowest and the default.
 pub const PRIORITY_MAX: u8 = PRIORITY_MAX_U8;

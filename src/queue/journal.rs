@@ -13,8 +13,9 @@ use parking_lot::Mutex;
 use super::ranges::RangeSet;
 use crate::error::{Corruption, IoError, TopicError};
 use crate::log::format::*;
+use crate::log::names::check_group_name;
 use crate::log::slots::write_file_atomic;
-use crate::log::storage::{Mapped, Storage};
+use crate::storage::{Mapped, Storage};
 
 /// What is known of an unsettled message.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -472,7 +473,7 @@ pub(crate) fn clamp_groups(storage: &dyn Storage, topic_dir: &Path, end: u64, re
     }
     let names = storage.list_dir(&queues).map_err(|e| TopicError::Io(IoError::new("list", &queues, e)))?;
     for name in names {
-        if crate::engine::check_group_name(&name).is_err() {
+        if check_group_name(&name).is_err() {
             continue;
         }
         let files = GroupFiles::new(topic_dir, &name);

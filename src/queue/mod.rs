@@ -1,9 +1,8 @@
 //! Queue semantics on the log: worker groups with per-message
 //! acknowledgement, redelivery, dead letters, delays and priorities;
-//! routing-key patterns; and publishing under locks.
+//! and publishing under locks.
 //!
 //! - `config.rs`: `QueueConfig`, its limits and its text form.
-//! - `pattern.rs`: `KeyPattern`, RabbitMQ topic-binding patterns.
 //! - `ranges.rs`: the settled offsets above a group's low-water mark.
 //! - `journal.rs`: a group's state file and journal on disk.
 //! - `worker.rs`: `Worker`, `Delivery`, and the group state they share.
@@ -11,12 +10,10 @@
 
 pub(crate) mod config;
 pub(crate) mod journal;
-pub(crate) mod pattern;
 pub(crate) mod ranges;
 pub(crate) mod transaction;
 pub(crate) mod worker;
 
 pub use config::{ATTEMPTS_MAX, DELAY_MAX, PRIORITY_MAX, QueueConfig, VISIBILITY_MAX, WINDOW_MAX};
-pub use pattern::KeyPattern;
 pub use transaction::Transaction;
 pub use worker::{Delivery, QueueMetrics, Worker};

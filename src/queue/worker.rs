@@ -26,6 +26,7 @@ use crate::log::format::{
     DLQ_ATTEMPTS_HEADER, DLQ_GROUP_HEADER, DLQ_HEADERS_OMITTED_HEADER, DLQ_OFFSET_HEADER, DLQ_OMITTED_HEADER,
     DLQ_REASON_HEADER, DLQ_TOPIC_HEADER, MESSAGE_HEADERS_MAX, RESERVED_HEADER_PREFIX, now_us,
 };
+use crate::log::names::{check_group_name, check_topic_name};
 use crate::log::subscription::Reader;
 use crate::log::topic::TopicInner;
 use crate::log::{Message, Offset, Record, StartAt, Topic, TopicConfig};
@@ -209,14 +210,14 @@ impl Topic {
     /// carry on), and opens its dead-letter topic, creating it if needed.
     /// Later calls join it, and must pass the same configuration.
     pub fn worker_with(&self, group: &str, config: QueueConfig) -> Result<Worker, TopicError> {
-        crate::engine::check_group_name(group)?;
+        check_group_name(group)?;
         config.validate().map_err(|reason| TopicError::InvalidConfig { reason })?;
         let inner = &self.inner;
         if inner.deleted.load(Ordering::Acquire) {
             return Err(TopicError::Deleted);
         }
         let dead_letter_name = config.dead_letter_topic.clone().unwrap_or_else(|| format!("{}.dlq", inner.name));
-        crate::engine::check_name(&dead_letter_name)?;
+        check_topic_name(&dead_letter_name)?;
         if dead_letter_name == inner.name {
             return Err(TopicError::InvalidConfig { reason: "the dead-letter topic must not be the topic itself" });
         }

@@ -38,8 +38,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::storage::{MappedFile, Storage};
-use crate::{Engine, EngineConfig, OpenError};
+use super::{MappedFile, Storage};
 
 /// A simulated disk for crash tests: an in-memory file system that keeps a
 /// live image (what the program sees) and a durable image (what survives a
@@ -202,15 +201,6 @@ impl fmt::Debug for SimDisk {
             .field("syncs_left", &state.syncs_left)
             .field("capacity_bytes", &state.capacity_bytes)
             .finish()
-    }
-}
-
-impl Engine {
-    /// Opens (creating if needed) the data directory `dir` on a simulated
-    /// disk, as [`Engine::open_with`] does on the real file system: for crash
-    /// tests that cut the power with [`SimDisk::power_cut`] and reopen.
-    pub fn open_sim(disk: &SimDisk, dir: impl AsRef<Path>, config: EngineConfig) -> Result<Engine, OpenError> {
-        Engine::open_on(Arc::new(disk.clone()), dir.as_ref(), config)
     }
 }
 
