@@ -3,7 +3,7 @@
 //! Peers: see `support/locks.rs`, where the contenders and the operations measured are shared with the
 //! scorecard (`benches/scorecard.rs`).
 //!
-//! Groups, and the PRODUCT goal each one checks:
+//! Groups, and the goal (docs/BENCHMARKS.md, Goals) each one checks:
 //! - `uncontended_existing_key`: lock + unlock of one pre-warmed key on one thread.
 //!   Goal: tollgate ≤ 25 ns and ≤ 0.5× `dashmap+mutex`.
 //! - `uncontended_fresh_key`: lock + unlock of a key with no entry (cycling over 65 536 pre-generated keys, far

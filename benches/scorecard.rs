@@ -1,5 +1,5 @@
-//! The scorecard: tollgate and its strongest in-process peers, side by side in one run, for the headline cases of
-//! PRODUCT.md §5 that need no server. `cargo bench --bench scorecard` (about 1.5 minutes on 2 cores).
+//! The scorecard: tollgate and its strongest in-process peers, side by side in one run, for the headline goals of
+//! docs/BENCHMARKS.md that need no server. `cargo bench --bench scorecard` (about 1.5 minutes on 2 cores).
 //!
 //! Every case measures what the criterion bench of its part measures, with the same contenders and operations
 //! (shared in `support/`): `benches/locks.rs` for the lock rows, `benches/log.rs` for append, latency and `Sync`

@@ -126,6 +126,8 @@ pub const QJOURNAL_HEADER_GENERATION_AT: usize = 16;
 pub const QJOURNAL_HEADER_CRC_AT: usize = 28;
 pub const QJOURNAL_HEADER_BYTES: usize = 32;
 pub const QJOURNAL_ENTRY_BYTES: usize = 32;
+/// Bytes mapped for a worker-group journal: when it is full, the group compacts.
+pub const JOURNAL_MAP_BYTES: usize = 4 << 20;
 pub const QJOURNAL_CRC_AT: usize = 0;
 /// A journal entry's CRC covers it from here to its end.
 pub const QJOURNAL_CRC_FROM: usize = 4;
@@ -433,7 +435,7 @@ mod tests {
             "{QJOURNAL_DELIVERED} delivered, {QJOURNAL_SETTLED} settled, {QJOURNAL_NACKED} nacked, {QJOURNAL_REJECTED} rejected"
         );
         assert!(DOC.contains(&kinds));
-        assert!(DOC.contains(&format!("up to\n{} MiB", crate::queue::journal::JOURNAL_MAP_BYTES >> 20)));
+        assert!(DOC.contains(&format!("up to\n{} MiB", JOURNAL_MAP_BYTES >> 20)));
 
         for name in [
             PRIORITY_HEADER,

@@ -31,4 +31,4 @@ pub use pattern::KeyPattern;
 pub use record::{Headers, Message, Offset, Record};
 pub use recovery::RecoveryReport;
 pub use subscription::{StartAt, Subscription};
-pub use topic::{Topic, TopicInfo};
+pub use topic::TopicInfo;

@@ -17,7 +17,7 @@ use super::config::TopicConfig;
 use super::format::*;
 use super::segment::{OpenFault, Segment};
 use super::slots::{SlotFile, SlotFileError, SlotValue};
-use super::topic::{Appender, FlushState, Slot, TopicInner};
+use super::topic::{Appender, FlushState, Slot, TopicLog};
 use crate::error::{Corruption, IoError, ReadError, TopicError};
 use crate::storage::Storage;
 
@@ -75,7 +75,7 @@ pub(crate) fn open_topic(
     name: String,
     config: TopicConfig,
     repair: bool,
-) -> Result<TopicInner, TopicError> {
+) -> Result<TopicLog, TopicError> {
     let mut report = RecoveryReport::default();
     let io = |op, path: &Path, e| TopicError::Io(IoError::new(op, path, e));
     let capacity = config.segment_bytes as usize;
@@ -263,14 +263,11 @@ fn finish(
     allocated: usize,
     report: RecoveryReport,
     repair: bool,
-) -> Result<TopicInner, TopicError> {
+) -> Result<TopicLog, TopicError> {
     checkpoint.write(SlotValue { a: active.base, b: 0, c: 0 })?;
     let next = active.next_offset();
     let position = active.end();
     clamp_groups(&*storage, &dir, next, repair)?;
-    if !report.clean {
-        crate::queue::journal::clamp_groups(&*storage, &dir, next, repair)?;
-    }
     let active = Arc::new(active);
     let mut segments = BTreeMap::new();
     for base in bases {
@@ -292,7 +289,7 @@ fn finish(
         unsynced: Vec::new(),
     };
     let flush = FlushState { checkpoint, segment_base: active.base, flushed_to: position, last_flush: Instant::now() };
-    Ok(TopicInner {
+    Ok(TopicLog {
         name,
         dir,
         config,
@@ -307,8 +304,6 @@ fn finish(
         closed: AtomicBool::new(false),
         deleted: AtomicBool::new(false),
         groups: Mutex::new(HashSet::new()),
-        queues: Mutex::new(Default::default()),
-        engine: std::sync::OnceLock::new(),
         recovery: report,
     })
 }

@@ -17,7 +17,7 @@ use super::pattern::KeyPattern;
 use super::record::{FrameInfo, Offset, Record};
 use super::segment::Segment;
 use super::slots::{SlotFile, SlotValue};
-use super::topic::{Topic, TopicInner};
+use super::topic::TopicLog;
 use crate::error::{CommitError, ReadError, TopicError};
 
 /// Where a group with no committed offset starts reading.
@@ -70,7 +70,7 @@ pub struct Subscription {
 /// subscription that reads (worker groups read through one too).
 #[derive(Debug)]
 pub(crate) struct Reader {
-    pub topic: Arc<TopicInner>,
+    pub topic: Arc<TopicLog>,
     /// The offset `next` returns next.
     pub next: u64,
     cursor: Option<Cursor>,
@@ -128,18 +128,11 @@ impl OpenFrame {
     }
 }
 
-impl Topic {
-    /// Subscribes `group`, resuming at its committed offset, or at the oldest
-    /// record if it has none.
-    pub fn subscribe(&self, group: &str) -> Result<Subscription, TopicError> {
-        self.subscribe_with(group, StartAt::Earliest)
-    }
-
-    /// Subscribes `group`, resuming at its committed offset, or where `start`
-    /// says if it has none.
-    pub fn subscribe_with(&self, group: &str, start: StartAt) -> Result<Subscription, TopicError> {
+impl Subscription {
+    /// Subscribes `group` to `inner`, resuming at its committed offset, or
+    /// where `start` says if it has none.
+    pub(crate) fn open(inner: &Arc<TopicLog>, group: &str, start: StartAt) -> Result<Subscription, TopicError> {
         check_group_name(group)?;
-        let inner = &self.inner;
         if inner.deleted.load(Ordering::Relaxed) {
             return Err(TopicError::Deleted);
         }
@@ -174,9 +167,7 @@ impl Topic {
         let reader = Reader::new(inner.clone(), next);
         Ok(Subscription { reader, group: group.to_owned(), offsets, committed, filter: None })
     }
-}
 
-impl Subscription {
     /// The group's name.
     pub fn group(&self) -> &str {
         &self.group
@@ -297,7 +288,7 @@ impl Subscription {
 }
 
 impl Reader {
-    pub fn new(topic: Arc<TopicInner>, next: u64) -> Reader {
+    pub fn new(topic: Arc<TopicLog>, next: u64) -> Reader {
         Reader { topic, next, cursor: None }
     }
 

@@ -30,29 +30,6 @@ pub(crate) const BYTES_UNKNOWN: u64 = u64::MAX;
 /// Space is allocated for a segment in steps of this many bytes.
 pub(crate) const ALLOCATE_STEP_BYTES: usize = 4 << 20;
 
-/// A handle to a topic; cheap to clone, usable from any thread.
-///
-/// ```
-/// # let dir = tempfile::tempdir()?;
-/// use tollgate::{Engine, Message, Offset};
-///
-/// let engine = Engine::open(dir.path())?;
-/// let orders = engine.topic("orders")?;
-/// let first = orders.publish(b"order 1001")?;
-/// orders.publish_message(Message::new("order 1002").key("sku:42").header("type", "created"))?;
-/// let batch = orders.publish_batch(vec![Message::new("a"), Message::new("b")])?;
-/// assert_eq!(batch, Offset::new(2)..Offset::new(4));
-///
-/// let rec = orders.read(first)?;
-/// assert_eq!(rec.payload().as_ref(), b"order 1001");
-/// assert_eq!(orders.read(Offset::new(1))?.key(), Some("sku:42"));
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-#[derive(Clone, Debug)]
-pub struct Topic {
-    pub(crate) inner: Arc<TopicInner>,
-}
-
 /// What a topic holds, from [`Topic::info`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -110,7 +87,7 @@ pub(crate) struct FlushState {
 }
 
 #[derive(Debug)]
-pub(crate) struct TopicInner {
+pub(crate) struct TopicLog {
     pub name: String,
     pub dir: PathBuf,
     pub config: TopicConfig,
@@ -131,40 +108,30 @@ pub(crate) struct TopicInner {
     pub deleted: AtomicBool,
     /// Groups with a live subscription.
     pub groups: Mutex<HashSet<String>>,
-    /// Worker groups.
-    pub queues: Mutex<crate::queue::worker::QueueRegistry>,
-    /// The engine, to open dead-letter topics; set once, just after opening.
-    pub engine: std::sync::OnceLock<std::sync::Weak<crate::engine::Shared>>,
     /// What opening the topic found.
     pub recovery: super::recovery::RecoveryReport,
 }
 
-impl Topic {
-    /// The topic's name.
-    pub fn name(&self) -> &str {
-        &self.inner.name
-    }
-
+impl TopicLog {
     /// Publishes one payload; returns its offset once it is as durable as
     /// the topic's [`Durability`] promises.
-    pub fn publish(&self, payload: impl AsRef<[u8]>) -> Result<Offset, PublishError> {
+    pub(crate) fn publish(&self, payload: impl AsRef<[u8]>) -> Result<Offset, PublishError> {
         let payload = payload.as_ref();
         let entry_bytes = plain_entry_bytes(payload.len());
-        self.inner.check_message_size(entry_bytes)?;
+        self.check_message_size(entry_bytes)?;
         let frame_bytes = FRAME_HEADER_BYTES + entry_bytes;
-        let first = self
-            .inner
-            .append(frame_bytes, 1, |entries| encode_entry_parts(entries, &[], 0, std::iter::empty(), payload))?;
-        self.inner.made_durable(first + 1)?;
+        let first =
+            self.append(frame_bytes, 1, |entries| encode_entry_parts(entries, &[], 0, std::iter::empty(), payload))?;
+        self.made_durable(first + 1)?;
         Ok(Offset::new(first))
     }
 
     /// Publishes a message with a key and headers.
-    pub fn publish_message(&self, message: Message) -> Result<Offset, PublishError> {
+    pub(crate) fn publish_message(&self, message: Message) -> Result<Offset, PublishError> {
         let entry_bytes = message.entry_bytes()?;
-        self.inner.check_message_size(entry_bytes)?;
-        let first = self.inner.append(FRAME_HEADER_BYTES + entry_bytes, 1, |entries| message.encode_entry(entries))?;
-        self.inner.made_durable(first + 1)?;
+        self.check_message_size(entry_bytes)?;
+        let first = self.append(FRAME_HEADER_BYTES + entry_bytes, 1, |entries| message.encode_entry(entries))?;
+        self.made_durable(first + 1)?;
         Ok(Offset::new(first))
     }
 
@@ -172,7 +139,7 @@ impl Topic {
     /// of them are in the log, with consecutive offsets, or none is. Returns
     /// their offsets. At most 65,536 messages, and the batch must fit in one
     /// segment.
-    pub fn publish_batch<I>(&self, messages: I) -> Result<std::ops::Range<Offset>, PublishError>
+    pub(crate) fn publish_batch<I>(&self, messages: I) -> Result<std::ops::Range<Offset>, PublishError>
     where
         I: IntoIterator,
         I::Item: Into<Message>,
@@ -187,15 +154,15 @@ impl Topic {
         let mut sizes = Vec::with_capacity(messages.len());
         for message in &messages {
             let bytes = message.entry_bytes()?;
-            self.inner.check_message_size(bytes)?;
+            self.check_message_size(bytes)?;
             sizes.push(bytes);
         }
         let frame_bytes = FRAME_HEADER_BYTES + sizes.iter().sum::<usize>();
-        let frame_max = self.inner.config.segment_bytes as usize - SEGMENT_HEADER_BYTES;
+        let frame_max = self.config.segment_bytes as usize - SEGMENT_HEADER_BYTES;
         if frame_bytes > frame_max {
             return Err(PublishError::TooLarge { bytes: frame_bytes, max: frame_max });
         }
-        let first = self.inner.append(frame_bytes, messages.len() as u32, |mut entries| {
+        let first = self.append(frame_bytes, messages.len() as u32, |mut entries| {
             for (message, bytes) in messages.iter().zip(&sizes) {
                 let (entry, rest) = entries.split_at_mut(*bytes);
                 message.encode_entry(entry);
@@ -203,18 +170,18 @@ impl Topic {
             }
         })?;
         let end = first + messages.len() as u64;
-        self.inner.made_durable(end)?;
+        self.made_durable(end)?;
         Ok(Offset::new(first)..Offset::new(end))
     }
 
     /// The record at `offset`.
-    pub fn read(&self, offset: Offset) -> Result<Record, ReadError> {
+    pub(crate) fn read(&self, offset: Offset) -> Result<Record, ReadError> {
         let offset = offset.get();
-        let next = self.inner.committed.load();
+        let next = self.committed.load();
         if offset >= next {
             return Err(ReadError::NotWritten { requested: offset, next });
         }
-        let seg = self.inner.segment_for(offset)?;
+        let seg = self.segment_for(offset)?;
         let (mut position, mut first) = seg.seek(offset);
         loop {
             let (info, frame) = seg.frame(position, first)?;
@@ -233,28 +200,17 @@ impl Topic {
         }
     }
 
-    /// What opening this topic found: whether the last shutdown was clean,
-    /// what was scanned, and where (if anywhere) the log was cut.
-    pub fn recovery_report(&self) -> &super::recovery::RecoveryReport {
-        &self.inner.recovery
-    }
-
-    /// Syncs everything published so far to disk, whatever the durability.
-    pub fn sync(&self) -> Result<(), PublishError> {
-        self.inner.sync(true)
-    }
-
     /// Offsets, sizes and configuration.
-    pub fn info(&self) -> TopicInfo {
-        let segments = self.inner.segments.read();
+    pub(crate) fn info(&self) -> TopicInfo {
+        let segments = self.segments.read();
         let oldest = segments.keys().next().copied().unwrap_or(0);
-        let bytes = self.inner.total_bytes(&segments);
+        let bytes = self.total_bytes(&segments);
         TopicInfo {
-            name: self.inner.name.clone(),
-            config: self.inner.config,
+            name: self.name.clone(),
+            config: self.config,
             oldest: Offset::new(oldest),
-            next: Offset::new(self.inner.committed.load()),
-            durable: Offset::new(self.inner.durable.load(Ordering::Acquire)),
+            next: Offset::new(self.committed.load()),
+            durable: Offset::new(self.durable.load(Ordering::Acquire)),
             segments: segments.len(),
             bytes,
         }
@@ -262,17 +218,17 @@ impl Topic {
 
     /// Checks the CRC and structure of every record in every segment. Returns
     /// the first corruption found, naming the file and position.
-    pub fn verify(&self) -> Result<u64, ReadError> {
+    pub(crate) fn verify(&self) -> Result<u64, ReadError> {
         // One snapshot of where the log ends, taken under the append lock, so
         // that concurrent publishes and rolls are not mistaken for damage.
         let (bases, committed, active_end) = {
-            let a = self.inner.append.lock();
-            let bases: Vec<u64> = self.inner.segments.read().keys().copied().collect();
+            let a = self.append.lock();
+            let bases: Vec<u64> = self.segments.read().keys().copied().collect();
             (bases, a.next_offset, a.position)
         };
         let mut records = 0;
         for (i, base) in bases.iter().enumerate() {
-            let seg = match self.inner.load_slot(*base) {
+            let seg = match self.load_slot(*base) {
                 Ok(seg) => seg,
                 Err(ReadError::NotRetained { .. }) => continue,
                 Err(e) => return Err(e),
@@ -300,20 +256,7 @@ impl Topic {
     }
 }
 
-impl TopicInner {
-    /// The engine, if it is still open.
-    pub(crate) fn engine(&self) -> Option<crate::Engine> {
-        self.engine.get()?.upgrade().map(crate::Engine::from_shared)
-    }
-
-    /// Syncs the journals of the open worker groups.
-    fn sync_queues(&self) {
-        let groups = self.queues.lock().live();
-        for group in groups {
-            let _ = group.sync();
-        }
-    }
-
+impl TopicLog {
     fn check_message_size(&self, entry_bytes: usize) -> Result<(), PublishError> {
         if entry_bytes - super::format::ENTRY_HEADER_BYTES > self.config.max_message_bytes {
             return Err(PublishError::TooLarge {
@@ -521,8 +464,10 @@ impl TopicInner {
     }
 
     /// Background work: the interval flush, syncing sealed segments, and
-    /// retention. Returns when it next wants to run.
-    pub(crate) fn background(&self) -> Option<Duration> {
+    /// retention. Returns when it next wants to run. `after_interval_flush`
+    /// runs after each interval flush of the whole topic (the engine syncs
+    /// the topic's worker-group journals there).
+    pub(crate) fn background(&self, after_interval_flush: impl FnOnce()) -> Option<Duration> {
         if self.closed.load(Ordering::Relaxed)
             || self.poisoned.load(Ordering::Relaxed)
             || self.deleted.load(Ordering::Acquire)
@@ -535,7 +480,7 @@ impl TopicInner {
                 let since = self.flush.lock().last_flush.elapsed();
                 if since >= interval {
                     let _ = self.sync(true);
-                    self.sync_queues();
+                    after_interval_flush();
                     Some(interval)
                 } else {
                     if has_unsynced {
@@ -712,12 +657,14 @@ impl TopicInner {
     }
 
     /// Marks the topic closed, syncs it, and writes a clean checkpoint.
-    pub(crate) fn close(&self) {
+    /// `before_sync` runs once the topic is closed to writers, before the
+    /// final sync (the engine syncs the worker-group journals there).
+    pub(crate) fn close(&self, before_sync: impl FnOnce()) {
         let mut flush = self.flush.lock();
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
-        self.sync_queues();
+        before_sync();
         let healthy = !self.deleted.load(Ordering::Relaxed) && !self.poisoned.load(Ordering::Relaxed);
         if healthy && self.sync_locked(&mut flush, true).is_ok() {
             let a = self.append.lock();

@@ -269,8 +269,6 @@ pub(crate) fn replay(bytes: &[u8], state: &mut Persisted) {
     }
 }
 
-/// Bytes mapped for a journal: when it is full, the group compacts.
-pub(crate) const JOURNAL_MAP_BYTES: usize = 4 << 20;
 /// Space is allocated for the journal in steps of this many bytes.
 const JOURNAL_STEP_BYTES: usize = 64 << 10;
 

@@ -3,11 +3,14 @@
 
 use std::ops::Range;
 
-use crate::error::{LockError, PublishError};
-use crate::lock::{LockManager, LockRequest, LockSet};
-use crate::log::{Message, Offset, Topic};
+use std::sync::Arc;
 
-/// Locks held for a publish to one topic, from [`Topic::transaction`].
+use crate::error::PublishError;
+use crate::lock::LockSet;
+use crate::log::topic::TopicLog;
+use crate::log::{Message, Offset};
+
+/// Locks held for a publish to one topic, from [`Topic::transaction`](crate::Topic::transaction).
 ///
 /// [`commit`](Transaction::commit) publishes its messages as one atomic
 /// batch (one frame: after a crash, all of them are in the log or none is)
@@ -46,47 +49,16 @@ use crate::log::{Message, Offset, Topic};
 #[derive(Debug)]
 #[must_use = "dropping a transaction publishes nothing and releases its locks"]
 pub struct Transaction<'m> {
-    topic: Topic,
+    topic: Arc<TopicLog>,
     locks: LockSet<'m>,
 }
 
-impl Topic {
-    /// Locks `keys` for a publish to this topic: all or nothing, never
-    /// deadlocking with other multi-key locks, as
-    /// [`LockManager::acquire_all`] does. `request` is a timeout (an
-    /// exclusive lock that waits up to that long) or a whole
-    /// [`LockRequest`], for a lease per key or cancellation:
-    ///
-    /// ```
-    /// # let dir = tempfile::tempdir()?;
-    /// use std::time::Duration;
-    /// use tollgate::{Engine, LockManager, LockRequest, Message};
-    ///
-    /// let engine = Engine::open(dir.path())?;
-    /// let orders = engine.topic("orders")?;
-    /// let locks = LockManager::new();
-    /// let request = LockRequest::exclusive().timeout(Duration::from_millis(50)).lease(Duration::from_secs(5));
-    /// let tx = orders.transaction(&locks, ["sku:1", "sku:2"], request)?;
-    /// let (_offsets, held) = tx.commit([Message::new("order 7").key("order.created")])?;
-    /// held.release()?; // fails with `LeaseExpired` if a lease ran out first
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    ///
-    /// A lease bounds how long a stalled holder blocks the keys; it does not
-    /// stop a holder whose lease ran out from committing. Choose leases far
-    /// longer than the work done under the locks, and fence writes elsewhere
-    /// with the guards' [`fencing_token`](crate::LockGuard::fencing_token)s.
-    pub fn transaction<'m, K: AsRef<str>>(
-        &self,
-        locks: &'m LockManager,
-        keys: impl IntoIterator<Item = K>,
-        request: impl Into<LockRequest>,
-    ) -> Result<Transaction<'m>, LockError> {
-        Ok(Transaction { topic: self.clone(), locks: locks.acquire_all(keys, request.into())? })
-    }
-}
-
 impl<'m> Transaction<'m> {
+    /// A transaction on `topic` holding `locks`.
+    pub(crate) fn new(topic: Arc<TopicLog>, locks: LockSet<'m>) -> Transaction<'m> {
+        Transaction { topic, locks }
+    }
+
     /// The locks held (for their fencing tokens).
     pub fn locks(&self) -> &LockSet<'m> {
         &self.locks

@@ -10,10 +10,10 @@
 //! before it takes effect in memory.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -26,27 +26,13 @@ use crate::log::format::{
     DLQ_ATTEMPTS_HEADER, DLQ_GROUP_HEADER, DLQ_HEADERS_OMITTED_HEADER, DLQ_OFFSET_HEADER, DLQ_OMITTED_HEADER,
     DLQ_REASON_HEADER, DLQ_TOPIC_HEADER, MESSAGE_HEADERS_MAX, RESERVED_HEADER_PREFIX, now_us,
 };
-use crate::log::names::{check_group_name, check_topic_name};
 use crate::log::subscription::Reader;
-use crate::log::topic::TopicInner;
-use crate::log::{Message, Offset, Record, StartAt, Topic, TopicConfig};
-
-/// The worker groups of one topic, by name.
-#[derive(Debug, Default)]
-pub(crate) struct QueueRegistry {
-    live: HashMap<String, Weak<Group>>,
-}
-
-impl QueueRegistry {
-    /// The groups still open, to sync their journals.
-    pub(crate) fn live(&self) -> Vec<Arc<Group>> {
-        self.live.values().filter_map(Weak::upgrade).collect()
-    }
-}
+use crate::log::topic::TopicLog;
+use crate::log::{Message, Offset, Record, StartAt, TopicConfig};
 
 /// One of a group's competing workers; cheap to clone, usable from any
 /// thread. All workers of a group (clones, or from further
-/// [`Topic::worker`] calls) share its messages: each message goes to one
+/// [`Topic::worker`](crate::Topic::worker) calls) share its messages: each message goes to one
 /// worker at a time.
 ///
 /// ```
@@ -131,8 +117,8 @@ pub struct QueueMetrics {
 
 pub(crate) struct Group {
     name: String,
-    topic: Arc<TopicInner>,
-    dead_letter: Topic,
+    topic: Arc<TopicLog>,
+    dead_letter: Arc<TopicLog>,
     config: QueueConfig,
     files: GroupFiles,
     state: Mutex<GroupState>,
@@ -199,69 +185,36 @@ enum Take {
     Nothing(Option<Instant>),
 }
 
-impl Topic {
-    /// A worker in `group`, with the default [`QueueConfig`].
-    pub fn worker(&self, group: &str) -> Result<Worker, TopicError> {
-        self.worker_with(group, QueueConfig::default())
-    }
-
-    /// A worker in `group`. The first call for a group opens it: reads its
-    /// saved state (so nothing acknowledged comes back and attempt counts
-    /// carry on), and opens its dead-letter topic, creating it if needed.
-    /// Later calls join it, and must pass the same configuration.
-    pub fn worker_with(&self, group: &str, config: QueueConfig) -> Result<Worker, TopicError> {
-        check_group_name(group)?;
-        config.validate().map_err(|reason| TopicError::InvalidConfig { reason })?;
-        let inner = &self.inner;
-        if inner.deleted.load(Ordering::Acquire) {
-            return Err(TopicError::Deleted);
-        }
-        let dead_letter_name = config.dead_letter_topic.clone().unwrap_or_else(|| format!("{}.dlq", inner.name));
-        check_topic_name(&dead_letter_name)?;
-        if dead_letter_name == inner.name {
-            return Err(TopicError::InvalidConfig { reason: "the dead-letter topic must not be the topic itself" });
-        }
-        // Before the registry's lock: opening a topic takes the engine's,
-        // and closing the engine takes the registry's.
-        let (dead_letter, repair) = {
-            let engine = inner.engine().ok_or(TopicError::Closed)?;
-            let dead_letter = match engine.create_topic(&dead_letter_name, dead_letter_config(inner.config)) {
-                Err(TopicError::AlreadyExists { .. }) => engine.topic(&dead_letter_name)?,
-                created => created?,
-            };
-            (dead_letter, engine.repairs())
-        };
-        let mut registry = inner.queues.lock();
-        if let Some(group) = registry.live.get(group).and_then(Weak::upgrade) {
-            if group.config != config {
-                return Err(TopicError::GroupConfigDiffers { group: group.name.clone() });
-            }
-            return Ok(Worker { group });
-        }
-        // Under the registry's lock, which `delete_topic` holds across its
-        // rename: a deleted topic's directory is never created again.
-        if inner.deleted.load(Ordering::Acquire) {
-            return Err(TopicError::Deleted);
-        }
-        if inner.closed.load(Ordering::Acquire) {
-            return Err(TopicError::Closed);
-        }
-        let storage = &*inner.storage;
-        let files = GroupFiles::new(&inner.dir, group);
+impl Group {
+    /// Opens the worker group `name` of `topic`: reads its saved state (so
+    /// nothing acknowledged comes back and attempt counts carry on) and
+    /// starts a new generation of its journal. `dead_letter` is its
+    /// dead-letter topic, already open. The caller holds the topic's group
+    /// registry and checked the name, the configuration, and that the topic
+    /// is neither deleted nor closed.
+    pub(crate) fn open(
+        topic: &Arc<TopicLog>,
+        name: &str,
+        config: QueueConfig,
+        dead_letter: Arc<TopicLog>,
+        repair: bool,
+    ) -> Result<Arc<Group>, TopicError> {
+        let storage = &*topic.storage;
+        let files = GroupFiles::new(&topic.dir, name);
         files.create_dir(storage)?;
         let mut persisted = match files.load(storage, repair)? {
             Some(persisted) => persisted,
             None => {
                 let low = match config.start {
-                    StartAt::Earliest => inner.segments.read().keys().next().copied().unwrap_or(0),
-                    StartAt::Latest => inner.committed.load(),
+                    StartAt::Earliest => topic.segments.read().keys().next().copied().unwrap_or(0),
+                    StartAt::Latest => topic.committed.load(),
                 };
                 Persisted { low, ..Persisted::default() }
             }
         };
         persisted.generation += 1;
         let journal = files.save(storage, &persisted)?;
-        let reader = Reader::new(inner.clone(), persisted.low);
+        let reader = Reader::new(topic.clone(), persisted.low);
         let state = GroupState {
             persisted,
             journal: Arc::new(journal),
@@ -274,22 +227,29 @@ impl Topic {
             idle: 0,
             metrics: QueueMetrics::default(),
         };
-        let group_arc = Arc::new(Group {
-            name: group.to_owned(),
-            topic: inner.clone(),
+        Ok(Arc::new(Group {
+            name: name.to_owned(),
+            topic: topic.clone(),
             dead_letter,
             config,
             files,
             state: Mutex::new(state),
             epoch: AtomicU64::new(0),
-        });
-        registry.live.retain(|_, g| g.strong_count() > 0);
-        registry.live.insert(group.to_owned(), Arc::downgrade(&group_arc));
-        Ok(Worker { group: group_arc })
+        }))
+    }
+
+    /// The group's configuration.
+    pub(crate) fn config(&self) -> &QueueConfig {
+        &self.config
     }
 }
 
 impl Worker {
+    /// A worker of `group`.
+    pub(crate) fn new(group: Arc<Group>) -> Worker {
+        Worker { group }
+    }
+
     /// The group's name.
     pub fn group(&self) -> &str {
         &self.group.name
@@ -409,7 +369,7 @@ const DEAD_LETTER_HEADROOM: usize = 4096;
 
 /// The configuration a dead-letter topic is created with: `source`'s, with
 /// room for the headers a dead letter adds, if the limits allow it.
-fn dead_letter_config(source: TopicConfig) -> TopicConfig {
+pub(crate) fn dead_letter_config(source: TopicConfig) -> TopicConfig {
     let max_message_bytes = source.max_message_bytes + DEAD_LETTER_HEADROOM;
     let needed = (max_message_bytes as u64 + 2 * 64).next_power_of_two();
     // Dead letters are kept until someone deals with them: no retention.
@@ -659,7 +619,7 @@ impl Group {
             // payload stays behind, at `tollgate.dlq.offset` in this topic.
             published = self.dead_letter.publish_message(self.dead_letter_message(&record, attempts, reason, false));
         }
-        let published = published.and_then(|_| self.dead_letter.sync());
+        let published = published.and_then(|_| self.dead_letter.sync(true));
         let mut state = self.state.lock();
         let written = match published {
             Ok(()) => {

@@ -1,27 +1,36 @@
-//! The data directory: its lock file, its format marker, the topics in it,
-//! and the background flusher.
+//! The engine: the composition root. It owns the data directory (its lock
+//! file, its format marker, the topics in it), opens each topic's log and
+//! the worker groups on it, and runs the background flusher.
+//!
+//! - this file: [`Engine`], [`EngineConfig`]: opening the directory, opening,
+//!   listing and deleting topics, and closing everything on the last drop;
+//! - `topic.rs`: [`Topic`], the handle to an open topic and its worker groups;
+//! - `flusher.rs`: the background thread (interval flushes, sealed segments,
+//!   retention).
+
+mod flusher;
+mod topic;
+
+pub use topic::Topic;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 
 use crate::error::{IoError, OpenError, TopicError};
+use crate::log::TopicConfig;
 use crate::log::format::*;
 use crate::log::names::check_topic_name;
 use crate::log::slots::{MetaCheck, check_meta, encode_meta, write_file_atomic};
-use crate::log::topic::TopicInner;
-use crate::log::{Topic, TopicConfig};
+use crate::queue::journal::clamp_groups;
 #[cfg(feature = "sim")]
 use crate::storage::SimDisk;
 use crate::storage::{OsStorage, Storage};
-
-/// How often the flusher looks at topics that have nothing scheduled
-/// (sealed segments to sync, retention).
-const FLUSHER_TICK: Duration = Duration::from_millis(100);
+use flusher::Flusher;
+use topic::OpenTopic;
 
 /// Settings for [`Engine::open_with`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -68,7 +77,7 @@ pub(crate) struct Shared {
     dir: PathBuf,
     config: EngineConfig,
     storage: Arc<dyn Storage>,
-    topics: Mutex<HashMap<String, Arc<TopicInner>>>,
+    topics: Mutex<HashMap<String, Arc<OpenTopic>>>,
     flusher: Arc<Flusher>,
     flusher_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     trash_sequence: AtomicU64,
@@ -202,8 +211,8 @@ impl Engine {
         if create.is_some() && exists {
             return Err(TopicError::AlreadyExists { name: name.to_owned() });
         }
-        if let Some(inner) = topics.get(name) {
-            return Ok(Topic { inner: inner.clone() });
+        if let Some(open) = topics.get(name) {
+            return Ok(Topic::new(open.clone()));
         }
         let io = |op, path: &Path, e| TopicError::Io(IoError::new(op, path, e));
         let config = if exists {
@@ -232,18 +241,23 @@ impl Engine {
             write_file_atomic(&*shared.storage, &conf, &config.encode())?;
             config
         };
-        let inner = crate::log::recovery::open_topic(
+        let log = crate::log::recovery::open_topic(
             shared.storage.clone(),
-            topic_dir,
+            topic_dir.clone(),
             name.to_owned(),
             config,
             shared.config.repair,
         )?;
-        let inner = Arc::new(inner);
-        let _ = inner.engine.set(Arc::downgrade(&self.shared));
-        topics.insert(name.to_owned(), inner.clone());
-        shared.flusher.add(&inner);
-        Ok(Topic { inner })
+        if !log.recovery.clean {
+            // Worker groups may have settled offsets that did not survive
+            // (recovery rule 5): lower them to the recovered end of the log,
+            // before any worker can read them.
+            clamp_groups(&*shared.storage, &topic_dir, log.committed.load(), shared.config.repair)?;
+        }
+        let open = Arc::new(OpenTopic::new(log, Arc::downgrade(&self.shared)));
+        topics.insert(name.to_owned(), open.clone());
+        shared.flusher.add(&open);
+        Ok(Topic::new(open))
     }
 
     /// The names of the topics in the directory, sorted.
@@ -277,24 +291,24 @@ impl Engine {
         let trash_dir = shared.dir.join(TRASH_DIR);
         let trash =
             trash_dir.join(format!("{}-{}", std::process::id(), shared.trash_sequence.fetch_add(1, Ordering::Relaxed)));
-        let inner = topics.get(name).cloned();
+        let open = topics.get(name).cloned();
         {
             // Hold the topic's locks across the rename: no publish, sync or
             // retention pass of this topic (they take `flush`) can touch
             // `topics/<name>` after it, when the name may belong to a new topic.
             // And the worker-group registry: no group of it is opened (its
             // directory created) after the rename.
-            let _locks = inner.as_ref().map(|inner| (inner.flush.lock(), inner.append.lock(), inner.queues.lock()));
+            let _locks = open.as_ref().map(|open| (open.log.flush.lock(), open.log.append.lock(), open.groups.lock()));
             // The rename is the deletion's commit point; removing the files
             // after it may be finished by the next open.
             shared.storage.rename(&topic_dir, &trash).map_err(|e| io("rename", &topic_dir, e))?;
-            if let Some(inner) = &inner {
-                inner.deleted.store(true, Ordering::Release);
+            if let Some(open) = &open {
+                open.log.deleted.store(true, Ordering::Release);
             }
         }
         topics.remove(name);
-        if let Some(inner) = &inner {
-            inner.committed.wake();
+        if let Some(open) = &open {
+            open.log.committed.wake();
         }
         shared.storage.sync_dir(&topics_dir).map_err(|e| io("sync", &topics_dir, e))?;
         shared.storage.sync_dir(&trash_dir).map_err(|e| io("sync", &trash_dir, e))?;
@@ -309,52 +323,8 @@ impl Drop for Shared {
         if let Some(thread) = self.flusher_thread.lock().take() {
             let _ = thread.join();
         }
-        for topic in self.topics.lock().values() {
-            topic.close();
-        }
-    }
-}
-
-/// The background thread: interval flushes, syncing sealed segments, retention.
-#[derive(Debug, Default)]
-struct Flusher {
-    state: Mutex<FlusherState>,
-    wake: Condvar,
-}
-
-#[derive(Debug, Default)]
-struct FlusherState {
-    topics: Vec<std::sync::Weak<TopicInner>>,
-    stop: bool,
-}
-
-impl Flusher {
-    fn add(&self, topic: &Arc<TopicInner>) {
-        self.state.lock().topics.push(Arc::downgrade(topic));
-        self.wake.notify_one();
-    }
-
-    fn stop(&self) {
-        self.state.lock().stop = true;
-        self.wake.notify_one();
-    }
-
-    fn run(&self) {
-        let mut state = self.state.lock();
-        while !state.stop {
-            state.topics.retain(|t| t.strong_count() > 0);
-            let topics: Vec<_> = state.topics.iter().filter_map(std::sync::Weak::upgrade).collect();
-            drop(state);
-            let mut wait = FLUSHER_TICK;
-            for topic in topics {
-                if let Some(next) = topic.background() {
-                    wait = wait.min(next);
-                }
-            }
-            state = self.state.lock();
-            if !state.stop {
-                self.wake.wait_for(&mut state, wait);
-            }
+        for open in self.topics.lock().values() {
+            open.log.close(|| open.sync_groups());
         }
     }
 }

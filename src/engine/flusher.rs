@@ -1,0 +1,58 @@
+//! The flusher: one background thread per engine that runs each open
+//! topic's background work (interval flushes, syncing sealed segments,
+//! retention) and syncs worker-group journals after an interval flush.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex};
+
+use super::topic::OpenTopic;
+
+/// How often the flusher looks at topics that have nothing scheduled
+/// (sealed segments to sync, retention).
+const FLUSHER_TICK: Duration = Duration::from_millis(100);
+
+/// The background thread: interval flushes, syncing sealed segments, retention.
+#[derive(Debug, Default)]
+pub(super) struct Flusher {
+    state: Mutex<FlusherState>,
+    wake: Condvar,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct FlusherState {
+    topics: Vec<Weak<OpenTopic>>,
+    stop: bool,
+}
+
+impl Flusher {
+    pub(super) fn add(&self, topic: &Arc<OpenTopic>) {
+        self.state.lock().topics.push(Arc::downgrade(topic));
+        self.wake.notify_one();
+    }
+
+    pub(super) fn stop(&self) {
+        self.state.lock().stop = true;
+        self.wake.notify_one();
+    }
+
+    pub(super) fn run(&self) {
+        let mut state = self.state.lock();
+        while !state.stop {
+            state.topics.retain(|t| t.strong_count() > 0);
+            let topics: Vec<_> = state.topics.iter().filter_map(Weak::upgrade).collect();
+            drop(state);
+            let mut wait = FLUSHER_TICK;
+            for topic in topics {
+                if let Some(next) = topic.log.background(|| topic.sync_groups()) {
+                    wait = wait.min(next);
+                }
+            }
+            state = self.state.lock();
+            if !state.stop {
+                self.wake.wait_for(&mut state, wait);
+            }
+        }
+    }
+}

@@ -1,0 +1,235 @@
+//! [`Topic`], the handle applications hold: a topic's log (`log/topic.rs`),
+//! the worker groups open on it, and a way back to the engine that opened
+//! it (to open dead-letter topics). Publishing, reading and subscribing go
+//! straight to the log; opening a worker group goes through the engine.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+
+use parking_lot::Mutex;
+
+use super::{Engine, Shared};
+use crate::error::{LockError, PublishError, ReadError, TopicError};
+use crate::lock::{LockManager, LockRequest};
+use crate::log::names::{check_group_name, check_topic_name};
+use crate::log::topic::TopicLog;
+use crate::log::{Message, Offset, Record, RecoveryReport, StartAt, Subscription, TopicInfo};
+use crate::queue::worker::{Group, dead_letter_config};
+use crate::queue::{QueueConfig, Transaction, Worker};
+
+/// A handle to a topic; cheap to clone, usable from any thread.
+///
+/// ```
+/// # let dir = tempfile::tempdir()?;
+/// use tollgate::{Engine, Message, Offset};
+///
+/// let engine = Engine::open(dir.path())?;
+/// let orders = engine.topic("orders")?;
+/// let first = orders.publish(b"order 1001")?;
+/// orders.publish_message(Message::new("order 1002").key("sku:42").header("type", "created"))?;
+/// let batch = orders.publish_batch(vec![Message::new("a"), Message::new("b")])?;
+/// assert_eq!(batch, Offset::new(2)..Offset::new(4));
+///
+/// let rec = orders.read(first)?;
+/// assert_eq!(rec.payload().as_ref(), b"order 1001");
+/// assert_eq!(orders.read(Offset::new(1))?.key(), Some("sku:42"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct Topic {
+    entry: Arc<OpenTopic>,
+}
+
+/// A topic as the engine holds it while it is open.
+#[derive(Debug)]
+pub(crate) struct OpenTopic {
+    pub(crate) log: Arc<TopicLog>,
+    /// Its worker groups, by name. `Engine::delete_topic` holds this lock
+    /// across its rename, so no group directory is created after it.
+    pub(crate) groups: Mutex<HashMap<String, Weak<Group>>>,
+    /// The engine, to open dead-letter topics. Weak: topic handles do not
+    /// keep the engine open.
+    engine: Weak<Shared>,
+}
+
+impl OpenTopic {
+    pub(crate) fn new(log: TopicLog, engine: Weak<Shared>) -> OpenTopic {
+        OpenTopic { log: Arc::new(log), groups: Mutex::new(HashMap::new()), engine }
+    }
+
+    /// Syncs the journals of the open worker groups (errors are kept by
+    /// each journal and reported by its group's next settle).
+    pub(crate) fn sync_groups(&self) {
+        let groups: Vec<Arc<Group>> = self.groups.lock().values().filter_map(Weak::upgrade).collect();
+        for group in groups {
+            let _ = group.sync();
+        }
+    }
+}
+
+impl Topic {
+    pub(crate) fn new(entry: Arc<OpenTopic>) -> Topic {
+        Topic { entry }
+    }
+
+    fn log(&self) -> &Arc<TopicLog> {
+        &self.entry.log
+    }
+
+    /// The topic's name.
+    pub fn name(&self) -> &str {
+        &self.log().name
+    }
+
+    /// Publishes one payload; returns its offset once it is as durable as
+    /// the topic's [`Durability`](crate::Durability) promises.
+    pub fn publish(&self, payload: impl AsRef<[u8]>) -> Result<Offset, PublishError> {
+        self.log().publish(payload)
+    }
+
+    /// Publishes a message with a key and headers.
+    pub fn publish_message(&self, message: Message) -> Result<Offset, PublishError> {
+        self.log().publish_message(message)
+    }
+
+    /// Publishes messages atomically, as one frame: after a crash either all
+    /// of them are in the log, with consecutive offsets, or none is. Returns
+    /// their offsets. At most 65,536 messages, and the batch must fit in one
+    /// segment.
+    pub fn publish_batch<I>(&self, messages: I) -> Result<Range<Offset>, PublishError>
+    where
+        I: IntoIterator,
+        I::Item: Into<Message>,
+    {
+        self.log().publish_batch(messages)
+    }
+
+    /// The record at `offset`.
+    pub fn read(&self, offset: Offset) -> Result<Record, ReadError> {
+        self.log().read(offset)
+    }
+
+    /// What opening this topic found: whether the last shutdown was clean,
+    /// what was scanned, and where (if anywhere) the log was cut.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.log().recovery
+    }
+
+    /// Syncs everything published so far to disk, whatever the durability.
+    pub fn sync(&self) -> Result<(), PublishError> {
+        self.log().sync(true)
+    }
+
+    /// Offsets, sizes and configuration.
+    pub fn info(&self) -> TopicInfo {
+        self.log().info()
+    }
+
+    /// Checks the CRC and structure of every record in every segment. Returns
+    /// the number of records, or the first corruption found, naming the file
+    /// and position.
+    pub fn verify(&self) -> Result<u64, ReadError> {
+        self.log().verify()
+    }
+
+    /// Subscribes `group`, resuming at its committed offset, or at the oldest
+    /// record if it has none.
+    pub fn subscribe(&self, group: &str) -> Result<Subscription, TopicError> {
+        self.subscribe_with(group, StartAt::Earliest)
+    }
+
+    /// Subscribes `group`, resuming at its committed offset, or where `start`
+    /// says if it has none.
+    pub fn subscribe_with(&self, group: &str, start: StartAt) -> Result<Subscription, TopicError> {
+        Subscription::open(self.log(), group, start)
+    }
+
+    /// A worker in `group`, with the default [`QueueConfig`].
+    pub fn worker(&self, group: &str) -> Result<Worker, TopicError> {
+        self.worker_with(group, QueueConfig::default())
+    }
+
+    /// A worker in `group`. The first call for a group opens it: reads its
+    /// saved state (so nothing acknowledged comes back and attempt counts
+    /// carry on), and opens its dead-letter topic, creating it if needed.
+    /// Later calls join it, and must pass the same configuration.
+    pub fn worker_with(&self, group: &str, config: QueueConfig) -> Result<Worker, TopicError> {
+        check_group_name(group)?;
+        config.validate().map_err(|reason| TopicError::InvalidConfig { reason })?;
+        let log = self.log();
+        if log.deleted.load(Ordering::Acquire) {
+            return Err(TopicError::Deleted);
+        }
+        let dead_letter_name = config.dead_letter_topic.clone().unwrap_or_else(|| format!("{}.dlq", log.name));
+        check_topic_name(&dead_letter_name)?;
+        if dead_letter_name == log.name {
+            return Err(TopicError::InvalidConfig { reason: "the dead-letter topic must not be the topic itself" });
+        }
+        // Before the registry's lock: opening a topic takes the engine's,
+        // and closing the engine takes the registry's.
+        let (dead_letter, repair) = {
+            let shared = self.entry.engine.upgrade().ok_or(TopicError::Closed)?;
+            let engine = Engine::from_shared(shared);
+            let dead_letter = match engine.create_topic(&dead_letter_name, dead_letter_config(log.config)) {
+                Err(TopicError::AlreadyExists { .. }) => engine.topic(&dead_letter_name)?,
+                created => created?,
+            };
+            (dead_letter, engine.repairs())
+        };
+        let mut groups = self.entry.groups.lock();
+        if let Some(open) = groups.get(group).and_then(Weak::upgrade) {
+            if *open.config() != config {
+                return Err(TopicError::GroupConfigDiffers { group: group.to_owned() });
+            }
+            return Ok(Worker::new(open));
+        }
+        // Under the registry's lock, which `delete_topic` holds across its
+        // rename: a deleted topic's directory is never created again.
+        if log.deleted.load(Ordering::Acquire) {
+            return Err(TopicError::Deleted);
+        }
+        if log.closed.load(Ordering::Acquire) {
+            return Err(TopicError::Closed);
+        }
+        let opened = Group::open(log, group, config, dead_letter.log().clone(), repair)?;
+        groups.retain(|_, g| g.strong_count() > 0);
+        groups.insert(group.to_owned(), Arc::downgrade(&opened));
+        Ok(Worker::new(opened))
+    }
+
+    /// Locks `keys` for a publish to this topic: all or nothing, never
+    /// deadlocking with other multi-key locks, as
+    /// [`LockManager::acquire_all`] does. `request` is a timeout (an
+    /// exclusive lock that waits up to that long) or a whole
+    /// [`LockRequest`], for a lease per key or cancellation:
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// use std::time::Duration;
+    /// use tollgate::{Engine, LockManager, LockRequest, Message};
+    ///
+    /// let engine = Engine::open(dir.path())?;
+    /// let orders = engine.topic("orders")?;
+    /// let locks = LockManager::new();
+    /// let request = LockRequest::exclusive().timeout(Duration::from_millis(50)).lease(Duration::from_secs(5));
+    /// let tx = orders.transaction(&locks, ["sku:1", "sku:2"], request)?;
+    /// let (_offsets, held) = tx.commit([Message::new("order 7").key("order.created")])?;
+    /// held.release()?; // fails with `LeaseExpired` if a lease ran out first
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// A lease bounds how long a stalled holder blocks the keys; it does not
+    /// stop a holder whose lease ran out from committing. Choose leases far
+    /// longer than the work done under the locks, and fence writes elsewhere
+    /// with the guards' [`fencing_token`](crate::LockGuard::fencing_token)s.
+    pub fn transaction<'m, K: AsRef<str>>(
+        &self,
+        locks: &'m LockManager,
+        keys: impl IntoIterator<Item = K>,
+        request: impl Into<LockRequest>,
+    ) -> Result<Transaction<'m>, LockError> {
+        Ok(Transaction::new(self.log().clone(), locks.acquire_all(keys, request.into())?))
+    }
+}
