@@ -1,9 +1,9 @@
-//! Runs small flash sales from `examples/storefront.rs` (included as a
+//! Runs small flash sales from `examples/storefront/` (included as a
 //! module) and checks what their reports say: the invariants hold, over one
 //! run, over runs resumed on a kept directory, and after a `kill -9`.
 
 #[allow(dead_code)] // `main` is only used by the example
-#[path = "../examples/storefront.rs"]
+#[path = "../examples/storefront/main.rs"]
 mod storefront;
 
 #[path = "support/child.rs"]

@@ -1,0 +1,257 @@
+//! Running a sale: the topics and the catalog, the threads, selling then
+//! draining, and the books.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tollgate::{Durability, Engine, KeyPattern, LockManager, QueueConfig, Topic, TopicConfig, TopicError};
+
+use super::Config;
+use super::invariants::check;
+use super::ledger::{Ledger, records};
+use super::messages::{CATALOG, CREATED, Catalog, DEAD_LETTERS, ORDERS, PAYMENT_GROUP, PAYMENTS, sku_key};
+use super::payments::{compensation, notifications, payment_worker};
+use super::report::Report;
+use super::shop::{BuyerLog, Counters, Popularity, Shop, Sku, StopOnDrop, buyer, histogram};
+
+/// What can stop a sale before it starts or end it early: tollgate's
+/// errors, or a data directory whose catalog cannot be read.
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// How far a running sale is, for a progress display.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    /// Order attempts started (may pass the total by the number of buyers).
+    pub attempts: u64,
+    /// Orders placed.
+    pub placed: u64,
+    /// Payments published.
+    pub paid: u64,
+    /// Orders dead-lettered.
+    pub dead_lettered: u64,
+    /// Notifications sent.
+    pub notified: u64,
+    /// Time since the sale started.
+    pub elapsed: Duration,
+    /// Selling is over; the payments are draining.
+    pub draining: bool,
+}
+
+/// Opens the topic `name`, creating it with `config` if it does not exist.
+fn topic(engine: &Engine, name: &str, config: TopicConfig) -> Result<Topic, Error> {
+    match engine.create_topic(name, config) {
+        Err(TopicError::AlreadyExists { .. }) => Ok(engine.topic(name)?),
+        created => Ok(created?),
+    }
+}
+
+/// The catalog of the directory, written by its first run, and this run's
+/// number: the `catalog` topic holds the catalog, then one `run` record per
+/// run started (so a run that placed no order still gets a number).
+fn catalog(engine: &Engine, config: &Config) -> Result<(Catalog, u64), Error> {
+    let topic = topic(engine, CATALOG, TopicConfig { durability: Durability::Sync, ..TopicConfig::default() })?;
+    let mut records = records(&topic)?;
+    let catalog = match records.next() {
+        Some(record) => Catalog::decode(record?.payload())
+            .ok_or("the catalog topic holds no valid catalog (1 to 100000 SKUs, at most 1000000000 units each)")?,
+        None => {
+            let catalog = Catalog { skus: config.skus, stock: config.stock };
+            topic.publish(catalog.encode())?;
+            catalog
+        }
+    };
+    let run = records.count() as u64 + 1;
+    topic.publish(format!("run={run}"))?;
+    Ok((catalog, run))
+}
+
+/// Runs the sale `config` describes, calling `progress` about ten times a
+/// second, and checks the invariants over every run in the data directory.
+pub fn run(config: &Config, progress: &mut dyn FnMut(&Progress)) -> Result<Report, Error> {
+    let temporary = match &config.data_dir {
+        Some(_) => None,
+        None => Some(tempfile::Builder::new().prefix("storefront-").tempdir()?),
+    };
+    let data_dir = config.data_dir.clone().unwrap_or_else(|| temporary.as_ref().unwrap().path().to_path_buf());
+    let report = sale(config, &data_dir, progress);
+    let kept = temporary.is_none() || config.keep;
+    if let Some(temporary) = temporary
+        && config.keep
+    {
+        let _ = temporary.keep();
+    }
+    report.map(|report| Report { kept, ..report })
+}
+
+fn sale(config: &Config, data_dir: &std::path::Path, progress: &mut dyn FnMut(&Progress)) -> Result<Report, Error> {
+    let engine = Engine::open(data_dir)?;
+    let (catalog, run) = catalog(&engine, config)?;
+    let (skus, stock) = (catalog.skus, catalog.stock);
+    let durable = TopicConfig { durability: config.durability.durability(), ..TopicConfig::default() };
+    let orders = topic(&engine, ORDERS, durable)?;
+    let payments = topic(&engine, PAYMENTS, durable)?;
+    let worker = orders.worker_with(
+        PAYMENT_GROUP,
+        QueueConfig {
+            visibility_timeout: Duration::from_secs(10),
+            max_attempts: config.max_attempts,
+            dead_letter_topic: Some(DEAD_LETTERS.to_owned()),
+            filter: Some(KeyPattern::new(CREATED).expect("a valid key pattern")),
+            ..QueueConfig::default()
+        },
+    )?;
+    let dead_letters = engine.topic(DEAD_LETTERS)?;
+
+    // What earlier runs left: the stock and the order numbers from the ledger.
+    let before = Ledger::read(catalog, &orders, &payments, &dead_letters)?;
+    let shop = Shop {
+        config,
+        run,
+        locks: LockManager::new(),
+        catalog: (0..skus)
+            .map(|sku| Sku {
+                key: sku_key(sku),
+                stock: AtomicU64::new(u64::try_from(before.balance[sku as usize].max(0)).unwrap_or(u64::MAX)),
+            })
+            .collect(),
+        orders,
+        payments,
+        next_order: AtomicU64::new(before.last_order + 1),
+        counters: Counters::default(),
+        settled: Mutex::new(before.settled.keys().copied().collect()),
+        released: Mutex::new(before.released.keys().copied().collect()),
+        failed_notices: Mutex::new(before.failed_notices.keys().copied().collect()),
+        selling_done: AtomicBool::new(false),
+        drained: AtomicBool::new(false),
+        compensation_position: AtomicU64::new(0),
+        notification_position: AtomicU64::new(0),
+        errors: Mutex::new(Vec::new()),
+    };
+    let popularity = Popularity::new(skus);
+    let notification_us = Mutex::new(histogram());
+
+    let started = Instant::now();
+    let mut selling = Duration::ZERO;
+    let mut drain_timed_out = false;
+    let buyer_logs: Vec<BuyerLog> = thread::scope(|s| {
+        let shop = &shop;
+        // Stops every thread when this closure ends, by a panic too (of the
+        // `progress` callback, say): the scope then joins them.
+        let _stop = StopOnDrop(shop);
+        for _ in 0..config.payment_workers {
+            let worker = worker.clone();
+            s.spawn(move || payment_worker(shop, &worker));
+        }
+        s.spawn(|| compensation(shop, &dead_letters));
+        s.spawn(|| notifications(shop, &notification_us));
+        let buyers: Vec<_> = (0..config.buyers)
+            .map(|id| {
+                s.spawn({
+                    let popularity = &popularity;
+                    move || buyer(shop, id, popularity)
+                })
+            })
+            .collect();
+
+        let snapshot = |draining| Progress {
+            attempts: shop.counters.attempts.load(Ordering::Relaxed),
+            placed: shop.counters.placed.load(Ordering::Relaxed),
+            paid: shop.counters.paid.load(Ordering::Relaxed),
+            dead_lettered: shop.counters.dead_lettered.load(Ordering::Relaxed),
+            notified: shop.counters.notified.load(Ordering::Relaxed),
+            elapsed: started.elapsed(),
+            draining,
+        };
+        // Selling: until the buyers are done (the clock stops them in timed mode).
+        while !buyers.iter().all(|buyer| buyer.is_finished()) {
+            thread::sleep(Duration::from_millis(100));
+            if config.seconds.is_some_and(|seconds| started.elapsed() >= Duration::from_secs(seconds)) {
+                shop.selling_done.store(true, Ordering::Relaxed);
+            }
+            progress(&snapshot(false));
+        }
+        shop.selling_done.store(true, Ordering::Relaxed);
+        let logs: Vec<BuyerLog> = buyers.into_iter().map(|b| b.join().expect("a buyer thread panicked")).collect();
+        selling = started.elapsed();
+
+        // Draining: until every order is settled, every dead letter
+        // compensated and every payment notified, each stage checked after
+        // the one that feeds it.
+        let deadline = Instant::now() + Duration::from_secs(config.drain_seconds);
+        loop {
+            let quiet = worker.metrics().lag == 0
+                && shop.compensation_position.load(Ordering::Acquire) >= dead_letters.info().next.get()
+                && shop.notification_position.load(Ordering::Acquire) >= shop.payments.info().next.get();
+            if quiet || Instant::now() >= deadline {
+                drain_timed_out = !quiet;
+                break;
+            }
+            progress(&snapshot(true));
+            thread::sleep(Duration::from_millis(20));
+        }
+        shop.drained.store(true, Ordering::Relaxed);
+        logs
+    });
+    let draining = started.elapsed() - selling;
+    let metrics = worker.metrics();
+    drop(worker);
+
+    // The books: merge what the buyers saw, then read the whole ledger again.
+    let mut lock_wait_ns = histogram();
+    let (mut attempts, mut out_of_stock, mut lock_timeouts, mut leases_expired) = (0, 0, 0, 0);
+    let mut placed = Vec::new();
+    for log in buyer_logs {
+        lock_wait_ns.add(&log.lock_wait_ns).expect("histograms with the same bounds merge");
+        attempts += log.attempts;
+        out_of_stock += log.out_of_stock;
+        lock_timeouts += log.timeouts;
+        leases_expired += log.leases_expired;
+        placed.extend(log.placed);
+    }
+    leases_expired += shop.counters.leases_expired.load(Ordering::Relaxed);
+    let after = Ledger::read(catalog, &shop.orders, &shop.payments, &dead_letters)?;
+    let mut errors = std::mem::take(&mut *shop.errors.lock().unwrap());
+    if drain_timed_out {
+        errors.push(format!("the sale did not drain within {} s", config.drain_seconds));
+    }
+    let invariants = check(&shop, &after, &placed, leases_expired, errors);
+    let units_initial = stock * u64::from(skus);
+    let units_left: i128 = after.balance.iter().sum();
+    let failed = |declined: bool| {
+        let unpaid = |order: &u64| !after.settled.contains_key(order);
+        after.dead.iter().filter(|(order, (d, _))| *d == declined && unpaid(order)).count() as u64
+    };
+    Ok(Report {
+        data_dir: data_dir.to_path_buf(),
+        kept: true,
+        run: shop.run,
+        attempts,
+        work_us: config.work_us,
+        placed: placed.len() as u64,
+        out_of_stock,
+        lock_timeouts,
+        leases_expired,
+        paid_now: shop.counters.paid.load(Ordering::Relaxed),
+        dead_lettered_now: metrics.dead_lettered,
+        redelivered: metrics.redelivered,
+        timed_out: metrics.timed_out,
+        notified: shop.counters.notified.load(Ordering::Relaxed),
+        selling,
+        draining,
+        lock_wait_ns,
+        notification_us: notification_us.into_inner().unwrap(),
+        locks: shop.locks.stats(),
+        runs: run,
+        orders_total: after.created.len() as u64,
+        paid_total: after.settled.len() as u64,
+        failed_total: failed(true),
+        dead_lettered_total: failed(false),
+        duplicate_dead_letters: after.dead.values().map(|(_, n)| n - 1).sum(),
+        dead_letters_of_paid_orders: after.dead.keys().filter(|order| after.settled.contains_key(order)).count() as u64,
+        units_initial,
+        units_sold: (i128::from(units_initial) - units_left).max(0) as u64,
+        invariants,
+    })
+}
