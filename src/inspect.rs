@@ -72,7 +72,10 @@ use crate::log::format::*;
 use crate::log::names::{check_group_name, check_topic_name};
 use crate::log::record::{FrameFault, FrameInfo, Offset, Record, check_frame};
 use crate::log::segment::{HeaderFault, check_header, corrupt, decode_index};
-use crate::log::slots::{MetaCheck, NOT_SLOT_FILE, SlotFileCheck, SlotValue, check_meta, check_slot_file, read_slot};
+use crate::log::slots::{
+    Checkpoint, CleanMark, CommittedOffset, MetaCheck, NOT_SLOT_FILE, SlotFileCheck, SlotValue, check_meta,
+    check_slot_file, read_slot,
+};
 use crate::log::subscription::OpenFrame;
 use crate::queue::journal::{Persisted, replay};
 
@@ -263,7 +266,7 @@ pub struct Cut {
 #[non_exhaustive]
 pub enum CutKind {
     /// Damage where recovery trusts the data: opening the topic, or reading
-    /// there, fails; `EngineConfig::repair` cuts the log here.
+    /// there, fails; `RecoveryMode::Repair` cuts the log here.
     Corrupt,
     /// The end of the log after an unclean shutdown, in data written since
     /// the last checkpoint: the next open cuts the log here, as recovery does.
@@ -692,7 +695,7 @@ impl Records {
                 return Ok(false);
             }
         }
-        let checkpoint = read_slot_file(&self.dir.join(CHECKPOINT_FILE), CHECKPOINT_MAGIC);
+        let checkpoint = read_slot_file::<Checkpoint>(&self.dir.join(CHECKPOINT_FILE));
         let still_clean = clean_mark(checkpoint.ok().flatten().map(|(_, value)| value), bases).is_some();
         if !still_clean || lock_held(&self.root) {
             self.strict = false;
@@ -804,7 +807,7 @@ struct TopicFiles {
     /// Base offsets of the segment files, ascending.
     bases: Vec<u64>,
     /// The checkpoint's newest valid value, if any.
-    checkpoint: Result<Option<SlotValue>, Corruption>,
+    checkpoint: Result<Option<Checkpoint>, Corruption>,
 }
 
 impl TopicFiles {
@@ -820,7 +823,7 @@ impl TopicFiles {
             _ => TopicError::Io(IoError::new("list", &dir, e)),
         })?;
         let path = dir.join(CHECKPOINT_FILE);
-        let checkpoint = match read_slot_file(&path, CHECKPOINT_MAGIC) {
+        let checkpoint = match read_slot_file::<Checkpoint>(&path) {
             Ok(slots) => Ok(slots.map(|(_, value)| value)),
             Err(SlotFileRead::Damaged(damage)) => Err(damage),
             // A topic whose first open has not written one yet.
@@ -847,7 +850,7 @@ impl TopicFiles {
     /// it says: the checkpoint records a clean shutdown of the last segment,
     /// and nobody holds the directory (an engine would have marked it
     /// unclean on opening the topic, but may be about to).
-    fn clean(&self, live: bool) -> Option<SlotValue> {
+    fn clean(&self, live: bool) -> Option<CleanMark> {
         if live {
             return None;
         }
@@ -862,7 +865,7 @@ impl TopicFiles {
         if self.clean(live).is_some() {
             return last;
         }
-        let recovery_point = self.checkpoint.clone().ok().flatten().map_or(0, |v| v.a);
+        let recovery_point = self.checkpoint.clone().ok().flatten().map_or(0, |c| c.recovery_point);
         self.bases.iter().position(|&b| b >= recovery_point).unwrap_or(last)
     }
 
@@ -889,11 +892,11 @@ impl TopicFiles {
                 lag: end.saturating_sub(oldest),
                 damage: None,
             };
-            match read_slot_file(&path, OFFSET_MAGIC) {
-                Ok(Some((_, value))) => {
-                    group.committed = Some(Offset::new(value.a));
-                    group.committed_at_us = Some(value.b);
-                    group.lag = end.saturating_sub(value.a);
+            match read_slot_file::<CommittedOffset>(&path) {
+                Ok(Some((_, saved))) => {
+                    group.committed = Some(Offset::new(saved.offset));
+                    group.committed_at_us = Some(saved.at_us);
+                    group.lag = end.saturating_sub(saved.offset);
                 }
                 Ok(None) => {}
                 Err(SlotFileRead::Damaged(damage)) => {
@@ -1009,13 +1012,13 @@ fn measure_segment(
     path: &Path,
     base: u64,
     next_base: Option<u64>,
-    clean: Option<SlotValue>,
+    clean: Option<CleanMark>,
 ) -> io::Result<Measured> {
     let file_bytes = std::fs::metadata(path)?.len();
     let mut mark_disagrees = false;
     match (next_base, clean) {
         (None, Some(clean)) => {
-            let (end, bytes) = (clean.b, u64::from(clean.c));
+            let (end, bytes) = (clean.next_offset, u64::from(clean.end));
             // Trusted only if it could describe this file; else it is scanned.
             if end >= base && (SEGMENT_HEADER_BYTES as u64..=file_bytes).contains(&bytes) {
                 return Ok(Measured { end, bytes, file_bytes, fault: None, mark_disagrees });
@@ -1063,10 +1066,10 @@ const CHECKPOINT_DISAGREES_NOTE: &str = "the checkpoint's clean-shutdown record 
 /// segment's base.
 const ENDS_EARLY: &str = "the segment ends before the next segment begins";
 
-/// The checkpoint's value if it records a clean shutdown of the last of
-/// `bases`: the segment and position where its data ends.
-fn clean_mark(checkpoint: Option<SlotValue>, bases: &[u64]) -> Option<SlotValue> {
-    checkpoint.filter(|value| value.c != 0 && Some(&value.a) == bases.last())
+/// The checkpoint's clean-shutdown mark, if it records one for the last of
+/// `bases`: the offset and position where its data ends.
+fn clean_mark(checkpoint: Option<Checkpoint>, bases: &[u64]) -> Option<CleanMark> {
+    checkpoint.filter(|c| Some(&c.recovery_point) == bases.last()).and_then(|c| c.clean)
 }
 
 /// Whether a process holds the `flock` on `tollgate.lock` in `root` (see
@@ -1255,7 +1258,7 @@ fn clean_mark_now(root: &Path, files: &TopicFiles) -> Option<u64> {
     if lock_held(root) {
         return None;
     }
-    let (generation, value) = read_slot_file(&files.dir.join(CHECKPOINT_FILE), CHECKPOINT_MAGIC).ok().flatten()?;
+    let (generation, value) = read_slot_file::<Checkpoint>(&files.dir.join(CHECKPOINT_FILE)).ok().flatten()?;
     let then = files.checkpoint.as_ref().ok().copied().flatten();
     (then == Some(value) && clean_mark(Some(value), &files.bases).is_some()).then_some(generation)
 }
@@ -1269,17 +1272,17 @@ fn checkpoint_disagrees(
     verdict: &mut TopicVerdict,
     path: &Path,
     (end, next_offset): (u64, u64),
-    mark: SlotValue,
+    mark: CleanMark,
 ) {
     let mut note = format!(
         "the checkpoint records a clean shutdown with the data of {} ending at byte {}, next offset {}; \
          its frames are all valid and end at byte {end}, next offset {next_offset}",
         path.display(),
-        mark.c,
-        mark.b
+        mark.end,
+        mark.next_offset
     );
-    if mark.b > next_offset {
-        note.push_str(&format!(" (offsets {next_offset}..{} are not there)", mark.b));
+    if mark.next_offset > next_offset {
+        note.push_str(&format!(" (offsets {next_offset}..{} are not there)", mark.next_offset));
     }
     note.push_str(
         ". Opening the topic fails until it is opened in repair mode (`tollgate repair`), \
@@ -1305,7 +1308,7 @@ enum SegmentCheck {
     Cut { position: u64, reason: &'static str, first_lost: u64 },
     /// The last segment's frames are all valid, but end (at `end`, with
     /// `next_offset`) elsewhere than the clean shutdown recorded (`mark`).
-    NotAtCleanMark { end: u64, next_offset: u64, mark: SlotValue },
+    NotAtCleanMark { end: u64, next_offset: u64, mark: CleanMark },
 }
 
 /// Checks segment `i` of a topic: its header, every frame, that it ends
@@ -1341,7 +1344,7 @@ fn check_segment(
             SegmentCheck::Valid
         }
         (None, None) => match files.clean(live) {
-            Some(mark) if (u64::from(mark.c), mark.b) != (scan.end, scan.next_offset) => {
+            Some(mark) if (u64::from(mark.end), mark.next_offset) != (scan.end, scan.next_offset) => {
                 SegmentCheck::NotAtCleanMark { end: scan.end, next_offset: scan.next_offset, mark }
             }
             _ => SegmentCheck::Valid,
@@ -1378,7 +1381,7 @@ fn verify_groups(files: &TopicFiles, verdict: &mut TopicVerdict, count: &mut Cou
             for (_, path) in groups {
                 count.files += 1;
                 count.add(SLOT_FILE_BYTES as u64);
-                match read_slot_file(&path, OFFSET_MAGIC) {
+                match read_slot_file::<CommittedOffset>(&path) {
                     Ok(_) => {}
                     Err(SlotFileRead::Damaged(damage)) => verdict.damaged.push(damage),
                     Err(SlotFileRead::Io(e)) if e.kind() == io::ErrorKind::NotFound => {}
@@ -1423,10 +1426,10 @@ enum SlotFileRead {
 ///
 /// Besides the checks an engine makes, both slots written (not zero) and
 /// neither valid is damage: a torn write damages one slot only.
-fn read_slot_file(path: &Path, magic: [u8; 8]) -> Result<Option<(u64, SlotValue)>, SlotFileRead> {
+fn read_slot_file<V: SlotValue>(path: &Path) -> Result<Option<(u64, V)>, SlotFileRead> {
     let bytes = std::fs::read(path).map_err(SlotFileRead::Io)?;
     let damaged = |reason| SlotFileRead::Damaged(corrupt(path, 0, reason));
-    match check_slot_file(&bytes, magic) {
+    match check_slot_file::<V>(&bytes) {
         SlotFileCheck::HalfCreated => Ok(None),
         SlotFileCheck::NotSlotFile => Err(damaged(NOT_SLOT_FILE)),
         SlotFileCheck::Newer(_) => Err(damaged("the file has a newer format version")),
@@ -1436,7 +1439,7 @@ fn read_slot_file(path: &Path, magic: [u8; 8]) -> Result<Option<(u64, SlotValue)
                 let at = SLOT_FILE_HEADER_BYTES + i * SLOT_BYTES;
                 bytes[at..at + SLOT_BYTES].iter().any(|&b| b != 0)
             };
-            if written(0) && written(1) && read_slot(&bytes, 0).is_none() && read_slot(&bytes, 1).is_none() {
+            if written(0) && written(1) && read_slot::<V>(&bytes, 0).is_none() && read_slot::<V>(&bytes, 1).is_none() {
                 return Err(SlotFileRead::Damaged(corrupt(path, SLOT_FILE_HEADER_BYTES, "neither slot is valid")));
             }
             Ok(None)
@@ -1827,41 +1830,45 @@ mod tests {
         put_u32(&mut bytes, SLOT_FILE_VERSION_AT, FORMAT_VERSION);
         let write = |bytes: &[u8]| std::fs::write(&path, bytes).unwrap();
         write(&bytes);
-        assert!(matches!(read_slot_file(&path, OFFSET_MAGIC), Ok(None)));
+        assert!(matches!(read_slot_file::<CommittedOffset>(&path), Ok(None)));
         let slot0 = SLOT_FILE_HEADER_BYTES;
         let slot1 = slot0 + SLOT_BYTES;
-        encode_slot(&mut bytes[slot1..slot1 + SLOT_BYTES], 1, SlotValue { a: 42, b: 7, c: 0 });
-        encode_slot(&mut bytes[slot0..slot0 + SLOT_BYTES], 2, SlotValue { a: 50, b: 8, c: 0 });
+        encode_slot(&mut bytes[slot1..slot1 + SLOT_BYTES], 1, CommittedOffset { offset: 42, at_us: 7 });
+        encode_slot(&mut bytes[slot0..slot0 + SLOT_BYTES], 2, CommittedOffset { offset: 50, at_us: 8 });
+        let read = || read_slot_file::<CommittedOffset>(&path).unwrap().map(|(g, v)| (g, v.offset));
         write(&bytes);
-        assert_eq!(read_slot_file(&path, OFFSET_MAGIC).unwrap().map(|(g, v)| (g, v.a)), Some((2, 50)));
+        assert_eq!(read(), Some((2, 50)));
         // A torn write damages one slot: the other one is read.
         bytes[slot0 + SLOT_A_AT] ^= 1;
         write(&bytes);
-        assert_eq!(read_slot_file(&path, OFFSET_MAGIC).unwrap().map(|(g, v)| (g, v.a)), Some((1, 42)));
+        assert_eq!(read(), Some((1, 42)));
         // Both damaged is not a torn write.
         bytes[slot1 + SLOT_A_AT] ^= 1;
         write(&bytes);
-        let Err(SlotFileRead::Damaged(damage)) = read_slot_file(&path, OFFSET_MAGIC) else { panic!("not damaged") };
+        let Err(SlotFileRead::Damaged(damage)) = read_slot_file::<CommittedOffset>(&path) else {
+            panic!("not damaged")
+        };
         assert_eq!((damage.position, damage.reason), (SLOT_FILE_HEADER_BYTES as u64, "neither slot is valid"));
         // So is the wrong magic.
-        let Err(SlotFileRead::Damaged(damage)) = read_slot_file(&path, CHECKPOINT_MAGIC) else { panic!("accepted") };
+        let Err(SlotFileRead::Damaged(damage)) = read_slot_file::<Checkpoint>(&path) else { panic!("accepted") };
         assert_eq!(damage.reason, NOT_SLOT_FILE);
     }
 
     #[test]
     fn invalid_frames_mean_what_recovery_makes_of_them() {
-        let files = |checkpoint: Option<SlotValue>| TopicFiles {
+        let files = |checkpoint: Option<Checkpoint>| TopicFiles {
             dir: PathBuf::new(),
             bases: vec![0, 100, 200],
             checkpoint: Ok(checkpoint),
         };
         // A clean shutdown: everything is trusted, the last segment too.
-        let clean = files(Some(SlotValue { a: 200, b: 250, c: 4000 }));
+        let mark = CleanMark { next_offset: 250, end: 4000 };
+        let clean = files(Some(Checkpoint { recovery_point: 200, clean: Some(mark) }));
         for i in 0..3 {
             assert_eq!(clean.cut_kind(i, false), CutKind::Corrupt);
         }
         // Unclean, recovery point at the second segment: from it on, a tail.
-        let unclean = files(Some(SlotValue { a: 100, b: 0, c: 0 }));
+        let unclean = files(Some(Checkpoint { recovery_point: 100, clean: None }));
         let kinds: Vec<CutKind> = (0..3).map(|i| unclean.cut_kind(i, false)).collect();
         assert_eq!(kinds, [CutKind::Corrupt, CutKind::TornTail, CutKind::TornTail]);
         // In use: the last segment is being written, whatever the checkpoint says.
@@ -2057,8 +2064,9 @@ mod tests {
         let mut bytes = std::fs::read(&path).unwrap();
         let slot0 = SLOT_FILE_HEADER_BYTES;
         let slot1 = slot0 + SLOT_BYTES;
-        encode_slot(&mut bytes[slot0..slot1], 8, SlotValue { a: last, b: 0, c: 100 });
-        encode_slot(&mut bytes[slot1..slot1 + SLOT_BYTES], 9, SlotValue { a: last, b: 0, c: 100 });
+        let forged = Checkpoint { recovery_point: last, clean: Some(CleanMark { next_offset: 0, end: 100 }) };
+        encode_slot(&mut bytes[slot0..slot1], 8, forged);
+        encode_slot(&mut bytes[slot1..slot1 + SLOT_BYTES], 9, forged);
         std::fs::write(&path, &bytes).unwrap();
 
         let summary = data.topic("t").unwrap();
@@ -2078,7 +2086,10 @@ mod tests {
         let open = Engine::open(dir.path()).unwrap().topic("t").map(|_| ());
         assert!(matches!(open, Err(TopicError::Corrupt(_))), "{open:?}");
         {
-            let engine = Engine::open_with(dir.path(), crate::EngineConfig { repair: true, ..Default::default() });
+            let engine = Engine::open_with(
+                dir.path(),
+                crate::EngineConfig { recovery: crate::RecoveryMode::Repair, ..Default::default() },
+            );
             let engine = engine.unwrap();
             let topic = engine.topic("t").unwrap();
             assert!(topic.recovery_report().cut.is_none());

@@ -104,7 +104,7 @@ fn segment_appended_after_a_clean_reopen_reads_back_after_a_crash() {
     // segment's header among them): with some, the new segment survives and
     // the stale index of the first one is used.
     for seed in 0..16 {
-        let repair = EngineConfig { repair: true, ..EngineConfig::default() };
+        let repair = EngineConfig { recovery: tollgate::RecoveryMode::Repair, ..EngineConfig::default() };
         let engine = Engine::open_sim(&disk.power_cut(seed), "/data", repair).unwrap();
         let topic = engine.topic("t").unwrap();
         let recovered = topic.info().next.get();
@@ -166,7 +166,9 @@ fn sync_record_published_after_a_clean_open_survives_a_crash() {
         other => panic!("expected the damage to be reported, got {other:?}"),
     }
     drop(engine);
-    let engine = Engine::open_with(&dir, EngineConfig { repair: true, ..Default::default() }).unwrap();
+    let engine =
+        Engine::open_with(&dir, EngineConfig { recovery: tollgate::RecoveryMode::Repair, ..Default::default() })
+            .unwrap();
     let topic = engine.topic("t").unwrap();
     assert_eq!(topic.info().next, Offset::new(1), "repair cut at the damaged frame");
     let acked = topic.publish(b"acknowledged").unwrap();

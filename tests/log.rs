@@ -413,7 +413,11 @@ fn corruption_in_a_sealed_segment_is_reported_with_file_and_position_and_repair_
     assert!(failures > 0);
     drop((topic, engine));
 
-    let engine = Engine::open_with(dir.path(), tollgate::EngineConfig { repair: true, ..Default::default() }).unwrap();
+    let engine = Engine::open_with(
+        dir.path(),
+        tollgate::EngineConfig { recovery: tollgate::RecoveryMode::Repair, ..Default::default() },
+    )
+    .unwrap();
     let topic = engine.topic("t").unwrap();
     let report = topic.recovery_report();
     assert_eq!(report.cut.as_ref().map(|c| &c.file), Some(victim));
@@ -441,7 +445,11 @@ fn a_checkpoint_that_is_not_a_slot_file_is_refused_and_repair_replaces_it() {
         let err = engine.topic("t").unwrap_err();
         assert!(matches!(err, TopicError::Corrupt(ref c) if c.file == checkpoint), "{err}");
     }
-    let engine = Engine::open_with(dir.path(), tollgate::EngineConfig { repair: true, ..Default::default() }).unwrap();
+    let engine = Engine::open_with(
+        dir.path(),
+        tollgate::EngineConfig { recovery: tollgate::RecoveryMode::Repair, ..Default::default() },
+    )
+    .unwrap();
     let topic = engine.topic("t").unwrap();
     assert!(topic.recovery_report().cut.is_none(), "nothing to cut: {:?}", topic.recovery_report());
     assert_eq!(topic.verify().unwrap(), 300);

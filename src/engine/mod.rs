@@ -21,10 +21,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use parking_lot::Mutex;
 
 use crate::error::{IoError, OpenError, TopicError};
-use crate::log::TopicConfig;
 use crate::log::format::*;
 use crate::log::names::check_topic_name;
 use crate::log::slots::{MetaCheck, check_meta, encode_meta, write_file_atomic};
+use crate::log::{RecoveryMode, TopicConfig};
 use crate::queue::journal::clamp_groups;
 #[cfg(feature = "sim")]
 use crate::storage::SimDisk;
@@ -37,14 +37,12 @@ use topic::OpenTopic;
 pub struct EngineConfig {
     /// Configuration for topics created by [`Engine::topic`].
     pub default_topic: TopicConfig,
-    /// Open topics by scanning every segment, not only those written since
-    /// the last checkpoint, and cut each log at its first corrupt frame,
-    /// deleting everything after it (see [`Topic::recovery_report`]). Group
-    /// offset files too damaged to read are removed (those groups start over
-    /// as new groups do).
-    /// Default `false`: corruption in an old segment is reported by the
-    /// reads (and [`Topic::verify`]) that meet it.
-    pub repair: bool,
+    /// How topics are opened: [`RecoveryMode::Normal`] (the default) scans
+    /// only what was written since the last checkpoint, and corruption in
+    /// an old segment is reported by the reads (and [`Topic::verify`]) that
+    /// meet it; [`RecoveryMode::Repair`] scans every segment and cuts each
+    /// log at its first corrupt frame.
+    pub recovery: RecoveryMode,
 }
 
 /// An open data directory: the durable topics of one process.
@@ -180,9 +178,9 @@ impl Engine {
         Engine { shared }
     }
 
-    /// Whether the engine opens topics in repair mode.
-    pub(crate) fn repairs(&self) -> bool {
-        self.shared.config.repair
+    /// How the engine opens topics and worker groups.
+    pub(crate) fn recovery_mode(&self) -> RecoveryMode {
+        self.shared.config.recovery
     }
 
     /// The data directory.
@@ -246,13 +244,13 @@ impl Engine {
             topic_dir.clone(),
             name.to_owned(),
             config,
-            shared.config.repair,
+            shared.config.recovery,
         )?;
         if !log.recovery.clean {
             // Worker groups may have settled offsets that did not survive
             // (recovery rule 5): lower them to the recovered end of the log,
             // before any worker can read them.
-            clamp_groups(&*shared.storage, &topic_dir, log.committed.load(), shared.config.repair)?;
+            clamp_groups(&*shared.storage, &topic_dir, log.committed.load(), shared.config.recovery)?;
         }
         let open = Arc::new(OpenTopic::new(log, Arc::downgrade(&self.shared)));
         topics.insert(name.to_owned(), open.clone());

@@ -169,14 +169,14 @@ impl Topic {
         }
         // Before the registry's lock: opening a topic takes the engine's,
         // and closing the engine takes the registry's.
-        let (dead_letter, repair) = {
+        let (dead_letter, mode) = {
             let shared = self.entry.engine.upgrade().ok_or(TopicError::Closed)?;
             let engine = Engine::from_shared(shared);
             let dead_letter = match engine.create_topic(&dead_letter_name, dead_letter_config(log.config)) {
                 Err(TopicError::AlreadyExists { .. }) => engine.topic(&dead_letter_name)?,
                 created => created?,
             };
-            (dead_letter, engine.repairs())
+            (dead_letter, engine.recovery_mode())
         };
         let mut groups = self.entry.groups.lock();
         if let Some(open) = groups.get(group).and_then(Weak::upgrade) {
@@ -193,7 +193,7 @@ impl Topic {
         if log.closed.load(Ordering::Acquire) {
             return Err(TopicError::Closed);
         }
-        let opened = Group::open(log, group, config, dead_letter.log().clone(), repair)?;
+        let opened = Group::open(log, group, config, dead_letter.log().clone(), mode)?;
         groups.retain(|_, g| g.strong_count() > 0);
         groups.insert(group.to_owned(), Arc::downgrade(&opened));
         Ok(Worker::new(opened))

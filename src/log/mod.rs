@@ -29,6 +29,6 @@ pub(crate) mod topic;
 pub use config::{Durability, FLUSH_INTERVAL_MIN, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, TopicConfig};
 pub use pattern::KeyPattern;
 pub use record::{Headers, Message, Offset, Record};
-pub use recovery::RecoveryReport;
+pub use recovery::{RecoveryMode, RecoveryReport};
 pub use subscription::{StartAt, Subscription};
 pub use topic::TopicInfo;

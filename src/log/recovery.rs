@@ -16,7 +16,7 @@ use parking_lot::{Mutex, RwLock};
 use super::config::TopicConfig;
 use super::format::*;
 use super::segment::{OpenFault, Segment};
-use super::slots::{SlotFile, SlotFileError, SlotValue};
+use super::slots::{Checkpoint, CommittedOffset, SlotFile, SlotFileError};
 use super::topic::{Appender, FlushState, Slot, TopicLog};
 use crate::error::{Corruption, IoError, ReadError, TopicError};
 use crate::storage::Storage;
@@ -49,6 +49,26 @@ pub(crate) fn slot_fault(fault: SlotFileError) -> TopicError {
     }
 }
 
+/// How opening a topic treats damage, from
+/// [`EngineConfig::recovery`](crate::EngineConfig::recovery).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RecoveryMode {
+    /// Trust what the checkpoint says is synced and scan only what was
+    /// written since (after a clean shutdown, only the active segment).
+    /// Corruption in an older segment is reported by the reads (and
+    /// [`Topic::verify`](crate::Topic::verify)) that meet it; a damaged
+    /// checkpoint or group offset file is an error.
+    #[default]
+    Normal,
+    /// Scan every segment and cut each log at its first corrupt frame,
+    /// deleting everything after it (see
+    /// [`Topic::recovery_report`](crate::Topic::recovery_report)). A
+    /// checkpoint too damaged to read is replaced; group offset files and
+    /// worker-group state too damaged to read are removed (those groups
+    /// start over, as new groups do).
+    Repair,
+}
+
 /// What opening a topic found and did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -60,21 +80,22 @@ pub struct RecoveryReport {
     /// Bytes of frames checked.
     pub bytes_scanned: u64,
     /// Where the log was cut, and why: a torn tail after a crash, or with
-    /// [`EngineConfig::repair`](crate::EngineConfig::repair) a corrupt frame
+    /// [`RecoveryMode::Repair`] a corrupt frame
     /// anywhere. Everything from there on was removed.
     pub cut: Option<Corruption>,
     /// Segment files deleted because they came after the cut.
     pub segments_removed: usize,
 }
 
-/// Opens (recovering if needed) the topic in `dir`. With `repair`, every
-/// segment is scanned, not only those from the recovery point on.
+/// Opens (recovering if needed) the topic in `dir`. With
+/// [`RecoveryMode::Repair`], every segment is scanned, not only those from
+/// the recovery point on.
 pub(crate) fn open_topic(
     storage: Arc<dyn Storage>,
     dir: PathBuf,
     name: String,
     config: TopicConfig,
-    repair: bool,
+    mode: RecoveryMode,
 ) -> Result<TopicLog, TopicError> {
     let mut report = RecoveryReport::default();
     let io = |op, path: &Path, e| TopicError::Io(IoError::new(op, path, e));
@@ -91,13 +112,13 @@ pub(crate) fn open_topic(
     bases.sort_unstable();
 
     let checkpoint_path = dir.join(CHECKPOINT_FILE);
-    let (checkpoint, saved) = match SlotFile::open(&*storage, &checkpoint_path, CHECKPOINT_MAGIC) {
+    let (checkpoint, saved) = match SlotFile::<Checkpoint>::open(&*storage, &checkpoint_path) {
         // Repair scans every segment, so it needs no recovery point: a
         // checkpoint too damaged to read is replaced by a new one.
-        Err(SlotFileError::Corrupt(_)) if repair => {
+        Err(SlotFileError::Corrupt(_)) if mode == RecoveryMode::Repair => {
             storage.remove_file(&checkpoint_path).map_err(|e| io("remove", &checkpoint_path, e))?;
             storage.sync_dir(&dir).map_err(|e| io("sync", &dir, e))?;
-            SlotFile::open(&*storage, &checkpoint_path, CHECKPOINT_MAGIC)
+            SlotFile::open(&*storage, &checkpoint_path)
         }
         opened => opened,
     }
@@ -110,12 +131,15 @@ pub(crate) fn open_topic(
         seg.map().file().sync().map_err(|e| io("sync", &seg.path, e))?;
         storage.sync_dir(&dir).map_err(|e| io("sync", &dir, e))?;
         bases.push(0);
-        return finish(storage, dir, name, config, checkpoint, bases, seg, first, report, repair);
+        return finish(storage, dir, name, config, checkpoint, bases, seg, first, report, mode);
     }
 
     let last = *bases.last().expect("not empty");
     // Rule 1: a clean shutdown recorded where the active segment ends.
-    if saved.c != 0 && saved.a == last && !repair {
+    if let Some(mark) = saved.clean
+        && saved.recovery_point == last
+        && mode == RecoveryMode::Normal
+    {
         let path = dir.join(segment_file_name(last, SEGMENT_SUFFIX));
         let file_len = storage.file_len(&path).map_err(|e| io("stat", &path, e))? as usize;
         let (seg, file_len) = Segment::open(&*storage, path, last, capacity.max(file_len)).map_err(topic_fault)?;
@@ -127,13 +151,13 @@ pub(crate) fn open_topic(
         let scan = seg.scan(SEGMENT_HEADER_BYTES, file_len, last, Vec::new());
         report.segments_scanned += 1;
         report.bytes_scanned += (scan.end - SEGMENT_HEADER_BYTES) as u64;
-        if scan.fault.is_none() && scan.end == saved.c as usize && scan.next_offset == saved.b {
+        if scan.fault.is_none() && scan.end == mark.end as usize && scan.next_offset == mark.next_offset {
             seg.adopt(&scan);
             if storage.exists(&index_path) {
                 storage.remove_file(&index_path).map_err(|e| io("remove", &index_path, e))?;
             }
             report.clean = true;
-            return finish(storage, dir, name, config, checkpoint, bases, seg, file_len, report, repair);
+            return finish(storage, dir, name, config, checkpoint, bases, seg, file_len, report, mode);
         }
         let (position, reason) = match scan.fault {
             Some((position, fault)) => (position, fault.reason()),
@@ -143,7 +167,10 @@ pub(crate) fn open_topic(
     }
 
     // Rules 2 and 3: scan from the recovery point (or at least the last segment).
-    let recovery_point = if repair { 0 } else { saved.a };
+    let recovery_point = match mode {
+        RecoveryMode::Normal => saved.recovery_point,
+        RecoveryMode::Repair => 0,
+    };
     let mut i = bases.iter().position(|&b| b >= recovery_point).unwrap_or(bases.len() - 1);
     let mut expected = bases[i];
     let (active, active_len) = loop {
@@ -233,7 +260,7 @@ pub(crate) fn open_topic(
         expected = scan.next_offset;
         i += 1;
     };
-    finish(storage, dir, name, config, checkpoint, bases, active, active_len, report, repair)
+    finish(storage, dir, name, config, checkpoint, bases, active, active_len, report, mode)
 }
 
 /// Deletes segment files and their indexes.
@@ -257,17 +284,17 @@ fn finish(
     dir: PathBuf,
     name: String,
     config: TopicConfig,
-    mut checkpoint: SlotFile,
+    mut checkpoint: SlotFile<Checkpoint>,
     bases: Vec<u64>,
     active: Segment,
     allocated: usize,
     report: RecoveryReport,
-    repair: bool,
+    mode: RecoveryMode,
 ) -> Result<TopicLog, TopicError> {
-    checkpoint.write(SlotValue { a: active.base, b: 0, c: 0 })?;
+    checkpoint.write(Checkpoint { recovery_point: active.base, clean: None })?;
     let next = active.next_offset();
     let position = active.end();
-    clamp_groups(&*storage, &dir, next, repair)?;
+    clamp_groups(&*storage, &dir, next, mode)?;
     let active = Arc::new(active);
     let mut segments = BTreeMap::new();
     for base in bases {
@@ -309,9 +336,9 @@ fn finish(
 }
 
 /// Rule 5: lowers committed group offsets above the end of the log. With
-/// `repair`, removes group files too damaged to read (those groups start
+/// [`RecoveryMode::Repair`], removes group files too damaged to read (those groups start
 /// over, as new groups do).
-fn clamp_groups(storage: &dyn Storage, dir: &Path, next: u64, repair: bool) -> Result<(), TopicError> {
+fn clamp_groups(storage: &dyn Storage, dir: &Path, next: u64, mode: RecoveryMode) -> Result<(), TopicError> {
     let groups = dir.join(GROUPS_DIR);
     if !storage.exists(&groups) {
         return Ok(());
@@ -324,9 +351,9 @@ fn clamp_groups(storage: &dyn Storage, dir: &Path, next: u64, repair: bool) -> R
         let path = groups.join(&file);
         // A damaged group file must not keep the topic from opening: its
         // group's next subscribe reports the damage.
-        let (mut slots, value) = match SlotFile::open(storage, &path, OFFSET_MAGIC) {
+        let (mut slots, saved) = match SlotFile::<CommittedOffset>::open(storage, &path) {
             Ok(opened) => opened,
-            Err(SlotFileError::Corrupt(_)) if repair => {
+            Err(SlotFileError::Corrupt(_)) if mode == RecoveryMode::Repair => {
                 storage.remove_file(&path).map_err(|e| TopicError::Io(IoError::new("remove", &path, e)))?;
                 storage.sync_dir(&groups).map_err(|e| TopicError::Io(IoError::new("sync", &groups, e)))?;
                 continue;
@@ -334,10 +361,10 @@ fn clamp_groups(storage: &dyn Storage, dir: &Path, next: u64, repair: bool) -> R
             Err(SlotFileError::Corrupt(_) | SlotFileError::Newer { .. }) => continue,
             Err(e) => return Err(slot_fault(e)),
         };
-        if let Some(value) = value
-            && value.a > next
+        if let Some(saved) = saved
+            && saved.offset > next
         {
-            slots.write(SlotValue { a: next, ..value })?;
+            slots.write(CommittedOffset { offset: next, ..saved })?;
         }
     }
     Ok(())

@@ -9,12 +9,77 @@ use super::format::*;
 use crate::error::{Corruption, IoError};
 use crate::storage::{Mapped, Storage};
 
-/// The value held in one slot.
+/// A value a two-slot file holds. On disk every slot has the same three
+/// words (A: 8 bytes, B: 8 bytes, C: 4 bytes; `docs/FORMAT.md`); each kind of
+/// file gives them its own meaning, and its own magic.
+pub(crate) trait SlotValue: Copy + std::fmt::Debug {
+    /// The file's magic: which kind of slot file it is.
+    const MAGIC: [u8; 8];
+    /// The value as its slot's words A, B and C.
+    fn to_words(self) -> (u64, u64, u32);
+    /// The value a valid slot's words A, B and C hold.
+    fn from_words(a: u64, b: u64, c: u32) -> Self;
+}
+
+/// What a topic's `checkpoint` says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(crate) struct SlotValue {
-    pub a: u64,
-    pub b: u64,
-    pub c: u32,
+pub(crate) struct Checkpoint {
+    /// Base offset of the first segment not known to be synced: recovery
+    /// trusts the segments below it (word A).
+    pub recovery_point: u64,
+    /// Set by a clean shutdown, for the active segment, which starts at
+    /// `recovery_point`; cleared by the next open.
+    pub clean: Option<CleanMark>,
+}
+
+/// Where the log ended at a clean shutdown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CleanMark {
+    /// The offset the next publish gets (word B).
+    pub next_offset: u64,
+    /// Position after the active segment's last frame (word C; never 0,
+    /// which marks an unclean checkpoint, as the segment header comes first).
+    pub end: u32,
+}
+
+impl SlotValue for Checkpoint {
+    const MAGIC: [u8; 8] = CHECKPOINT_MAGIC;
+
+    fn to_words(self) -> (u64, u64, u32) {
+        match self.clean {
+            Some(mark) => {
+                debug_assert!(mark.end != 0, "a clean mark's end is past the segment header");
+                (self.recovery_point, mark.next_offset, mark.end)
+            }
+            None => (self.recovery_point, 0, 0),
+        }
+    }
+
+    fn from_words(a: u64, b: u64, c: u32) -> Self {
+        let clean = (c != 0).then_some(CleanMark { next_offset: b, end: c });
+        Checkpoint { recovery_point: a, clean }
+    }
+}
+
+/// What a consumer group's `<group>.offset` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct CommittedOffset {
+    /// The next offset the group reads (word A).
+    pub offset: u64,
+    /// When it was committed, microseconds since the Unix epoch (word B).
+    pub at_us: u64,
+}
+
+impl SlotValue for CommittedOffset {
+    const MAGIC: [u8; 8] = OFFSET_MAGIC;
+
+    fn to_words(self) -> (u64, u64, u32) {
+        (self.offset, self.at_us, 0)
+    }
+
+    fn from_words(a: u64, b: u64, _: u32) -> Self {
+        CommittedOffset { offset: a, at_us: b }
+    }
 }
 
 /// Why a slot file could not be opened.
@@ -30,28 +95,26 @@ pub(crate) enum SlotFileError {
     Io(IoError),
 }
 
-/// A two-slot file, open for rewriting. One writer at a time (`&mut self`).
+/// A two-slot file holding `V`s, open for rewriting. One writer at a time
+/// (`&mut self`).
 #[derive(Debug)]
-pub(crate) struct SlotFile {
+pub(crate) struct SlotFile<V> {
     path: PathBuf,
     map: Mapped,
     generation: u64,
+    kind: std::marker::PhantomData<V>,
 }
 
-impl SlotFile {
+impl<V: SlotValue> SlotFile<V> {
     /// Opens the file, creating it (and syncing it and its directory) if it is
     /// missing or was left half-created by a crash. Returns the newest valid
     /// value, if any.
-    pub fn open(
-        storage: &dyn Storage,
-        path: &Path,
-        magic: [u8; 8],
-    ) -> Result<(SlotFile, Option<SlotValue>), SlotFileError> {
+    pub fn open(storage: &dyn Storage, path: &Path) -> Result<(SlotFile<V>, Option<V>), SlotFileError> {
         let io = |op, e| SlotFileError::Io(IoError::new(op, path, e));
         let existing = storage.exists(path);
         if existing {
             let bytes = storage.read_file(path).map_err(|e| io("read", e))?;
-            match check_slot_file(&bytes, magic) {
+            match check_slot_file::<V>(&bytes) {
                 SlotFileCheck::HalfCreated => {}
                 SlotFileCheck::NotSlotFile => {
                     return Err(SlotFileError::Corrupt(Corruption {
@@ -69,7 +132,12 @@ impl SlotFile {
                     // other slot, which may hold the only durable value.
                     map.sync().map_err(|e| io("sync", e))?;
                     let generation = newest.map_or(0, |(g, _)| g);
-                    let file = SlotFile { path: path.into(), map: Mapped::new(map), generation };
+                    let file = SlotFile {
+                        path: path.into(),
+                        map: Mapped::new(map),
+                        generation,
+                        kind: std::marker::PhantomData,
+                    };
                     return Ok((file, newest.map(|(_, v)| v)));
                 }
             }
@@ -82,17 +150,17 @@ impl SlotFile {
             // SAFETY: the file was just created with SLOT_FILE_BYTES allocated,
             // and nobody else has it.
             let header = unsafe { map.slice_mut(0, SLOT_FILE_HEADER_BYTES) };
-            header[..8].copy_from_slice(&magic);
+            header[..8].copy_from_slice(&V::MAGIC);
             put_u32(header, SLOT_FILE_VERSION_AT, FORMAT_VERSION);
         }
         map.file().sync().map_err(|e| io("sync", e))?;
         let dir = path.parent().unwrap_or(Path::new("."));
         storage.sync_dir(dir).map_err(|e| SlotFileError::Io(IoError::new("sync", dir, e)))?;
-        Ok((SlotFile { path: path.into(), map, generation: 0 }, None))
+        Ok((SlotFile { path: path.into(), map, generation: 0, kind: std::marker::PhantomData }, None))
     }
 
     /// Writes `value` to the slot not holding the current value, and syncs it.
-    pub fn write(&mut self, value: SlotValue) -> Result<(), IoError> {
+    pub fn write(&mut self, value: V) -> Result<(), IoError> {
         let generation = self.generation + 1;
         let at = SLOT_FILE_HEADER_BYTES + (generation % 2) as usize * SLOT_BYTES;
         {
@@ -108,11 +176,12 @@ impl SlotFile {
 }
 
 /// Writes one slot.
-pub(crate) fn encode_slot(slot: &mut [u8], generation: u64, value: SlotValue) {
+pub(crate) fn encode_slot(slot: &mut [u8], generation: u64, value: impl SlotValue) {
+    let (a, b, c) = value.to_words();
     put_u64(slot, SLOT_GENERATION_AT, generation);
-    put_u64(slot, SLOT_A_AT, value.a);
-    put_u64(slot, SLOT_B_AT, value.b);
-    put_u32(slot, SLOT_C_AT, value.c);
+    put_u64(slot, SLOT_A_AT, a);
+    put_u64(slot, SLOT_B_AT, b);
+    put_u32(slot, SLOT_C_AT, c);
     let crc = crc(&slot[..SLOT_CRC_AT]);
     put_u32(slot, SLOT_CRC_AT, crc);
 }
@@ -122,7 +191,7 @@ pub(crate) const NOT_SLOT_FILE: &str = "not a tollgate slot file";
 
 /// What the bytes of a two-slot file are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum SlotFileCheck {
+pub(crate) enum SlotFileCheck<V> {
     /// Shorter than its header and all zero, or with an all-zero header: cut
     /// short while being created, so nothing was ever committed to it.
     HalfCreated,
@@ -131,17 +200,17 @@ pub(crate) enum SlotFileCheck {
     /// A version above [`FORMAT_VERSION`].
     Newer(u32),
     /// A slot file of this kind: its newest valid slot (generation, value), if any.
-    Valid(Option<(u64, SlotValue)>),
+    Valid(Option<(u64, V)>),
 }
 
-/// Checks the whole content of a two-slot file whose magic should be `magic`.
-pub(crate) fn check_slot_file(bytes: &[u8], magic: [u8; 8]) -> SlotFileCheck {
+/// Checks the whole content of a two-slot file of `V`s.
+pub(crate) fn check_slot_file<V: SlotValue>(bytes: &[u8]) -> SlotFileCheck<V> {
     let half_created = bytes.len() < SLOT_FILE_BYTES && bytes.iter().all(|&b| b == 0)
         || bytes.len() >= SLOT_FILE_HEADER_BYTES && bytes[..SLOT_FILE_HEADER_BYTES].iter().all(|&b| b == 0);
     if half_created {
         return SlotFileCheck::HalfCreated;
     }
-    if bytes.len() < SLOT_FILE_BYTES || bytes[..8] != magic {
+    if bytes.len() < SLOT_FILE_BYTES || bytes[..8] != V::MAGIC {
         return SlotFileCheck::NotSlotFile;
     }
     let found = u32_at(bytes, SLOT_FILE_VERSION_AT);
@@ -152,21 +221,19 @@ pub(crate) fn check_slot_file(bytes: &[u8], magic: [u8; 8]) -> SlotFileCheck {
 }
 
 /// The valid slot with the highest generation in a whole slot file.
-pub(crate) fn newest_slot(file: &[u8]) -> Option<(u64, SlotValue)> {
+pub(crate) fn newest_slot<V: SlotValue>(file: &[u8]) -> Option<(u64, V)> {
     (0..2).filter_map(|i| read_slot(file, i)).max_by_key(|(generation, _)| *generation)
 }
 
 /// Slot `index` (0 or 1) of a whole slot file, if it is valid: written
 /// (generation not 0) and its CRC matches.
-pub(crate) fn read_slot(file: &[u8], index: usize) -> Option<(u64, SlotValue)> {
+pub(crate) fn read_slot<V: SlotValue>(file: &[u8], index: usize) -> Option<(u64, V)> {
     let at = SLOT_FILE_HEADER_BYTES + index * SLOT_BYTES;
     let slot = file.get(at..at + SLOT_BYTES)?;
     let generation = u64_at(slot, SLOT_GENERATION_AT);
     let valid = generation != 0 && crc(&slot[..SLOT_CRC_AT]) == u32_at(slot, SLOT_CRC_AT);
-    valid.then(|| {
-        let value = SlotValue { a: u64_at(slot, SLOT_A_AT), b: u64_at(slot, SLOT_B_AT), c: u32_at(slot, SLOT_C_AT) };
-        (generation, value)
-    })
+    valid
+        .then(|| (generation, V::from_words(u64_at(slot, SLOT_A_AT), u64_at(slot, SLOT_B_AT), u32_at(slot, SLOT_C_AT))))
 }
 
 /// Writes a whole small file crash-safely: to `<path>.tmp`, synced, renamed

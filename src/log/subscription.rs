@@ -16,7 +16,7 @@ use super::names::check_group_name;
 use super::pattern::KeyPattern;
 use super::record::{FrameInfo, Offset, Record};
 use super::segment::Segment;
-use super::slots::{SlotFile, SlotValue};
+use super::slots::{CommittedOffset, SlotFile};
 use super::topic::TopicLog;
 use crate::error::{CommitError, ReadError, TopicError};
 
@@ -61,7 +61,7 @@ const SPINS_BEFORE_PARK: u32 = 200;
 pub struct Subscription {
     reader: Reader,
     group: String,
-    offsets: SlotFile,
+    offsets: SlotFile<CommittedOffset>,
     committed: u64,
     filter: Option<KeyPattern>,
 }
@@ -150,11 +150,11 @@ impl Subscription {
             inner.storage.sync_dir(&inner.dir).map_err(|e| io("sync", &inner.dir, e))?;
         }
         let path = groups.join(format!("{group}{OFFSET_SUFFIX}"));
-        let (offsets, saved) = SlotFile::open(&*inner.storage, &path, OFFSET_MAGIC)
+        let (offsets, saved) = SlotFile::<CommittedOffset>::open(&*inner.storage, &path)
             .map_err(|e| release(super::recovery::slot_fault(e)))?;
         let end = inner.committed.load();
         let (committed, next) = match saved {
-            Some(value) => (value.a.min(end), value.a.min(end)),
+            Some(saved) => (saved.offset.min(end), saved.offset.min(end)),
             None => {
                 let oldest = inner.segments.read().keys().next().copied().unwrap_or(0);
                 let next = match start {
@@ -281,7 +281,7 @@ impl Subscription {
         if topic.closed.load(Ordering::Relaxed) {
             return Err(CommitError::Closed);
         }
-        self.offsets.write(SlotValue { a: offset, b: now_us(), c: 0 })?;
+        self.offsets.write(CommittedOffset { offset, at_us: now_us() })?;
         self.committed = offset;
         Ok(())
     }

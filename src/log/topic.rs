@@ -20,7 +20,7 @@ use super::doorbell::Doorbell;
 use super::format::*;
 use super::record::{Message, Offset, Record, encode_entry_parts, plain_entry_bytes, seal_frame};
 use super::segment::{IndexEntry, Segment, encode_index};
-use super::slots::{SlotFile, SlotValue};
+use super::slots::{Checkpoint, CleanMark, SlotFile};
 use crate::error::{Corruption, IoError, PublishError, ReadError};
 use crate::storage::Storage;
 
@@ -79,7 +79,7 @@ pub(crate) struct Appender {
 /// The sync state, under the flush lock.
 #[derive(Debug)]
 pub(crate) struct FlushState {
-    pub checkpoint: SlotFile,
+    pub checkpoint: SlotFile<Checkpoint>,
     /// Segment and position up to which bytes were flushed.
     pub segment_base: u64,
     pub flushed_to: usize,
@@ -311,6 +311,8 @@ impl TopicLog {
         a.position += frame_bytes;
         a.next_offset += u64::from(count);
         a.seg.publish(a.position, a.next_offset, timestamp_us);
+        debug_assert_eq!(a.seg.end(), a.position, "the appender's position is the active segment's end");
+        debug_assert!(a.position <= a.allocated, "a frame is written only where space was allocated");
         // Release: a reader that sees the new offset sees the frame. Set under
         // the append lock so that the committed offset only grows.
         self.committed.set(a.next_offset);
@@ -443,7 +445,7 @@ impl TopicLog {
         if !unsynced.is_empty() {
             self.storage.sync_dir(&self.dir).map_err(|e| IoError::new("sync", &self.dir, e))?;
             let recovery_point = seg.base;
-            flush.checkpoint.write(SlotValue { a: recovery_point, b: 0, c: 0 })?;
+            flush.checkpoint.write(Checkpoint { recovery_point, clean: None })?;
             self.recovery_point.store(recovery_point, Ordering::Release);
             self.append.lock().unsynced.drain(..unsynced.len());
             self.durable.fetch_max(seg.base, Ordering::AcqRel);
@@ -668,7 +670,8 @@ impl TopicLog {
         let healthy = !self.deleted.load(Ordering::Relaxed) && !self.poisoned.load(Ordering::Relaxed);
         if healthy && self.sync_locked(&mut flush, true).is_ok() {
             let a = self.append.lock();
-            let clean = SlotValue { a: a.seg.base, b: a.next_offset, c: a.position as u32 };
+            let mark = CleanMark { next_offset: a.next_offset, end: a.position as u32 };
+            let clean = Checkpoint { recovery_point: a.seg.base, clean: Some(mark) };
             let _ = flush.checkpoint.write(clean);
         }
         drop(flush);

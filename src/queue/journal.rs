@@ -12,6 +12,7 @@ use parking_lot::Mutex;
 
 use super::ranges::RangeSet;
 use crate::error::{Corruption, IoError, TopicError};
+use crate::log::RecoveryMode;
 use crate::log::format::*;
 use crate::log::names::check_group_name;
 use crate::log::slots::write_file_atomic;
@@ -408,9 +409,10 @@ impl GroupFiles {
         GroupFiles { state: dir.join(QSTATE_FILE), journal: dir.join(QJOURNAL_FILE), dir }
     }
 
-    /// Reads the saved state, if the group has any. With `repair`, a
-    /// damaged state file is treated as absent (the group starts over).
-    pub fn load(&self, storage: &dyn Storage, repair: bool) -> Result<Option<Persisted>, TopicError> {
+    /// Reads the saved state, if the group has any. With
+    /// [`RecoveryMode::Repair`], a damaged state file is treated as absent
+    /// (the group starts over).
+    pub fn load(&self, storage: &dyn Storage, mode: RecoveryMode) -> Result<Option<Persisted>, TopicError> {
         let io = |op, path: &Path, e| TopicError::Io(IoError::new(op, path, e));
         if !storage.exists(&self.state) {
             return Ok(None);
@@ -421,7 +423,7 @@ impl GroupFiles {
             Err(Some(found)) => {
                 return Err(TopicError::NewerVersion { path: self.state.clone(), found, supported: FORMAT_VERSION });
             }
-            Err(None) if repair => return Ok(None),
+            Err(None) if mode == RecoveryMode::Repair => return Ok(None),
             Err(None) => {
                 return Err(TopicError::Corrupt(Corruption {
                     file: self.state.clone(),
@@ -464,7 +466,12 @@ impl GroupFiles {
 /// worker group's saved state, the offsets at or past `end`. The log was cut
 /// there (or never reached them durably), and new messages will take them.
 /// A group whose state cannot be read is left for its next open to report.
-pub(crate) fn clamp_groups(storage: &dyn Storage, topic_dir: &Path, end: u64, repair: bool) -> Result<(), TopicError> {
+pub(crate) fn clamp_groups(
+    storage: &dyn Storage,
+    topic_dir: &Path,
+    end: u64,
+    mode: RecoveryMode,
+) -> Result<(), TopicError> {
     let queues = topic_dir.join(QUEUES_DIR);
     if !storage.exists(&queues) {
         return Ok(());
@@ -475,7 +482,7 @@ pub(crate) fn clamp_groups(storage: &dyn Storage, topic_dir: &Path, end: u64, re
             continue;
         }
         let files = GroupFiles::new(topic_dir, &name);
-        let mut state = match files.load(storage, repair) {
+        let mut state = match files.load(storage, mode) {
             Ok(Some(state)) => state,
             Ok(None) | Err(TopicError::Corrupt(_) | TopicError::NewerVersion { .. }) => continue,
             Err(e) => return Err(e),

@@ -28,7 +28,7 @@ use crate::log::format::{
 };
 use crate::log::subscription::Reader;
 use crate::log::topic::TopicLog;
-use crate::log::{Message, Offset, Record, StartAt, TopicConfig};
+use crate::log::{Message, Offset, Record, RecoveryMode, StartAt, TopicConfig};
 
 /// One of a group's competing workers; cheap to clone, usable from any
 /// thread. All workers of a group (clones, or from further
@@ -197,12 +197,12 @@ impl Group {
         name: &str,
         config: QueueConfig,
         dead_letter: Arc<TopicLog>,
-        repair: bool,
+        mode: RecoveryMode,
     ) -> Result<Arc<Group>, TopicError> {
         let storage = &*topic.storage;
         let files = GroupFiles::new(&topic.dir, name);
         files.create_dir(storage)?;
-        let mut persisted = match files.load(storage, repair)? {
+        let mut persisted = match files.load(storage, mode)? {
             Some(persisted) => persisted,
             None => {
                 let low = match config.start {

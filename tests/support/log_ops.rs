@@ -50,8 +50,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use tollgate::{
-    CommitError, Durability, Engine, EngineConfig, Message, Offset, PublishError, ReadError, Record, SimDisk,
-    Subscription, Topic, TopicConfig, TopicError,
+    CommitError, Durability, Engine, EngineConfig, Message, Offset, PublishError, ReadError, Record, RecoveryMode,
+    SimDisk, Subscription, Topic, TopicConfig, TopicError,
 };
 
 /// At most this many ops per run.
@@ -147,7 +147,14 @@ fn topic_config(byte: u8) -> TopicConfig {
 }
 
 fn open(disk: &SimDisk, repair: bool) -> Result<Engine, tollgate::OpenError> {
-    Engine::open_sim(disk, DATA, EngineConfig { repair, ..EngineConfig::default() })
+    Engine::open_sim(
+        disk,
+        DATA,
+        EngineConfig {
+            recovery: if repair { RecoveryMode::Repair } else { RecoveryMode::Normal },
+            ..EngineConfig::default()
+        },
+    )
 }
 
 /// A message as the model keeps it.

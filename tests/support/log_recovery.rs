@@ -54,8 +54,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use tollgate::{
-    Durability, Engine, EngineConfig, Message, Offset, OpenError, PublishError, ReadError, Record, Topic, TopicConfig,
-    TopicError,
+    Durability, Engine, EngineConfig, Message, Offset, OpenError, PublishError, ReadError, Record, RecoveryMode, Topic,
+    TopicConfig, TopicError,
 };
 
 /// At most this many mutations per input.
@@ -919,7 +919,13 @@ impl Ctx {
     /// Opens the directory, looks at every topic, and with `act` publishes a
     /// marker and commits a group; closes it again.
     fn open(&mut self, repair: bool, act: bool, phase: &str) -> Opened {
-        let engine = match Engine::open_with(&self.dir, EngineConfig { repair, ..EngineConfig::default() }) {
+        let engine = match Engine::open_with(
+            &self.dir,
+            EngineConfig {
+                recovery: if repair { RecoveryMode::Repair } else { RecoveryMode::Normal },
+                ..EngineConfig::default()
+            },
+        ) {
             Ok(engine) => engine,
             Err(error) => {
                 self.check_open_error(&error, &format!("{phase}: open"));

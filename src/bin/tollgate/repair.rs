@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use tollgate::inspect::{CutKind, TopicVerdict};
-use tollgate::{Engine, EngineConfig, OpenError, RecoveryReport};
+use tollgate::{Engine, EngineConfig, OpenError, RecoveryMode, RecoveryReport};
 
 use crate::open::open_quietly;
 use crate::text::{human_bytes, plural};
@@ -54,7 +54,7 @@ pub(super) fn repair(dir: &Path, yes: bool) -> Result<u8, Failure> {
     if !yes {
         confirm(dir)?;
     }
-    let config = EngineConfig { repair: true, ..EngineConfig::default() };
+    let config = EngineConfig { recovery: RecoveryMode::Repair, ..EngineConfig::default() };
     let engine = Engine::open_with(dir, config).map_err(|e| match e {
         OpenError::Locked { .. } => in_use(dir),
         e => fail(EXIT_FAILED, e.to_string()),
