@@ -71,6 +71,8 @@ use crate::log::config::TopicConfig;
 use crate::log::format::*;
 use crate::log::names::{check_group_name, check_topic_name};
 use crate::log::record::{FrameFault, FrameInfo, Offset, Record, check_frame};
+pub use crate::log::recovery::CutKind;
+use crate::log::recovery::{Plan, RecoveryMode};
 use crate::log::segment::{HeaderFault, check_header, corrupt, decode_index};
 use crate::log::slots::{
     Checkpoint, CleanMark, CommittedOffset, MetaCheck, NOT_SLOT_FILE, SlotFileCheck, SlotValue, check_meta,
@@ -259,21 +261,6 @@ pub struct Cut {
     pub later_segments: usize,
     /// Their bytes.
     pub later_bytes: u64,
-}
-
-/// What an invalid frame means where it was found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum CutKind {
-    /// Damage where recovery trusts the data: opening the topic, or reading
-    /// there, fails; `RecoveryMode::Repair` cuts the log here.
-    Corrupt,
-    /// The end of the log after an unclean shutdown, in data written since
-    /// the last checkpoint: the next open cuts the log here, as recovery does.
-    TornTail,
-    /// The frame being written, in the last segment of a directory a running
-    /// process holds open.
-    IncompleteTail,
 }
 
 impl VerifyReport {
@@ -846,39 +833,25 @@ impl TopicFiles {
         self.dir.join(segment_file_name(base, SEGMENT_SUFFIX))
     }
 
-    /// The clean-shutdown record, if the last segment is to end exactly where
-    /// it says: the checkpoint records a clean shutdown of the last segment,
-    /// and nobody holds the directory (an engine would have marked it
-    /// unclean on opening the topic, but may be about to).
-    fn clean(&self, live: bool) -> Option<CleanMark> {
-        if live {
-            return None;
-        }
-        clean_mark(self.checkpoint.clone().ok().flatten(), &self.bases)
+    /// Recovery's plan for the topic as it is now (`log/recovery/plan.rs`).
+    /// With `live` (a process holds the directory), a clean-shutdown record
+    /// is not trusted: an engine marks the checkpoint unclean when it opens
+    /// the topic, and may be about to.
+    fn plan(&self, live: bool) -> Plan {
+        let checkpoint = self.checkpoint.clone().ok().flatten();
+        let checkpoint = checkpoint.map(|c| if live { Checkpoint { clean: None, ..c } } else { c });
+        Plan::new(&self.bases, checkpoint, RecoveryMode::Normal)
     }
 
-    /// Index of the first segment recovery reads: the last one after a clean
-    /// shutdown, else the first at or above the recovery point (and at least
-    /// the last one).
-    fn first_scanned(&self, live: bool) -> usize {
-        let last = self.bases.len().saturating_sub(1);
-        if self.clean(live).is_some() {
-            return last;
-        }
-        let recovery_point = self.checkpoint.clone().ok().flatten().map_or(0, |c| c.recovery_point);
-        self.bases.iter().position(|&b| b >= recovery_point).unwrap_or(last)
+    /// The clean-shutdown record, if the last segment is to end exactly where
+    /// it says.
+    fn clean(&self, live: bool) -> Option<CleanMark> {
+        self.plan(live).clean
     }
 
     /// What an invalid frame in segment `i` means (the module's rules).
     fn cut_kind(&self, i: usize, live: bool) -> CutKind {
-        let last = i + 1 == self.bases.len();
-        if i < self.first_scanned(live) || last && self.clean(live).is_some() {
-            CutKind::Corrupt
-        } else if live && last {
-            CutKind::IncompleteTail
-        } else {
-            CutKind::TornTail
-        }
+        self.plan(live).cut_kind(i, live)
     }
 
     /// The consumer groups' offset files.
@@ -1069,7 +1042,7 @@ const ENDS_EARLY: &str = "the segment ends before the next segment begins";
 /// The checkpoint's clean-shutdown mark, if it records one for the last of
 /// `bases`: the offset and position where its data ends.
 fn clean_mark(checkpoint: Option<Checkpoint>, bases: &[u64]) -> Option<CleanMark> {
-    checkpoint.filter(|c| Some(&c.recovery_point) == bases.last()).and_then(|c| c.clean)
+    Plan::new(bases, checkpoint, RecoveryMode::Normal).clean
 }
 
 /// Whether a process holds the `flock` on `tollgate.lock` in `root` (see

@@ -1,9 +1,17 @@
 //! Opening a topic directory: the recovery rules of `docs/FORMAT.md`.
 //!
-//! Sealed segments below the checkpoint's recovery point are trusted and not
-//! read; the segments from the recovery point on are scanned frame by frame,
-//! the log is cut at the first invalid frame (later segments deleted), the cut
-//! is synced, and group offsets above the new end are lowered to it.
+//! - `plan.rs`: the rules as a pure function: which segments are trusted,
+//!   which are scanned, what an invalid frame means (shared with `inspect`);
+//! - this file: executing the plan. Sealed segments below the checkpoint's
+//!   recovery point are trusted and not read; the segments from the recovery
+//!   point on are scanned frame by frame, the log is cut at the first
+//!   invalid frame (later segments deleted), the cut is synced, and group
+//!   offsets above the new end are lowered to it.
+
+mod plan;
+
+pub use plan::CutKind;
+pub(crate) use plan::Plan;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -123,7 +131,6 @@ pub(crate) fn open_topic(
         opened => opened,
     }
     .map_err(slot_fault)?;
-    let saved = saved.unwrap_or_default();
 
     if bases.is_empty() {
         let first = capacity.min(super::topic::ALLOCATE_STEP_BYTES);
@@ -134,12 +141,10 @@ pub(crate) fn open_topic(
         return finish(storage, dir, name, config, checkpoint, bases, seg, first, report, mode);
     }
 
+    let plan = Plan::new(&bases, saved, mode);
     let last = *bases.last().expect("not empty");
     // Rule 1: a clean shutdown recorded where the active segment ends.
-    if let Some(mark) = saved.clean
-        && saved.recovery_point == last
-        && mode == RecoveryMode::Normal
-    {
+    if let Some(mark) = plan.clean {
         let path = dir.join(segment_file_name(last, SEGMENT_SUFFIX));
         let file_len = storage.file_len(&path).map_err(|e| io("stat", &path, e))? as usize;
         let (seg, file_len) = Segment::open(&*storage, path, last, capacity.max(file_len)).map_err(topic_fault)?;
@@ -167,11 +172,7 @@ pub(crate) fn open_topic(
     }
 
     // Rules 2 and 3: scan from the recovery point (or at least the last segment).
-    let recovery_point = match mode {
-        RecoveryMode::Normal => saved.recovery_point,
-        RecoveryMode::Repair => 0,
-    };
-    let mut i = bases.iter().position(|&b| b >= recovery_point).unwrap_or(bases.len() - 1);
+    let mut i = plan.first_scanned;
     let mut expected = bases[i];
     let (active, active_len) = loop {
         let base = bases[i];
