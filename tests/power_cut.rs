@@ -19,6 +19,11 @@
 
 use std::collections::{BTreeSet, HashSet};
 
+#[allow(dead_code)] // only `below` is used here
+#[path = "support/rng.rs"]
+mod rng;
+use rng::Rng;
+
 use tollgate::{
     Durability, Engine, EngineConfig, Message, Offset, PublishError, Record, SimDisk, StartAt, Topic, TopicConfig,
 };
@@ -355,7 +360,7 @@ fn continue_after_recovery(
 ) {
     let Some((engine, topics, ends)) = reopen_and_check(disk, setup, models, report, context) else { return };
     let mut models = models.clone();
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let death = setup.second_crash.then(|| disk.syncs() + rng.below(24));
     if let Some(at) = death {
         disk.fail_after_syncs(at - disk.syncs());
@@ -411,7 +416,7 @@ fn crash_during_recovery(
     report: &mut Report,
     context: &str,
 ) {
-    let budget = Rng(seed).below(40);
+    let budget = Rng::new(seed).below(40);
     disk.fail_after_syncs(budget);
     if let Ok(engine) = Engine::open_sim(disk, DATA, EngineConfig::default()) {
         for (i, name) in TOPICS.iter().enumerate() {
@@ -568,7 +573,7 @@ fn run_workload(
         }
     }
     let Ok(mut group) = topics[0].subscribe(GROUP) else { return (Some(engine), models) };
-    let mut rng = Rng(setup.seed);
+    let mut rng = Rng::new(setup.seed);
     for _ in 0..setup.ops {
         // Once the machine is dead nothing more happens on it; in particular
         // no publish into memory that no sync will ever reach.
@@ -766,23 +771,6 @@ impl Report {
     }
 }
 
-/// SplitMix64: reproducible choices from a seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
 /// A publish one of the concurrent publishers was told succeeded: its
 /// offsets and payloads.
 struct Acked {
@@ -794,7 +782,7 @@ struct Acked {
 /// the acknowledged ones. Payloads are `publisher:publish:index:size:`,
 /// padded, so any record identifies its publish and its place in the batch.
 fn concurrent_publisher(topic: &Topic, publisher: usize, count: usize) -> Vec<Acked> {
-    let mut rng = Rng(publisher as u64 + 100);
+    let mut rng = Rng::new(publisher as u64 + 100);
     let mut acked = Vec::new();
     for publish in 0..count {
         let size = 1 + rng.below(4) as usize;
