@@ -19,6 +19,10 @@
 
 use std::collections::{BTreeSet, HashSet};
 
+#[allow(dead_code)] // each test binary uses some of it
+#[path = "support/fixture.rs"]
+mod fixture;
+use fixture::{DATA, open_sim, sim_disk};
 #[allow(dead_code)] // only `below` is used here
 #[path = "support/rng.rs"]
 mod rng;
@@ -28,8 +32,6 @@ use tollgate::{
     Durability, Engine, EngineConfig, Message, Offset, PublishError, Record, SimDisk, StartAt, Topic, TopicConfig,
 };
 
-/// The data directory on every simulated disk.
-const DATA: &str = "/data";
 /// Cuts taken, with different seeds, at each cut point (at least).
 const SEEDS_PER_CUT: u64 = 3;
 /// The group that commits during the workload (on the first topic).
@@ -79,9 +81,8 @@ fn buffered_topics_survive_a_second_crash_while_publishing_after_recovery() {
 
 #[test]
 fn full_disk_fails_publishes_and_loses_nothing_acknowledged() {
-    let disk = SimDisk::new();
-    disk.create_dir_all_durable(DATA).unwrap();
-    let engine = Engine::open_sim(&disk, DATA, EngineConfig::default()).unwrap();
+    let disk = sim_disk();
+    let engine = open_sim(&disk);
     let topic = engine.create_topic("t", config(0, Durability::Sync)).unwrap();
     for i in 0..20 {
         topic.publish(format!("before {i}")).unwrap();
@@ -107,7 +108,7 @@ fn full_disk_fails_publishes_and_loses_nothing_acknowledged() {
     assert_eq!(after, Offset::new(acked));
     for seed in 0..8 {
         let cut = disk.power_cut(seed);
-        let engine = Engine::open_sim(&cut, DATA, EngineConfig::default()).unwrap();
+        let engine = open_sim(&cut);
         let topic = engine.topic("t").unwrap();
         assert_eq!(topic.info().next, Offset::new(acked + 1));
         assert_eq!(topic.verify().unwrap(), acked + 1);
@@ -136,14 +137,14 @@ fn concurrent_sync_publishers_keep_every_acknowledged_record() {
         Some((engine, acked))
     };
     let total = {
-        let disk = fresh_disk();
+        let disk = sim_disk();
         drop(run(&disk));
         disk.syncs()
     };
     let points = cut_points(total);
     let seeds = (cut_count() / points.len() as u64).max(SEEDS_PER_CUT);
     for &budget in &points {
-        let disk = fresh_disk();
+        let disk = sim_disk();
         if let Some(n) = budget {
             disk.fail_after_syncs(n);
         }
@@ -202,8 +203,8 @@ fn records_appended_to_a_reactivated_segment_stay_readable() {
     // Offsets 0-2 fill most of a one-page segment; offset 3 rolls to the
     // next one, and the disk dies after sealing the first (index written,
     // checkpoint moved) but before the new segment's first flush.
-    let disk = fresh_disk();
-    let engine = Engine::open_sim(&disk, DATA, EngineConfig::default()).unwrap();
+    let disk = sim_disk();
+    let engine = open_sim(&disk);
     let topic = engine.create_topic("t", sync).unwrap();
     for _ in 0..3 {
         topic.publish(&big).unwrap();
@@ -214,7 +215,7 @@ fn records_appended_to_a_reactivated_segment_stay_readable() {
     let (engine, topic, disk) = (0..1000)
         .find_map(|seed| {
             let cut = disk.power_cut(seed);
-            let engine = Engine::open_sim(&cut, DATA, EngineConfig::default()).unwrap();
+            let engine = open_sim(&cut);
             let topic = engine.topic("t").unwrap();
             (topic.info().segments == 1).then_some((engine, topic, cut))
         })
@@ -231,7 +232,7 @@ fn records_appended_to_a_reactivated_segment_stay_readable() {
     let (engine, topic) = (0..1000)
         .find_map(|seed| {
             let cut = disk.power_cut(seed);
-            let engine = Engine::open_sim(&cut, DATA, EngineConfig::default()).unwrap();
+            let engine = open_sim(&cut);
             let topic = engine.topic("t").unwrap();
             (topic.info().next == Offset::new(5)).then_some((engine, topic))
         })
@@ -268,7 +269,7 @@ fn sweep(name: &str, setup: &Setup) {
     let started = std::time::Instant::now();
     let mut report = Report::default();
     let total = {
-        let disk = fresh_disk();
+        let disk = sim_disk();
         let (engine, _) = run_workload(&disk, setup, None, &mut report);
         drop(engine);
         disk.syncs()
@@ -276,7 +277,7 @@ fn sweep(name: &str, setup: &Setup) {
     let points = cut_points(total);
     let seeds = (cut_count() / points.len() as u64).max(SEEDS_PER_CUT);
     for &budget in &points {
-        let disk = fresh_disk();
+        let disk = sim_disk();
         let (engine, models) = run_workload(&disk, setup, budget, &mut report);
         let point = budget.unwrap_or(total + 1);
         let cut_all = || -> Vec<(u64, SimDisk)> {
@@ -338,12 +339,6 @@ fn cut_points(total: u64) -> Vec<Option<u64>> {
     points.dedup();
     points.push(None);
     points
-}
-
-fn fresh_disk() -> SimDisk {
-    let disk = SimDisk::new();
-    disk.create_dir_all_durable(DATA).unwrap();
-    disk
 }
 
 /// After the first cut: reopen and check; publish more at the next offsets,

@@ -55,11 +55,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 #[path = "support/rng.rs"]
 mod rng;
 use rng::Rng;
+#[allow(dead_code)] // each test binary uses some of it
+#[path = "support/fixture.rs"]
+mod fixture;
+use fixture::{one_message, open_sim, sim_disk, sync_topic, temp_topic};
 
 use tollgate::{
-    DELAY_MAX, Delivery, Durability, Engine, EngineConfig, KeyPattern, LockError, LockManager, Message, Offset,
-    PRIORITY_MAX, PublishError, QueueConfig, QueueError, Record, SimDisk, StartAt, Topic, TopicConfig, TopicError,
-    VISIBILITY_MAX, Worker,
+    DELAY_MAX, Delivery, Durability, Engine, KeyPattern, LockError, LockManager, Message, Offset, PRIORITY_MAX,
+    PublishError, QueueConfig, QueueError, Record, StartAt, Topic, TopicConfig, TopicError, VISIBILITY_MAX, Worker,
 };
 
 /// How long a test waits for something that should come (never reached when it works).
@@ -70,20 +73,6 @@ const BRIEF: Duration = Duration::from_millis(30);
 const JOURNAL_ENTRIES: u64 = ((4 << 20) - 32) / 32;
 
 // ---------------------------------------------------------------- helpers
-
-fn sim_disk() -> SimDisk {
-    let disk = SimDisk::new();
-    disk.create_dir_all_durable("/data").unwrap();
-    disk
-}
-
-fn open_sim(disk: &SimDisk) -> Engine {
-    Engine::open_sim(disk, "/data", EngineConfig::default()).unwrap()
-}
-
-fn sync_topic() -> TopicConfig {
-    TopicConfig { durability: Durability::Sync, ..TopicConfig::default() }
-}
 
 fn config(visibility_ms: u64, max_attempts: u32) -> QueueConfig {
     QueueConfig { visibility_timeout: Duration::from_millis(visibility_ms), max_attempts, ..QueueConfig::default() }
@@ -162,9 +151,7 @@ fn workers_and_deliveries_can_be_shared_between_threads() {
 
 #[test]
 fn workers_of_a_group_compete_each_message_goes_to_one_of_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
-    let topic = engine.topic("orders").unwrap();
+    let (_dir, _engine, topic) = temp_topic("orders");
     publish_n(&topic, 3);
     let a = topic.worker("billing").unwrap();
     let b = a.clone();
@@ -179,9 +166,7 @@ fn workers_of_a_group_compete_each_message_goes_to_one_of_them() {
 
 #[test]
 fn separate_groups_each_get_every_message() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
-    let topic = engine.topic("orders").unwrap();
+    let (_dir, _engine, topic) = temp_topic("orders");
     publish_n(&topic, 2);
     for group in ["billing", "shipping"] {
         let w = topic.worker(group).unwrap();
@@ -192,9 +177,7 @@ fn separate_groups_each_get_every_message() {
 
 #[test]
 fn receive_returns_none_when_nothing_comes_in_time() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
-    let topic = engine.topic("orders").unwrap();
+    let (_dir, _engine, topic) = temp_topic("orders");
     let w = topic.worker("g").unwrap();
     assert!(w.receive(Duration::ZERO).unwrap().is_none());
     assert!(w.receive(BRIEF).unwrap().is_none());
@@ -205,9 +188,7 @@ fn receive_returns_none_when_nothing_comes_in_time() {
 
 #[test]
 fn receive_wakes_up_for_a_message_published_while_it_waits() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
-    let topic = engine.topic("orders").unwrap();
+    let (_dir, engine, topic) = temp_topic("orders");
     let w = topic.worker("g").unwrap();
     let (tx, rx) = mpsc::channel();
     {
@@ -225,10 +206,7 @@ fn receive_wakes_up_for_a_message_published_while_it_waits() {
 
 #[test]
 fn the_first_delivery_is_attempt_one_and_each_retry_counts_up() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
-    let topic = engine.topic("orders").unwrap();
-    topic.publish(b"x").unwrap();
+    let (_dir, _engine, topic) = one_message();
     let w = topic.worker_with("g", config(30_000, 10)).unwrap();
     for expected in 1..=4 {
         let d = take(&w);
@@ -240,10 +218,7 @@ fn the_first_delivery_is_attempt_one_and_each_retry_counts_up() {
 
 #[test]
 fn an_acked_message_is_never_delivered_again() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
-    let topic = engine.topic("orders").unwrap();
-    topic.publish(b"x").unwrap();
+    let (_dir, _engine, topic) = one_message();
     let w = topic.worker_with("g", config(500, 5)).unwrap();
     let d = take(&w);
     let deadline = d.deadline();
@@ -255,10 +230,7 @@ fn an_acked_message_is_never_delivered_again() {
 
 #[test]
 fn nack_without_delay_redelivers_at_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
-    let topic = engine.topic("orders").unwrap();
-    topic.publish(b"x").unwrap();
+    let (_dir, _engine, topic) = one_message();
     let w = topic.worker("g").unwrap();
     take(&w).nack(Duration::ZERO, "try again").unwrap();
     let d = take(&w);
@@ -267,10 +239,7 @@ fn nack_without_delay_redelivers_at_once() {
 
 #[test]
 fn nack_with_delay_holds_the_message_back_until_its_retry_time() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
-    let topic = engine.topic("orders").unwrap();
-    topic.publish(b"x").unwrap();
+    let (_dir, _engine, topic) = one_message();
     let w = topic.worker("g").unwrap();
     let d = take(&w);
     let before_nack = now_us();
@@ -282,10 +251,7 @@ fn nack_with_delay_holds_the_message_back_until_its_retry_time() {
 
 #[test]
 fn a_dropped_delivery_comes_back_at_once_as_a_failed_attempt() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
-    let topic = engine.topic("orders").unwrap();
-    topic.publish(b"x").unwrap();
+    let (_dir, _engine, topic) = one_message();
     let w = topic.worker("g").unwrap(); // 30 s visibility: only the drop can bring it back
     drop(take(&w));
     let d = take(&w);
@@ -294,10 +260,7 @@ fn a_dropped_delivery_comes_back_at_once_as_a_failed_attempt() {
 
 #[test]
 fn the_visibility_timeout_redelivers_an_unsettled_message() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
-    let topic = engine.topic("orders").unwrap();
-    topic.publish(b"x").unwrap();
+    let (_dir, _engine, topic) = one_message();
     let w = topic.worker_with("g", config(500, 5)).unwrap();
     let first = take(&w);
     let second = take(&w); // while `first` is still held
@@ -309,10 +272,7 @@ fn the_visibility_timeout_redelivers_an_unsettled_message() {
 
 #[test]
 fn settling_after_the_visibility_deadline_fails_with_expired() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
-    let topic = engine.topic("orders").unwrap();
-    topic.publish(b"x").unwrap();
+    let (_dir, engine, topic) = one_message();
     let w = topic.worker_with("g", config(20, 10)).unwrap();
     let expired = QueueError::Expired { offset: 0 };
     // Nobody else received it in the meantime: the deadline alone decides.
@@ -335,10 +295,7 @@ fn settling_after_the_visibility_deadline_fails_with_expired() {
 
 #[test]
 fn extend_keeps_a_delivery_past_its_visibility_timeout() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
-    let topic = engine.topic("orders").unwrap();
-    topic.publish(b"x").unwrap();
+    let (_dir, _engine, topic) = one_message();
     let w = topic.worker_with("g", config(500, 5)).unwrap();
     let mut d = take(&w);
     let first_deadline = d.deadline();
@@ -352,10 +309,7 @@ fn extend_keeps_a_delivery_past_its_visibility_timeout() {
 
 #[test]
 fn extend_beyond_the_limit_is_too_long_and_changes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
-    let topic = engine.topic("orders").unwrap();
-    topic.publish(b"x").unwrap();
+    let (_dir, _engine, topic) = one_message();
     let w = topic.worker("g").unwrap();
     let mut d = take(&w);
     let deadline = d.deadline();
@@ -369,10 +323,7 @@ fn extend_beyond_the_limit_is_too_long_and_changes_nothing() {
 
 #[test]
 fn a_retry_delay_beyond_the_limit_is_too_long_and_leaves_the_message_in_flight() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
-    let topic = engine.topic("orders").unwrap();
-    topic.publish(b"x").unwrap();
+    let (_dir, _engine, topic) = one_message();
     let w = topic.worker_with("g", config(500, 5)).unwrap();
     let d = take(&w);
     let deadline = d.deadline();
@@ -390,9 +341,7 @@ fn a_retry_delay_beyond_the_limit_is_too_long_and_leaves_the_message_in_flight()
 
 #[test]
 fn reject_dead_letters_at_once_whatever_attempts_are_left() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
-    let topic = engine.topic("orders").unwrap();
+    let (_dir, engine, topic) = temp_topic("orders");
     topic.publish(b"bad order").unwrap();
     let w = topic.worker("g").unwrap();
     take(&w).reject("malformed").unwrap();
@@ -406,10 +355,7 @@ fn reject_dead_letters_at_once_whatever_attempts_are_left() {
 
 #[test]
 fn nacks_that_use_up_max_attempts_dead_letter_the_message() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
-    let topic = engine.topic("orders").unwrap();
-    topic.publish(b"x").unwrap();
+    let (_dir, engine, topic) = one_message();
     let w = topic.worker_with("g", config(30_000, 3)).unwrap();
     for attempt in 1..=3 {
         let d = take(&w);
@@ -425,10 +371,7 @@ fn nacks_that_use_up_max_attempts_dead_letter_the_message() {
 
 #[test]
 fn timeouts_that_use_up_max_attempts_dead_letter_the_message() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
-    let topic = engine.topic("orders").unwrap();
-    topic.publish(b"x").unwrap();
+    let (_dir, engine, topic) = one_message();
     let w = topic.worker_with("g", config(15, 2)).unwrap();
     for attempt in 1..=2 {
         let d = take(&w);
@@ -446,9 +389,7 @@ fn timeouts_that_use_up_max_attempts_dead_letter_the_message() {
 
 #[test]
 fn a_dead_letter_names_its_topic_group_offset_attempts_and_reason_and_keeps_the_message() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
-    let topic = engine.topic("orders").unwrap();
+    let (_dir, engine, topic) = temp_topic("orders");
     topic.publish(b"first").unwrap();
     let later = SystemTime::now() - Duration::from_secs(1);
     topic
@@ -480,10 +421,7 @@ fn a_dead_letter_names_its_topic_group_offset_attempts_and_reason_and_keeps_the_
 
 #[test]
 fn the_dead_letter_topic_can_be_chosen() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
-    let topic = engine.topic("orders").unwrap();
-    topic.publish(b"x").unwrap();
+    let (_dir, engine, topic) = one_message();
     let config = QueueConfig { dead_letter_topic: Some("graveyard".into()), ..QueueConfig::default() };
     let w = topic.worker_with("g", config).unwrap();
     take(&w).reject("no").unwrap();
@@ -518,10 +456,7 @@ fn the_default_configuration_is_30s_5_attempts_and_topic_dot_dlq() {
     assert_eq!(config.dead_letter_topic, None);
     assert_eq!(config.filter, None);
     assert_eq!(config.start, StartAt::Earliest);
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
-    let topic = engine.topic("orders").unwrap();
-    topic.publish(b"x").unwrap();
+    let (_dir, engine, topic) = one_message();
     let w = topic.worker("g").unwrap();
     assert_eq!(w.config(), &config);
     let d = take(&w);
@@ -589,9 +524,7 @@ fn queue_config_refuses_unknown_repeated_and_out_of_range_options() {
 
 #[test]
 fn worker_with_refuses_bad_settings_names_and_a_second_configuration() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
-    let topic = engine.topic("orders").unwrap();
+    let (_dir, engine, topic) = temp_topic("orders");
     let invalid = |config: QueueConfig| match topic.worker_with("g", config) {
         Err(TopicError::InvalidConfig { .. }) => {}
         other => panic!("expected InvalidConfig, got {other:?}"),
@@ -620,9 +553,7 @@ fn worker_with_refuses_bad_settings_names_and_a_second_configuration() {
 
 #[test]
 fn publishing_a_priority_out_of_range_is_an_invalid_message() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
-    let topic = engine.topic("orders").unwrap();
+    let (_dir, _engine, topic) = temp_topic("orders");
     for p in [PRIORITY_MAX + 1, 200, u8::MAX] {
         assert!(matches!(
             topic.publish_message(Message::new("x").priority(p)),
@@ -640,9 +571,7 @@ fn publishing_a_priority_out_of_range_is_an_invalid_message() {
 
 #[test]
 fn publishing_a_reserved_header_is_an_invalid_message() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
-    let topic = engine.topic("orders").unwrap();
+    let (_dir, _engine, topic) = temp_topic("orders");
     for name in ["tollgate.priority", "tollgate.deliver-at", "tollgate.dlq.offset", "tollgate.anything"] {
         assert!(matches!(
             topic.publish_message(Message::new("x").header(name, vec![1u8])),
@@ -654,9 +583,7 @@ fn publishing_a_reserved_header_is_an_invalid_message() {
 
 #[test]
 fn publishing_a_delay_beyond_the_limit_is_an_invalid_message() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
-    let topic = engine.topic("orders").unwrap();
+    let (_dir, _engine, topic) = temp_topic("orders");
     let far = DELAY_MAX + Duration::from_secs(3600);
     for message in [
         Message::new("x").deliver_after(far),
@@ -674,9 +601,7 @@ fn publishing_a_delay_beyond_the_limit_is_an_invalid_message() {
 
 #[test]
 fn a_delayed_message_is_not_handed_out_before_its_time() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
-    let topic = engine.topic("orders").unwrap();
+    let (_dir, _engine, topic) = temp_topic("orders");
     let offset = topic.publish_message(Message::new("later").deliver_after(Duration::from_millis(200))).unwrap();
     topic.publish(b"now").unwrap();
     let at = topic.read(offset).unwrap().deliver_at_us().unwrap();
@@ -705,9 +630,7 @@ fn a_delayed_message_is_not_handed_out_before_its_time() {
 
 #[test]
 fn a_delivery_time_in_the_past_is_delivered_at_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
-    let topic = engine.topic("orders").unwrap();
+    let (_dir, _engine, topic) = temp_topic("orders");
     topic.publish_message(Message::new("old").deliver_at(SystemTime::now() - Duration::from_secs(60))).unwrap();
     topic.publish_message(Message::new("epoch").deliver_at(UNIX_EPOCH - Duration::from_secs(1))).unwrap();
     let w = topic.worker("g").unwrap();
@@ -719,9 +642,7 @@ fn a_delivery_time_in_the_past_is_delivered_at_once() {
 
 #[test]
 fn subscriptions_see_delayed_messages_at_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
-    let topic = engine.topic("orders").unwrap();
+    let (_dir, _engine, topic) = temp_topic("orders");
     topic.publish_message(Message::new("later").deliver_after(Duration::from_secs(3600))).unwrap();
     let mut sub = topic.subscribe("audit").unwrap();
     assert_eq!(sub.next().unwrap().unwrap().payload().as_ref(), b"later");
@@ -729,9 +650,7 @@ fn subscriptions_see_delayed_messages_at_once() {
 
 #[test]
 fn priorities_go_highest_first_then_oldest_first() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
-    let topic = engine.topic("orders").unwrap();
+    let (_dir, _engine, topic) = temp_topic("orders");
     let published = [(0, "a"), (5, "b"), (9, "c"), (1, "d"), (9, "e"), (5, "f"), (0, "g")];
     for (p, label) in published {
         topic.publish_message(Message::new(label).priority(p)).unwrap();
@@ -743,9 +662,7 @@ fn priorities_go_highest_first_then_oldest_first() {
 
 #[test]
 fn a_redelivered_message_keeps_its_priority() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
-    let topic = engine.topic("orders").unwrap();
+    let (_dir, _engine, topic) = temp_topic("orders");
     topic.publish_message(Message::new("low").priority(1)).unwrap();
     topic.publish_message(Message::new("high").priority(8)).unwrap();
     let w = topic.worker("g").unwrap();
@@ -758,9 +675,7 @@ fn a_redelivered_message_keeps_its_priority() {
 
 #[test]
 fn a_delayed_high_priority_message_goes_first_once_due() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
-    let topic = engine.topic("orders").unwrap();
+    let (_dir, _engine, topic) = temp_topic("orders");
     let urgent =
         topic.publish_message(Message::new("urgent").priority(9).deliver_after(Duration::from_millis(60))).unwrap();
     let at = topic.read(urgent).unwrap().deliver_at_us().unwrap();
@@ -790,9 +705,7 @@ fn publish_keys(topic: &Topic) {
 
 #[test]
 fn a_subscription_filter_star_matches_exactly_one_word() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
-    let topic = engine.topic("events").unwrap();
+    let (_dir, _engine, topic) = temp_topic("events");
     publish_keys(&topic);
     let mut sub = topic.subscribe("audit").unwrap();
     sub.set_filter(Some(KeyPattern::new("order.*").unwrap()));
@@ -806,9 +719,7 @@ fn a_subscription_filter_star_matches_exactly_one_word() {
 
 #[test]
 fn a_subscription_filter_hash_matches_any_number_of_words_and_none_resets() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
-    let topic = engine.topic("events").unwrap();
+    let (_dir, _engine, topic) = temp_topic("events");
     publish_keys(&topic);
     let mut sub = topic.subscribe("audit").unwrap();
     sub.set_filter(Some(KeyPattern::new("order.#").unwrap()));
@@ -826,9 +737,7 @@ fn a_subscription_filter_hash_matches_any_number_of_words_and_none_resets() {
 
 #[test]
 fn a_worker_filter_star_matches_exactly_one_word() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
-    let topic = engine.topic("events").unwrap();
+    let (_dir, _engine, topic) = temp_topic("events");
     publish_keys(&topic);
     let config = QueueConfig { filter: Some(KeyPattern::new("order.*").unwrap()), ..QueueConfig::default() };
     let w = topic.worker_with("g", config).unwrap();
@@ -838,9 +747,7 @@ fn a_worker_filter_star_matches_exactly_one_word() {
 
 #[test]
 fn a_worker_filter_hash_matches_any_words_and_skipped_messages_count_as_settled() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
-    let topic = engine.topic("events").unwrap();
+    let (_dir, _engine, topic) = temp_topic("events");
     publish_keys(&topic);
     let config: QueueConfig = "filter=order.#".parse().unwrap();
     let w = topic.worker_with("g", config.clone()).unwrap();
@@ -864,9 +771,7 @@ fn a_worker_filter_hash_matches_any_words_and_skipped_messages_count_as_settled(
 
 #[test]
 fn the_window_bounds_unsettled_messages_and_a_settle_frees_room() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
-    let topic = engine.topic("orders").unwrap();
+    let (_dir, _engine, topic) = temp_topic("orders");
     publish_n(&topic, 3);
     let w = topic.worker_with("g", QueueConfig { window: 2, ..QueueConfig::default() }).unwrap();
     let a = take(&w);
@@ -887,9 +792,7 @@ fn the_window_bounds_unsettled_messages_and_a_settle_frees_room() {
 
 #[test]
 fn metrics_count_ready_in_flight_delayed_backlog_and_lag() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
-    let topic = engine.topic("orders").unwrap();
+    let (_dir, _engine, topic) = temp_topic("orders");
     topic.publish(b"m0").unwrap();
     topic.publish(b"m1").unwrap();
     topic.publish_message(Message::new("m2").deliver_after(Duration::from_secs(600))).unwrap();
@@ -908,9 +811,7 @@ fn metrics_count_ready_in_flight_delayed_backlog_and_lag() {
 
 #[test]
 fn metrics_count_acked_dead_lettered_redelivered_and_timed_out() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
-    let topic = engine.topic("orders").unwrap();
+    let (_dir, engine, topic) = temp_topic("orders");
     publish_n(&topic, 4);
     let w = topic.worker_with("g", config(500, 2)).unwrap();
     take(&w).ack().unwrap(); // m0
@@ -934,9 +835,7 @@ fn metrics_count_acked_dead_lettered_redelivered_and_timed_out() {
 
 #[test]
 fn a_transaction_holds_its_locks_across_an_atomic_publish_and_hands_them_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
-    let topic = engine.topic("orders").unwrap();
+    let (_dir, _engine, topic) = temp_topic("orders");
     let locks = LockManager::new();
     let tx = topic.transaction(&locks, ["sku:2", "sku:1"], WAIT).unwrap();
     assert_eq!(tx.locks().len(), 2);
@@ -955,9 +854,7 @@ fn a_transaction_holds_its_locks_across_an_atomic_publish_and_hands_them_back() 
 
 #[test]
 fn a_transaction_waits_for_its_locks_and_times_out() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
-    let topic = engine.topic("orders").unwrap();
+    let (_dir, _engine, topic) = temp_topic("orders");
     let locks = LockManager::new();
     let _held = topic.transaction(&locks, ["sku:1"], WAIT).unwrap();
     let other = thread::scope(|s| {
@@ -968,9 +865,7 @@ fn a_transaction_waits_for_its_locks_and_times_out() {
 
 #[test]
 fn a_refused_batch_publishes_nothing_and_releases_the_locks() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
-    let topic = engine.topic("orders").unwrap();
+    let (_dir, _engine, topic) = temp_topic("orders");
     let locks = LockManager::new();
     let tx = topic.transaction(&locks, ["sku:1"], WAIT).unwrap();
     let Err(err) = tx.commit([Message::new("reserve"), Message::new("order").priority(10)]) else {
@@ -1348,9 +1243,7 @@ fn a_full_disk_fails_a_settle_cleanly_and_the_group_carries_on_once_space_is_fre
 fn concurrent_workers_without_failures_ack_every_message_exactly_once() {
     const MESSAGES: u64 = 3000;
     const WORKERS: usize = 6;
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
-    let topic = engine.topic("orders").unwrap();
+    let (_dir, _engine, topic) = temp_topic("orders");
     let worker = topic.worker("g").unwrap();
     let acks: Arc<Vec<AtomicU32>> = Arc::new((0..MESSAGES).map(|_| AtomicU32::new(0)).collect());
     let total = Arc::new(AtomicU64::new(0));
@@ -1393,9 +1286,7 @@ fn concurrent_workers_without_failures_ack_every_message_exactly_once() {
 fn concurrent_workers_with_injected_failures_settle_every_message_and_never_ack_twice() {
     const MESSAGES: u64 = 600;
     const WORKERS: u64 = 6;
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
-    let topic = engine.topic("orders").unwrap();
+    let (_dir, engine, topic) = temp_topic("orders");
     publish_n(&topic, MESSAGES);
     let worker = topic.worker_with("g", config(25, 4)).unwrap();
     let acks: Arc<Vec<AtomicU32>> = Arc::new((0..MESSAGES).map(|_| AtomicU32::new(0)).collect());
@@ -1511,10 +1402,7 @@ fn concurrent_workers_with_injected_failures_settle_every_message_and_never_ack_
 
 #[test]
 fn a_worker_of_a_deleted_topic_fails_with_deleted() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
-    let topic = engine.topic("orders").unwrap();
-    topic.publish(b"x").unwrap();
+    let (_dir, engine, topic) = one_message();
     let w = topic.worker("g").unwrap();
     let d = take(&w);
     engine.delete_topic("orders").unwrap();
@@ -1525,9 +1413,7 @@ fn a_worker_of_a_deleted_topic_fails_with_deleted() {
 
 #[test]
 fn after_the_engine_closes_receive_returns_none_and_settling_fails_with_closed() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
-    let topic = engine.topic("orders").unwrap();
+    let (dir, engine, topic) = temp_topic("orders");
     publish_n(&topic, 2);
     let w = topic.worker("g").unwrap();
     let d = take(&w);
@@ -1545,9 +1431,7 @@ fn after_the_engine_closes_receive_returns_none_and_settling_fails_with_closed()
 
 #[test]
 fn start_latest_group_skips_messages_published_before_it_opened() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
-    let topic = engine.topic("orders").unwrap();
+    let (_dir, _engine, topic) = temp_topic("orders");
     publish_n(&topic, 3); // published after the topic was opened
     let w = topic.worker_with("g", QueueConfig { start: StartAt::Latest, ..QueueConfig::default() }).unwrap();
     topic.publish(b"new").unwrap();
@@ -1613,9 +1497,7 @@ fn gets_through(w: &Worker, offset: u64) -> (bool, Vec<String>) {
 
 #[test]
 fn an_oversized_dead_letter_does_not_block_the_group() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
-    let topic = engine.topic("orders").unwrap();
+    let (_dir, engine, topic) = temp_topic("orders");
     // As large as the topic allows: with the dead-letter headers added it is
     // larger than a message of the topic may be.
     topic.publish(vec![b'x'; TopicConfig::default().max_message_bytes]).unwrap();
@@ -1632,9 +1514,7 @@ fn an_oversized_dead_letter_does_not_block_the_group() {
 
 #[test]
 fn a_dead_letter_of_a_message_with_64_headers_does_not_block_the_group() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
-    let topic = engine.topic("orders").unwrap();
+    let (_dir, _engine, topic) = temp_topic("orders");
     // The most headers a message may have: its dead letter adds five more.
     let message = (0..64).fold(Message::new("many headers"), |m, i| m.header(format!("h{i}"), "v"));
     topic.publish_message(message).unwrap();
@@ -1651,9 +1531,7 @@ fn a_dead_letter_of_a_message_with_64_headers_does_not_block_the_group() {
 fn a_rejected_message_whose_dead_letter_failed_is_not_handed_out_again() {
     // `QueueError::DeadLetter`: "It stays in the queue: the next attempt to
     // dead-letter it happens when a worker would receive it."
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
-    let topic = engine.topic("orders").unwrap();
+    let (_dir, engine, topic) = temp_topic("orders");
     topic.publish(b"malformed").unwrap();
     let w = topic.worker("g").unwrap();
     let d = take(&w);
@@ -1712,10 +1590,7 @@ fn a_message_whose_last_nack_failed_to_dead_letter_stays_dead_with_more_attempts
 #[test]
 fn shortening_a_visibility_deadline_wakes_a_waiting_worker() {
     // A liveness check: the bound (5 s) is 500 times the 10 ms the message needs.
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
-    let topic = engine.topic("orders").unwrap();
-    topic.publish(b"x").unwrap();
+    let (_dir, engine, topic) = one_message();
     let w = topic.worker_with("g", config(600_000, 5)).unwrap();
     let mut d = take(&w);
     let (tx, rx) = mpsc::channel();
