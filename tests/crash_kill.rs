@@ -25,24 +25,22 @@
 //! 200 kill points by default; `TOLLGATE_CRASH_POINTS` sets the number and
 //! `TOLLGATE_CRASH_SEED` replays a run's random choices (the timing of each
 //! kill still varies). The first few directories in which a violation was
-//! found are kept and their paths printed.
+//! found are kept and their paths printed. The kill points, the kills and the
+//! report are the shared driver's (`tests/support/kill.rs`).
 #![cfg(unix)]
 
 use std::collections::{HashMap, HashSet};
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::RecvTimeoutError;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-#[path = "support/child.rs"]
-mod child_process;
-#[allow(dead_code)] // each test uses some of it
-#[path = "support/rng.rs"]
-mod rng;
-use child_process::{Child, killed_by_sigkill, test_args};
-use rng::{Rng, env_u64};
+#[path = "support/kill.rs"]
+mod kill;
+use kill::rng::Rng;
+use kill::{
+    CHILD_LIFETIME, ChildEvent, ChildRun, KillTest, Trigger, child_env, emit, emit_ready, fatal, kill_self,
+    run_self_killing_child,
+};
 
 use tollgate::{Durability, Engine, Message, Offset, Record, Topic, TopicConfig};
 
@@ -52,9 +50,18 @@ const CHILD_ENV: &str = "TOLLGATE_CRASH_CHILD";
 const RUN_ENV: &str = "TOLLGATE_CRASH_RUN";
 /// The parent's seed (to replay a run), and the child's.
 const SEED_ENV: &str = "TOLLGATE_CRASH_SEED";
-/// How many kill points the parent runs.
-const POINTS_ENV: &str = "TOLLGATE_CRASH_POINTS";
-const POINTS_DEFAULT: u64 = 200;
+/// The parent's child and kill points, and how many it prints of the violations found.
+const TEST: KillTest = KillTest {
+    name: "crash_kill",
+    child: "child_workload",
+    dir_env: CHILD_ENV,
+    run_env: RUN_ENV,
+    child_seed_env: SEED_ENV,
+    points_env: "TOLLGATE_CRASH_POINTS",
+    points_default: 200,
+    seed_env: SEED_ENV,
+    violations_printed_max: 30,
+};
 
 /// Checks (recoveries by the parent) on one directory before a fresh one is
 /// started, which bounds how much each check reads.
@@ -81,16 +88,6 @@ const PADDING_BYTES_MAX: u64 = 256;
 /// Records read at random offsets through `Topic::read` per topic per check.
 const RANDOM_READS: u64 = 64;
 
-/// Violations printed (all are counted), and data directories with a
-/// violation kept for inspection (the others are deleted).
-const VIOLATIONS_PRINTED_MAX: usize = 30;
-const KEPT_DIRS_MAX: usize = 3;
-
-/// A kill that has not happened by then happens anyway (and is counted).
-const KILL_TIMEOUT: Duration = Duration::from_secs(5);
-/// A child that was never killed exits by itself after this long.
-const CHILD_LIFETIME: Duration = Duration::from_secs(60);
-
 // ---------------------------------------------------------------------------
 // The parent: kill points, recovery, checks.
 
@@ -100,72 +97,50 @@ fn kill_9_loses_no_acknowledged_record_or_commit() {
     if std::env::var_os(CHILD_ENV).is_some() {
         return;
     }
-    let points = env_u64(POINTS_ENV).unwrap_or(POINTS_DEFAULT);
-    let seed = env_u64(SEED_ENV).unwrap_or_else(|| {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        now.as_nanos() as u64 ^ u64::from(std::process::id())
-    });
-    let started = Instant::now();
-    let mut rng = Rng::new(seed);
-    let mut report = Report::default();
-    let mut point = 0;
-    while point < points {
-        let dir = tempfile::Builder::new().prefix("tollgate-crash-").tempdir().expect("temporary directory");
-        report.dirs += 1;
-        let violations_before = report.violations.len();
-        let mut model = Model::create(dir.path(), &mut rng);
+    TEST.run(Counts::print, |kills, dir, report| {
+        let mut model = Model::create(dir, &mut kills.rng);
         for _ in 0..CHECKS_PER_DIR {
-            if point >= points {
+            if kills.done() {
                 break;
             }
-            // Sometimes several children in a row before a check: the later
-            // ones recover a killed directory themselves, and may be killed
-            // while doing so.
-            let chain = if rng.chance(25) { 2 + rng.below(2) } else { 1 }.min(points - point);
-            for link in 0..chain {
-                let plan = KillPlan::random(&mut rng);
-                let run = run_child(dir.path(), point, rng.next_u64(), plan);
-                report.record_kill(plan, &run, link > 0);
-                model.absorb(&run, &mut report);
-                point += 1;
-            }
-            model.inspect_tails(dir.path(), &mut report);
-            let violations = report.violations.len();
-            model.check(dir.path(), &mut rng, &mut report);
-            if report.violations.len() > violations {
+            kills.kill_chain(dir, &[], KillPlan::random, |run| {
+                report.record_kill(&run);
+                model.absorb(&run, report);
+            });
+            model.inspect_tails(dir, report);
+            if !report.check(|report| model.check(dir, &mut kills.rng, report)) {
                 // Later checks would count the same damage again: keep this
                 // directory as it is and go on in a fresh one.
-                report.checks_failed += 1;
                 break;
             }
         }
-        if report.violations.len() > violations_before && report.kept < KEPT_DIRS_MAX {
-            report.kept += 1;
-            println!("kept the data directory {} for inspection", dir.keep().display());
+        String::new()
+    });
+}
+
+/// What a kill plan counts: it kills the child as soon as it has
+/// acknowledged so many publishes, or seen so many segment rolls.
+#[derive(Debug, Clone, Copy)]
+enum Counted {
+    Acks,
+    Rolls,
+}
+
+impl Trigger<Event> for Counted {
+    fn counts(self, event: &Event) -> bool {
+        matches!((self, event), (Counted::Acks, Event::Ack { .. }) | (Counted::Rolls, Event::Roll))
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Counted::Acks => "after N acks",
+            Counted::Rolls => "after N segment rolls",
         }
     }
-    report.print(seed, started.elapsed());
-    assert!(
-        report.violations.is_empty(),
-        "{} violations over {} kill points (seed {seed}); first: {}",
-        report.violations.len(),
-        report.kill_points,
-        report.violations[0]
-    );
 }
 
 /// When the parent kills a child.
-#[derive(Debug, Clone, Copy)]
-enum KillPlan {
-    /// This long after spawning it: sometimes before it has opened the engine.
-    SinceSpawn(Duration),
-    /// This long after it reported the engine open.
-    SinceReady(Duration),
-    /// As soon as it has acknowledged this many publishes.
-    AfterAcks(u64),
-    /// As soon as it has seen this many segment rolls.
-    AfterRolls(u64),
-}
+type KillPlan = kill::KillPlan<Counted>;
 
 impl KillPlan {
     fn random(rng: &mut Rng) -> KillPlan {
@@ -175,17 +150,8 @@ impl KillPlan {
             0..15 => KillPlan::SinceSpawn(Duration::from_micros(rng.below(20_001))),
             15..20 => KillPlan::SinceReady(Duration::from_micros(rng.below(1_001))),
             20..40 => KillPlan::SinceReady(delay),
-            40..80 => KillPlan::AfterAcks(rng.log_uniform(1000)),
-            _ => KillPlan::AfterRolls(1 + rng.below(3)),
-        }
-    }
-
-    fn index(self) -> usize {
-        match self {
-            KillPlan::SinceSpawn(_) => 0,
-            KillPlan::SinceReady(_) => 1,
-            KillPlan::AfterAcks(_) => 2,
-            KillPlan::AfterRolls(_) => 3,
+            40..80 => KillPlan::After(Counted::Acks, rng.log_uniform(1000)),
+            _ => KillPlan::After(Counted::Rolls, 1 + rng.below(3)),
         }
     }
 }
@@ -210,126 +176,35 @@ enum Event {
     Failure(String),
 }
 
-/// What one child did before it died.
-struct ChildRun {
-    events: Vec<Event>,
-    ready: bool,
-    /// How long after spawning it the child had the engine open.
-    ready_after: Option<Duration>,
-    acks: u64,
-    timed_out: bool,
-    /// Set when the child exited before the kill.
-    exited_early: Option<ExitStatus>,
-    stderr: String,
-}
-
-/// Spawns a child on `dir`, kills it as `plan` says, and returns every line
-/// it printed before it died.
-fn run_child(dir: &Path, run: u64, seed: u64, plan: KillPlan) -> ChildRun {
-    let spawned_at = Instant::now();
-    let child = Child::spawn(
-        "child_workload",
-        [(CHILD_ENV, dir.into()), (RUN_ENV, run.to_string().into()), (SEED_ENV, seed.to_string().into())],
-    );
-
-    let mut out = ChildRun {
-        events: Vec::new(),
-        ready: false,
-        ready_after: None,
-        acks: 0,
-        timed_out: false,
-        exited_early: None,
-        stderr: String::new(),
-    };
-    let mut ready_at = None;
-    let mut rolls = 0;
-    let mut closed = false;
-    loop {
-        let now = Instant::now();
-        let deadline = match plan {
-            KillPlan::SinceSpawn(delay) => Some(spawned_at + delay),
-            KillPlan::SinceReady(delay) => ready_at.map(|at| at + delay),
-            KillPlan::AfterAcks(_) | KillPlan::AfterRolls(_) => None,
-        };
-        if deadline.is_some_and(|d| now >= d) {
-            break;
-        }
-        let timeout = spawned_at + KILL_TIMEOUT;
-        if now >= timeout {
-            out.timed_out = true;
-            break;
-        }
-        let wait = deadline.unwrap_or(timeout).min(timeout) - now;
-        match child.next_line(wait) {
-            Ok(line) => {
-                let Some(event) = parse_event(&line) else { continue };
-                match &event {
-                    Event::Ready => {
-                        ready_at = Some(Instant::now());
-                        out.ready_after = Some(spawned_at.elapsed());
-                    }
-                    Event::Ack { .. } => out.acks += 1,
-                    Event::Roll => rolls += 1,
-                    _ => {}
-                }
-                let done = match plan {
-                    KillPlan::AfterAcks(n) => out.acks >= n,
-                    KillPlan::AfterRolls(n) => rolls >= n,
-                    _ => false,
-                };
-                out.events.push(event);
-                if done {
-                    break;
-                }
+impl ChildEvent for Event {
+    fn parse(line: &str) -> Option<Event> {
+        let mut words = line.split(' ');
+        let kind = words.next()?;
+        let topic = |name: Option<&str>| TOPICS.iter().position(|(t, _)| Some(*t) == name);
+        match kind {
+            "ready" => Some(Event::Ready),
+            "roll" => Some(Event::Roll),
+            "ack" => {
+                let topic = topic(words.next())?;
+                let first = words.next()?.parse().ok()?;
+                let count = words.next()?.parse().ok()?;
+                let batch = words.next()?.to_owned();
+                Some(Event::Ack { topic, first, count, batch })
             }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => {
-                closed = true;
-                break;
+            "commit" => {
+                let topic = topic(words.next())?;
+                let group = words.next().and_then(|g| GROUPS.iter().position(|name| *name == g))?;
+                let offset = words.next()?.parse().ok()?;
+                Some(Event::Commit { topic, group, offset })
             }
+            "error" | "bad" => Some(Event::Failure(line.to_owned())),
+            // The test harness's own lines.
+            _ => None,
         }
     }
-    let (status, rest, stderr) = child.kill();
-    if closed || !killed_by_sigkill(status) {
-        out.exited_early = Some(status);
-    }
-    // Lines the child wrote before it died, not yet read: acknowledged too.
-    for line in rest {
-        if let Some(event) = parse_event(&line) {
-            if matches!(event, Event::Ack { .. }) {
-                out.acks += 1;
-            }
-            out.events.push(event);
-        }
-    }
-    out.ready = out.events.iter().any(|e| matches!(e, Event::Ready));
-    out.stderr = stderr;
-    out
-}
 
-fn parse_event(line: &str) -> Option<Event> {
-    let mut words = line.split(' ');
-    let kind = words.next()?;
-    let topic = |name: Option<&str>| TOPICS.iter().position(|(t, _)| Some(*t) == name);
-    match kind {
-        "ready" => Some(Event::Ready),
-        "roll" => Some(Event::Roll),
-        "ack" => {
-            let topic = topic(words.next())?;
-            let first = words.next()?.parse().ok()?;
-            let count = words.next()?.parse().ok()?;
-            let batch = words.next()?.to_owned();
-            Some(Event::Ack { topic, first, count, batch })
-        }
-        "commit" => {
-            let topic = topic(words.next())?;
-            let group = words.next().and_then(|g| GROUPS.iter().position(|name| *name == g))?;
-            let offset = words.next()?.parse().ok()?;
-            Some(Event::Commit { topic, group, offset })
-        }
-        "error" | "bad" => Some(Event::Failure(line.to_owned())),
-        // The test harness's own lines.
-        _ => None,
+    fn is_ready(&self) -> bool {
+        matches!(self, Event::Ready)
     }
 }
 
@@ -384,7 +259,7 @@ impl Model {
     }
 
     /// Takes in what a child acknowledged and any failure it reported.
-    fn absorb(&mut self, run: &ChildRun, report: &mut Report) {
+    fn absorb(&mut self, run: &ChildRun<Event>, report: &mut Report) {
         for event in &run.events {
             match event {
                 Event::Ack { topic, first, count, batch } => {
@@ -401,10 +276,8 @@ impl Model {
                 Event::Ready | Event::Roll => {}
             }
         }
-        if let Some(status) = run.exited_early {
-            let lines: Vec<&str> = run.stderr.lines().collect();
-            let tail = lines[lines.len().saturating_sub(15)..].join("\n");
-            report.violation(format!("the child exited before it was killed ({status}); its stderr ends:\n{tail}"));
+        if let Some(early) = run.early_exit() {
+            report.violation(early);
         }
     }
 
@@ -426,7 +299,6 @@ impl Model {
 
     /// Recovers the directory and checks every invariant.
     fn check(&mut self, dir: &Path, rng: &mut Rng, report: &mut Report) {
-        report.checks += 1;
         let engine = match Engine::open(dir) {
             Ok(engine) => engine,
             Err(e) => {
@@ -722,14 +594,12 @@ fn inspect_tail(topic_dir: &Path) -> Tail {
     Tail { segments, state }
 }
 
-/// Counts across all kill points.
+/// Violations and counts across all kill points.
+type Report = kill::Report<Counts>;
+
+/// This test's own counts across all kill points.
 #[derive(Default)]
-struct Report {
-    kill_points: u64,
-    checks: u64,
-    /// Checks that found at least one violation.
-    checks_failed: u64,
-    dirs: u64,
+struct Counts {
     acks_seen: u64,
     acks_checked: u64,
     acked_records_checked: u64,
@@ -738,27 +608,9 @@ struct Report {
     commits_seen: u64,
     commits_checked: u64,
     unacked_survivors: u64,
-    /// Kills per plan: since spawn, since ready, after acks, after rolls.
-    plans: [u64; 4],
-    /// Kills of a child that had not opened the engine yet.
-    before_ready: u64,
-    /// Time from spawn to an open engine, over the children that got there.
-    ready_after_total: Duration,
-    ready_after_max: Duration,
-    ready_children: u32,
-    /// Kills of a child started on a killed directory nobody had checked.
-    chained: u64,
-    chained_before_ready: u64,
     /// Kills by the number of acknowledgements before them: 0, 1-9, 10-99, 100-999, 1000+.
     by_acks: [u64; 5],
-    timeouts: u64,
     tails: TailCounts,
-    violations: Vec<String>,
-    printed: usize,
-    /// The check whose violations were printed last.
-    printed_in_check: Option<u64>,
-    /// Directories kept for inspection.
-    kept: usize,
 }
 
 #[derive(Default)]
@@ -770,37 +622,10 @@ struct TailCounts {
     clean: u64,
 }
 
-impl Report {
-    /// Counts a violation. Prints the first ones of the first failed check,
-    /// then the first one of each later failed check, up to a limit.
-    fn violation(&mut self, what: String) {
-        let first_in_check = self.printed_in_check != Some(self.checks);
-        if self.printed < VIOLATIONS_PRINTED_MAX && (first_in_check || self.checks_failed == 0 && self.printed < 10) {
-            println!("VIOLATION (check {}): {what}", self.checks);
-            self.printed += 1;
-            self.printed_in_check = Some(self.checks);
-        }
-        self.violations.push(what);
-    }
-
-    fn record_kill(&mut self, plan: KillPlan, run: &ChildRun, chained: bool) {
-        self.kill_points += 1;
-        self.plans[plan.index()] += 1;
-        if !run.ready {
-            self.before_ready += 1;
-        }
-        if let Some(after) = run.ready_after {
-            self.ready_after_total += after;
-            self.ready_after_max = self.ready_after_max.max(after);
-            self.ready_children += 1;
-        }
-        if chained {
-            self.chained += 1;
-            if !run.ready {
-                self.chained_before_ready += 1;
-            }
-        }
-        let bucket = match run.acks {
+impl Counts {
+    fn record_kill(&mut self, run: &ChildRun<Event>) {
+        let acks = run.events.iter().filter(|e| matches!(e, Event::Ack { .. })).count();
+        let bucket = match acks {
             0 => 0,
             1..10 => 1,
             10..100 => 2,
@@ -808,30 +633,13 @@ impl Report {
             _ => 4,
         };
         self.by_acks[bucket] += 1;
-        if run.timed_out {
-            self.timeouts += 1;
-        }
     }
 
-    fn print(&self, seed: u64, elapsed: Duration) {
+    fn print(&self) {
         let t = &self.tails;
-        println!("crash_kill: seed {seed}, {:.1} s", elapsed.as_secs_f64());
         println!(
-            "  {} kill points ({} in chains, {} of them before the child finished recovering), {} checks, {} directories",
-            self.kill_points, self.chained, self.chained_before_ready, self.checks, self.dirs
-        );
-        println!(
-            "  kills planned: {} at 0-20 ms after spawn, {} at 0-50 ms after open, {} after N acks, {} after a roll; {} timed out",
-            self.plans[0], self.plans[1], self.plans[2], self.plans[3], self.timeouts
-        );
-        println!(
-            "  children had the engine open {:.1} ms after spawn on average, {:.1} ms at most",
-            self.ready_after_total.as_secs_f64() * 1e3 / f64::from(self.ready_children.max(1)),
-            self.ready_after_max.as_secs_f64() * 1e3
-        );
-        println!(
-            "  kills landed: {} before the engine was open; by acks before: 0: {}, 1-9: {}, 10-99: {}, 100-999: {}, 1000+: {}",
-            self.before_ready, self.by_acks[0], self.by_acks[1], self.by_acks[2], self.by_acks[3], self.by_acks[4]
+            "  kills landed by acks before: 0: {}, 1-9: {}, 10-99: {}, 100-999: {}, 1000+: {}",
+            self.by_acks[0], self.by_acks[1], self.by_acks[2], self.by_acks[3], self.by_acks[4]
         );
         println!(
             "  newest segments after a kill (per topic): {} rolled since the last check, {} header not yet written, {} no frame yet, {} torn frame at the tail, {} clean",
@@ -847,7 +655,6 @@ impl Report {
             self.unacked_survivors
         );
         println!("  {} commits acknowledged, {} group offsets checked", self.commits_seen, self.commits_checked);
-        println!("  violations: {} in {} of {} checks", self.violations.len(), self.checks_failed, self.checks);
     }
 }
 
@@ -878,14 +685,7 @@ fn kill_after_roll_keeps_records_written_since_a_clean_reopen() {
             topic.publish(format!("before close {i}")).expect("publish");
         }
     }
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let status = Command::new(exe)
-        .args(test_args("child_roll_then_kill"))
-        .env(ROLL_CHILD_ENV, dir.path())
-        .stdout(Stdio::null())
-        .status()
-        .expect("run the child");
-    assert!(killed_by_sigkill(status), "the child was not killed: {status}");
+    run_self_killing_child("child_roll_then_kill", ROLL_CHILD_ENV, dir.path());
 
     let engine = Engine::open(dir.path()).expect("open after the kill");
     let topic = engine.topic("t").expect("topic");
@@ -917,9 +717,7 @@ fn child_roll_then_kill() {
         i += 1;
     }
     topic.publish(format!("after reopen {i}")).expect("publish");
-    // SAFETY: kill(2) with a pid and a signal number reads no memory.
-    unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
-    unreachable!("SIGKILL is not caught");
+    kill_self();
 }
 
 // ---------------------------------------------------------------------------
@@ -1032,17 +830,14 @@ mod child {
     /// Opens the engine, prints `ready`, and publishes and commits until
     /// killed, printing a line after every operation that returned `Ok`.
     pub(super) fn run(dir: &Path) -> ! {
-        let run = env_u64(RUN_ENV).unwrap_or_else(|| fatal(format!("{RUN_ENV} is not set")));
-        let seed = env_u64(SEED_ENV).unwrap_or_else(|| fatal(format!("{SEED_ENV} is not set")));
+        let (run, seed) = (child_env(RUN_ENV), child_env(SEED_ENV));
         let engine = Engine::open(dir).unwrap_or_else(|e| fatal(format!("open: {e}")));
         let topics: Vec<Topic> = TOPICS
             .iter()
             .map(|(name, _)| engine.topic(name).unwrap_or_else(|e| fatal(format!("open topic {name}: {e}"))))
             .collect();
         let segments: Vec<AtomicUsize> = topics.iter().map(|t| AtomicUsize::new(t.info().segments)).collect();
-        // The empty line ends whatever the test harness printed.
-        emit("");
-        emit("ready");
+        emit_ready();
         let deadline = Instant::now() + CHILD_LIFETIME;
         std::thread::scope(|s| {
             for writer in 0..WRITERS {
@@ -1145,23 +940,4 @@ mod child {
             std::thread::sleep(Duration::from_micros(rng.below(3000)));
         }
     }
-
-    /// Prints one line and flushes it; exits if the parent is gone.
-    fn emit(line: &str) {
-        let mut out = std::io::stdout().lock();
-        let mut bytes = Vec::with_capacity(line.len() + 1);
-        bytes.extend_from_slice(line.as_bytes());
-        bytes.push(b'\n');
-        if out.write_all(&bytes).and_then(|()| out.flush()).is_err() {
-            std::process::exit(0);
-        }
-    }
-
-    fn fatal(what: String) -> ! {
-        emit(&format!("error {what}"));
-        std::process::exit(2);
-    }
 }
-
-// ---------------------------------------------------------------------------
-// Helpers.

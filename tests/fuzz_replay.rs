@@ -10,6 +10,11 @@ mod log_recovery;
 #[path = "support/queue_ops.rs"]
 mod queue_ops;
 
+#[allow(dead_code)] // each test binary uses some of it
+#[path = "support/fixture.rs"]
+mod fixture;
+use fixture::{DATA, open_sim, sim_disk};
+
 use std::path::Path;
 
 use proptest::collection::vec;
@@ -79,17 +84,16 @@ fn log_ops_known_bugs_replay() {
 /// `log_ops` fuzz target (`fuzz/corpus/log_ops/found-stale-index-after-crash`).
 #[test]
 fn segment_appended_after_a_clean_reopen_reads_back_after_a_crash() {
-    use tollgate::{Engine, EngineConfig, Offset, SimDisk, TopicConfig};
-    let disk = SimDisk::new();
-    disk.create_dir_all_durable("/data").unwrap();
+    use tollgate::{Engine, EngineConfig, Offset, TopicConfig};
+    let disk = sim_disk();
     let config = TopicConfig { segment_bytes: 4096, max_message_bytes: 1024, ..TopicConfig::default() };
-    let engine = Engine::open_sim(&disk, "/data", EngineConfig::default()).unwrap();
+    let engine = open_sim(&disk);
     let topic = engine.create_topic("t", config).unwrap();
     for i in 0..3 {
         topic.publish(format!("before the clean close {i}")).unwrap();
     }
     drop((topic, engine));
-    let engine = Engine::open_sim(&disk, "/data", EngineConfig::default()).unwrap();
+    let engine = open_sim(&disk);
     let topic = engine.topic("t").unwrap();
     while topic.info().segments < 2 {
         topic.publish([b'x'; 200]).unwrap();
@@ -105,7 +109,7 @@ fn segment_appended_after_a_clean_reopen_reads_back_after_a_crash() {
     // the stale index of the first one is used.
     for seed in 0..16 {
         let repair = EngineConfig { recovery: tollgate::RecoveryMode::Repair, ..EngineConfig::default() };
-        let engine = Engine::open_sim(&disk.power_cut(seed), "/data", repair).unwrap();
+        let engine = Engine::open_sim(&disk.power_cut(seed), DATA, repair).unwrap();
         let topic = engine.topic("t").unwrap();
         let recovered = topic.info().next.get();
         assert!(
@@ -200,13 +204,11 @@ proptest! {
 /// fuzz target (restart op with a cut).
 #[test]
 fn clean_close_survives_a_power_cut() {
-    use tollgate::{Engine, EngineConfig, SimDisk};
-    let disk = SimDisk::new();
-    disk.create_dir_all_durable("/data").unwrap();
-    let engine = Engine::open_sim(&disk, "/data", EngineConfig::default()).unwrap();
+    let disk = sim_disk();
+    let engine = open_sim(&disk);
     engine.topic("t").unwrap().publish(b"one").unwrap();
     drop(engine);
-    let engine = Engine::open_sim(&disk.power_cut(0), "/data", EngineConfig::default()).unwrap();
+    let engine = open_sim(&disk.power_cut(0));
     let topic = engine.topic("t").unwrap();
     assert_eq!(topic.info().next.get(), 1);
     assert!(topic.recovery_report().clean, "{:?}", topic.recovery_report());
@@ -219,7 +221,7 @@ fn clean_close_survives_a_power_cut() {
 #[test]
 fn nack_retry_time_survives_a_power_cut() {
     use std::time::Duration;
-    use tollgate::{Durability, Engine, EngineConfig, SimDisk, TopicConfig};
+    use tollgate::{Durability, TopicConfig};
     let config = TopicConfig {
         durability: Durability::Sync,
         segment_bytes: 4096,
@@ -227,9 +229,8 @@ fn nack_retry_time_survives_a_power_cut() {
         ..Default::default()
     };
     for seed in 0..8 {
-        let disk = SimDisk::new();
-        disk.create_dir_all_durable("/data").unwrap();
-        let engine = Engine::open_sim(&disk, "/data", EngineConfig::default()).unwrap();
+        let disk = sim_disk();
+        let engine = open_sim(&disk);
         let topic = engine.create_topic("q", config).unwrap();
         engine.create_topic("q.dlq", config).unwrap();
         topic.publish(b"order 1001").unwrap();
@@ -238,7 +239,7 @@ fn nack_retry_time_survives_a_power_cut() {
         delivery.nack(Duration::from_secs(3600), "the card service is down: retry in an hour").unwrap();
         let rebooted = disk.power_cut(seed);
         drop((worker, topic, engine));
-        let engine = Engine::open_sim(&rebooted, "/data", EngineConfig::default()).unwrap();
+        let engine = open_sim(&rebooted);
         let worker = engine.topic("q").unwrap().worker("g").unwrap();
         if let Some(delivery) = worker.receive(Duration::ZERO).unwrap() {
             panic!("seed {seed}: attempt {} handed out right after the reboot, an hour early", delivery.attempt());

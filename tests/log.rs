@@ -3,6 +3,11 @@
 
 use std::time::Duration;
 
+#[allow(dead_code)] // each test binary uses some of it
+#[path = "support/fixture.rs"]
+mod fixture;
+use fixture::{temp_engine, temp_topic, temp_topic_with};
+
 use tollgate::{
     CommitError, Durability, Engine, Message, Offset, OpenError, PublishError, ReadError, StartAt, TopicConfig,
     TopicError,
@@ -14,9 +19,7 @@ fn small_segments() -> TopicConfig {
 
 #[test]
 fn offsets_are_dense_and_records_read_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
-    let topic = engine.topic("orders").unwrap();
+    let (_dir, _engine, topic) = temp_topic("orders");
     for i in 0..100u64 {
         assert_eq!(topic.publish(format!("order {i}")).unwrap(), Offset::new(i));
     }
@@ -56,9 +59,7 @@ fn records_survive_reopen_across_many_segments() {
 
 #[test]
 fn reopen_after_unclean_shutdown_recovers_by_scanning() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
-    let topic = engine.create_topic("t", small_segments()).unwrap();
+    let (dir, engine, topic) = temp_topic_with("t", small_segments());
     for i in 0..500u64 {
         topic.publish(format!("p{i}")).unwrap();
     }
@@ -119,9 +120,7 @@ fn subscription_resumes_at_committed_offset() {
 
 #[test]
 fn parked_subscriber_wakes_on_publish() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
-    let topic = engine.topic("t").unwrap();
+    let (_dir, _engine, topic) = temp_topic("t");
     let mut sub = topic.subscribe("g").unwrap();
     let publisher = {
         let topic = topic.clone();
@@ -138,10 +137,8 @@ fn parked_subscriber_wakes_on_publish() {
 
 #[test]
 fn sync_durability_with_concurrent_publishers() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
     let config = TopicConfig { durability: Durability::Sync, ..small_segments() };
-    let topic = engine.create_topic("t", config).unwrap();
+    let (_dir, _engine, topic) = temp_topic_with("t", config);
     let threads: Vec<_> = (0..4)
         .map(|t| {
             let topic = topic.clone();
@@ -162,8 +159,7 @@ fn sync_durability_with_concurrent_publishers() {
 
 #[test]
 fn bad_names_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
+    let (_dir, engine) = temp_engine();
     let long = "x".repeat(256);
     for name in ["", ".", "..", "a/b", "a\\b", "a\0b", long.as_str()] {
         assert!(matches!(engine.topic(name), Err(TopicError::InvalidName { .. })), "{name:?}");
@@ -177,9 +173,7 @@ fn bad_names_are_refused() {
 
 #[test]
 fn oversized_messages_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
-    let topic = engine.create_topic("t", small_segments()).unwrap();
+    let (_dir, _engine, topic) = temp_topic_with("t", small_segments());
     assert_eq!(topic.publish(vec![0u8; 1025]), Err(PublishError::TooLarge { bytes: 1025, max: 1024 }));
     assert_eq!(topic.info().next, Offset::new(0));
     let batch: Vec<Message> = (0..10).map(|_| Message::new(vec![1u8; 1000])).collect();
@@ -192,8 +186,7 @@ fn oversized_messages_are_refused() {
 
 #[test]
 fn second_engine_on_same_directory_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let _engine = Engine::open(dir.path()).unwrap();
+    let (dir, _engine) = temp_engine();
     assert!(matches!(Engine::open(dir.path()), Err(OpenError::Locked { .. })));
 }
 
@@ -490,10 +483,8 @@ fn crc32(bytes: &[u8]) -> u32 {
 
 #[test]
 fn retention_by_bytes_deletes_whole_old_segments_without_breaking_a_positioned_reader() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
     let config = TopicConfig { retention_bytes: Some(16 * 1024), ..small_segments() };
-    let topic = engine.create_topic("t", config).unwrap();
+    let (_dir, _engine, topic) = temp_topic_with("t", config);
     let mut reader = topic.subscribe("slow").unwrap();
     for i in 0..50 {
         topic.publish(format!("early {i}")).unwrap();
@@ -532,10 +523,8 @@ fn retention_by_bytes_deletes_whole_old_segments_without_breaking_a_positioned_r
 
 #[test]
 fn retention_by_age_deletes_old_segments() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
     let config = TopicConfig { retention_age: Some(Duration::from_millis(200)), ..small_segments() };
-    let topic = engine.create_topic("t", config).unwrap();
+    let (_dir, _engine, topic) = temp_topic_with("t", config);
     for i in 0..500 {
         topic.publish(format!("old {i} {}", "x".repeat(40))).unwrap();
     }
@@ -553,9 +542,7 @@ fn retention_by_age_deletes_old_segments() {
 
 #[test]
 fn deleted_topic_is_gone_and_its_handles_fail() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
-    let topic = engine.topic("t").unwrap();
+    let (_dir, engine, topic) = temp_topic("t");
     topic.publish("x").unwrap();
     engine.delete_topic("t").unwrap();
     assert_eq!(topic.publish("y"), Err(PublishError::Deleted));
@@ -567,8 +554,7 @@ fn deleted_topic_is_gone_and_its_handles_fail() {
 
 #[test]
 fn create_topic_refuses_existing_and_bad_config() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
+    let (_dir, engine) = temp_engine();
     engine.topic("t").unwrap();
     assert!(matches!(engine.create_topic("t", TopicConfig::default()), Err(TopicError::AlreadyExists { .. })));
     let bad = TopicConfig { segment_bytes: 10, ..TopicConfig::default() };
@@ -590,9 +576,7 @@ fn topic_config_persists_across_reopen() {
 
 #[test]
 fn batches_take_strings_byte_vectors_and_messages() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
-    let topic = engine.topic("t").unwrap();
+    let (_dir, _engine, topic) = temp_topic("t");
     let texts: Vec<String> = (0..3).map(|i| format!("order {i}")).collect();
     assert_eq!(topic.publish_batch(texts).unwrap(), Offset::new(0)..Offset::new(3));
     assert_eq!(topic.publish_batch([b"raw".to_vec()]).unwrap(), Offset::new(3)..Offset::new(4));
@@ -602,9 +586,7 @@ fn batches_take_strings_byte_vectors_and_messages() {
 
 #[test]
 fn batches_get_consecutive_offsets_between_concurrent_publishers() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
-    let topic = engine.create_topic("t", small_segments()).unwrap();
+    let (_dir, _engine, topic) = temp_topic_with("t", small_segments());
     let threads: Vec<_> = (0..3)
         .map(|t| {
             let topic = topic.clone();
@@ -636,10 +618,8 @@ fn batches_get_consecutive_offsets_between_concurrent_publishers() {
 
 #[test]
 fn interval_durability_syncs_in_the_background() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
     let config = TopicConfig { durability: Durability::Interval(Duration::from_millis(5)), ..small_segments() };
-    let topic = engine.create_topic("t", config).unwrap();
+    let (_dir, _engine, topic) = temp_topic_with("t", config);
     for i in 0..100 {
         topic.publish(format!("p{i}")).unwrap();
     }
@@ -654,9 +634,7 @@ fn interval_durability_syncs_in_the_background() {
 
 #[test]
 fn buffered_records_become_durable_on_explicit_sync() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
-    let topic = engine.create_topic("t", small_segments()).unwrap();
+    let (_dir, _engine, topic) = temp_topic_with("t", small_segments());
     for i in 0..10 {
         topic.publish(format!("p{i}")).unwrap();
     }
@@ -692,9 +670,7 @@ fn io_error_during_a_write_stops_later_writes_until_reopen() {
 /// segment as empty until it was sealed.
 #[test]
 fn info_counts_the_active_segments_bytes() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
-    let topic = engine.topic("t").unwrap();
+    let (_dir, _engine, topic) = temp_topic("t");
     for _ in 0..1000 {
         topic.publish([1u8; 64]).unwrap();
     }
@@ -708,8 +684,7 @@ fn info_counts_the_active_segments_bytes() {
 /// topic with the same name.
 #[test]
 fn a_deleted_topics_handle_never_touches_a_recreated_topic() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
+    let (dir, engine) = temp_engine();
     let config = TopicConfig { retention_age: Some(Duration::from_millis(100)), ..small_segments() };
     let old = engine.create_topic("t", config).unwrap();
     while old.info().segments < 2 {
@@ -740,8 +715,7 @@ fn a_deleted_topics_handle_never_touches_a_recreated_topic() {
 /// and then panicked.
 #[test]
 fn the_largest_allowed_message_fits_an_empty_segment() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
+    let (_dir, engine) = temp_engine();
     let too_big = TopicConfig { segment_bytes: 4096, max_message_bytes: 4096 - 64, ..TopicConfig::default() };
     assert!(matches!(engine.create_topic("t", too_big), Err(TopicError::InvalidConfig { .. })));
     let largest = TopicConfig { segment_bytes: 4096, max_message_bytes: 4096 - 72, ..TopicConfig::default() };
@@ -756,8 +730,7 @@ fn the_largest_allowed_message_fits_an_empty_segment() {
 /// and deleted young segments.
 #[test]
 fn an_enormous_retention_age_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
+    let (_dir, engine) = temp_engine();
     let config = TopicConfig { retention_age: Some(Duration::MAX), ..small_segments() };
     match engine.create_topic("t", config) {
         Err(TopicError::InvalidConfig { reason }) => assert!(reason.contains("too large"), "{reason}"),
@@ -788,9 +761,7 @@ fn a_damaged_group_file_does_not_block_the_topic() {
 /// reported corruption while another thread published.
 #[test]
 fn verify_is_clean_while_publishing() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
-    let topic = engine.create_topic("t", small_segments()).unwrap();
+    let (_dir, _engine, topic) = temp_topic_with("t", small_segments());
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let publisher = {
         let (topic, stop) = (topic.clone(), stop.clone());
@@ -815,9 +786,7 @@ fn verify_is_clean_while_publishing() {
 
 #[test]
 fn group_names_leave_room_for_the_file_suffix() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
-    let topic = engine.topic("t").unwrap();
+    let (_dir, _engine, topic) = temp_topic("t");
     assert!(topic.subscribe(&"g".repeat(248)).is_ok());
     assert!(matches!(topic.subscribe(&"g".repeat(249)), Err(TopicError::InvalidName { .. })));
 }
@@ -827,9 +796,7 @@ fn group_names_leave_room_for_the_file_suffix() {
 #[test]
 fn sealed_segments_do_not_keep_file_descriptors() {
     let open_fds = || std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0);
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(dir.path()).unwrap();
-    let topic = engine.create_topic("t", small_segments()).unwrap();
+    let (_dir, _engine, topic) = temp_topic_with("t", small_segments());
     while topic.info().segments < 3000 {
         topic.publish([b'p'; 1000]).unwrap();
     }

@@ -19,12 +19,19 @@
 
 use std::collections::{BTreeSet, HashSet};
 
+#[allow(dead_code)] // each test binary uses some of it
+#[path = "support/fixture.rs"]
+mod fixture;
+use fixture::{DATA, open_sim, sim_disk};
+#[allow(dead_code)] // only `below` is used here
+#[path = "support/rng.rs"]
+mod rng;
+use rng::Rng;
+
 use tollgate::{
     Durability, Engine, EngineConfig, Message, Offset, PublishError, Record, SimDisk, StartAt, Topic, TopicConfig,
 };
 
-/// The data directory on every simulated disk.
-const DATA: &str = "/data";
 /// Cuts taken, with different seeds, at each cut point (at least).
 const SEEDS_PER_CUT: u64 = 3;
 /// The group that commits during the workload (on the first topic).
@@ -74,9 +81,8 @@ fn buffered_topics_survive_a_second_crash_while_publishing_after_recovery() {
 
 #[test]
 fn full_disk_fails_publishes_and_loses_nothing_acknowledged() {
-    let disk = SimDisk::new();
-    disk.create_dir_all_durable(DATA).unwrap();
-    let engine = Engine::open_sim(&disk, DATA, EngineConfig::default()).unwrap();
+    let disk = sim_disk();
+    let engine = open_sim(&disk);
     let topic = engine.create_topic("t", config(0, Durability::Sync)).unwrap();
     for i in 0..20 {
         topic.publish(format!("before {i}")).unwrap();
@@ -102,7 +108,7 @@ fn full_disk_fails_publishes_and_loses_nothing_acknowledged() {
     assert_eq!(after, Offset::new(acked));
     for seed in 0..8 {
         let cut = disk.power_cut(seed);
-        let engine = Engine::open_sim(&cut, DATA, EngineConfig::default()).unwrap();
+        let engine = open_sim(&cut);
         let topic = engine.topic("t").unwrap();
         assert_eq!(topic.info().next, Offset::new(acked + 1));
         assert_eq!(topic.verify().unwrap(), acked + 1);
@@ -131,14 +137,14 @@ fn concurrent_sync_publishers_keep_every_acknowledged_record() {
         Some((engine, acked))
     };
     let total = {
-        let disk = fresh_disk();
+        let disk = sim_disk();
         drop(run(&disk));
         disk.syncs()
     };
     let points = cut_points(total);
     let seeds = (cut_count() / points.len() as u64).max(SEEDS_PER_CUT);
     for &budget in &points {
-        let disk = fresh_disk();
+        let disk = sim_disk();
         if let Some(n) = budget {
             disk.fail_after_syncs(n);
         }
@@ -197,8 +203,8 @@ fn records_appended_to_a_reactivated_segment_stay_readable() {
     // Offsets 0-2 fill most of a one-page segment; offset 3 rolls to the
     // next one, and the disk dies after sealing the first (index written,
     // checkpoint moved) but before the new segment's first flush.
-    let disk = fresh_disk();
-    let engine = Engine::open_sim(&disk, DATA, EngineConfig::default()).unwrap();
+    let disk = sim_disk();
+    let engine = open_sim(&disk);
     let topic = engine.create_topic("t", sync).unwrap();
     for _ in 0..3 {
         topic.publish(&big).unwrap();
@@ -209,7 +215,7 @@ fn records_appended_to_a_reactivated_segment_stay_readable() {
     let (engine, topic, disk) = (0..1000)
         .find_map(|seed| {
             let cut = disk.power_cut(seed);
-            let engine = Engine::open_sim(&cut, DATA, EngineConfig::default()).unwrap();
+            let engine = open_sim(&cut);
             let topic = engine.topic("t").unwrap();
             (topic.info().segments == 1).then_some((engine, topic, cut))
         })
@@ -226,7 +232,7 @@ fn records_appended_to_a_reactivated_segment_stay_readable() {
     let (engine, topic) = (0..1000)
         .find_map(|seed| {
             let cut = disk.power_cut(seed);
-            let engine = Engine::open_sim(&cut, DATA, EngineConfig::default()).unwrap();
+            let engine = open_sim(&cut);
             let topic = engine.topic("t").unwrap();
             (topic.info().next == Offset::new(5)).then_some((engine, topic))
         })
@@ -263,7 +269,7 @@ fn sweep(name: &str, setup: &Setup) {
     let started = std::time::Instant::now();
     let mut report = Report::default();
     let total = {
-        let disk = fresh_disk();
+        let disk = sim_disk();
         let (engine, _) = run_workload(&disk, setup, None, &mut report);
         drop(engine);
         disk.syncs()
@@ -271,7 +277,7 @@ fn sweep(name: &str, setup: &Setup) {
     let points = cut_points(total);
     let seeds = (cut_count() / points.len() as u64).max(SEEDS_PER_CUT);
     for &budget in &points {
-        let disk = fresh_disk();
+        let disk = sim_disk();
         let (engine, models) = run_workload(&disk, setup, budget, &mut report);
         let point = budget.unwrap_or(total + 1);
         let cut_all = || -> Vec<(u64, SimDisk)> {
@@ -335,12 +341,6 @@ fn cut_points(total: u64) -> Vec<Option<u64>> {
     points
 }
 
-fn fresh_disk() -> SimDisk {
-    let disk = SimDisk::new();
-    disk.create_dir_all_durable(DATA).unwrap();
-    disk
-}
-
 /// After the first cut: reopen and check; publish more at the next offsets,
 /// then sync; cut again, sometimes after a clean shutdown, and check again.
 /// With `setup.second_crash` the disk dies again somewhere in the publishing
@@ -355,7 +355,7 @@ fn continue_after_recovery(
 ) {
     let Some((engine, topics, ends)) = reopen_and_check(disk, setup, models, report, context) else { return };
     let mut models = models.clone();
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let death = setup.second_crash.then(|| disk.syncs() + rng.below(24));
     if let Some(at) = death {
         disk.fail_after_syncs(at - disk.syncs());
@@ -411,7 +411,7 @@ fn crash_during_recovery(
     report: &mut Report,
     context: &str,
 ) {
-    let budget = Rng(seed).below(40);
+    let budget = Rng::new(seed).below(40);
     disk.fail_after_syncs(budget);
     if let Ok(engine) = Engine::open_sim(disk, DATA, EngineConfig::default()) {
         for (i, name) in TOPICS.iter().enumerate() {
@@ -568,7 +568,7 @@ fn run_workload(
         }
     }
     let Ok(mut group) = topics[0].subscribe(GROUP) else { return (Some(engine), models) };
-    let mut rng = Rng(setup.seed);
+    let mut rng = Rng::new(setup.seed);
     for _ in 0..setup.ops {
         // Once the machine is dead nothing more happens on it; in particular
         // no publish into memory that no sync will ever reach.
@@ -766,23 +766,6 @@ impl Report {
     }
 }
 
-/// SplitMix64: reproducible choices from a seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
 /// A publish one of the concurrent publishers was told succeeded: its
 /// offsets and payloads.
 struct Acked {
@@ -794,7 +777,7 @@ struct Acked {
 /// the acknowledged ones. Payloads are `publisher:publish:index:size:`,
 /// padded, so any record identifies its publish and its place in the batch.
 fn concurrent_publisher(topic: &Topic, publisher: usize, count: usize) -> Vec<Acked> {
-    let mut rng = Rng(publisher as u64 + 100);
+    let mut rng = Rng::new(publisher as u64 + 100);
     let mut acked = Vec::new();
     for publish in 0..count {
         let size = 1 + rng.below(4) as usize;

@@ -55,25 +55,23 @@
 //! 100 kill points by default; `TOLLGATE_QUEUE_KILL_POINTS` sets the number
 //! and `TOLLGATE_QUEUE_KILL_SEED` replays a run's random choices (the timing
 //! of each kill still varies). The first few directories in which a
-//! violation was found are kept and their paths printed.
+//! violation was found are kept and their paths printed. The kill points, the
+//! kills and the report are the shared driver's (`tests/support/kill.rs`).
 #![cfg(unix)]
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, ExitStatus, Stdio};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-#[path = "support/child.rs"]
-mod child_process;
-#[allow(dead_code)] // each test uses some of it
-#[path = "support/rng.rs"]
-mod rng;
-use child_process::{Child, killed_by_sigkill, test_args};
-use rng::{Rng, env_u64};
+#[path = "support/kill.rs"]
+mod kill;
+use kill::rng::Rng;
+use kill::{
+    CHILD_LIFETIME, ChildEvent, KillTest, Trigger, child_env, emit, emit_ready, fatal, kill_self,
+    run_self_killing_child,
+};
 
 use tollgate::{
     Durability, Engine, LockError, LockManager, Message, Offset, QueueConfig, QueueError, Record, Topic, TopicConfig,
@@ -88,11 +86,18 @@ const RUN_ENV: &str = "TOLLGATE_QUEUE_RUN";
 const CHILD_SEED_ENV: &str = "TOLLGATE_QUEUE_CHILD_SEED";
 /// Set for the child: its groups' `QueueConfig`, in text.
 const CONFIG_ENV: &str = "TOLLGATE_QUEUE_CONFIG";
-/// The parent's seed, to replay a run.
-const SEED_ENV: &str = "TOLLGATE_QUEUE_KILL_SEED";
-/// How many kill points the parent runs.
-const POINTS_ENV: &str = "TOLLGATE_QUEUE_KILL_POINTS";
-const POINTS_DEFAULT: u64 = 100;
+/// The parent's child, kill points and seed, and how many it prints of the violations found.
+const TEST: KillTest = KillTest {
+    name: "queue_crash",
+    child: "queue_child",
+    dir_env: CHILD_ENV,
+    run_env: RUN_ENV,
+    child_seed_env: CHILD_SEED_ENV,
+    points_env: "TOLLGATE_QUEUE_KILL_POINTS",
+    points_default: 100,
+    seed_env: "TOLLGATE_QUEUE_KILL_SEED",
+    violations_printed_max: 40,
+};
 
 /// Kill points on one directory before it is drained, checked a last time
 /// and replaced by a fresh one.
@@ -118,15 +123,6 @@ const SKUS: usize = 4;
 /// The publisher waits while its topic's group has this many unsettled messages.
 const LAG_MAX: u64 = 300;
 
-/// Violations printed (all are counted), and data directories with a
-/// violation kept for inspection (the others are deleted).
-const VIOLATIONS_PRINTED_MAX: usize = 40;
-const KEPT_DIRS_MAX: usize = 3;
-
-/// A kill that has not happened by then happens anyway (and is counted).
-const KILL_TIMEOUT: Duration = Duration::from_secs(5);
-/// A child that was never killed exits by itself after this long.
-const CHILD_LIFETIME: Duration = Duration::from_secs(60);
 /// Draining a directory's groups gives up (a violation) after this long.
 const DRAIN_LIMIT: Duration = Duration::from_secs(60);
 
@@ -155,50 +151,21 @@ fn kill_9_keeps_worker_groups_consistent() {
     if std::env::var_os(CHILD_ENV).is_some() || std::env::var_os(REPRO_CHILD_ENV).is_some() {
         return;
     }
-    let points = env_u64(POINTS_ENV).unwrap_or(POINTS_DEFAULT);
-    let seed = env_u64(SEED_ENV).unwrap_or_else(|| {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        now.as_nanos() as u64 ^ u64::from(std::process::id())
+    TEST.run(Counts::print, |kills, dir, report| {
+        let mut model = Model::create(dir, &mut kills.rng);
+        let mut killed = 0;
+        while killed < KILLS_PER_DIR && !kills.done() {
+            let config = [(CONFIG_ENV, model.config_text.as_str().into())];
+            killed += kills.kill_chain(dir, &config, KillPlan::random, |run| {
+                report.child_deliveries +=
+                    run.events.iter().filter(|e| matches!(e, Event::Delivered { .. })).count() as u64;
+                model.absorb(&run.events, run.early_exit(), report);
+            });
+            report.check(|report| model.check(dir, report));
+        }
+        model.finish(dir, report);
+        format!(" ({})", model.config_text)
     });
-    let started = Instant::now();
-    let mut rng = Rng::new(seed);
-    let mut report = Report::default();
-    let mut point = 0;
-    while point < points {
-        let dir = tempfile::Builder::new().prefix("tollgate-qcrash-").tempdir().expect("temporary directory");
-        report.dirs += 1;
-        let violations_before = report.violations.len();
-        let mut model = Model::create(dir.path(), &mut rng);
-        let mut kills = 0;
-        while kills < KILLS_PER_DIR && point < points {
-            // Sometimes several children in a row before a check: the later
-            // ones recover a killed directory themselves, and may be killed
-            // while doing so.
-            let chain = if rng.chance(25) { 2 + rng.below(2) } else { 1 }.min(points - point);
-            for link in 0..chain {
-                let plan = KillPlan::random(&mut rng);
-                let run = run_child(dir.path(), &model.config_text, point, rng.next_u64(), plan);
-                report.record_kill(plan, &run, link > 0);
-                model.absorb(&run.events, run.exited_early.map(|status| (status, run.stderr.as_str())), &mut report);
-                point += 1;
-                kills += 1;
-            }
-            model.check(dir.path(), &mut report);
-        }
-        model.finish(dir.path(), &mut report);
-        if report.violations.len() > violations_before && report.kept < KEPT_DIRS_MAX {
-            report.kept += 1;
-            println!("kept the data directory {} ({}) for inspection", dir.keep().display(), model.config_text);
-        }
-    }
-    report.print(seed, started.elapsed());
-    assert!(
-        report.violations.is_empty(),
-        "{} violations over {} kill points (seed {seed}); first: {}",
-        report.violations.len(),
-        report.kill_points,
-        report.violations[0]
-    );
 }
 
 /// What a worker is about to do with a delivery (an `i` line).
@@ -239,40 +206,47 @@ impl Intent {
     }
 }
 
-/// When the parent kills a child.
+/// What a kill plan counts: it kills the child as soon as it has printed
+/// so many deliveries, or so many intents of a kind (inside an ack's journal
+/// write, or a dead letter's publish).
 #[derive(Debug, Clone, Copy)]
-enum KillPlan {
-    /// This long after spawning it: often while it opens the engine, or its groups.
-    SinceSpawn(Duration),
-    /// This long after it reported its groups open.
-    SinceReady(Duration),
-    /// As soon as it has printed this many deliveries.
-    AfterDeliveries(u64),
-    /// As soon as it has printed this many intents of this kind: inside an
-    /// ack's journal write, or a dead letter's publish.
-    AfterIntent(Intent, u64),
+enum Counted {
+    Deliveries,
+    Intents(Intent),
 }
+
+impl Trigger<Event> for Counted {
+    fn counts(self, event: &Event) -> bool {
+        match (self, event) {
+            (Counted::Deliveries, Event::Delivered { .. }) => true,
+            (Counted::Intents(kind), Event::Intent { intent, .. }) => *intent == kind,
+            _ => false,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Counted::Deliveries => "after N deliveries",
+            Counted::Intents(_) => "right after N intents (an ack, nack, reject, drop or extend began)",
+        }
+    }
+}
+
+/// When the parent kills a child (this long after spawning it is often while
+/// it opens the engine, or its groups).
+type KillPlan = kill::KillPlan<Counted>;
 
 impl KillPlan {
     fn random(rng: &mut Rng) -> KillPlan {
         match rng.below(100) {
             0..12 => KillPlan::SinceSpawn(Duration::from_micros(rng.below(60_001))),
             12..40 => KillPlan::SinceReady(Duration::from_micros(rng.below(1_000_001))),
-            40..70 => KillPlan::AfterDeliveries(rng.log_uniform(2000)),
+            40..70 => KillPlan::After(Counted::Deliveries, rng.log_uniform(2000)),
             _ => {
                 let intent = [Intent::Ack, Intent::Nack, Intent::Reject, Intent::Reject, Intent::Drop, Intent::Extend]
                     [rng.below(6) as usize];
-                KillPlan::AfterIntent(intent, 1 + rng.below(3))
+                KillPlan::After(Counted::Intents(intent), 1 + rng.below(3))
             }
-        }
-    }
-
-    fn index(self) -> usize {
-        match self {
-            KillPlan::SinceSpawn(_) => 0,
-            KillPlan::SinceReady(_) => 1,
-            KillPlan::AfterDeliveries(_) => 2,
-            KillPlan::AfterIntent(..) => 3,
         }
     }
 }
@@ -339,140 +313,38 @@ enum Event {
     Failure(String),
 }
 
-fn parse_event(line: &str) -> Option<Event> {
-    let words: Vec<&str> = line.split(' ').collect();
-    let kind = *words.first()?;
-    if kind == "bad" || kind == "error" {
-        return Some(Event::Failure(line.to_owned()));
-    }
-    if kind == "ready" {
-        return Some(Event::Ready);
-    }
-    let topic = words.get(1)?.parse::<usize>().ok().filter(|&t| t < TOPICS.len())?;
-    let number = |i: usize| words.get(i).and_then(|w| w.parse::<u64>().ok());
-    let attempt = || words.get(3).and_then(|w| w.parse::<u32>().ok());
-    let offset = number(2)?;
-    let event = match (kind, words.len()) {
-        ("p", 5) => Event::Published { topic, first: offset, count: number(3)?, id: words[4].to_owned() },
-        ("t", 5) => Event::Transaction { topic, first: offset, count: number(3)?, id: words[4].to_owned() },
-        ("d", 5) => Event::Delivered { topic, offset, attempt: attempt()?, at_us: number(4)? },
-        ("i", 5) => Event::Intent { topic, offset, attempt: attempt()?, intent: Intent::parse(words[4])? },
-        ("a", 4) => Event::Acked { topic, offset, attempt: attempt()? },
-        ("x", 4) => Event::Expired { topic, offset, attempt: attempt()? },
-        ("n", 5) => Event::Nacked { topic, offset, attempt: attempt()?, not_before_us: number(4)? },
-        ("r", 4) => Event::Rejected { topic, offset, attempt: attempt()? },
-        ("k", 4) => Event::Dropped { topic, offset, attempt: attempt()? },
-        _ => return Some(Event::Failure(format!("an unreadable line from the child: {line:?}"))),
-    };
-    Some(event)
-}
-
-/// What one child did before it died.
-struct ChildRun {
-    events: Vec<Event>,
-    ready: bool,
-    deliveries: u64,
-    /// How long it worked, from `ready` to the kill.
-    worked: Option<Duration>,
-    timed_out: bool,
-    /// Set when the child exited before the kill.
-    exited_early: Option<ExitStatus>,
-    stderr: String,
-}
-
-/// Spawns a child on `dir`, kills it as `plan` says, and returns every line
-/// it printed before it died.
-fn run_child(dir: &Path, config: &str, run: u64, seed: u64, plan: KillPlan) -> ChildRun {
-    let spawned_at = Instant::now();
-    let child = Child::spawn(
-        "queue_child",
-        [
-            (CHILD_ENV, dir.into()),
-            (RUN_ENV, run.to_string().into()),
-            (CHILD_SEED_ENV, seed.to_string().into()),
-            (CONFIG_ENV, config.into()),
-        ],
-    );
-
-    let mut out = ChildRun {
-        events: Vec::new(),
-        ready: false,
-        deliveries: 0,
-        worked: None,
-        timed_out: false,
-        exited_early: None,
-        stderr: String::new(),
-    };
-    let mut ready_at = None;
-    let mut intents = 0;
-    let mut closed = false;
-    loop {
-        let now = Instant::now();
-        let deadline = match plan {
-            KillPlan::SinceSpawn(delay) => Some(spawned_at + delay),
-            KillPlan::SinceReady(delay) => ready_at.map(|at| at + delay),
-            KillPlan::AfterDeliveries(_) | KillPlan::AfterIntent(..) => None,
+impl ChildEvent for Event {
+    fn parse(line: &str) -> Option<Event> {
+        let words: Vec<&str> = line.split(' ').collect();
+        let kind = *words.first()?;
+        if kind == "bad" || kind == "error" {
+            return Some(Event::Failure(line.to_owned()));
+        }
+        if kind == "ready" {
+            return Some(Event::Ready);
+        }
+        let topic = words.get(1)?.parse::<usize>().ok().filter(|&t| t < TOPICS.len())?;
+        let number = |i: usize| words.get(i).and_then(|w| w.parse::<u64>().ok());
+        let attempt = || words.get(3).and_then(|w| w.parse::<u32>().ok());
+        let offset = number(2)?;
+        let event = match (kind, words.len()) {
+            ("p", 5) => Event::Published { topic, first: offset, count: number(3)?, id: words[4].to_owned() },
+            ("t", 5) => Event::Transaction { topic, first: offset, count: number(3)?, id: words[4].to_owned() },
+            ("d", 5) => Event::Delivered { topic, offset, attempt: attempt()?, at_us: number(4)? },
+            ("i", 5) => Event::Intent { topic, offset, attempt: attempt()?, intent: Intent::parse(words[4])? },
+            ("a", 4) => Event::Acked { topic, offset, attempt: attempt()? },
+            ("x", 4) => Event::Expired { topic, offset, attempt: attempt()? },
+            ("n", 5) => Event::Nacked { topic, offset, attempt: attempt()?, not_before_us: number(4)? },
+            ("r", 4) => Event::Rejected { topic, offset, attempt: attempt()? },
+            ("k", 4) => Event::Dropped { topic, offset, attempt: attempt()? },
+            _ => return Some(Event::Failure(format!("an unreadable line from the child: {line:?}"))),
         };
-        if deadline.is_some_and(|d| now >= d) {
-            break;
-        }
-        let timeout = spawned_at + KILL_TIMEOUT;
-        if now >= timeout {
-            out.timed_out = true;
-            break;
-        }
-        let wait = deadline.unwrap_or(timeout).min(timeout) - now;
-        match child.next_line(wait) {
-            Ok(line) => {
-                let Some(event) = parse_event(&line) else { continue };
-                let done = match (&event, plan) {
-                    (Event::Ready, _) => {
-                        ready_at = Some(Instant::now());
-                        false
-                    }
-                    (Event::Delivered { .. }, KillPlan::AfterDeliveries(n)) => {
-                        out.deliveries += 1;
-                        out.deliveries >= n
-                    }
-                    (Event::Delivered { .. }, _) => {
-                        out.deliveries += 1;
-                        false
-                    }
-                    (Event::Intent { intent, .. }, KillPlan::AfterIntent(kind, n)) if *intent == kind => {
-                        intents += 1;
-                        intents >= n
-                    }
-                    _ => false,
-                };
-                out.events.push(event);
-                if done {
-                    break;
-                }
-            }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => {
-                closed = true;
-                break;
-            }
-        }
+        Some(event)
     }
-    out.worked = ready_at.map(|at: Instant| at.elapsed());
-    let (status, rest, stderr) = child.kill();
-    if closed || !killed_by_sigkill(status) {
-        out.exited_early = Some(status);
+
+    fn is_ready(&self) -> bool {
+        matches!(self, Event::Ready)
     }
-    // Lines the child wrote before it died, not yet read.
-    for line in rest {
-        if let Some(event) = parse_event(&line) {
-            if matches!(event, Event::Delivered { .. }) {
-                out.deliveries += 1;
-            }
-            out.events.push(event);
-        }
-    }
-    out.ready = out.events.iter().any(|e| matches!(e, Event::Ready));
-    out.stderr = stderr;
-    out
 }
 
 /// Everything known about one offset of a topic, over every child that ran
@@ -612,7 +484,7 @@ impl Model {
 
     /// Takes in what a child (or a drain) printed, checking each delivery
     /// and settle against everything known so far.
-    fn absorb(&mut self, events: &[Event], exited_early: Option<(ExitStatus, &str)>, report: &mut Report) {
+    fn absorb(&mut self, events: &[Event], early_exit: Option<String>, report: &mut Report) {
         self.child += 1;
         let child = self.child;
         for event in events {
@@ -679,17 +551,14 @@ impl Model {
                 Event::Failure(ref line) => report.violation(format!("the child reported: {line}")),
             }
         }
-        if let Some((status, stderr)) = exited_early {
-            let lines: Vec<&str> = stderr.lines().collect();
-            let tail = lines[lines.len().saturating_sub(15)..].join("\n");
-            report.violation(format!("the child exited before it was killed ({status}); its stderr ends:\n{tail}"));
+        if let Some(early) = early_exit {
+            report.violation(early);
         }
     }
 
     /// Reopens the directory and checks the logs, the dead letters, and the
     /// deliveries against them.
     fn check(&mut self, dir: &Path, report: &mut Report) {
-        report.checks += 1;
         let engine = match Engine::open(dir) {
             Ok(engine) => engine,
             Err(e) => {
@@ -734,7 +603,7 @@ impl Model {
         };
         report.drained += events.iter().filter(|e| matches!(e, Event::Delivered { .. })).count() as u64;
         self.absorb(&events, None, report);
-        self.check(dir, report);
+        report.check(|report| self.check(dir, report));
         for (t, (name, _)) in TOPICS.iter().enumerate() {
             let model = &self.topics[t];
             for offset in 0..model.end {
@@ -1139,20 +1008,14 @@ fn drain(dir: &Path, config: &QueueConfig) -> Result<Vec<Event>, String> {
     Ok(events.into_inner().unwrap())
 }
 
-/// Counts across all kill points.
+/// Violations and counts across all kill points.
+type Report = kill::Report<Counts>;
+
+/// This test's own counts across all kill points.
 #[derive(Default)]
-struct Report {
-    kill_points: u64,
-    checks: u64,
-    dirs: u64,
-    /// Kills per plan: since spawn, since ready, after deliveries, after an intent.
-    plans: [u64; 4],
-    before_ready: u64,
-    /// Time children worked, from `ready` to the kill, and deliveries they printed.
-    worked: Duration,
+struct Counts {
+    /// Deliveries the children printed before they were killed.
     child_deliveries: u64,
-    chained: u64,
-    timeouts: u64,
     deliveries: u64,
     redeliveries: u64,
     drained: u64,
@@ -1173,61 +1036,14 @@ struct Report {
     restocks: u64,
     orders_checked: u64,
     records_checked: u64,
-    violations: Vec<String>,
-    /// Violations by kind: their text up to the details, digits left out.
-    kinds: BTreeMap<String, u64>,
-    printed: usize,
-    kept: usize,
 }
 
-impl Report {
-    fn violation(&mut self, what: String) {
-        if self.printed < VIOLATIONS_PRINTED_MAX {
-            println!("VIOLATION (check {}): {what}", self.checks);
-            self.printed += 1;
-        }
-        let problem = what.split_once(": ").map_or(what.as_str(), |(_, rest)| rest);
-        let problem = problem.split(" (").next().unwrap_or(problem);
-        let kind: String = problem.chars().filter(|c| !c.is_ascii_digit()).collect();
-        *self.kinds.entry(kind).or_default() += 1;
-        self.violations.push(what);
-    }
-
-    fn record_kill(&mut self, plan: KillPlan, run: &ChildRun, chained: bool) {
-        self.kill_points += 1;
-        self.plans[plan.index()] += 1;
-        if !run.ready {
-            self.before_ready += 1;
-        }
-        if chained {
-            self.chained += 1;
-        }
-        self.worked += run.worked.unwrap_or_default();
-        self.child_deliveries += run.deliveries;
-        if run.timed_out {
-            self.timeouts += 1;
-        }
-    }
-
-    fn print(&self, seed: u64, elapsed: Duration) {
-        println!("queue_crash: seed {seed}, {:.1} s", elapsed.as_secs_f64());
+impl Counts {
+    fn print(&self) {
         println!(
-            "  {} kill points ({} in chains, {} before the child had its groups open), {} checks, {} directories drained",
-            self.kill_points, self.chained, self.before_ready, self.checks, self.dirs
-        );
-        println!(
-            "  kills planned: {} after spawn, {} after open, {} after N deliveries, {} right after an ack/nack/reject/drop/extend began; {} timed out",
-            self.plans[0], self.plans[1], self.plans[2], self.plans[3], self.timeouts
-        );
-        let ready = (self.kill_points - self.before_ready).max(1);
-        println!(
-            "  children worked {:.0} ms on average after opening, and printed {:.0} deliveries",
-            self.worked.as_secs_f64() * 1e3 / ready as f64,
-            self.child_deliveries as f64 / ready as f64
-        );
-        println!(
-            "  {} deliveries checked ({} redeliveries, {} by drains): {} acks, {} nacks, {} rejects, {} expired, {} drops, {} extends",
+            "  {} deliveries checked ({} printed by children before their kill, {} redeliveries, {} by drains): {} acks, {} nacks, {} rejects, {} expired, {} drops, {} extends",
             self.deliveries,
+            self.child_deliveries,
             self.redeliveries,
             self.drained,
             self.acks,
@@ -1245,10 +1061,6 @@ impl Report {
             "  {} messages published, {} orders and {} restocks committed, {} orders checked in the logs, {} records read",
             self.published, self.orders, self.restocks, self.orders_checked, self.records_checked
         );
-        println!("  violations: {}", self.violations.len());
-        for (kind, count) in &self.kinds {
-            println!("    {count} x {kind}");
-        }
     }
 }
 
@@ -1284,14 +1096,7 @@ fn reject_interrupted_after_the_dead_letter_is_not_delivered_again() {
             let engine = Engine::open(dir.path()).expect("open");
             engine.create_topic("t", TopicConfig::default()).expect("create topic");
         }
-        let exe = std::env::current_exe().expect("the test binary's path");
-        let status = Command::new(exe)
-            .args(test_args("repro_child"))
-            .env(REPRO_CHILD_ENV, dir.path())
-            .stdout(Stdio::null())
-            .status()
-            .expect("run the child");
-        assert!(killed_by_sigkill(status), "the child was not killed: {status}");
+        run_self_killing_child("repro_child", REPRO_CHILD_ENV, dir.path());
 
         let engine = Engine::open(dir.path()).expect("open after the kill");
         let dead = engine.topic(&dead_letter_topic("t")).expect("dead-letter topic");
@@ -1330,15 +1135,12 @@ fn repro_child() {
             while dead.info().next.get() == 0 {
                 std::hint::spin_loop();
             }
-            // SAFETY: kill(2) with a pid and a signal number reads no memory.
-            unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+            kill_self();
         });
         let _ = delivery.reject("rejected by the reproduction");
         // The settle was journaled before the kill: nothing to reproduce.
-        // SAFETY: as above.
-        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+        kill_self();
     });
-    unreachable!("SIGKILL is not caught");
 }
 
 // ---------------------------------------------------------------------------
@@ -1358,8 +1160,7 @@ mod child {
     /// Opens the engine, its topics and groups, rebuilds the stock from the
     /// logs, prints `ready`, and works until killed.
     pub(super) fn run(dir: &Path) -> ! {
-        let run = env_u64(RUN_ENV).unwrap_or_else(|| fatal(format!("{RUN_ENV} is not set")));
-        let seed = env_u64(CHILD_SEED_ENV).unwrap_or_else(|| fatal(format!("{CHILD_SEED_ENV} is not set")));
+        let (run, seed) = (child_env(RUN_ENV), child_env(CHILD_SEED_ENV));
         let config: QueueConfig = std::env::var(CONFIG_ENV)
             .ok()
             .and_then(|text| text.parse().ok())
@@ -1376,9 +1177,7 @@ mod child {
                 topic.worker_with(GROUP, config.clone()).unwrap_or_else(|e| fatal(format!("open the group: {e}")))
             })
             .collect();
-        // The empty line ends whatever the test harness printed.
-        emit("");
-        emit("ready");
+        emit_ready();
         let locks = LockManager::new();
         let deadline = Instant::now() + CHILD_LIFETIME;
         std::thread::scope(|s| {
@@ -1632,22 +1431,6 @@ mod child {
                 Err(e) => fatal(format!("order on topic {t}: {e}")),
             }
         }
-    }
-
-    /// Prints one line and flushes it; exits if the parent is gone.
-    fn emit(line: &str) {
-        let mut out = std::io::stdout().lock();
-        let mut bytes = Vec::with_capacity(line.len() + 1);
-        bytes.extend_from_slice(line.as_bytes());
-        bytes.push(b'\n');
-        if out.write_all(&bytes).and_then(|()| out.flush()).is_err() {
-            std::process::exit(0);
-        }
-    }
-
-    fn fatal(what: String) -> ! {
-        emit(&format!("error {what}"));
-        std::process::exit(2);
     }
 }
 

@@ -7,6 +7,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+#[allow(dead_code)] // only `below` is used here
+#[path = "support/rng.rs"]
+mod rng;
+use rng::Rng;
+
 use tollgate::{LockConfig, LockError, LockManager, LockMode, LockRequest, Session};
 
 const THREADS: usize = 8;
@@ -15,18 +20,6 @@ const KEYS: usize = 6;
 fn stress_duration() -> Duration {
     let secs = std::env::var("TOLLGATE_STRESS_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(3);
     Duration::from_secs(secs)
-}
-
-/// A small deterministic generator (xorshift64*), one per thread.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 33) % n
-    }
 }
 
 /// What the holders of one key are doing; checked on entry to each critical section.
@@ -108,7 +101,7 @@ fn worker(
     seed: u64,
     stop: &AtomicBool,
 ) {
-    let mut rng = Rng(seed | 1);
+    let mut rng = Rng::new(seed);
     let timeout = Duration::from_millis(20);
     while !stop.load(Ordering::Relaxed) {
         tally.operations.fetch_add(1, Ordering::Relaxed);
@@ -260,7 +253,7 @@ fn stress_mixed_operations_never_violate_exclusion() {
         }
         // Interrupts and reclamation race with everything else.
         s.spawn(|| {
-            let mut rng = Rng(7);
+            let mut rng = Rng::new(7);
             while !stop.load(Ordering::Relaxed) {
                 sessions[rng.below(THREADS as u64) as usize].interrupt();
                 if rng.below(8) == 0 {

@@ -1,5 +1,6 @@
-//! The deterministic generator of the multi-threaded and kill -9 tests
-//! (xorshift64*): a seed printed by a failing run replays its choices.
+//! The tests' deterministic generator (xorshift64*): the stress, power-cut,
+//! queue and kill -9 tests draw their random choices from it, so that a
+//! seed replays them.
 
 /// A small deterministic generator (xorshift64*).
 pub struct Rng(u64);

@@ -1,0 +1,106 @@
+//! Delays and priorities: `deliver_after`/`deliver_at` never handed out before
+//! their time (checked against the wall clock, never against an upper bound),
+//! past times at once, priorities highest first then oldest.
+
+use std::thread;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tollgate::Message;
+
+use super::fixture::temp_topic;
+use super::{drain, now_us, payload, publish_n, take};
+
+#[test]
+fn a_delayed_message_is_not_handed_out_before_its_time() {
+    let (_dir, _engine, topic) = temp_topic("orders");
+    let offset = topic.publish_message(Message::new("later").deliver_after(Duration::from_millis(200))).unwrap();
+    topic.publish(b"now").unwrap();
+    let at = topic.read(offset).unwrap().deliver_at_us().unwrap();
+    let w = topic.worker("g").unwrap();
+    let d = take(&w);
+    if d.offset() == offset {
+        assert!(now_us() >= at, "handed out before its time"); // a slow machine: already due
+        return;
+    }
+    assert_eq!(payload(&d), "now");
+    d.ack().unwrap();
+    let metrics = w.metrics();
+    if now_us() < at {
+        assert_eq!((metrics.delayed, metrics.ready), (1, 0));
+    }
+    loop {
+        // Short receives: each one that returns the message must be at or after its time.
+        if let Some(d) = w.receive(Duration::from_millis(20)).unwrap() {
+            assert!(now_us() >= at, "handed out {} µs early", at - now_us());
+            assert_eq!(d.offset(), offset);
+            d.ack().unwrap();
+            break;
+        }
+    }
+}
+
+#[test]
+fn a_delivery_time_in_the_past_is_delivered_at_once() {
+    let (_dir, _engine, topic) = temp_topic("orders");
+    topic.publish_message(Message::new("old").deliver_at(SystemTime::now() - Duration::from_secs(60))).unwrap();
+    topic.publish_message(Message::new("epoch").deliver_at(UNIX_EPOCH - Duration::from_secs(1))).unwrap();
+    let w = topic.worker("g").unwrap();
+    let first = take(&w);
+    assert_eq!(w.metrics().delayed, 0);
+    assert_eq!(w.metrics().ready, 1);
+    assert_eq!((payload(&first), payload(&take(&w))), ("old".into(), "epoch".into()));
+}
+
+#[test]
+fn subscriptions_see_delayed_messages_at_once() {
+    let (_dir, _engine, topic) = temp_topic("orders");
+    topic.publish_message(Message::new("later").deliver_after(Duration::from_secs(3600))).unwrap();
+    let mut sub = topic.subscribe("audit").unwrap();
+    assert_eq!(sub.next().unwrap().unwrap().payload().as_ref(), b"later");
+}
+
+#[test]
+fn priorities_go_highest_first_then_oldest_first() {
+    let (_dir, _engine, topic) = temp_topic("orders");
+    let published = [(0, "a"), (5, "b"), (9, "c"), (1, "d"), (9, "e"), (5, "f"), (0, "g")];
+    for (p, label) in published {
+        topic.publish_message(Message::new(label).priority(p)).unwrap();
+    }
+    let w = topic.worker("g").unwrap();
+    let got: Vec<String> = drain(&w).iter().map(payload).collect();
+    assert_eq!(got, ["c", "e", "b", "f", "d", "a", "g"]);
+}
+
+#[test]
+fn a_redelivered_message_keeps_its_priority() {
+    let (_dir, _engine, topic) = temp_topic("orders");
+    topic.publish_message(Message::new("low").priority(1)).unwrap();
+    topic.publish_message(Message::new("high").priority(8)).unwrap();
+    let w = topic.worker("g").unwrap();
+    let d = take(&w);
+    assert_eq!(payload(&d), "high");
+    d.nack(Duration::ZERO, "again").unwrap();
+    let d = take(&w);
+    assert_eq!((payload(&d), d.attempt()), ("high".into(), 2));
+}
+
+#[test]
+fn a_delayed_high_priority_message_goes_first_once_due() {
+    let (_dir, _engine, topic) = temp_topic("orders");
+    let urgent =
+        topic.publish_message(Message::new("urgent").priority(9).deliver_after(Duration::from_millis(60))).unwrap();
+    let at = topic.read(urgent).unwrap().deliver_at_us().unwrap();
+    publish_n(&topic, 3);
+    let w = topic.worker("g").unwrap();
+    let first = take(&w); // reads the window
+    if payload(&first) == "urgent" {
+        assert!(now_us() >= at, "handed out before its time"); // a slow machine: already due
+        return;
+    }
+    while now_us() <= at + 1000 {
+        thread::sleep(Duration::from_millis(5));
+    }
+    let d = take(&w);
+    assert_eq!(payload(&d), "urgent", "the due priority-9 message goes before the priority-0 ones");
+    drop(first);
+}
