@@ -73,6 +73,7 @@ use crate::log::names::{check_group_name, check_topic_name};
 use crate::log::record::{FrameFault, FrameInfo, Offset, Record, check_frame};
 pub use crate::log::recovery::CutKind;
 use crate::log::recovery::{Plan, RecoveryMode};
+use crate::log::scan::{FrameScan, FrameSource, scan_frames};
 use crate::log::segment::{HeaderFault, check_header, corrupt, decode_index};
 use crate::log::slots::{
     Checkpoint, CleanMark, CommittedOffset, MetaCheck, NOT_SLOT_FILE, SlotFileCheck, SlotValue, check_meta,
@@ -1012,7 +1013,7 @@ fn measure_segment(
         let fault = Some(corrupt(path, 0, header_reason(fault)));
         return Ok(Measured { end: base, bytes: 0, file_bytes, fault, mark_disagrees });
     }
-    let scan = scan_frames(&mut seg, base, &mut |_| {})?;
+    let scan = scan_segment(&mut seg, base, &mut |_| {})?;
     let fault = match (scan.fault, next_base) {
         (Some((position, fault)), _) => Some(corrupt(path, position as usize, fault.reason())),
         (None, Some(next)) if next != scan.next_offset => Some(corrupt(path, scan.end as usize, ENDS_EARLY)),
@@ -1306,7 +1307,7 @@ fn check_segment(
         read(seg.read_bytes);
         return Ok(SegmentCheck::Cut { position: 0, reason: header_reason(fault), first_lost: base });
     }
-    let scan = scan_frames(seg, base, &mut read)?;
+    let scan = scan_segment(seg, base, &mut read)?;
     verdict.records += scan.next_offset - base;
     let cut = |position, reason| SegmentCheck::Cut { position, reason, first_lost: scan.next_offset };
     Ok(match (scan.fault, files.bases.get(i + 1)) {
@@ -1473,43 +1474,39 @@ fn read_worker_state(topic_dir: &Path, group: &str) -> Result<Option<WorkerState
     }))
 }
 
-/// Result of [`scan_frames`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct FrameScan {
-    /// Position after the last valid frame.
-    end: u64,
-    /// Offset after the last valid frame's records.
-    next_offset: u64,
-    /// Where and why the scan stopped before the end of the data, unless it
-    /// stopped at a clean end (zero frame size and zeros to the end of the
-    /// file, or the file's end).
-    fault: Option<(u64, FrameFault)>,
+/// Scans a segment's frames from its first with the engine's scanner
+/// (`log/scan.rs`), as recovery does: every frame checked completely, in
+/// offset order from the segment's base, until the first invalid one or the
+/// end of the data. `read` is told the segment's bytes read so far as the
+/// scan goes on.
+fn scan_segment(seg: &mut SegmentFile, base: u64, read: &mut dyn FnMut(u64)) -> io::Result<FrameScan> {
+    let reported = seg.read_bytes;
+    let mut source = Progress { seg, read, reported };
+    let scan = scan_frames(&mut source, SEGMENT_HEADER_BYTES as u64, base, |_, _| {})?;
+    (source.read)(source.seg.read_bytes);
+    Ok(scan)
 }
 
-/// Scans a segment's frames from its first, as recovery does: every frame
-/// checked completely, in offset order from the segment's base, until the
-/// first invalid one or the end of the data. `read` is told the segment's
-/// bytes read so far as the scan goes on.
-fn scan_frames(seg: &mut SegmentFile, base: u64, read: &mut dyn FnMut(u64)) -> io::Result<FrameScan> {
-    let mut position = SEGMENT_HEADER_BYTES as u64;
-    let mut next_offset = base;
-    let mut reported = seg.read_bytes;
-    loop {
-        if seg.read_bytes - reported >= PROGRESS_STEP_BYTES {
-            reported = seg.read_bytes;
-            read(reported);
+/// A segment file read for the scanner, reporting progress as it goes.
+struct Progress<'a> {
+    seg: &'a mut SegmentFile,
+    read: &'a mut dyn FnMut(u64),
+    reported: u64,
+}
+
+impl FrameSource for Progress<'_> {
+    type Error = io::Error;
+
+    fn frame(&mut self, position: u64, expected: u64) -> io::Result<Result<FrameInfo, FrameFault>> {
+        if self.seg.read_bytes - self.reported >= PROGRESS_STEP_BYTES {
+            self.reported = self.seg.read_bytes;
+            (self.read)(self.reported);
         }
-        let fault = match seg.frame(position, next_offset)? {
-            Ok(info) => {
-                position += info.len as u64;
-                next_offset = info.end_offset();
-                continue;
-            }
-            Err(FrameFault::End) if seg.zeros_from(position)? => None,
-            Err(fault) => Some((position, fault)),
-        };
-        read(seg.read_bytes);
-        return Ok(FrameScan { end: position, next_offset, fault });
+        self.seg.frame(position, expected)
+    }
+
+    fn zeros_from(&mut self, position: u64) -> io::Result<bool> {
+        self.seg.zeros_from(position)
     }
 }
 
@@ -1751,7 +1748,7 @@ mod tests {
         let bytes = segment(10, &[small, &[&big], small, &[b"d"]]);
         let mut seg = open(dir.path(), 10, &bytes, 16);
         assert_eq!(seg.header().unwrap(), Ok(()));
-        let scan = scan_frames(&mut seg, 10, &mut |_| {}).unwrap();
+        let scan = scan_segment(&mut seg, 10, &mut |_| {}).unwrap();
         assert_eq!(scan, FrameScan { end: bytes.len() as u64, next_offset: 16, fault: None });
     }
 
@@ -1762,20 +1759,20 @@ mod tests {
         let data_end = bytes.len() as u64;
         bytes.resize(bytes.len() + 100, 0);
         let mut seg = open(dir.path(), 0, &bytes, 32);
-        let scan = scan_frames(&mut seg, 0, &mut |_| {}).unwrap();
+        let scan = scan_segment(&mut seg, 0, &mut |_| {}).unwrap();
         assert_eq!(scan, FrameScan { end: data_end, next_offset: 2, fault: None });
         // A frame size of zero with bytes after it: a frame being written.
         let last = bytes.len() - 1;
         bytes[last] = 1;
         let mut seg = open(dir.path(), 0, &bytes, 32);
-        let scan = scan_frames(&mut seg, 0, &mut |_| {}).unwrap();
+        let scan = scan_segment(&mut seg, 0, &mut |_| {}).unwrap();
         assert_eq!(scan.fault, Some((data_end, FrameFault::End)));
         // A flipped bit in the second frame.
         let mut bytes = segment(0, &[&[b"one"], &[b"two"]]);
         let second = bytes.len() - 1;
         bytes[second] ^= 1;
         let mut seg = open(dir.path(), 0, &bytes, 4096);
-        let scan = scan_frames(&mut seg, 0, &mut |_| {}).unwrap();
+        let scan = scan_segment(&mut seg, 0, &mut |_| {}).unwrap();
         let first_end = segment(0, &[&[b"one"]]).len() as u64;
         assert_eq!(scan, FrameScan { end: first_end, next_offset: 1, fault: Some((first_end, FrameFault::BadCrc)) });
     }

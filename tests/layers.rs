@@ -145,3 +145,35 @@ fn rust_files(dir: &Path) -> Vec<PathBuf> {
     files.sort();
     files
 }
+
+/// docs/ARCHITECTURE.md's reading order names every source file of the
+/// repository, so that a newcomer can find each one's place.
+#[test]
+fn the_reading_order_names_every_source_file() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let doc = fs::read_to_string(root.join("docs/ARCHITECTURE.md")).expect("docs/ARCHITECTURE.md");
+    let order = &doc[doc.find("## Reading order").expect("a reading order")..];
+    let mut missing = Vec::new();
+    for dir in ["src", "tests", "examples", "benches", "fuzz/fuzz_targets"] {
+        let mut files = Vec::new();
+        let mut stack = vec![root.join(dir)];
+        while let Some(dir) = stack.pop() {
+            for entry in fs::read_dir(&dir).expect("a directory") {
+                let path = entry.expect("a directory entry").path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    files.push(path);
+                }
+            }
+        }
+        for file in files {
+            let name = file.strip_prefix(root).expect("under the root").to_string_lossy().replace('\\', "/");
+            if !order.contains(&format!("`{name}`")) {
+                missing.push(name);
+            }
+        }
+    }
+    missing.sort();
+    assert!(missing.is_empty(), "docs/ARCHITECTURE.md's reading order does not name: {missing:?}");
+}

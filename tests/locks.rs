@@ -1,4 +1,4 @@
-//! One test per rule of the lock manager (PRODUCT.md §1). Tests never assert
+//! One test per rule of the lock manager (README.md, "What is guaranteed", "Locks"). Tests never assert
 //! on timing: where one thread must be blocked before another acts, they poll
 //! `stats().waiting`.
 

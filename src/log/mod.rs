@@ -5,6 +5,7 @@
 //! - `format.rs`: the constants of `docs/FORMAT.md` and little-endian helpers.
 //! - `record.rs`: `Message`, `Record`, `Offset`, and the frame codec.
 //! - `config.rs`: `TopicConfig`, `Durability`, and `topic.conf`.
+//! - `scan.rs`: the one frame scanner, over a mapping or positional reads.
 //! - `segment.rs`: one segment file: header, frames, sparse index, scans.
 //! - `names.rs`: the checks of topic and group names (they become file names).
 //! - `pattern.rs`: `KeyPattern`, RabbitMQ topic-binding patterns over record keys.
@@ -21,6 +22,7 @@ pub(crate) mod names;
 pub(crate) mod pattern;
 pub(crate) mod record;
 pub(crate) mod recovery;
+pub(crate) mod scan;
 pub(crate) mod segment;
 pub(crate) mod slots;
 pub(crate) mod subscription;

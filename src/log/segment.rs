@@ -15,6 +15,7 @@ use parking_lot::RwLock;
 
 use super::format::*;
 use super::record::{FrameFault, FrameInfo, check_frame};
+use super::scan::{InMemory, scan_frames};
 use crate::error::{Corruption, IoError};
 use crate::storage::{Mapped, Storage};
 
@@ -223,32 +224,24 @@ impl Segment {
     pub fn scan(&self, from: usize, limit: usize, next: u64, mut index: Vec<IndexEntry>) -> Scan {
         // SAFETY: the caller's guarantee above.
         let bytes = unsafe { self.map.slice(0, limit) };
-        let mut position = from;
-        let mut next_offset = next;
         let mut newest_us = self.newest_us();
         let mut last_indexed = index.last().map_or(0, |e| e.position as usize);
-        let fault = loop {
-            if position >= limit {
-                break None;
+        let Ok(scan) = scan_frames(&mut InMemory(bytes), from as u64, next, |position, info| {
+            let position = position as usize;
+            if index.is_empty() || position - last_indexed >= INDEX_INTERVAL_BYTES {
+                let relative_offset = (info.first_offset - self.base) as u32;
+                index.push(IndexEntry { relative_offset, position: position as u32 });
+                last_indexed = position;
             }
-            match check_frame(&bytes[position..], next_offset) {
-                Ok(info) => {
-                    if index.is_empty() || position - last_indexed >= INDEX_INTERVAL_BYTES {
-                        index.push(IndexEntry {
-                            relative_offset: (next_offset - self.base) as u32,
-                            position: position as u32,
-                        });
-                        last_indexed = position;
-                    }
-                    position += info.len;
-                    next_offset = info.end_offset();
-                    newest_us = info.timestamp_us;
-                }
-                Err(FrameFault::End) if bytes[position..].iter().all(|&b| b == 0) => break None,
-                Err(fault) => break Some((position, fault)),
-            }
-        };
-        Scan { end: position, next_offset, newest_us, index, fault }
+            newest_us = info.timestamp_us;
+        });
+        Scan {
+            end: scan.end as usize,
+            next_offset: scan.next_offset,
+            newest_us,
+            index,
+            fault: scan.fault.map(|(position, fault)| (position as usize, fault)),
+        }
     }
 }
 
