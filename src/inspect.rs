@@ -9,9 +9,12 @@
 //! whether the directory is held open is read from the kernel's lock table
 //! ([`Directory::held_open`]; elsewhere it is probed with a lock released at
 //! once, which an engine opening in that instant would meet). Files are
-//! read with positional reads, a window at a time, and never mapped: a running
-//! engine truncates sealed segments to their data, and reading a mapping past
-//! a file's new end would kill the process (`SIGBUS`). A file that disappears
+//! read through the engine's storage seam with a handle that can only read
+//! (`ReadStorage`: the real file system, or a `SimDisk` through
+//! `Directory::open_sim` with the `sim` feature), with positional reads, a
+//! window at a time, and never mapped: a running engine truncates sealed
+//! segments to their data, and reading a mapping past a file's new end
+//! would kill the process (`SIGBUS`). A file that disappears
 //! while it is read (retention, a deleted topic) is skipped with a note or
 //! ends the read with an error.
 //!
@@ -59,10 +62,10 @@
 //! ```
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::io;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -81,6 +84,7 @@ use crate::log::slots::{
 };
 use crate::log::subscription::OpenFrame;
 use crate::queue::journal::{Persisted, replay};
+use crate::storage::{OsStorage, ReadAt, ReadStorage};
 
 /// A data directory, opened for reading only: no lock is taken and nothing
 /// is written, so a running engine may hold it at the same time.
@@ -101,6 +105,8 @@ use crate::queue::journal::{Persisted, replay};
 #[derive(Debug, Clone)]
 pub struct Directory {
     path: PathBuf,
+    /// Every read goes through it; it has no way to write.
+    fs: Arc<dyn ReadStorage>,
 }
 
 /// What a topic holds, as its files say ([`Directory::topic`]).
@@ -284,13 +290,25 @@ impl Directory {
     /// exist, is not a tollgate directory (no valid `tollgate.meta`), or was
     /// written by a newer format version.
     pub fn open(path: impl AsRef<Path>) -> Result<Directory, OpenError> {
-        let path = path.as_ref().to_path_buf();
-        let metadata = std::fs::metadata(&path).map_err(|e| OpenError::Io(IoError::new("open", &path, e)))?;
-        if !metadata.is_dir() {
+        Self::open_on(Arc::new(OsStorage), path.as_ref())
+    }
+
+    /// Opens the data directory `dir` of a simulated disk for reading, as
+    /// [`Directory::open`] does on the real file system: for tests that
+    /// compare what `inspect` says of a crash image with what recovery does.
+    #[cfg(feature = "sim")]
+    pub fn open_sim(disk: &crate::SimDisk, dir: impl AsRef<Path>) -> Result<Directory, OpenError> {
+        Self::open_on(Arc::new(disk.clone()), dir.as_ref())
+    }
+
+    fn open_on(fs: Arc<dyn ReadStorage>, path: &Path) -> Result<Directory, OpenError> {
+        let path = path.to_path_buf();
+        fs.identity(&path).map_err(|e| OpenError::Io(IoError::new("open", &path, e)))?;
+        if !fs.is_dir(&path) {
             return Err(OpenError::NotTollgate { path, reason: "it is not a directory" });
         }
         let meta = path.join(META_FILE);
-        let bytes = match std::fs::read(&meta) {
+        let bytes = match fs.read_file(&meta) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Err(OpenError::NotTollgate { path, reason: "it has no tollgate.meta" });
@@ -298,7 +316,7 @@ impl Directory {
             Err(e) => return Err(OpenError::Io(IoError::new("read", &meta, e))),
         };
         match check_meta(&bytes) {
-            MetaCheck::Valid => Ok(Directory { path }),
+            MetaCheck::Valid => Ok(Directory { path, fs }),
             MetaCheck::Newer(found) => Err(OpenError::NewerVersion { path: meta, found, supported: FORMAT_VERSION }),
             MetaCheck::Invalid => Err(OpenError::NotTollgate { path, reason: "its tollgate.meta is damaged" }),
         }
@@ -328,16 +346,16 @@ impl Directory {
     /// If the lock file cannot be examined, the answer is `true`, the
     /// cautious one; if it does not exist, `false`.
     pub fn held_open(&self) -> bool {
-        lock_held(&self.path)
+        self.fs.lock_held(&self.path.join(LOCK_FILE))
     }
 
     /// The names of the topics, sorted.
     pub fn topics(&self) -> Result<Vec<String>, IoError> {
         let dir = self.path.join(TOPICS_DIR);
-        let mut names: Vec<String> = list_dir(&dir)
+        let mut names: Vec<String> = list_dir(&*self.fs, &dir)
             .map_err(|e| IoError::new("list", &dir, e))?
             .into_iter()
-            .filter(|name| check_topic_name(name).is_ok() && dir.join(name).join(TOPIC_FILE).exists())
+            .filter(|name| check_topic_name(name).is_ok() && self.fs.exists(&dir.join(name).join(TOPIC_FILE)))
             .collect();
         names.sort();
         Ok(names)
@@ -351,7 +369,7 @@ impl Directory {
     /// Dead letters are counted by reading the dead-letter topic.
     pub fn topic(&self, name: &str) -> Result<TopicSummary, TopicError> {
         let live = self.held_open();
-        let files = TopicFiles::read(&self.path, name)?;
+        let files = TopicFiles::read(self, name)?;
         let config = files.config()?;
         let mut notes = Vec::new();
         if let Err(damage) = &files.checkpoint {
@@ -435,7 +453,7 @@ impl Directory {
     /// ```
     pub fn offsets(&self, topic: &str) -> Result<Range<Offset>, TopicError> {
         let live = self.held_open();
-        let files = TopicFiles::read(&self.path, topic)?;
+        let files = TopicFiles::read(self, topic)?;
         let (Some(&oldest), Some(&last)) = (files.bases.first(), files.bases.last()) else {
             return Ok(Offset::new(0)..Offset::new(0));
         };
@@ -472,7 +490,7 @@ impl Directory {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn records(&self, topic: &str, from: Option<Offset>) -> Result<Records, Error> {
-        let files = TopicFiles::read(&self.path, topic)?;
+        let files = TopicFiles::read(self, topic)?;
         let strict = files.clean(self.held_open()).is_some();
         let oldest = files.bases.first().copied().unwrap_or(0);
         let from = from.map_or(oldest, Offset::get);
@@ -480,8 +498,9 @@ impl Directory {
             return Err(ReadError::NotRetained { requested: from, oldest }.into());
         }
         let mut records = Records {
+            fs: self.fs.clone(),
             root: self.path.clone(),
-            identity: dir_identity(&files.dir).map_err(|e| match e.kind() {
+            identity: self.fs.identity(&files.dir).map_err(|e| match e.kind() {
                 io::ErrorKind::NotFound => Error::Topic(TopicError::NotFound { name: topic.to_owned() }),
                 _ => Error::Topic(TopicError::Io(IoError::new("stat", &files.dir, e))),
             })?,
@@ -514,11 +533,11 @@ impl Directory {
     pub fn verify(&self, mut progress: impl FnMut(u64, u64)) -> Result<VerifyReport, IoError> {
         let held_open = self.held_open();
         let names = self.topics()?;
-        let total = names.iter().map(|name| tree_bytes(&self.path.join(TOPICS_DIR).join(name))).sum::<u64>();
+        let total = names.iter().map(|name| tree_bytes(&*self.fs, &self.path.join(TOPICS_DIR).join(name))).sum::<u64>();
         let mut report = VerifyReport { files: 0, bytes: 0, records: 0, topics: Vec::new(), held_open };
         for name in names {
             let mut count = Counter { files: 0, bytes: report.bytes, total, progress: &mut progress };
-            let verdict = verify_topic(&self.path, &name, held_open, &mut count);
+            let verdict = verify_topic(self, &name, held_open, &mut count);
             report.files += count.files;
             report.bytes = count.bytes;
             report.records += verdict.records;
@@ -558,6 +577,7 @@ impl Directory {
 /// the directory: then it is corruption, as it is anywhere else.
 #[derive(Debug)]
 pub struct Records {
+    fs: Arc<dyn ReadStorage>,
     root: PathBuf,
     dir: PathBuf,
     /// The topic directory's identity when the reader was opened: a topic
@@ -683,9 +703,9 @@ impl Records {
                 return Ok(false);
             }
         }
-        let checkpoint = read_slot_file::<Checkpoint>(&self.dir.join(CHECKPOINT_FILE));
+        let checkpoint = read_slot_file::<Checkpoint>(&*self.fs, &self.dir.join(CHECKPOINT_FILE));
         let still_clean = clean_mark(checkpoint.ok().flatten().map(|(_, value)| value), bases).is_some();
-        if !still_clean || lock_held(&self.root) {
+        if !still_clean || self.fs.lock_held(&self.root.join(LOCK_FILE)) {
             self.strict = false;
             seg.forget();
             return Ok(true);
@@ -701,12 +721,12 @@ impl Records {
             io::ErrorKind::NotFound => ReadError::Deleted,
             _ => ReadError::Io(IoError::new("list", &self.dir, e)),
         };
-        if !self.dir.join(TOPIC_FILE).exists() || dir_identity(&self.dir).map_err(gone)? != self.identity {
+        if !self.fs.exists(&self.dir.join(TOPIC_FILE)) || self.fs.identity(&self.dir).map_err(gone)? != self.identity {
             return Err(ReadError::Deleted);
         }
-        let bases = segment_bases(&self.dir).map_err(gone)?;
+        let bases = segment_bases(&*self.fs, &self.dir).map_err(gone)?;
         // Deleted and created again while being listed.
-        if dir_identity(&self.dir).map_err(gone)? != self.identity {
+        if self.fs.identity(&self.dir).map_err(gone)? != self.identity {
             return Err(ReadError::Deleted);
         }
         Ok(bases)
@@ -736,7 +756,7 @@ impl Records {
         self.frame = None;
         self.position_offset = base;
         let path = self.dir.join(segment_file_name(base, SEGMENT_SUFFIX));
-        let mut seg = match SegmentFile::open(path.clone(), base) {
+        let mut seg = match SegmentFile::open(&*self.fs, path.clone(), base) {
             Ok(seg) => seg,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return match self.bases()?.first() {
@@ -757,7 +777,7 @@ impl Records {
             }
             Err(fault) => return Err(ReadError::Corrupt(corrupt(&path, 0, header_reason(fault)))),
         }
-        let (position, position_offset) = seek_in_segment(&self.dir, &mut seg, offset);
+        let (position, position_offset) = seek_in_segment(&*self.fs, &self.dir, &mut seg, offset);
         self.seg = Some(seg);
         self.position = position;
         self.position_offset = position_offset;
@@ -769,10 +789,10 @@ impl Records {
 /// The position and first offset of the indexed frame nearest below
 /// `offset` in `seg`, if its index file points at a valid frame there;
 /// else the first frame.
-fn seek_in_segment(dir: &Path, seg: &mut SegmentFile, offset: u64) -> (u64, u64) {
+fn seek_in_segment(fs: &dyn ReadStorage, dir: &Path, seg: &mut SegmentFile, offset: u64) -> (u64, u64) {
     let start = (SEGMENT_HEADER_BYTES as u64, seg.base);
     let index = dir.join(segment_file_name(seg.base, INDEX_SUFFIX));
-    let (Ok(bytes), Ok(file_bytes)) = (std::fs::read(index), seg.file_bytes()) else { return start };
+    let (Ok(bytes), Ok(file_bytes)) = (fs.read_file(&index), seg.file_bytes()) else { return start };
     let Some((_, entries)) = decode_index(&bytes, seg.base, file_bytes as usize) else { return start };
     let relative = offset - seg.base;
     let Some(entry) = entries.iter().rev().find(|e| u64::from(e.relative_offset) <= relative) else { return start };
@@ -791,6 +811,9 @@ fn read_io(path: &Path, e: io::Error) -> ReadError {
 /// A topic's directory as listed at one moment.
 #[derive(Debug)]
 struct TopicFiles {
+    fs: Arc<dyn ReadStorage>,
+    /// The data directory.
+    root: PathBuf,
     dir: PathBuf,
     /// Base offsets of the segment files, ascending.
     bases: Vec<u64>,
@@ -799,31 +822,32 @@ struct TopicFiles {
 }
 
 impl TopicFiles {
-    /// Lists the topic `name` under the data directory `root`.
-    fn read(root: &Path, name: &str) -> Result<TopicFiles, TopicError> {
+    /// Lists the topic `name` of the data directory `data`.
+    fn read(data: &Directory, name: &str) -> Result<TopicFiles, TopicError> {
         check_topic_name(name)?;
-        let dir = root.join(TOPICS_DIR).join(name);
-        if !dir.join(TOPIC_FILE).exists() {
+        let fs = &*data.fs;
+        let dir = data.path.join(TOPICS_DIR).join(name);
+        if !fs.exists(&dir.join(TOPIC_FILE)) {
             return Err(TopicError::NotFound { name: name.to_owned() });
         }
-        let bases = segment_bases(&dir).map_err(|e| match e.kind() {
+        let bases = segment_bases(fs, &dir).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => TopicError::NotFound { name: name.to_owned() },
             _ => TopicError::Io(IoError::new("list", &dir, e)),
         })?;
         let path = dir.join(CHECKPOINT_FILE);
-        let checkpoint = match read_slot_file::<Checkpoint>(&path) {
+        let checkpoint = match read_slot_file::<Checkpoint>(fs, &path) {
             Ok(slots) => Ok(slots.map(|(_, value)| value)),
             Err(SlotFileRead::Damaged(damage)) => Err(damage),
             // A topic whose first open has not written one yet.
             Err(SlotFileRead::Io(e)) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(SlotFileRead::Io(e)) => return Err(TopicError::Io(IoError::new("read", &path, e))),
         };
-        Ok(TopicFiles { dir, bases, checkpoint })
+        Ok(TopicFiles { fs: data.fs.clone(), root: data.path.clone(), dir, bases, checkpoint })
     }
 
     fn config(&self) -> Result<TopicConfig, TopicError> {
         let path = self.dir.join(TOPIC_FILE);
-        let bytes = std::fs::read(&path).map_err(|e| TopicError::Io(IoError::new("read", &path, e)))?;
+        let bytes = self.fs.read_file(&path).map_err(|e| TopicError::Io(IoError::new("read", &path, e)))?;
         TopicConfig::decode(&bytes).map_err(|newer| match newer {
             Some(found) => TopicError::NewerVersion { path: path.clone(), found, supported: FORMAT_VERSION },
             None => TopicError::Corrupt(corrupt(&path, 0, "not a valid topic configuration")),
@@ -866,7 +890,7 @@ impl TopicFiles {
                 lag: end.saturating_sub(oldest),
                 damage: None,
             };
-            match read_slot_file::<CommittedOffset>(&path) {
+            match read_slot_file::<CommittedOffset>(&*self.fs, &path) {
                 Ok(Some((_, saved))) => {
                     group.committed = Some(Offset::new(saved.offset));
                     group.committed_at_us = Some(saved.at_us);
@@ -888,7 +912,7 @@ impl TopicFiles {
     /// `(group, path)` of every `groups/<group>.offset` file, by name.
     fn group_files(&self) -> Result<Vec<(String, PathBuf)>, TopicError> {
         let dir = self.dir.join(GROUPS_DIR);
-        let mut files: Vec<(String, PathBuf)> = list_dir(&dir)
+        let mut files: Vec<(String, PathBuf)> = list_dir(&*self.fs, &dir)
             .map_err(|e| TopicError::Io(IoError::new("list", &dir, e)))?
             .into_iter()
             .filter_map(|file| {
@@ -924,7 +948,7 @@ impl TopicFiles {
                 dead_lettered: dead_letters.map(|counts| counts.get(&name).copied().unwrap_or(0)),
                 damage: None,
             };
-            let state = match read_worker_state(&self.dir, &name) {
+            let state = match read_worker_state(&*self.fs, &self.dir, &name) {
                 Ok(Some(state)) => state.persisted,
                 // A group being created: no state file yet.
                 Ok(None) => continue,
@@ -951,10 +975,10 @@ impl TopicFiles {
     /// The names of the directories in `queues/`, sorted.
     fn worker_groups(&self) -> Result<Vec<String>, TopicError> {
         let dir = self.dir.join(QUEUES_DIR);
-        let mut names: Vec<String> = list_dir(&dir)
+        let mut names: Vec<String> = list_dir(&*self.fs, &dir)
             .map_err(|e| TopicError::Io(IoError::new("list", &dir, e)))?
             .into_iter()
-            .filter(|name| check_group_name(name).is_ok() && dir.join(name).is_dir())
+            .filter(|name| check_group_name(name).is_ok() && self.fs.is_dir(&dir.join(name)))
             .collect();
         names.sort();
         Ok(names)
@@ -988,7 +1012,7 @@ fn measure_segment(
     next_base: Option<u64>,
     clean: Option<CleanMark>,
 ) -> io::Result<Measured> {
-    let file_bytes = std::fs::metadata(path)?.len();
+    let file_bytes = files.fs.file_len(path)?;
     let mut mark_disagrees = false;
     match (next_base, clean) {
         (None, Some(clean)) => {
@@ -1001,14 +1025,14 @@ fn measure_segment(
         }
         (Some(next), _) => {
             let index = files.dir.join(segment_file_name(base, INDEX_SUFFIX));
-            let read = std::fs::read(index).ok();
+            let read = files.fs.read_file(&index).ok();
             if let Some((end, _)) = read.and_then(|bytes| decode_index(&bytes, base, file_bytes as usize)) {
                 return Ok(Measured { end: next, bytes: end as u64, file_bytes, fault: None, mark_disagrees });
             }
         }
         (None, None) => {}
     }
-    let mut seg = SegmentFile::open(path.to_path_buf(), base)?;
+    let mut seg = SegmentFile::open(&*files.fs, path.to_path_buf(), base)?;
     if let Err(fault) = seg.header()? {
         let fault = Some(corrupt(path, 0, header_reason(fault)));
         return Ok(Measured { end: base, bytes: 0, file_bytes, fault, mark_disagrees });
@@ -1046,72 +1070,6 @@ fn clean_mark(checkpoint: Option<Checkpoint>, bases: &[u64]) -> Option<CleanMark
     Plan::new(bases, checkpoint, RecoveryMode::Normal).clean
 }
 
-/// Whether a process holds the `flock` on `tollgate.lock` in `root` (see
-/// [`Directory::held_open`]).
-fn lock_held(root: &Path) -> bool {
-    let path = root.join(LOCK_FILE);
-    let metadata = match std::fs::metadata(&path) {
-        Ok(metadata) => metadata,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return false,
-        Err(_) => return true,
-    };
-    #[cfg(target_os = "linux")]
-    if let Ok(locks) = std::fs::read_to_string(PROC_LOCKS) {
-        use std::os::unix::fs::MetadataExt;
-        let dev = metadata.dev();
-        return flock_listed(&locks, (libc::major(dev), libc::minor(dev)), metadata.ino());
-    }
-    let _ = metadata;
-    probe_lock(&path)
-}
-
-/// The kernel's table of file locks (Linux).
-#[cfg(target_os = "linux")]
-const PROC_LOCKS: &str = "/proc/locks";
-
-/// Whether the `/proc/locks` text `locks` lists a granted `flock` on the
-/// file with device `(major, minor)` and inode `inode`.
-///
-/// A line is `<n>: FLOCK ADVISORY WRITE <pid> <major>:<minor>:<inode> 0 EOF`,
-/// major and minor in hex (`%02x`), the inode in decimal (`lock_get_status`
-/// in the kernel's `fs/locks.c`); a request waiting for a lock has `->`
-/// after the number and is not a holder.
-#[cfg(any(target_os = "linux", test))]
-fn flock_listed(locks: &str, (major, minor): (u32, u32), inode: u64) -> bool {
-    locks.lines().any(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        if fields.get(1) != Some(&"FLOCK") {
-            return false;
-        }
-        let Some(mut id) = fields.get(5).map(|id| id.split(':')) else { return false };
-        let (Some(maj), Some(min), Some(ino), None) = (id.next(), id.next(), id.next(), id.next()) else {
-            return false;
-        };
-        u32::from_str_radix(maj, 16) == Ok(major)
-            && u32::from_str_radix(min, 16) == Ok(minor)
-            && ino.parse::<u64>() == Ok(inode)
-    })
-}
-
-/// Whether the lock file `path` is locked, found by taking a shared,
-/// non-blocking `flock` on it and releasing it at once: where the kernel's
-/// lock table cannot be read. An engine opening the directory in that
-/// instant finds it locked and fails to open.
-fn probe_lock(path: &Path) -> bool {
-    let file = match File::open(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return false,
-        Err(_) => return true,
-    };
-    match file.try_lock_shared() {
-        Ok(()) => {
-            let _ = file.unlock();
-            false
-        }
-        Err(_) => true,
-    }
-}
-
 /// Byte and file counts for [`Directory::verify`], with its progress callback.
 struct Counter<'a> {
     files: u64,
@@ -1128,10 +1086,10 @@ impl Counter<'_> {
 }
 
 /// Checks one topic ([`Directory::verify`]).
-fn verify_topic(root: &Path, name: &str, live: bool, count: &mut Counter<'_>) -> TopicVerdict {
+fn verify_topic(data: &Directory, name: &str, live: bool, count: &mut Counter<'_>) -> TopicVerdict {
     let mut verdict =
         TopicVerdict { name: name.to_owned(), segments: 0, records: 0, cut: None, damaged: Vec::new(), notes: vec![] };
-    let files = match TopicFiles::read(root, name) {
+    let files = match TopicFiles::read(data, name) {
         Ok(files) => files,
         Err(TopicError::NotFound { .. }) => {
             verdict.notes.push("the topic was deleted while being checked".to_owned());
@@ -1144,7 +1102,7 @@ fn verify_topic(root: &Path, name: &str, live: bool, count: &mut Counter<'_>) ->
     };
     count.files += 1;
     count.add(TOPIC_BYTES as u64);
-    if files.dir.join(CHECKPOINT_FILE).exists() {
+    if files.fs.exists(&files.dir.join(CHECKPOINT_FILE)) {
         count.files += 1;
         count.add(SLOT_FILE_BYTES as u64);
     }
@@ -1156,7 +1114,7 @@ fn verify_topic(root: &Path, name: &str, live: bool, count: &mut Counter<'_>) ->
     if let Err(damage) = &files.checkpoint {
         verdict.damaged.push(damage.clone());
     }
-    if let Err(e) = verify_segments(root, &files, live, &mut verdict, count) {
+    if let Err(e) = verify_segments(&files, live, &mut verdict, count) {
         verdict.notes.push(format!("stopped reading segments: {e}"));
     }
     verify_groups(&files, &mut verdict, count);
@@ -1165,7 +1123,6 @@ fn verify_topic(root: &Path, name: &str, live: bool, count: &mut Counter<'_>) ->
 
 /// Checks the segments of a topic, stopping at the first cut.
 fn verify_segments(
-    root: &Path,
     files: &TopicFiles,
     live: bool,
     verdict: &mut TopicVerdict,
@@ -1173,7 +1130,7 @@ fn verify_segments(
 ) -> Result<(), IoError> {
     for (i, &base) in files.bases.iter().enumerate() {
         let path = files.segment_path(base);
-        let mut seg = match SegmentFile::open(path.clone(), base) {
+        let mut seg = match SegmentFile::open(&*files.fs, path.clone(), base) {
             Ok(seg) => seg,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 verdict.notes.push(format!("{} was removed while being checked (retention)", path.display()));
@@ -1189,7 +1146,7 @@ fn verify_segments(
                 SegmentCheck::Valid => continue,
                 SegmentCheck::Cut { position, reason, first_lost } => (position, reason, first_lost),
                 SegmentCheck::NotAtCleanMark { end, next_offset, mark } => {
-                    match clean_mark_now(root, files) {
+                    match clean_mark_now(files) {
                         Some(generation) => {
                             checkpoint_disagrees(files, generation, verdict, &path, (end, next_offset), mark)
                         }
@@ -1202,7 +1159,7 @@ fn verify_segments(
         let last = i + 1 == files.bases.len();
         // The last segment is held to the clean shutdown's record: unless an
         // engine opened the topic since the check began and is writing it.
-        if kind == CutKind::Corrupt && last && files.clean(live).is_some() && clean_mark_now(root, files).is_none() {
+        if kind == CutKind::Corrupt && last && files.clean(live).is_some() && clean_mark_now(files).is_none() {
             kind = CutKind::IncompleteTail;
             verdict.notes.push(OPENED_DURING_CHECK.to_owned());
         }
@@ -1213,7 +1170,7 @@ fn verify_segments(
             first_lost: Offset::new(first_lost),
             bytes_after: seg.file_bytes().map_err(io)?.saturating_sub(position),
             later_segments: later.len(),
-            later_bytes: later.iter().map(|&b| file_len(&files.segment_path(b))).sum(),
+            later_bytes: later.iter().map(|&b| files.fs.file_len(&files.segment_path(b)).unwrap_or(0)).sum(),
         });
         return Ok(());
     }
@@ -1228,11 +1185,12 @@ const OPENED_DURING_CHECK: &str =
 /// started from, and nobody holds the directory: the generation of its
 /// slot then, else `None` (an engine has opened the topic since, or holds
 /// the directory).
-fn clean_mark_now(root: &Path, files: &TopicFiles) -> Option<u64> {
-    if lock_held(root) {
+fn clean_mark_now(files: &TopicFiles) -> Option<u64> {
+    if files.fs.lock_held(&files.root.join(LOCK_FILE)) {
         return None;
     }
-    let (generation, value) = read_slot_file::<Checkpoint>(&files.dir.join(CHECKPOINT_FILE)).ok().flatten()?;
+    let (generation, value) =
+        read_slot_file::<Checkpoint>(&*files.fs, &files.dir.join(CHECKPOINT_FILE)).ok().flatten()?;
     let then = files.checkpoint.as_ref().ok().copied().flatten();
     (then == Some(value) && clean_mark(Some(value), &files.bases).is_some()).then_some(generation)
 }
@@ -1337,7 +1295,7 @@ fn check_index(
 ) {
     let base = seg.base;
     let path = files.dir.join(segment_file_name(base, INDEX_SUFFIX));
-    let Ok(bytes) = std::fs::read(&path) else { return };
+    let Ok(bytes) = files.fs.read_file(&path) else { return };
     count.files += 1;
     count.add(bytes.len() as u64);
     let file_bytes = seg.file_bytes().unwrap_or(0) as usize;
@@ -1355,7 +1313,7 @@ fn verify_groups(files: &TopicFiles, verdict: &mut TopicVerdict, count: &mut Cou
             for (_, path) in groups {
                 count.files += 1;
                 count.add(SLOT_FILE_BYTES as u64);
-                match read_slot_file::<CommittedOffset>(&path) {
+                match read_slot_file::<CommittedOffset>(&*files.fs, &path) {
                     Ok(_) => {}
                     Err(SlotFileRead::Damaged(damage)) => verdict.damaged.push(damage),
                     Err(SlotFileRead::Io(e)) if e.kind() == io::ErrorKind::NotFound => {}
@@ -1370,7 +1328,7 @@ fn verify_groups(files: &TopicFiles, verdict: &mut TopicVerdict, count: &mut Cou
         Err(e) => return verdict.notes.push(format!("cannot list the worker groups: {e}")),
     };
     for name in workers {
-        match read_worker_state(&files.dir, &name) {
+        match read_worker_state(&*files.fs, &files.dir, &name) {
             Ok(None) => {}
             Ok(Some(state)) => {
                 count.files += 1 + u64::from(state.journal_bytes > 0);
@@ -1400,8 +1358,8 @@ enum SlotFileRead {
 ///
 /// Besides the checks an engine makes, both slots written (not zero) and
 /// neither valid is damage: a torn write damages one slot only.
-fn read_slot_file<V: SlotValue>(path: &Path) -> Result<Option<(u64, V)>, SlotFileRead> {
-    let bytes = std::fs::read(path).map_err(SlotFileRead::Io)?;
+fn read_slot_file<V: SlotValue>(fs: &dyn ReadStorage, path: &Path) -> Result<Option<(u64, V)>, SlotFileRead> {
+    let bytes = fs.read_file(path).map_err(SlotFileRead::Io)?;
     let damaged = |reason| SlotFileRead::Damaged(corrupt(path, 0, reason));
     match check_slot_file::<V>(&bytes) {
         SlotFileCheck::HalfCreated => Ok(None),
@@ -1440,10 +1398,10 @@ enum WorkerRead {
 /// Reads `queues/<group>/state` and replays its journal, as opening the
 /// group would (without writing them out again). `None` if there is no
 /// state file (a group being created, or a directory removed meanwhile).
-fn read_worker_state(topic_dir: &Path, group: &str) -> Result<Option<WorkerState>, WorkerRead> {
+fn read_worker_state(fs: &dyn ReadStorage, topic_dir: &Path, group: &str) -> Result<Option<WorkerState>, WorkerRead> {
     let dir = topic_dir.join(QUEUES_DIR).join(group);
     let state = dir.join(QSTATE_FILE);
-    let bytes = match std::fs::read(&state) {
+    let bytes = match fs.read_file(&state) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(WorkerRead::Io(IoError::new("read", &state, e))),
@@ -1454,7 +1412,7 @@ fn read_worker_state(topic_dir: &Path, group: &str) -> Result<Option<WorkerState
         WorkerRead::Damaged(corrupt(&state, 0, reason))
     })?;
     let journal = dir.join(QJOURNAL_FILE);
-    let journal = match std::fs::read(&journal) {
+    let journal = match fs.read_file(&journal) {
         Ok(bytes) => bytes,
         // Between a compaction's two steps there is no journal.
         Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
@@ -1521,7 +1479,7 @@ const WINDOW_BYTES: usize = 4 << 20;
 struct SegmentFile {
     path: PathBuf,
     base: u64,
-    file: File,
+    file: Box<dyn ReadAt>,
     /// `window[..window_len]` holds the file's bytes from `window_at` on,
     /// as they were when read.
     window: Vec<u8>,
@@ -1534,8 +1492,8 @@ struct SegmentFile {
 }
 
 impl SegmentFile {
-    fn open(path: PathBuf, base: u64) -> io::Result<SegmentFile> {
-        let file = File::open(&path)?;
+    fn open(fs: &dyn ReadStorage, path: PathBuf, base: u64) -> io::Result<SegmentFile> {
+        let file = fs.open_read(&path)?;
         Ok(SegmentFile {
             path,
             base,
@@ -1549,7 +1507,7 @@ impl SegmentFile {
     }
 
     fn file_bytes(&self) -> io::Result<u64> {
-        Ok(self.file.metadata()?.len())
+        self.file.len()
     }
 
     /// Checks the segment's header against its base offset.
@@ -1615,7 +1573,7 @@ impl SegmentFile {
         }
         let mut filled = 0;
         while filled < len {
-            match read_at(&self.file, &mut self.window[filled..len], position + filled as u64) {
+            match self.file.read_at(&mut self.window[filled..len], position + filled as u64) {
                 // The file was truncated since its length was read.
                 Ok(0) => break,
                 Ok(n) => filled += n,
@@ -1630,69 +1588,30 @@ impl SegmentFile {
     }
 }
 
-#[cfg(unix)]
-fn read_at(file: &File, buf: &mut [u8], position: u64) -> io::Result<usize> {
-    std::os::unix::fs::FileExt::read_at(file, buf, position)
-}
-
-#[cfg(windows)]
-fn read_at(file: &File, buf: &mut [u8], position: u64) -> io::Result<usize> {
-    std::os::windows::fs::FileExt::seek_read(file, buf, position)
-}
-
-/// The base offsets of the segment files in a topic's directory, ascending.
-fn segment_bases(dir: &Path) -> io::Result<Vec<u64>> {
+/// The base offsets of the segment files in `dir`, ascending.
+fn segment_bases(fs: &dyn ReadStorage, dir: &Path) -> io::Result<Vec<u64>> {
     let mut bases: Vec<u64> =
-        list_dir(dir)?.iter().filter_map(|name| parse_segment_file_name(name, SEGMENT_SUFFIX)).collect();
+        list_dir(fs, dir)?.iter().filter_map(|name| parse_segment_file_name(name, SEGMENT_SUFFIX)).collect();
     bases.sort_unstable();
     Ok(bases)
 }
 
-/// A directory's device and inode, which tell a topic from one deleted and
-/// created again under its name; `None` where they are not available.
-fn dir_identity(dir: &Path) -> io::Result<Option<(u64, u64)>> {
-    let metadata = std::fs::metadata(dir)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        Ok(Some((metadata.dev(), metadata.ino())))
+/// The names in a directory; none if it does not exist.
+fn list_dir(fs: &dyn ReadStorage, dir: &Path) -> io::Result<Vec<String>> {
+    match fs.list_dir(dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        listed => listed,
     }
-    #[cfg(not(unix))]
-    {
-        let _ = metadata;
-        Ok(None)
-    }
-}
-
-/// The UTF-8 names in a directory; none if it does not exist.
-fn list_dir(dir: &Path) -> io::Result<Vec<String>> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
-    let mut names = Vec::new();
-    for entry in entries {
-        if let Ok(name) = entry?.file_name().into_string() {
-            names.push(name);
-        }
-    }
-    Ok(names)
-}
-
-fn file_len(path: &Path) -> u64 {
-    std::fs::metadata(path).map_or(0, |m| m.len())
 }
 
 /// Bytes of all files under `dir` (what verify reads, about).
-fn tree_bytes(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
-    entries
-        .filter_map(Result::ok)
-        .map(|entry| match entry.file_type() {
-            Ok(t) if t.is_dir() => tree_bytes(&entry.path()),
-            Ok(_) => entry.metadata().map_or(0, |m| m.len()),
-            Err(_) => 0,
+fn tree_bytes(fs: &dyn ReadStorage, dir: &Path) -> u64 {
+    let Ok(names) = fs.list_dir(dir) else { return 0 };
+    names
+        .iter()
+        .map(|name| {
+            let path = dir.join(name);
+            if fs.is_dir(&path) { tree_bytes(fs, &path) } else { fs.file_len(&path).unwrap_or(0) }
         })
         .sum()
 }
@@ -1735,7 +1654,7 @@ mod tests {
     fn open(dir: &Path, base: u64, bytes: &[u8], window_bytes: usize) -> SegmentFile {
         let path = dir.join(segment_file_name(base, SEGMENT_SUFFIX));
         std::fs::write(&path, bytes).unwrap();
-        let mut seg = SegmentFile::open(path, base).unwrap();
+        let mut seg = SegmentFile::open(&OsStorage, path, base).unwrap();
         seg.window_bytes = window_bytes;
         seg
     }
@@ -1800,12 +1719,12 @@ mod tests {
         put_u32(&mut bytes, SLOT_FILE_VERSION_AT, FORMAT_VERSION);
         let write = |bytes: &[u8]| std::fs::write(&path, bytes).unwrap();
         write(&bytes);
-        assert!(matches!(read_slot_file::<CommittedOffset>(&path), Ok(None)));
+        assert!(matches!(read_slot_file::<CommittedOffset>(&OsStorage, &path), Ok(None)));
         let slot0 = SLOT_FILE_HEADER_BYTES;
         let slot1 = slot0 + SLOT_BYTES;
         encode_slot(&mut bytes[slot1..slot1 + SLOT_BYTES], 1, CommittedOffset { offset: 42, at_us: 7 });
         encode_slot(&mut bytes[slot0..slot0 + SLOT_BYTES], 2, CommittedOffset { offset: 50, at_us: 8 });
-        let read = || read_slot_file::<CommittedOffset>(&path).unwrap().map(|(g, v)| (g, v.offset));
+        let read = || read_slot_file::<CommittedOffset>(&OsStorage, &path).unwrap().map(|(g, v)| (g, v.offset));
         write(&bytes);
         assert_eq!(read(), Some((2, 50)));
         // A torn write damages one slot: the other one is read.
@@ -1815,18 +1734,22 @@ mod tests {
         // Both damaged is not a torn write.
         bytes[slot1 + SLOT_A_AT] ^= 1;
         write(&bytes);
-        let Err(SlotFileRead::Damaged(damage)) = read_slot_file::<CommittedOffset>(&path) else {
+        let Err(SlotFileRead::Damaged(damage)) = read_slot_file::<CommittedOffset>(&OsStorage, &path) else {
             panic!("not damaged")
         };
         assert_eq!((damage.position, damage.reason), (SLOT_FILE_HEADER_BYTES as u64, "neither slot is valid"));
         // So is the wrong magic.
-        let Err(SlotFileRead::Damaged(damage)) = read_slot_file::<Checkpoint>(&path) else { panic!("accepted") };
+        let Err(SlotFileRead::Damaged(damage)) = read_slot_file::<Checkpoint>(&OsStorage, &path) else {
+            panic!("accepted")
+        };
         assert_eq!(damage.reason, NOT_SLOT_FILE);
     }
 
     #[test]
     fn invalid_frames_mean_what_recovery_makes_of_them() {
         let files = |checkpoint: Option<Checkpoint>| TopicFiles {
+            fs: Arc::new(OsStorage),
+            root: PathBuf::new(),
             dir: PathBuf::new(),
             bases: vec![0, 100, 200],
             checkpoint: Ok(checkpoint),
@@ -1916,35 +1839,20 @@ mod tests {
             worker.receive(Duration::from_secs(1)).unwrap().unwrap().ack().unwrap();
         }
         let topic_dir = dir.path().join("topics/t");
-        let state = read_worker_state(&topic_dir, "w").unwrap().unwrap();
+        let state = read_worker_state(&OsStorage, &topic_dir, "w").unwrap().unwrap();
         assert!(!state.journal_header_damaged);
         let journal = topic_dir.join("queues/w/journal");
         let mut bytes = std::fs::read(&journal).unwrap();
         bytes[QJOURNAL_HEADER_GENERATION_AT] ^= 1;
         std::fs::write(&journal, bytes).unwrap();
-        let state = read_worker_state(&topic_dir, "w").unwrap().unwrap();
+        let state = read_worker_state(&OsStorage, &topic_dir, "w").unwrap().unwrap();
         assert!(state.journal_header_damaged);
-        assert!(read_worker_state(&topic_dir, "absent").unwrap().is_none());
+        assert!(read_worker_state(&OsStorage, &topic_dir, "absent").unwrap().is_none());
     }
 
     /// The smallest segments, so that a few hundred records roll several.
     fn small_segments() -> TopicConfig {
         TopicConfig { segment_bytes: 4096, max_message_bytes: 1024, ..TopicConfig::default() }
-    }
-
-    #[test]
-    fn flock_lines_are_matched_by_device_and_inode() {
-        let locks = "1: FLOCK  ADVISORY  WRITE 10362 fe:00:6447165 0 EOF\n\
-                     2: -> FLOCK  ADVISORY  WRITE 10400 08:11:42 0 EOF\n\
-                     3: POSIX  ADVISORY  WRITE 10252 08:11:43 0 EOF\n\
-                     4: FLOCK  ADVISORY  READ 10252 103:0a:99 0 EOF\n";
-        assert!(flock_listed(locks, (0xfe, 0), 6_447_165));
-        assert!(flock_listed(locks, (0x103, 0x0a), 99));
-        // Another device, a waiter (`->`), a POSIX lock: none is a holder.
-        assert!(!flock_listed(locks, (0xfe, 1), 6_447_165));
-        assert!(!flock_listed(locks, (8, 0x11), 42));
-        assert!(!flock_listed(locks, (8, 0x11), 43));
-        assert!(!flock_listed("", (0xfe, 0), 6_447_165));
     }
 
     /// Regression: `held_open` probed with a shared `flock`, so an engine

@@ -2,7 +2,8 @@
 //! through [`Storage`], so that tests can swap the operating system for a
 //! simulated disk that loses unsynced writes on a power cut.
 //!
-//! - this file: the [`Storage`] and [`MappedFile`] traits, and [`Mapped`],
+//! - this file: the [`ReadStorage`], [`Storage`], [`ReadAt`] and [`MappedFile`]
+//!   traits, and [`Mapped`],
 //!   the shared mapping that segments, journals and the `Bytes` handed to
 //!   readers point into (the mapping `unsafe`);
 //! - `os.rs`: [`OsStorage`], the real thing: `std::fs`, `fallocate`, `memmap2`;
@@ -23,21 +24,51 @@ use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
-/// File-system operations, as the log needs them.
+/// The file-system operations that only read, as `inspect` needs them: it
+/// holds a `dyn ReadStorage`, so it cannot write a byte by construction.
 ///
 /// Paths are absolute or relative to the process's working directory, exactly
 /// as the engine built them.
-pub(crate) trait Storage: Send + Sync + fmt::Debug {
-    /// `mkdir -p`.
-    fn create_dir_all(&self, path: &Path) -> io::Result<()>;
+pub(crate) trait ReadStorage: Send + Sync + fmt::Debug {
     /// The names of the entries of a directory, in no particular order.
     fn list_dir(&self, path: &Path) -> io::Result<Vec<String>>;
     /// Whether a file or directory exists at `path`.
     fn exists(&self, path: &Path) -> bool;
+    /// Whether a directory exists at `path`.
+    fn is_dir(&self, path: &Path) -> bool;
     /// The length of a file in bytes.
     fn file_len(&self, path: &Path) -> io::Result<u64>;
     /// The whole content of a file.
     fn read_file(&self, path: &Path) -> io::Result<Vec<u8>>;
+    /// Opens a file for positional reads. The handle goes on reading the
+    /// file it opened when its name is removed or replaced, as a file
+    /// descriptor does.
+    fn open_read(&self, path: &Path) -> io::Result<Box<dyn ReadAt>>;
+    /// An identity of the file or directory at `path` that changes when it
+    /// is deleted and created again under the same name (device and inode);
+    /// `None` where the system has none.
+    fn identity(&self, path: &Path) -> io::Result<Option<(u64, u64)>>;
+    /// Whether someone holds the lock [`Storage::lock_file`] takes on
+    /// `path`, found without taking it (where the system allows: see
+    /// `OsStorage`). `false` if the file does not exist; `true`, the
+    /// cautious answer, if it cannot be examined.
+    fn lock_held(&self, path: &Path) -> bool;
+}
+
+/// A file open for positional reads ([`ReadStorage::open_read`]).
+pub(crate) trait ReadAt: Send + Sync + fmt::Debug {
+    /// Current length of the file.
+    fn len(&self) -> io::Result<u64>;
+    /// Reads bytes from `position` into `buf`; returns how many (0 at the
+    /// end of the file).
+    fn read_at(&self, buf: &mut [u8], position: u64) -> io::Result<usize>;
+}
+
+/// File-system operations, as the log needs them: [`ReadStorage`]'s, and
+/// those that write.
+pub(crate) trait Storage: ReadStorage {
+    /// `mkdir -p`.
+    fn create_dir_all(&self, path: &Path) -> io::Result<()>;
     /// Creates or replaces a file with `bytes`, and syncs it (not its directory).
     fn write_file(&self, path: &Path, bytes: &[u8]) -> io::Result<()>;
     /// Atomically renames a file or directory.

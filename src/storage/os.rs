@@ -10,17 +10,13 @@ use std::sync::Arc;
 
 use memmap2::{MmapOptions, MmapRaw};
 
-use super::{MappedFile, Storage};
+use super::{MappedFile, ReadAt, ReadStorage, Storage};
 
 /// The operating system's file system.
 #[derive(Debug, Default)]
 pub(crate) struct OsStorage;
 
-impl Storage for OsStorage {
-    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        std::fs::create_dir_all(path)
-    }
-
+impl ReadStorage for OsStorage {
     fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
         let mut names = Vec::new();
         for entry in std::fs::read_dir(path)? {
@@ -43,6 +39,63 @@ impl Storage for OsStorage {
 
     fn read_file(&self, path: &Path) -> io::Result<Vec<u8>> {
         std::fs::read(path)
+    }
+
+    fn is_dir(&self, path: &Path) -> bool {
+        path.is_dir()
+    }
+
+    fn open_read(&self, path: &Path) -> io::Result<Box<dyn ReadAt>> {
+        Ok(Box::new(OsReadFile(File::open(path)?)))
+    }
+
+    fn identity(&self, path: &Path) -> io::Result<Option<(u64, u64)>> {
+        let metadata = std::fs::metadata(path)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            Ok(Some((metadata.dev(), metadata.ino())))
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = metadata;
+            Ok(None)
+        }
+    }
+
+    /// Takes no lock: on Linux, it looks the file's device and inode up in
+    /// the kernel's lock table, `/proc/locks`, so an engine opening the
+    /// directory at the same moment is not disturbed. Two limits of that
+    /// table: a lock held by a process in another PID namespace (a process
+    /// in another container sharing the directory) is not listed, and
+    /// neither is one whose locking process has exited while a child it
+    /// forked keeps the descriptor, unless `/proc` belongs to the initial
+    /// PID namespace.
+    ///
+    /// Where `/proc/locks` cannot be read (other systems, `/proc` not
+    /// mounted), it falls back to probing with a shared, non-blocking lock
+    /// on the file, released at once: an engine opening the directory in
+    /// the same microseconds would then find it locked and fail to open.
+    fn lock_held(&self, path: &Path) -> bool {
+        let metadata = match std::fs::metadata(path) {
+            Ok(metadata) => metadata,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return false,
+            Err(_) => return true,
+        };
+        #[cfg(target_os = "linux")]
+        if let Ok(locks) = std::fs::read_to_string(PROC_LOCKS) {
+            use std::os::unix::fs::MetadataExt;
+            let dev = metadata.dev();
+            return flock_listed(&locks, (libc::major(dev), libc::minor(dev)), metadata.ino());
+        }
+        let _ = metadata;
+        probe_lock(path)
+    }
+}
+
+impl Storage for OsStorage {
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(path)
     }
 
     fn write_file(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
@@ -169,4 +222,91 @@ fn allocate(file: &File, len: u64) -> io::Result<()> {
 #[cfg(not(target_os = "linux"))]
 fn allocate(file: &File, len: u64) -> io::Result<()> {
     if file.metadata()?.len() < len { file.set_len(len) } else { Ok(()) }
+}
+
+/// A file open for positional reads.
+#[derive(Debug)]
+struct OsReadFile(File);
+
+impl ReadAt for OsReadFile {
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.0.metadata()?.len())
+    }
+
+    #[cfg(unix)]
+    fn read_at(&self, buf: &mut [u8], position: u64) -> io::Result<usize> {
+        std::os::unix::fs::FileExt::read_at(&self.0, buf, position)
+    }
+
+    #[cfg(windows)]
+    fn read_at(&self, buf: &mut [u8], position: u64) -> io::Result<usize> {
+        std::os::windows::fs::FileExt::seek_read(&self.0, buf, position)
+    }
+}
+
+/// The kernel's table of file locks (Linux).
+#[cfg(target_os = "linux")]
+const PROC_LOCKS: &str = "/proc/locks";
+
+/// Whether the `/proc/locks` text `locks` lists a granted `flock` on the
+/// file with device `(major, minor)` and inode `inode`.
+///
+/// A line is `<n>: FLOCK ADVISORY WRITE <pid> <major>:<minor>:<inode> 0 EOF`,
+/// major and minor in hex (`%02x`), the inode in decimal (`lock_get_status`
+/// in the kernel's `fs/locks.c`); a request waiting for a lock has `->`
+/// after the number and is not a holder.
+#[cfg(any(target_os = "linux", test))]
+fn flock_listed(locks: &str, (major, minor): (u32, u32), inode: u64) -> bool {
+    locks.lines().any(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.get(1) != Some(&"FLOCK") {
+            return false;
+        }
+        let Some(mut id) = fields.get(5).map(|id| id.split(':')) else { return false };
+        let (Some(maj), Some(min), Some(ino), None) = (id.next(), id.next(), id.next(), id.next()) else {
+            return false;
+        };
+        u32::from_str_radix(maj, 16) == Ok(major)
+            && u32::from_str_radix(min, 16) == Ok(minor)
+            && ino.parse::<u64>() == Ok(inode)
+    })
+}
+
+/// Whether the lock file `path` is locked, found by taking a shared,
+/// non-blocking `flock` on it and releasing it at once: where the kernel's
+/// lock table cannot be read. An engine opening the directory in that
+/// instant finds it locked and fails to open.
+fn probe_lock(path: &Path) -> bool {
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return false,
+        Err(_) => return true,
+    };
+    match file.try_lock_shared() {
+        Ok(()) => {
+            let _ = file.unlock();
+            false
+        }
+        Err(_) => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flock_lines_are_matched_by_device_and_inode() {
+        let locks = "1: FLOCK  ADVISORY  WRITE 10362 fe:00:6447165 0 EOF\n\
+                     2: -> FLOCK  ADVISORY  WRITE 10400 08:11:42 0 EOF\n\
+                     3: POSIX  ADVISORY  WRITE 10252 08:11:43 0 EOF\n\
+                     4: FLOCK  ADVISORY  READ 10252 103:0a:99 0 EOF\n";
+        assert!(flock_listed(locks, (0xfe, 0), 6_447_165));
+        assert!(flock_listed(locks, (0x103, 0x0a), 99));
+        // Another device, a waiter (`->`), a POSIX lock: none is a holder.
+        assert!(!flock_listed(locks, (0xfe, 1), 6_447_165));
+        assert!(!flock_listed(locks, (8, 0x11), 42));
+        assert!(!flock_listed(locks, (8, 0x11), 43));
+        assert!(!flock_listed("", (0xfe, 0), 6_447_165));
+    }
 }

@@ -38,7 +38,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::{MappedFile, Storage};
+use super::{MappedFile, ReadAt, ReadStorage, Storage};
 
 /// A simulated disk for crash tests: an in-memory file system that keeps a
 /// live image (what the program sees) and a durable image (what survives a
@@ -204,11 +204,7 @@ impl fmt::Debug for SimDisk {
     }
 }
 
-impl Storage for SimDisk {
-    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        self.state.lock().create_dir_all(path, false)
-    }
-
+impl ReadStorage for SimDisk {
     fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
         let state = self.state.lock();
         let ino = state.lookup(path)?;
@@ -238,6 +234,40 @@ impl Storage for SimDisk {
             Node::File(file) => Ok(file.live()),
             Node::Dir(_) => Err(error(io::ErrorKind::IsADirectory, path)),
         }
+    }
+
+    fn is_dir(&self, path: &Path) -> bool {
+        let state = self.state.lock();
+        state.lookup(path).is_ok_and(|ino| matches!(state.nodes[&ino], Node::Dir(_)))
+    }
+
+    /// The handle holds the file's bytes, as a mapping does, so it keeps
+    /// reading them after the name is removed. As for
+    /// [`power_cut`](SimDisk::power_cut), read while no thread writes
+    /// through a mapping of the file.
+    fn open_read(&self, path: &Path) -> io::Result<Box<dyn ReadAt>> {
+        let mut state = self.state.lock();
+        let ino = state.lookup(path)?;
+        if matches!(state.nodes[&ino], Node::Dir(_)) {
+            return Err(error(io::ErrorKind::IsADirectory, path));
+        }
+        let data = state.file_mut(ino).data.clone();
+        Ok(Box::new(SimReader { state: self.state.clone(), ino, data }))
+    }
+
+    fn identity(&self, path: &Path) -> io::Result<Option<(u64, u64)>> {
+        Ok(Some((0, self.state.lock().lookup(path)?)))
+    }
+
+    fn lock_held(&self, path: &Path) -> bool {
+        let state = self.state.lock();
+        state.lookup(path).is_ok_and(|ino| state.locked.contains(&ino))
+    }
+}
+
+impl Storage for SimDisk {
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        self.state.lock().create_dir_all(path, false)
     }
 
     fn write_file(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
@@ -460,6 +490,37 @@ impl MappedFile for SimMapping {
         file.durable = file.live();
         state.count_sync();
         Ok(())
+    }
+}
+
+/// A simulated file open for positional reads.
+struct SimReader {
+    state: Arc<Mutex<State>>,
+    ino: Ino,
+    /// The file's live bytes; holding them keeps the file (as a mapping does).
+    data: Arc<SimBuffer>,
+}
+
+impl fmt::Debug for SimReader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SimReader").field("inode", &self.ino).finish()
+    }
+}
+
+impl ReadAt for SimReader {
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.state.lock().file_mut(self.ino).len as u64)
+    }
+
+    fn read_at(&self, buf: &mut [u8], position: u64) -> io::Result<usize> {
+        let len = self.state.lock().file_mut(self.ino).len;
+        let at = usize::try_from(position).unwrap_or(usize::MAX).min(len);
+        let n = buf.len().min(len - at);
+        // SAFETY: `[at, at + n)` lies below the file's live length, within
+        // the buffer; readers use this handle while no thread writes through
+        // a mapping of the file (see `open_read`).
+        unsafe { self.data.read(at, &mut buf[..n]) };
+        Ok(n)
     }
 }
 
