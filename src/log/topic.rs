@@ -30,7 +30,7 @@ pub(crate) const BYTES_UNKNOWN: u64 = u64::MAX;
 /// Space is allocated for a segment in steps of this many bytes.
 pub(crate) const ALLOCATE_STEP_BYTES: usize = 4 << 20;
 
-/// What a topic holds, from [`Topic::info`].
+/// What a topic holds, from [`Topic::info`](crate::Topic::info).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct TopicInfo {

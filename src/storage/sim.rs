@@ -45,7 +45,7 @@ use super::{MappedFile, ReadAt, ReadStorage, Storage};
 /// power cut) of every file and directory.
 ///
 /// Clones share the same disk. Open an engine on it with
-/// [`Engine::open_sim`]; make it die at a chosen sync with
+/// [`Engine::open_sim`](crate::Engine::open_sim); make it die at a chosen sync with
 /// [`fail_after_syncs`](SimDisk::fail_after_syncs); take what survives with
 /// [`power_cut`](SimDisk::power_cut), which leaves this disk as it is, so
 /// several cuts can be taken at the same point with different seeds.
