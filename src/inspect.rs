@@ -264,7 +264,9 @@ pub struct Cut {
     pub first_lost: Offset,
     /// Bytes of that file from the position on (allocated space included).
     pub bytes_after: u64,
-    /// Segment files after it, which a cut removes.
+    /// Segment files after it, which a cut removes. A cut at position 0
+    /// (an invalid header, or a segment that does not start where the one
+    /// before it ended) removes its own file too.
     pub later_segments: usize,
     /// Their bytes.
     pub later_bytes: u64,
