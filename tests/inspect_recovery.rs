@@ -18,6 +18,7 @@ use tollgate::{Durability, Engine, EngineConfig, Message, Offset, SimDisk, Topic
 mod fixture;
 use fixture::{DATA, open_sim, sim_disk};
 
+#[allow(dead_code)] // each test binary uses some of it
 #[path = "support/rng.rs"]
 mod rng;
 use rng::Rng;
