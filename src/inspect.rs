@@ -79,8 +79,8 @@ use crate::log::recovery::{Plan, RecoveryMode};
 use crate::log::scan::{FrameScan, FrameSource, scan_frames};
 use crate::log::segment::{HeaderFault, check_header, corrupt, decode_index};
 use crate::log::slots::{
-    Checkpoint, CleanMark, CommittedOffset, MetaCheck, NOT_SLOT_FILE, SlotFileCheck, SlotValue, check_meta,
-    check_slot_file, read_slot,
+    Checkpoint, CleanMark, CommittedOffset, MetaCheck, NO_VALID_SLOT, NOT_SLOT_FILE, SlotFileCheck, SlotValue,
+    check_meta, check_slot_file,
 };
 use crate::log::subscription::OpenFrame;
 use crate::queue::journal::{Persisted, replay};
@@ -1356,10 +1356,8 @@ enum SlotFileRead {
     Io(io::Error),
 }
 
-/// Reads a two-slot file: its newest valid slot, if any.
-///
-/// Besides the checks an engine makes, both slots written (not zero) and
-/// neither valid is damage: a torn write damages one slot only.
+/// Reads a two-slot file, with the engine's checks (`SlotFile::open`): its
+/// newest valid slot, if any.
 fn read_slot_file<V: SlotValue>(fs: &dyn ReadStorage, path: &Path) -> Result<Option<(u64, V)>, SlotFileRead> {
     let bytes = fs.read_file(path).map_err(SlotFileRead::Io)?;
     let damaged = |reason| SlotFileRead::Damaged(corrupt(path, 0, reason));
@@ -1368,16 +1366,8 @@ fn read_slot_file<V: SlotValue>(fs: &dyn ReadStorage, path: &Path) -> Result<Opt
         SlotFileCheck::NotSlotFile => Err(damaged(NOT_SLOT_FILE)),
         SlotFileCheck::Newer(_) => Err(damaged("the file has a newer format version")),
         SlotFileCheck::Valid(Some(newest)) => Ok(Some(newest)),
-        SlotFileCheck::Valid(None) => {
-            let written = |i: usize| {
-                let at = SLOT_FILE_HEADER_BYTES + i * SLOT_BYTES;
-                bytes[at..at + SLOT_BYTES].iter().any(|&b| b != 0)
-            };
-            if written(0) && written(1) && read_slot::<V>(&bytes, 0).is_none() && read_slot::<V>(&bytes, 1).is_none() {
-                return Err(SlotFileRead::Damaged(corrupt(path, SLOT_FILE_HEADER_BYTES, "neither slot is valid")));
-            }
-            Ok(None)
-        }
+        SlotFileCheck::Valid(None) => Ok(None),
+        SlotFileCheck::NoValidSlot => Err(SlotFileRead::Damaged(corrupt(path, SLOT_FILE_HEADER_BYTES, NO_VALID_SLOT))),
     }
 }
 

@@ -808,26 +808,49 @@ fn a_checkpoint_that_disagrees_with_the_segments_is_reported_and_repaired() {
     assert_eq!(engine.topic("orders").unwrap().info().next, Offset::new(ORDERS));
 }
 
-/// A group offset file with both slots invalid is read by the engine as
-/// never committed and left in place: `verify` and `repair` say so.
+/// A group offset file with both slots invalid is damage (a torn write
+/// damages one slot only): the group's subscribe fails, `verify` says so,
+/// and `repair` removes the file, so the group starts over.
 #[test]
-fn an_offset_file_with_both_slots_invalid_is_reported_as_left_in_place() {
+fn an_offset_file_with_both_slots_invalid_is_damage_that_repair_removes() {
     let dir = fixture_dir();
     let offsets = dir.path().join("topics/orders/groups/billing.offset");
     flip(&offsets, 16 + 8);
     flip(&offsets, 48 + 8);
     let verify = run(&["verify", path(dir.path())]);
     assert_eq!(verify.code, 1, "{verify:?}");
-    let effect = "the engine reads this file as never committed: the group starts over";
-    assert!(verify.stdout.contains(effect) && verify.stdout.contains("repair leaves it in place"), "{verify:?}");
+    let effect = "subscribing the group fails until repair, which removes this file";
+    assert!(verify.stdout.contains(effect), "{verify:?}");
+    {
+        let engine = Engine::open(dir.path()).unwrap();
+        let refused = engine.topic("orders").unwrap().subscribe("billing");
+        assert!(matches!(refused, Err(tollgate::TopicError::Corrupt(_))), "{refused:?}");
+    }
     let repair = run(&["repair", "--yes", path(dir.path())]);
-    assert_eq!(repair.code, 1, "{repair:?}");
-    assert!(repair.stdout.contains(effect), "{repair:?}");
-    assert!(!repair.stdout.contains("removed"), "{repair:?}");
-    assert!(offsets.exists());
+    assert_eq!(repair.code, 0, "{repair:?}");
+    assert!(!offsets.exists());
     let engine = Engine::open(dir.path()).unwrap();
     let billing = engine.topic("orders").unwrap().subscribe("billing").unwrap();
     assert_eq!(billing.committed(), Offset::new(0));
+}
+
+/// A checkpoint with both slots invalid keeps the topic from opening;
+/// `repair` replaces it and keeps every record.
+#[test]
+fn a_checkpoint_with_both_slots_invalid_is_replaced_by_repair() {
+    let dir = fixture_dir();
+    let checkpoint = dir.path().join("topics/orders/checkpoint");
+    flip(&checkpoint, 16 + 8);
+    flip(&checkpoint, 48 + 8);
+    let verify = run(&["verify", path(dir.path())]);
+    assert_eq!(verify.code, 1, "{verify:?}");
+    let effect = "opening the topic fails until repair, which replaces the checkpoint";
+    assert!(verify.stdout.contains(effect), "{verify:?}");
+    assert!(matches!(Engine::open(dir.path()).unwrap().topic("orders"), Err(tollgate::TopicError::Corrupt(_))));
+    let repair = run(&["repair", "--yes", path(dir.path())]);
+    assert_eq!(repair.code, 0, "{repair:?}");
+    let engine = Engine::open(dir.path()).unwrap();
+    assert_eq!(engine.topic("orders").unwrap().info().next, Offset::new(ORDERS));
 }
 
 /// A checkpoint whose magic is damaged keeps the topic from opening; `repair`

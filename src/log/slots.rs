@@ -124,6 +124,13 @@ impl<V: SlotValue> SlotFile<V> {
                     }));
                 }
                 SlotFileCheck::Newer(found) => return Err(SlotFileError::Newer { path: path.into(), found }),
+                SlotFileCheck::NoValidSlot => {
+                    return Err(SlotFileError::Corrupt(Corruption {
+                        file: path.into(),
+                        position: SLOT_FILE_HEADER_BYTES as u64,
+                        reason: NO_VALID_SLOT,
+                    }));
+                }
                 SlotFileCheck::Valid(newest) => {
                     let map = storage.open_mapped(path, false, SLOT_FILE_BYTES).map_err(|e| io("map", e))?;
                     // What we read may include a slot whose write was never
@@ -189,6 +196,10 @@ pub(crate) fn encode_slot(slot: &mut [u8], generation: u64, value: impl SlotValu
 /// Why a slot file with the wrong magic or size is refused.
 pub(crate) const NOT_SLOT_FILE: &str = "not a tollgate slot file";
 
+/// Why a slot file whose two slots were both written and are both invalid
+/// is refused.
+pub(crate) const NO_VALID_SLOT: &str = "neither slot is valid";
+
 /// What the bytes of a two-slot file are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SlotFileCheck<V> {
@@ -199,8 +210,12 @@ pub(crate) enum SlotFileCheck<V> {
     NotSlotFile,
     /// A version above [`FORMAT_VERSION`].
     Newer(u32),
-    /// A slot file of this kind: its newest valid slot (generation, value), if any.
+    /// A slot file of this kind: its newest valid slot (generation, value),
+    /// if any (none: never written, or its first write was torn).
     Valid(Option<(u64, V)>),
+    /// Both slots were written and neither is valid: not what a crash leaves
+    /// (a torn write damages one slot), so damage.
+    NoValidSlot,
 }
 
 /// Checks the whole content of a two-slot file of `V`s.
@@ -217,7 +232,18 @@ pub(crate) fn check_slot_file<V: SlotValue>(bytes: &[u8]) -> SlotFileCheck<V> {
     if found > FORMAT_VERSION {
         return SlotFileCheck::Newer(found);
     }
-    SlotFileCheck::Valid(newest_slot(bytes))
+    match newest_slot(bytes) {
+        // A torn write damages the slot being written only: the other one
+        // holds the value before it, or was never written (all zero).
+        None if slot_written(bytes, 0) && slot_written(bytes, 1) => SlotFileCheck::NoValidSlot,
+        newest => SlotFileCheck::Valid(newest),
+    }
+}
+
+/// Whether slot `index` of a whole slot file holds anything but zeros.
+fn slot_written(file: &[u8], index: usize) -> bool {
+    let at = SLOT_FILE_HEADER_BYTES + index * SLOT_BYTES;
+    file[at..at + SLOT_BYTES].iter().any(|&b| b != 0)
 }
 
 /// The valid slot with the highest generation in a whole slot file.

@@ -140,14 +140,14 @@ pub(super) fn damage_effect(damage: &tollgate::Corruption) -> &'static str {
             "repair removes this file: the group starts over, as a new group does"
         }
         (name, "neither slot is valid") if name.ends_with(".offset") => {
-            "the engine reads this file as never committed: the group starts over, as a new group does, and its \
-             next commit rewrites the file; repair leaves it in place"
+            "subscribing the group fails until repair, which removes this file: the group starts over, as a new \
+             group does"
         }
         ("checkpoint", "not a tollgate slot file") => {
             "opening the topic fails until repair, which replaces the checkpoint and scans every segment"
         }
         ("checkpoint", "neither slot is valid") => {
-            "the engine reads this as no checkpoint: the next open (or repair) scans every segment and rewrites it"
+            "opening the topic fails until repair, which replaces the checkpoint and scans every segment"
         }
         ("checkpoint", "its clean-shutdown record disagrees with the last segment's data") => {
             "opening the topic fails until repair, which scans every segment and rewrites the checkpoint"
