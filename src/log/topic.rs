@@ -19,6 +19,7 @@ use super::config::{Durability, TopicConfig};
 use super::doorbell::Doorbell;
 use super::format::*;
 use super::record::{Message, Offset, Record, encode_entry_parts, plain_entry_bytes, seal_frame};
+use super::recovery::RecoveryReport;
 use super::segment::{IndexEntry, Segment, encode_index};
 use super::slots::{Checkpoint, CleanMark, SlotFile};
 use crate::error::{Corruption, IoError, PublishError, ReadError};
@@ -109,10 +110,77 @@ pub(crate) struct TopicLog {
     /// Groups with a live subscription.
     pub groups: Mutex<HashSet<String>>,
     /// What opening the topic found.
-    pub recovery: super::recovery::RecoveryReport,
+    pub recovery: RecoveryReport,
+}
+
+/// What recovery hands over to build a topic's log around
+/// ([`TopicLog::new`]).
+#[derive(Debug)]
+pub(crate) struct Recovered {
+    /// The checkpoint, already marked unclean (rule 4).
+    pub checkpoint: SlotFile<Checkpoint>,
+    /// Base offsets of the segment files, ascending; the last is `active`'s.
+    pub bases: Vec<u64>,
+    /// The last segment, scanned: its end is where the next frame goes.
+    pub active: Segment,
+    /// Bytes of the active segment's file with space allocated.
+    pub allocated: usize,
+    pub report: RecoveryReport,
 }
 
 impl TopicLog {
+    /// A topic's log around what recovery found: the sealed segments are
+    /// mapped on first use, the active one is ready to append to.
+    pub(crate) fn new(
+        name: String,
+        dir: PathBuf,
+        config: TopicConfig,
+        storage: Arc<dyn Storage>,
+        recovered: Recovered,
+    ) -> TopicLog {
+        let Recovered { checkpoint, bases, active, allocated, report } = recovered;
+        debug_assert_eq!(bases.last(), Some(&active.base), "the active segment is the last one");
+        let next = active.next_offset();
+        let position = active.end();
+        let active = Arc::new(active);
+        let mut segments = BTreeMap::new();
+        for base in bases {
+            let path = dir.join(segment_file_name(base, SEGMENT_SUFFIX));
+            let (bytes, loaded) =
+                if base == active.base { (position as u64, Some(active.clone())) } else { (BYTES_UNKNOWN, None) };
+            segments
+                .insert(base, Arc::new(Slot { base, path, bytes: AtomicU64::new(bytes), loaded: Mutex::new(loaded) }));
+        }
+        let last_indexed = active.index().last().map(|e| e.position as usize);
+        let appender = Appender {
+            seg: active.clone(),
+            position,
+            allocated: allocated.max(position),
+            next_offset: next,
+            last_indexed,
+            unsynced: Vec::new(),
+        };
+        let flush =
+            FlushState { checkpoint, segment_base: active.base, flushed_to: position, last_flush: Instant::now() };
+        TopicLog {
+            name,
+            dir,
+            config,
+            storage,
+            append: Mutex::new(appender),
+            flush: Mutex::new(flush),
+            segments: RwLock::new(segments),
+            committed: Doorbell::new(next),
+            durable: AtomicU64::new(next),
+            recovery_point: AtomicU64::new(active.base),
+            poisoned: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            deleted: AtomicBool::new(false),
+            groups: Mutex::new(HashSet::new()),
+            recovery: report,
+        }
+    }
+
     /// Publishes one payload; returns its offset once it is as durable as
     /// the topic's [`Durability`] promises.
     pub(crate) fn publish(&self, payload: impl AsRef<[u8]>) -> Result<Offset, PublishError> {
@@ -254,9 +322,7 @@ impl TopicLog {
         }
         Ok(records)
     }
-}
 
-impl TopicLog {
     fn check_message_size(&self, entry_bytes: usize) -> Result<(), PublishError> {
         if entry_bytes - super::format::ENTRY_HEADER_BYTES > self.config.max_message_bytes {
             return Err(PublishError::TooLarge {

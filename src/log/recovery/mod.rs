@@ -13,19 +13,14 @@ mod plan;
 pub use plan::CutKind;
 pub(crate) use plan::Plan;
 
-use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::time::Instant;
-
-use parking_lot::{Mutex, RwLock};
 
 use super::config::TopicConfig;
 use super::format::*;
-use super::segment::{OpenFault, Segment};
+use super::segment::{OpenFault, Scan, Segment};
 use super::slots::{Checkpoint, CommittedOffset, SlotFile, SlotFileError};
-use super::topic::{Appender, FlushState, Slot, TopicLog};
+use super::topic::{Recovered, TopicLog};
 use crate::error::{Corruption, IoError, ReadError, TopicError};
 use crate::storage::Storage;
 
@@ -105,9 +100,9 @@ pub(crate) fn open_topic(
     config: TopicConfig,
     mode: RecoveryMode,
 ) -> Result<TopicLog, TopicError> {
-    let mut report = RecoveryReport::default();
-    let io = |op, path: &Path, e| TopicError::Io(IoError::new(op, path, e));
     let capacity = config.segment_bytes as usize;
+    let mut opening = Opening { storage, dir, name, config, mode, capacity, report: RecoveryReport::default() };
+    let (storage, dir) = (opening.storage.clone(), opening.dir.clone());
     let mut bases = Vec::new();
     for file in storage.list_dir(&dir).map_err(|e| io("list", &dir, e))? {
         if let Some(base) = parse_segment_file_name(&file, SEGMENT_SUFFIX) {
@@ -133,36 +128,29 @@ pub(crate) fn open_topic(
     .map_err(slot_fault)?;
 
     if bases.is_empty() {
-        let first = capacity.min(super::topic::ALLOCATE_STEP_BYTES);
-        let seg = Segment::create(&*storage, &dir, 0, capacity, first)?;
-        seg.map().file().sync().map_err(|e| io("sync", &seg.path, e))?;
-        storage.sync_dir(&dir).map_err(|e| io("sync", &dir, e))?;
-        bases.push(0);
-        return finish(storage, dir, name, config, checkpoint, bases, seg, first, report, mode);
+        // Rule 6.
+        let (seg, allocated) = opening.create_segment(0)?;
+        return opening.finish(checkpoint, vec![0], seg, allocated);
     }
 
     let plan = Plan::new(&bases, saved, mode);
-    let last = *bases.last().expect("not empty");
     // Rule 1: a clean shutdown recorded where the active segment ends.
     if let Some(mark) = plan.clean {
-        let path = dir.join(segment_file_name(last, SEGMENT_SUFFIX));
-        let file_len = storage.file_len(&path).map_err(|e| io("stat", &path, e))? as usize;
-        let (seg, file_len) = Segment::open(&*storage, path, last, capacity.max(file_len)).map_err(topic_fault)?;
+        let last = *bases.last().expect("not empty");
+        let (seg, file_len) = opening.open_segment(last).map_err(topic_fault)?;
         // The active segment is scanned even so: appending after an
         // undetected bad frame would make everything after it unreachable at
         // the next recovery. Damage found here, after a clean shutdown, is
         // not a torn write: it is reported, and `repair` cuts it.
-        let index_path = dir.join(segment_file_name(last, INDEX_SUFFIX));
-        let scan = seg.scan(SEGMENT_HEADER_BYTES, file_len, last, Vec::new());
-        report.segments_scanned += 1;
-        report.bytes_scanned += (scan.end - SEGMENT_HEADER_BYTES) as u64;
+        let scan = opening.scan(&seg, file_len);
         if scan.fault.is_none() && scan.end == mark.end as usize && scan.next_offset == mark.next_offset {
             seg.adopt(&scan);
+            let index_path = dir.join(segment_file_name(last, INDEX_SUFFIX));
             if storage.exists(&index_path) {
                 storage.remove_file(&index_path).map_err(|e| io("remove", &index_path, e))?;
             }
-            report.clean = true;
-            return finish(storage, dir, name, config, checkpoint, bases, seg, file_len, report, mode);
+            opening.report.clean = true;
+            return opening.finish(checkpoint, bases, seg, file_len);
         }
         let (position, reason) = match scan.fault {
             Some((position, fault)) => (position, fault.reason()),
@@ -176,20 +164,18 @@ pub(crate) fn open_topic(
     let mut expected = bases[i];
     let (active, active_len) = loop {
         let base = bases[i];
-        let path = dir.join(segment_file_name(base, SEGMENT_SUFFIX));
-        let file_len = storage.file_len(&path).map_err(|e| io("stat", &path, e))? as usize;
         let opened = if base == expected {
-            match Segment::open(&*storage, path.clone(), base, capacity.max(file_len)) {
+            match opening.open_segment(base) {
                 Ok(opened) => Some(opened),
                 Err(OpenFault::Corrupt(c)) => {
-                    report.cut = Some(c);
+                    opening.report.cut = Some(c);
                     None
                 }
                 Err(e) => return Err(topic_fault(e)),
             }
         } else {
-            report.cut = Some(Corruption {
-                file: path.clone(),
+            opening.report.cut = Some(Corruption {
+                file: opening.segment_path(base),
                 position: 0,
                 reason: "the segment does not start where the previous one ended",
             });
@@ -198,33 +184,23 @@ pub(crate) fn open_topic(
         let Some((seg, file_len)) = opened else {
             // A segment whose header is torn, or that does not start where the
             // previous one ended, ends the log: it and later ones go.
-            report.segments_removed += bases.len() - i;
+            opening.report.segments_removed += bases.len() - i;
+            remove_segments(&*storage, &dir, &bases[i..])?;
+            bases.truncate(i);
             if i == 0 {
                 // Nothing valid at all: start over with an empty first segment.
-                remove_segments(&*storage, &dir, &bases[i..])?;
-                let first = capacity.min(super::topic::ALLOCATE_STEP_BYTES);
-                let seg = Segment::create(&*storage, &dir, base, capacity, first)?;
-                seg.map().file().sync().map_err(|e| io("sync", &seg.path, e))?;
-                storage.sync_dir(&dir).map_err(|e| io("sync", &dir, e))?;
-                bases.truncate(i);
+                let (seg, allocated) = opening.create_segment(base)?;
                 bases.push(base);
-                break (seg, first);
+                break (seg, allocated);
             }
-            remove_segments(&*storage, &dir, &bases[i..])?;
             storage.sync_dir(&dir).map_err(|e| io("sync", &dir, e))?;
-            bases.truncate(i);
             i -= 1;
-            let base = bases[i];
-            let path = dir.join(segment_file_name(base, SEGMENT_SUFFIX));
-            let file_len = storage.file_len(&path).map_err(|e| io("stat", &path, e))? as usize;
-            let (seg, file_len) = Segment::open(&*storage, path, base, capacity.max(file_len)).map_err(topic_fault)?;
-            let scan = seg.scan(SEGMENT_HEADER_BYTES, file_len, base, Vec::new());
-            report.segments_scanned += 1;
-            report.bytes_scanned += (scan.end - SEGMENT_HEADER_BYTES) as u64;
+            let (seg, file_len) = opening.open_segment(bases[i]).map_err(topic_fault)?;
+            let scan = opening.scan(&seg, file_len);
             if let Some((position, fault)) = scan.fault {
                 // Rule 3 applies here too: cut at the fault and zero what
                 // follows, or appends could line up behind stale frames.
-                report.cut =
+                opening.report.cut =
                     Some(Corruption { file: seg.path.clone(), position: position as u64, reason: fault.reason() });
                 seg.map().file().set_len(scan.end as u64).map_err(|e| io("truncate", &seg.path, e))?;
             }
@@ -233,17 +209,15 @@ pub(crate) fn open_topic(
             seg.map().file().sync().map_err(|e| io("sync", &seg.path, e))?;
             break (seg, allocated);
         };
-        let scan = seg.scan(SEGMENT_HEADER_BYTES, file_len, base, Vec::new());
-        report.segments_scanned += 1;
-        report.bytes_scanned += (scan.end - SEGMENT_HEADER_BYTES) as u64;
+        let scan = opening.scan(&seg, file_len);
         let is_last = i + 1 == bases.len();
         let continues = !is_last && scan.next_offset == bases[i + 1];
         if scan.fault.is_some() || (!is_last && !continues) {
             // Rule 3: cut here. Truncate (zeroing what follows) and delete
             // every later segment.
             let reason = scan.fault.map_or("the segment ends before the next one begins", |(_, f)| f.reason());
-            report.cut = Some(Corruption { file: seg.path.clone(), position: scan.end as u64, reason });
-            report.segments_removed += bases.len() - i - 1;
+            opening.report.cut = Some(Corruption { file: seg.path.clone(), position: scan.end as u64, reason });
+            opening.report.segments_removed += bases.len() - i - 1;
             let file = seg.map().file();
             file.set_len(scan.end as u64).map_err(|e| io("truncate", &seg.path, e))?;
             file.sync().map_err(|e| io("sync", &seg.path, e))?;
@@ -261,7 +235,70 @@ pub(crate) fn open_topic(
         expected = scan.next_offset;
         i += 1;
     };
-    finish(storage, dir, name, config, checkpoint, bases, active, active_len, report, mode)
+    opening.finish(checkpoint, bases, active, active_len)
+}
+
+fn io(op: &'static str, path: &Path, e: std::io::Error) -> TopicError {
+    TopicError::Io(IoError::new(op, path, e))
+}
+
+/// A topic being opened: where it is, how, and what recovery found so far.
+struct Opening {
+    storage: Arc<dyn Storage>,
+    dir: PathBuf,
+    name: String,
+    config: TopicConfig,
+    mode: RecoveryMode,
+    /// Bytes a segment of this topic may hold (what it is mapped for).
+    capacity: usize,
+    report: RecoveryReport,
+}
+
+impl Opening {
+    fn segment_path(&self, base: u64) -> PathBuf {
+        self.dir.join(segment_file_name(base, SEGMENT_SUFFIX))
+    }
+
+    /// Opens the existing segment at `base`, its header checked: the
+    /// segment and its file's length.
+    fn open_segment(&self, base: u64) -> Result<(Segment, usize), OpenFault> {
+        let path = self.segment_path(base);
+        let file_len = self.storage.file_len(&path).map_err(|e| OpenFault::Io(IoError::new("stat", &path, e)))?;
+        Segment::open(&*self.storage, path, base, self.capacity.max(file_len as usize))
+    }
+
+    /// Scans a segment's frames from its first, counting what was read.
+    fn scan(&mut self, seg: &Segment, file_len: usize) -> Scan {
+        let scan = seg.scan(SEGMENT_HEADER_BYTES, file_len, seg.base, Vec::new());
+        self.report.segments_scanned += 1;
+        self.report.bytes_scanned += (scan.end - SEGMENT_HEADER_BYTES) as u64;
+        scan
+    }
+
+    /// Creates an empty segment at `base`, synced with its directory entry:
+    /// the segment and the bytes allocated for it.
+    fn create_segment(&self, base: u64) -> Result<(Segment, usize), TopicError> {
+        let allocated = self.capacity.min(super::topic::ALLOCATE_STEP_BYTES);
+        let seg = Segment::create(&*self.storage, &self.dir, base, self.capacity, allocated)?;
+        seg.map().file().sync().map_err(|e| io("sync", &seg.path, e))?;
+        self.storage.sync_dir(&self.dir).map_err(|e| io("sync", &self.dir, e))?;
+        Ok((seg, allocated))
+    }
+
+    /// Builds the topic around its recovered active segment: writes the
+    /// unclean checkpoint (rule 4), clamps group offsets (rule 5).
+    fn finish(
+        self,
+        mut checkpoint: SlotFile<Checkpoint>,
+        bases: Vec<u64>,
+        active: Segment,
+        allocated: usize,
+    ) -> Result<TopicLog, TopicError> {
+        checkpoint.write(Checkpoint { recovery_point: active.base, clean: None })?;
+        clamp_groups(&*self.storage, &self.dir, active.next_offset(), self.mode)?;
+        let recovered = Recovered { checkpoint, bases, active, allocated, report: self.report };
+        Ok(TopicLog::new(self.name, self.dir, self.config, self.storage, recovered))
+    }
 }
 
 /// Deletes segment files and their indexes.
@@ -275,65 +312,6 @@ fn remove_segments(storage: &dyn Storage, dir: &Path, bases: &[u64]) -> Result<(
         }
     }
     Ok(())
-}
-
-/// Builds the topic around its recovered active segment: writes the
-/// unclean checkpoint (rule 4), clamps group offsets (rule 5).
-#[allow(clippy::too_many_arguments)]
-fn finish(
-    storage: Arc<dyn Storage>,
-    dir: PathBuf,
-    name: String,
-    config: TopicConfig,
-    mut checkpoint: SlotFile<Checkpoint>,
-    bases: Vec<u64>,
-    active: Segment,
-    allocated: usize,
-    report: RecoveryReport,
-    mode: RecoveryMode,
-) -> Result<TopicLog, TopicError> {
-    checkpoint.write(Checkpoint { recovery_point: active.base, clean: None })?;
-    let next = active.next_offset();
-    let position = active.end();
-    clamp_groups(&*storage, &dir, next, mode)?;
-    let active = Arc::new(active);
-    let mut segments = BTreeMap::new();
-    for base in bases {
-        let path = dir.join(segment_file_name(base, SEGMENT_SUFFIX));
-        let (bytes, loaded) = if base == active.base {
-            (position as u64, Some(active.clone()))
-        } else {
-            (super::topic::BYTES_UNKNOWN, None)
-        };
-        segments.insert(base, Arc::new(Slot { base, path, bytes: AtomicU64::new(bytes), loaded: Mutex::new(loaded) }));
-    }
-    let last_indexed = active.index().last().map(|e| e.position as usize);
-    let appender = Appender {
-        seg: active.clone(),
-        position,
-        allocated: allocated.max(position),
-        next_offset: next,
-        last_indexed,
-        unsynced: Vec::new(),
-    };
-    let flush = FlushState { checkpoint, segment_base: active.base, flushed_to: position, last_flush: Instant::now() };
-    Ok(TopicLog {
-        name,
-        dir,
-        config,
-        storage,
-        append: Mutex::new(appender),
-        flush: Mutex::new(flush),
-        segments: RwLock::new(segments),
-        committed: super::doorbell::Doorbell::new(next),
-        durable: AtomicU64::new(next),
-        recovery_point: AtomicU64::new(active.base),
-        poisoned: AtomicBool::new(false),
-        closed: AtomicBool::new(false),
-        deleted: AtomicBool::new(false),
-        groups: Mutex::new(HashSet::new()),
-        recovery: report,
-    })
 }
 
 /// Rule 5: lowers committed group offsets above the end of the log. With
