@@ -76,7 +76,7 @@ use crate::log::names::{check_group_name, check_topic_name};
 use crate::log::record::{FrameFault, FrameInfo, Offset, Record, check_frame};
 pub use crate::log::recovery::CutKind;
 use crate::log::recovery::{Plan, RecoveryMode};
-use crate::log::scan::{FrameScan, FrameSource, scan_frames};
+use crate::log::scan::{ENDS_EARLY, FrameScan, FrameSource, scan_frames};
 use crate::log::segment::{HeaderFault, check_header, corrupt, decode_index};
 use crate::log::slots::{
     Checkpoint, CleanMark, CommittedOffset, MetaCheck, NO_VALID_SLOT, NOT_SLOT_FILE, SlotFileCheck, SlotValue,
@@ -1040,11 +1040,7 @@ fn measure_segment(
         return Ok(Measured { end: base, bytes: 0, file_bytes, fault, mark_disagrees });
     }
     let scan = scan_segment(&mut seg, base, &mut |_| {})?;
-    let fault = match (scan.fault, next_base) {
-        (Some((position, fault)), _) => Some(corrupt(path, position as usize, fault.reason())),
-        (None, Some(next)) if next != scan.next_offset => Some(corrupt(path, scan.end as usize, ENDS_EARLY)),
-        (None, _) => None,
-    };
+    let fault = scan.ends_early(next_base).map(|(position, reason)| corrupt(path, position as usize, reason));
     Ok(Measured { end: scan.next_offset, bytes: scan.end, file_bytes, fault, mark_disagrees })
 }
 
@@ -1061,10 +1057,6 @@ fn header_reason(fault: HeaderFault) -> &'static str {
 const CHECKPOINT_DISAGREES_NOTE: &str = "the checkpoint's clean-shutdown record disagrees with the segment files, \
      so the last segment was scanned: opening the topic fails until it is opened in repair mode \
      (`tollgate repair`), which rewrites the checkpoint";
-
-/// A sealed segment whose frames end at another offset than the next
-/// segment's base.
-const ENDS_EARLY: &str = "the segment ends before the next segment begins";
 
 /// The checkpoint's clean-shutdown mark, if it records one for the last of
 /// `bases`: the offset and position where its data ends.
@@ -1269,15 +1261,16 @@ fn check_segment(
     }
     let scan = scan_segment(seg, base, &mut read)?;
     verdict.records += scan.next_offset - base;
-    let cut = |position, reason| SegmentCheck::Cut { position, reason, first_lost: scan.next_offset };
-    Ok(match (scan.fault, files.bases.get(i + 1)) {
-        (Some((position, fault)), _) => cut(position, fault.reason()),
-        (None, Some(&next)) if scan.next_offset != next => cut(scan.end, ENDS_EARLY),
-        (None, Some(_)) => {
+    let next_base = files.bases.get(i + 1).copied();
+    if let Some((position, reason)) = scan.ends_early(next_base) {
+        return Ok(SegmentCheck::Cut { position, reason, first_lost: scan.next_offset });
+    }
+    Ok(match next_base {
+        Some(_) => {
             check_index(files, seg, scan.end, verdict, count);
             SegmentCheck::Valid
         }
-        (None, None) => match files.clean(live) {
+        None => match files.clean(live) {
             Some(mark) if (u64::from(mark.end), mark.next_offset) != (scan.end, scan.next_offset) => {
                 SegmentCheck::NotAtCleanMark { end: scan.end, next_offset: scan.next_offset, mark }
             }

@@ -38,6 +38,24 @@ pub(crate) struct FrameScan {
     pub fault: Option<(u64, FrameFault)>,
 }
 
+/// Why a segment's data ends where it should not.
+pub(crate) const ENDS_EARLY: &str = "the segment ends before the next segment begins";
+
+impl FrameScan {
+    /// Where and why the scanned segment's data is not whole: its first
+    /// invalid frame, or valid frames that stop short of `next`, the offset
+    /// where the next segment begins (for the last segment, where the log is
+    /// known to end; `None` if that is not known). The position is the byte
+    /// where the valid data stops.
+    pub(crate) fn ends_early(&self, next: Option<u64>) -> Option<(u64, &'static str)> {
+        match (self.fault, next) {
+            (Some((position, fault)), _) => Some((position, fault.reason())),
+            (None, Some(next)) if next != self.next_offset => Some((self.end, ENDS_EARLY)),
+            _ => None,
+        }
+    }
+}
+
 /// Scans frames from `position`, where the frame holding offset `next` is
 /// expected, until the first invalid frame or the end of the data.
 /// `on_frame` sees each valid frame and its position, in order.

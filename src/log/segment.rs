@@ -15,7 +15,7 @@ use parking_lot::RwLock;
 
 use super::format::*;
 use super::record::{FrameFault, FrameInfo, check_frame};
-use super::scan::{InMemory, scan_frames};
+use super::scan::{FrameScan, InMemory, scan_frames};
 use crate::error::{Corruption, IoError};
 use crate::storage::{Mapped, Storage};
 
@@ -55,6 +55,17 @@ pub(crate) struct Scan {
     /// Where and why the scan stopped before the end of the file, unless it
     /// stopped at a clean end (zero frame size, or the file's end).
     pub fault: Option<(usize, FrameFault)>,
+}
+
+impl Scan {
+    /// Where the scan stopped, as the scanner reports it.
+    pub fn frames(&self) -> FrameScan {
+        FrameScan {
+            end: self.end as u64,
+            next_offset: self.next_offset,
+            fault: self.fault.map(|(position, fault)| (position as u64, fault)),
+        }
+    }
 }
 
 impl Segment {

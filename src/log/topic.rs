@@ -303,20 +303,11 @@ impl TopicLog {
             };
             let end = if i + 1 == bases.len() { active_end } else { seg.end() };
             let scan = seg.scan(SEGMENT_HEADER_BYTES, end, seg.base, Vec::new());
-            if let Some((position, fault)) = scan.fault {
-                return Err(ReadError::Corrupt(Corruption {
-                    file: seg.path.clone(),
-                    position: position as u64,
-                    reason: fault.reason(),
-                }));
-            }
+            // Every segment is trusted here, the active one up to the end
+            // of the published records: any invalid frame is corruption.
             let expected_next = bases.get(i + 1).copied().unwrap_or(committed);
-            if scan.next_offset != expected_next {
-                return Err(ReadError::Corrupt(Corruption {
-                    file: seg.path.clone(),
-                    position: end as u64,
-                    reason: "the segment ends before the next segment begins",
-                }));
+            if let Some((position, reason)) = scan.frames().ends_early(Some(expected_next)) {
+                return Err(ReadError::Corrupt(Corruption { file: seg.path.clone(), position, reason }));
             }
             records += scan.next_offset - seg.base;
         }

@@ -211,12 +211,10 @@ pub(crate) fn open_topic(
         };
         let scan = opening.scan(&seg, file_len);
         let is_last = i + 1 == bases.len();
-        let continues = !is_last && scan.next_offset == bases[i + 1];
-        if scan.fault.is_some() || (!is_last && !continues) {
+        if let Some((position, reason)) = scan.frames().ends_early(bases.get(i + 1).copied()) {
             // Rule 3: cut here. Truncate (zeroing what follows) and delete
             // every later segment.
-            let reason = scan.fault.map_or("the segment ends before the next one begins", |(_, f)| f.reason());
-            opening.report.cut = Some(Corruption { file: seg.path.clone(), position: scan.end as u64, reason });
+            opening.report.cut = Some(Corruption { file: seg.path.clone(), position, reason });
             opening.report.segments_removed += bases.len() - i - 1;
             let file = seg.map().file();
             file.set_len(scan.end as u64).map_err(|e| io("truncate", &seg.path, e))?;
