@@ -4,7 +4,7 @@
 //!
 //! - `config.rs`: `QueueConfig`, its limits and its text form.
 //! - `ranges.rs`: the settled offsets above a group's low-water mark.
-//! - `journal.rs`: a group's state file and journal on disk.
+//! - `journal/`: a group's state file and journal on disk.
 //! - `worker.rs`: `Worker`, `Delivery`, and the group state they share.
 //! - `transaction.rs`: `Topic::publish_locked`.
 
