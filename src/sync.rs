@@ -1,6 +1,6 @@
 //! The one place atomics, mutexes, thread-locals and parking come from: std and
 //! `parking_lot` normally, `loom` under `--cfg loom` so that the loom models in
-//! `tests/loom_*.rs` explore every interleaving of the real code.
+//! `tests/loom_*.rs` and `src/` explore every interleaving of the real code.
 
 #[cfg(not(loom))]
 pub(crate) use std::sync::Arc;
@@ -35,6 +35,10 @@ impl<T> Mutex<T> {
 
     pub(crate) fn lock(&self) -> loom::sync::MutexGuard<'_, T> {
         self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn get_mut(&mut self) -> &mut T {
+        self.0.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 

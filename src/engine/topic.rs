@@ -16,7 +16,8 @@ use crate::lock::{LockManager, LockRequest};
 use crate::log::names::{check_group_name, check_topic_name};
 use crate::log::topic::TopicLog;
 use crate::log::{Message, Offset, Record, RecoveryReport, StartAt, Subscription, TopicInfo};
-use crate::queue::worker::{Group, dead_letter_config};
+use crate::queue::dead_letter::dead_letter_config;
+use crate::queue::group::Group;
 use crate::queue::{QueueConfig, Transaction, Worker};
 
 /// A handle to a topic; cheap to clone, usable from any thread.

@@ -3,17 +3,29 @@
 //! and publishing under locks.
 //!
 //! - `config.rs`: `QueueConfig`, its limits and its text form.
-//! - `ranges.rs`: the settled offsets above a group's low-water mark.
-//! - `journal.rs`: a group's state file and journal on disk.
-//! - `worker.rs`: `Worker`, `Delivery`, and the group state they share.
+//! - `worker.rs`: `Worker`: the receive loop, parking for work, the group's metrics.
+//! - `delivery.rs`: `Delivery` and its settles: ack, nack, reject, extend, drop.
+//! - `group.rs`: `Group`: opening it, the state behind its one mutex, journaling and syncing.
+//! - `window.rs`: the window state machine (ready, delayed, in flight, leaving) and its counts, without I/O.
+//! - `wake.rs`: the wake-up protocol between waiting workers and give-backs, with its loom model.
+//! - `dead_letter.rs`: the dead-letter topic's config; building, publishing and retrying dead letters.
 //! - `transaction.rs`: `Topic::publish_locked`.
+//! - `ranges.rs`: the settled offsets above a group's low-water mark.
+//! - `journal/`: a group's state file and journal on disk.
 
-pub(crate) mod config;
+mod config;
+pub(crate) mod dead_letter;
+mod delivery;
+pub(crate) mod group;
 pub(crate) mod journal;
-pub(crate) mod ranges;
-pub(crate) mod transaction;
-pub(crate) mod worker;
+mod ranges;
+mod transaction;
+mod wake;
+mod window;
+mod worker;
 
 pub use config::{ATTEMPTS_MAX, DELAY_MAX, PRIORITY_MAX, QueueConfig, VISIBILITY_MAX, WINDOW_MAX};
+pub use delivery::Delivery;
 pub use transaction::Transaction;
-pub use worker::{Delivery, QueueMetrics, Worker};
+pub use window::QueueMetrics;
+pub use worker::Worker;

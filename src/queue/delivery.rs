@@ -1,0 +1,202 @@
+//! A delivery: a message handed to a worker, until it is settled, and its
+//! settles (ack, nack, reject, extend, and a drop without one), each
+//! checked against the delivery's token under the group lock, so that a
+//! delivery settles its message at most once and never after its deadline.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::config::{DELAY_MAX, VISIBILITY_MAX};
+use super::group::{Group, SyncPoint, made_durable};
+use super::journal::{Entry, Settled};
+use crate::error::QueueError;
+use crate::log::format::now_us;
+use crate::log::{Offset, Record};
+
+/// A message handed to a worker, until it is settled: by [`ack`](Delivery::ack),
+/// [`nack`](Delivery::nack), [`reject`](Delivery::reject), or by its
+/// visibility deadline passing. Each of those consumes the delivery, so a
+/// delivery settles its message at most once.
+///
+/// Dropping a delivery without settling it gives the message back at once,
+/// as a failed attempt (as RabbitMQ does when a consumer's channel closes).
+#[must_use = "a delivery is settled with ack, nack or reject; dropping it retries the message at once"]
+pub struct Delivery {
+    group: Arc<Group>,
+    record: Record,
+    attempt: u32,
+    token: u64,
+    deadline: Instant,
+    /// Settled (or given up by a failed settle): nothing for `Drop` to do.
+    done: bool,
+}
+
+impl Delivery {
+    /// The delivery `token` of `record`, as `attempt`, in flight until
+    /// `deadline`.
+    pub(super) fn new(group: Arc<Group>, record: Record, attempt: u32, token: u64, deadline: Instant) -> Delivery {
+        Delivery { group, record, attempt, token, deadline, done: false }
+    }
+
+    /// The message.
+    pub fn record(&self) -> &Record {
+        &self.record
+    }
+
+    /// The message's offset in its topic.
+    pub fn offset(&self) -> Offset {
+        self.record.offset()
+    }
+
+    /// The message's payload.
+    pub fn payload(&self) -> &Bytes {
+        self.record.payload()
+    }
+
+    /// Which delivery of the message this is: 1 for the first, counted
+    /// across crashes and restarts.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// When the message goes back to the group if this delivery is not
+    /// settled or extended by then.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Acknowledges the message: it is done, and never delivered again. With
+    /// [`Durability::Sync`](crate::Durability::Sync) on the topic, the
+    /// acknowledgement is on disk when this returns; otherwise it survives a
+    /// crash of the process at once, and a power cut once synced (see the
+    /// README's delivery guarantees).
+    pub fn ack(mut self) -> Result<(), QueueError> {
+        self.done = true;
+        let group = self.group.clone();
+        let sync = {
+            let mut state = group.state.lock();
+            state.check_mine(self.offset().get(), self.token)?;
+            state.settle(&group, self.offset().get(), Settled::Acked)?
+        };
+        made_durable(sync)
+    }
+
+    /// Gives the message back as a failed attempt, to be delivered again
+    /// after `retry_after` (zero: at once); `reason` says why, and goes into
+    /// the dead letter if this was the last attempt, in which case the
+    /// message is dead-lettered now.
+    ///
+    /// A `retry_after` above [`DELAY_MAX`] fails with
+    /// [`QueueError::TooLong`] and changes nothing: the message stays in
+    /// flight until its deadline.
+    pub fn nack(mut self, retry_after: Duration, reason: &str) -> Result<(), QueueError> {
+        self.done = true;
+        if retry_after > DELAY_MAX {
+            return Err(QueueError::TooLong { requested: retry_after, max: DELAY_MAX });
+        }
+        let group = self.group.clone();
+        let offset = self.offset().get();
+        let mut state = group.state.lock();
+        state.check_mine(offset, self.token)?;
+        if self.attempt >= group.config.max_attempts {
+            // Decided under the same lock as the check: a nack in time is
+            // never turned into `Expired`.
+            let sync = state.leave_for_dead_letter(&group, offset)?;
+            drop(state);
+            return self.dead_letter_now(sync, reason);
+        }
+        let (retry_at_us, written) = if retry_after.is_zero() {
+            (0, 0)
+        } else {
+            let retry_at_us = now_us().saturating_add(retry_after.as_micros() as u64);
+            (retry_at_us, state.append(&group, Entry::Nacked { offset, retry_at_us })?)
+        };
+        state.window.give_back(offset, retry_at_us, reason.into(), now_us());
+        group.wake_idle(&state);
+        let sync = state.sync_point(written);
+        drop(state);
+        // On a Sync topic the retry time is on disk when this returns.
+        made_durable(sync)
+    }
+
+    /// Refuses the message: it goes to the dead-letter topic now, with
+    /// `reason`, whatever attempts it has left.
+    pub fn reject(mut self, reason: &str) -> Result<(), QueueError> {
+        self.done = true;
+        let group = self.group.clone();
+        let offset = self.offset().get();
+        let sync = {
+            let mut state = group.state.lock();
+            state.check_mine(offset, self.token)?;
+            state.leave_for_dead_letter(&group, offset)?
+        };
+        self.dead_letter_now(sync, reason)
+    }
+
+    /// Dead-letters the message (a reject, or a nack of the last attempt),
+    /// once the decision to (journaled by
+    /// `GroupState::leave_for_dead_letter`) is as durable as the topic's
+    /// durability promises. If that sync fails, the message goes back to
+    /// the group, held back for a while, and the next worker to receive it
+    /// dead-letters it: it is never handed out again.
+    fn dead_letter_now(self, sync: SyncPoint, reason: &str) -> Result<(), QueueError> {
+        let group = &self.group;
+        if let Err(e) = made_durable(sync) {
+            let mut state = group.state.lock();
+            state.hold_back(self.offset().get(), reason.into());
+            group.wake_idle(&state);
+            return Err(e);
+        }
+        group.dead_letter(self.record.clone(), self.attempt, reason)
+    }
+
+    /// Moves the visibility deadline to `by` from now (SQS's
+    /// `ChangeMessageVisibility`), for work that takes longer than the
+    /// group's visibility timeout. Fails with [`QueueError::Expired`] if the
+    /// deadline already passed, and with [`QueueError::TooLong`] if `by` is
+    /// above [`VISIBILITY_MAX`].
+    pub fn extend(&mut self, by: Duration) -> Result<(), QueueError> {
+        if by > VISIBILITY_MAX {
+            return Err(QueueError::TooLong { requested: by, max: VISIBILITY_MAX });
+        }
+        let offset = self.offset().get();
+        let mut state = self.group.state.lock();
+        state.check_mine(offset, self.token)?;
+        let deadline = Instant::now() + by;
+        state.window.extend(offset, self.token, deadline);
+        if deadline < self.deadline {
+            // Waiting workers may be parked until the old, later deadline.
+            self.group.wake_idle(&state);
+        }
+        self.deadline = deadline;
+        Ok(())
+    }
+}
+
+impl Drop for Delivery {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let group = &*self.group;
+        let offset = self.record.offset().get();
+        let mut state = group.state.lock();
+        if state.check_mine(offset, self.token).is_ok() {
+            state.window.give_back(offset, 0, "the delivery was dropped without being settled".into(), now_us());
+            group.wake_idle(&state);
+        }
+    }
+}
+
+impl fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Delivery")
+            .field("offset", &self.record.offset().get())
+            .field("attempt", &self.attempt)
+            .field("deadline", &self.deadline)
+            .finish()
+    }
+}

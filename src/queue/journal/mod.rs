@@ -1,0 +1,24 @@
+//! A worker group's delivery state on disk (layout in `docs/FORMAT.md`): a
+//! state file, rewritten whole and renamed into place, and a journal of
+//! fixed-size entries appended through a mapping after it. Opening a group
+//! reads both and writes them out again as a new state file and an empty
+//! journal (a compaction); so does a full journal.
+//!
+//! - `entry.rs`: the 32-byte journal entry and its codec.
+//! - `state.rs`: `Persisted`, the state a state file holds, and its codec.
+//! - `writer.rs`: `JournalFile`, the mapped journal: appends and group-commit syncs.
+//! - `group_files.rs`: `GroupFiles`, where a group's files are; loading and saving them.
+//! - `recovery.rs`: replaying a journal, and `clamp_groups` after an unclean recovery.
+
+mod entry;
+mod group_files;
+mod recovery;
+mod state;
+mod writer;
+
+pub(super) use entry::{Entry, Settled};
+pub(super) use group_files::GroupFiles;
+pub(crate) use recovery::{clamp_groups, replay};
+pub(super) use state::Facts;
+pub(crate) use state::Persisted;
+pub(super) use writer::JournalFile;
