@@ -9,7 +9,7 @@
 //! - `window.rs`: the window state machine (ready, delayed, in flight, leaving) and its counts, without I/O.
 //! - `wake.rs`: the wake-up protocol between waiting workers and give-backs, with its loom model.
 //! - `dead_letter.rs`: the dead-letter topic's config; building, publishing and retrying dead letters.
-//! - `transaction.rs`: `Topic::publish_locked`.
+//! - `transaction.rs`: `Transaction`, locks held across an atomic publish (`Topic::transaction`).
 //! - `ranges.rs`: the settled offsets above a group's low-water mark.
 //! - `journal/`: a group's state file and journal on disk.
 
