@@ -246,11 +246,11 @@ impl Engine {
             config,
             shared.config.recovery,
         )?;
-        if !log.recovery.clean {
+        if !log.recovery().clean {
             // Worker groups may have settled offsets that did not survive
             // (recovery rule 5): lower them to the recovered end of the log,
             // before any worker can read them.
-            clamp_groups(&*shared.storage, &topic_dir, log.committed.load(), shared.config.recovery)?;
+            clamp_groups(&*shared.storage, &topic_dir, log.committed().load(), shared.config.recovery)?;
         }
         let open = Arc::new(OpenTopic::new(log, Arc::downgrade(&self.shared)));
         topics.insert(name.to_owned(), open.clone());
@@ -290,24 +290,21 @@ impl Engine {
         let trash =
             trash_dir.join(format!("{}-{}", std::process::id(), shared.trash_sequence.fetch_add(1, Ordering::Relaxed)));
         let open = topics.get(name).cloned();
-        {
-            // Hold the topic's locks across the rename: no publish, sync or
-            // retention pass of this topic (they take `flush`) can touch
-            // `topics/<name>` after it, when the name may belong to a new topic.
-            // And the worker-group registry: no group of it is opened (its
-            // directory created) after the rename.
-            let _locks = open.as_ref().map(|open| (open.log.flush.lock(), open.log.append.lock(), open.groups.lock()));
-            // The rename is the deletion's commit point; removing the files
-            // after it may be finished by the next open.
-            shared.storage.rename(&topic_dir, &trash).map_err(|e| io("rename", &topic_dir, e))?;
-            if let Some(open) = &open {
-                open.log.deleted.store(true, Ordering::Release);
-            }
+        // The rename is the deletion's commit point; removing the files
+        // after it may be finished by the next open. It runs under the
+        // topic's locks (`TopicLog::delete_with`: no publish, sync or
+        // retention pass touches `topics/<name>` after it, when the name may
+        // belong to a new topic), and under the worker-group registry's: no
+        // group of it is opened (its directory created) after it.
+        let rename = || {
+            let _groups = open.as_ref().map(|open| open.groups.lock());
+            shared.storage.rename(&topic_dir, &trash).map_err(|e| io("rename", &topic_dir, e))
+        };
+        match &open {
+            Some(open) => open.log.delete_with(rename)?,
+            None => rename()?,
         }
         topics.remove(name);
-        if let Some(open) = &open {
-            open.log.committed.wake();
-        }
         shared.storage.sync_dir(&topics_dir).map_err(|e| io("sync", &topics_dir, e))?;
         shared.storage.sync_dir(&trash_dir).map_err(|e| io("sync", &trash_dir, e))?;
         shared.storage.remove_dir_all(&trash).map_err(|e| io("remove", &trash, e))?;

@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
@@ -81,7 +80,7 @@ impl Topic {
 
     /// The topic's name.
     pub fn name(&self) -> &str {
-        &self.log().name
+        self.log().name()
     }
 
     /// Publishes one payload; returns its offset once it is as durable as
@@ -115,7 +114,7 @@ impl Topic {
     /// What opening this topic found: whether the last shutdown was clean,
     /// what was scanned, and where (if anywhere) the log was cut.
     pub fn recovery_report(&self) -> &RecoveryReport {
-        &self.log().recovery
+        self.log().recovery()
     }
 
     /// Syncs everything published so far to disk, whatever the durability.
@@ -160,12 +159,12 @@ impl Topic {
         check_group_name(group)?;
         config.validate().map_err(|reason| TopicError::InvalidConfig { reason })?;
         let log = self.log();
-        if log.deleted.load(Ordering::Acquire) {
+        if log.is_deleted() {
             return Err(TopicError::Deleted);
         }
-        let dead_letter_name = config.dead_letter_topic.clone().unwrap_or_else(|| format!("{}.dlq", log.name));
+        let dead_letter_name = config.dead_letter_topic.clone().unwrap_or_else(|| format!("{}.dlq", log.name()));
         check_topic_name(&dead_letter_name)?;
-        if dead_letter_name == log.name {
+        if dead_letter_name == log.name() {
             return Err(TopicError::InvalidConfig { reason: "the dead-letter topic must not be the topic itself" });
         }
         // Before the registry's lock: opening a topic takes the engine's,
@@ -173,7 +172,7 @@ impl Topic {
         let (dead_letter, mode) = {
             let shared = self.entry.engine.upgrade().ok_or(TopicError::Closed)?;
             let engine = Engine::from_shared(shared);
-            let dead_letter = match engine.create_topic(&dead_letter_name, dead_letter_config(log.config)) {
+            let dead_letter = match engine.create_topic(&dead_letter_name, dead_letter_config(*log.config())) {
                 Err(TopicError::AlreadyExists { .. }) => engine.topic(&dead_letter_name)?,
                 created => created?,
             };
@@ -188,10 +187,10 @@ impl Topic {
         }
         // Under the registry's lock, which `delete_topic` holds across its
         // rename: a deleted topic's directory is never created again.
-        if log.deleted.load(Ordering::Acquire) {
+        if log.is_deleted() {
             return Err(TopicError::Deleted);
         }
-        if log.closed.load(Ordering::Acquire) {
+        if log.is_closed() {
             return Err(TopicError::Closed);
         }
         let opened = Group::open(log, group, config, dead_letter.log().clone(), mode)?;

@@ -6,7 +6,6 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -133,7 +132,7 @@ impl Subscription {
     /// where `start` says if it has none.
     pub(crate) fn open(inner: &Arc<TopicLog>, group: &str, start: StartAt) -> Result<Subscription, TopicError> {
         check_group_name(group)?;
-        if inner.deleted.load(Ordering::Relaxed) {
+        if inner.is_deleted() {
             return Err(TopicError::Deleted);
         }
         if !inner.groups.lock().insert(group.to_owned()) {
@@ -156,7 +155,7 @@ impl Subscription {
         let (committed, next) = match saved {
             Some(saved) => (saved.offset.min(end), saved.offset.min(end)),
             None => {
-                let oldest = inner.segments.read().keys().next().copied().unwrap_or(0);
+                let oldest = inner.oldest();
                 let next = match start {
                     StartAt::Earliest => oldest,
                     StartAt::Latest => end,
@@ -242,10 +241,10 @@ impl Subscription {
                 return Ok(Some(record));
             }
             let topic = &*self.reader.topic;
-            if topic.deleted.load(Ordering::Relaxed) {
+            if topic.is_deleted() {
                 return Err(ReadError::Deleted);
             }
-            if topic.closed.load(Ordering::Relaxed) {
+            if topic.is_closed() {
                 // The engine is closed: nothing more will be published.
                 return Ok(None);
             }
@@ -275,10 +274,10 @@ impl Subscription {
         if offset > end {
             return Err(CommitError::BeyondEnd { requested: offset, end });
         }
-        if topic.deleted.load(Ordering::Relaxed) {
+        if topic.is_deleted() {
             return Err(CommitError::Deleted);
         }
-        if topic.closed.load(Ordering::Relaxed) {
+        if topic.is_closed() {
             return Err(CommitError::Closed);
         }
         self.offsets.write(CommittedOffset { offset, at_us: now_us() })?;
@@ -317,7 +316,7 @@ impl Reader {
         if deadline.is_some_and(|d| Instant::now() >= d) {
             return false;
         }
-        let stop = || topic.closed.load(Ordering::Relaxed) || topic.deleted.load(Ordering::Relaxed);
+        let stop = || topic.is_closed() || topic.is_deleted();
         !topic.committed.wait(self.next, deadline, stop)
     }
 
@@ -328,7 +327,7 @@ impl Reader {
         if offset > end {
             return Err(ReadError::NotWritten { requested: offset, next: end });
         }
-        let oldest = self.topic.segments.read().keys().next().copied().unwrap_or(0);
+        let oldest = self.topic.oldest();
         if offset < oldest {
             return Err(ReadError::NotRetained { requested: offset, oldest });
         }

@@ -8,7 +8,7 @@
 //! keep appending while a sync is in flight.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -88,29 +88,35 @@ pub(crate) struct FlushState {
 }
 
 #[derive(Debug)]
+///
+/// Its fields are the log's own (`pub(super)`); the layers above read it
+/// through the accessors below.
 pub(crate) struct TopicLog {
-    pub name: String,
-    pub dir: PathBuf,
-    pub config: TopicConfig,
-    pub storage: Arc<dyn Storage>,
-    pub append: Mutex<Appender>,
-    pub flush: Mutex<FlushState>,
-    pub segments: RwLock<BTreeMap<u64, Arc<Slot>>>,
+    pub(super) name: String,
+    pub(super) dir: PathBuf,
+    pub(super) config: TopicConfig,
+    pub(super) storage: Arc<dyn Storage>,
+    pub(super) append: Mutex<Appender>,
+    pub(super) flush: Mutex<FlushState>,
+    /// Never empty once the topic is open: retention keeps the last segment.
+    pub(super) segments: RwLock<BTreeMap<u64, Arc<Slot>>>,
     /// Offset after the last published record; readers see records below
     /// it, and caught-up subscribers wait on it.
-    pub committed: Doorbell,
+    pub(super) committed: Doorbell,
     /// Records below this offset are durable.
-    pub durable: AtomicU64,
+    pub(super) durable: AtomicU64,
     /// Base of the first segment not known to be synced.
-    pub recovery_point: AtomicU64,
+    pub(super) recovery_point: AtomicU64,
     /// An I/O error left the tail in doubt: no more writes.
-    pub poisoned: AtomicBool,
-    pub closed: AtomicBool,
-    pub deleted: AtomicBool,
+    poisoned: AtomicBool,
+    /// The engine closed the topic ([`TopicLog::close`]).
+    closed: AtomicBool,
+    /// The topic was deleted ([`TopicLog::delete_with`]).
+    deleted: AtomicBool,
     /// Groups with a live subscription.
-    pub groups: Mutex<HashSet<String>>,
+    pub(super) groups: Mutex<HashSet<String>>,
     /// What opening the topic found.
-    pub recovery: RecoveryReport,
+    pub(super) recovery: RecoveryReport,
 }
 
 /// What recovery hands over to build a topic's log around
@@ -129,6 +135,79 @@ pub(crate) struct Recovered {
 }
 
 impl TopicLog {
+    /// The topic's name.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The topic's directory.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The topic's configuration.
+    pub(crate) fn config(&self) -> &TopicConfig {
+        &self.config
+    }
+
+    /// The storage its files are on.
+    pub(crate) fn storage(&self) -> &dyn Storage {
+        &*self.storage
+    }
+
+    /// The offset after the last published record, and parking until it
+    /// moves.
+    pub(crate) fn committed(&self) -> &Doorbell {
+        &self.committed
+    }
+
+    /// What opening the topic found.
+    pub(crate) fn recovery(&self) -> &RecoveryReport {
+        &self.recovery
+    }
+
+    /// The oldest offset still retained: the first segment's base.
+    pub(crate) fn oldest(&self) -> u64 {
+        oldest_in(&self.segments.read())
+    }
+
+    /// Whether the topic was deleted: its directory may already belong to a
+    /// new topic of the same name. Set under the flush and append locks, so
+    /// a check under either is final.
+    #[inline]
+    pub(crate) fn is_deleted(&self) -> bool {
+        self.deleted.load(Ordering::Acquire)
+    }
+
+    /// Whether the engine closed the topic: its files may already belong to
+    /// another engine.
+    #[inline]
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Whether an I/O error left the tail in doubt (no more writes).
+    #[inline]
+    fn is_poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::Acquire)
+    }
+
+    /// Deletes the topic: `rename` (which moves its directory away) runs
+    /// under the flush and append locks, so no publish, sync or retention
+    /// pass touches the directory after it, when the name may belong to a
+    /// new topic; if it succeeds the topic is marked deleted, and waiting
+    /// subscribers and workers are woken to see it.
+    pub(crate) fn delete_with<E>(&self, rename: impl FnOnce() -> Result<(), E>) -> Result<(), E> {
+        {
+            let _flush = self.flush.lock();
+            let _append = self.append.lock();
+            rename()?;
+            self.deleted.store(true, Ordering::Release);
+        }
+        self.committed.wake();
+        Ok(())
+    }
+
     /// A topic's log around what recovery found: the sealed segments are
     /// mapped on first use, the active one is ready to append to.
     pub(crate) fn new(
@@ -271,7 +350,7 @@ impl TopicLog {
     /// Offsets, sizes and configuration.
     pub(crate) fn info(&self) -> TopicInfo {
         let segments = self.segments.read();
-        let oldest = segments.keys().next().copied().unwrap_or(0);
+        let oldest = oldest_in(&segments);
         let bytes = self.total_bytes(&segments);
         TopicInfo {
             name: self.name.clone(),
@@ -326,11 +405,11 @@ impl TopicLog {
 
     #[inline]
     fn writable(&self) -> Result<(), PublishError> {
-        if self.deleted.load(Ordering::Relaxed) {
+        if self.is_deleted() {
             Err(PublishError::Deleted)
-        } else if self.closed.load(Ordering::Relaxed) {
+        } else if self.is_closed() {
             Err(PublishError::Closed)
-        } else if self.poisoned.load(Ordering::Relaxed) {
+        } else if self.is_poisoned() {
             Err(PublishError::PreviousIo)
         } else {
             Ok(())
@@ -457,16 +536,16 @@ impl TopicLog {
 
     fn sync_locked(&self, flush: &mut FlushState, active: bool) -> Result<(), PublishError> {
         // Checked under `flush`, which `delete_topic` holds across its rename.
-        if self.deleted.load(Ordering::Acquire) {
+        if self.is_deleted() {
             return Err(PublishError::Deleted);
         }
-        if self.poisoned.load(Ordering::Relaxed) {
+        if self.is_poisoned() {
             return Err(PublishError::PreviousIo);
         }
         let result = self.sync_unpoisoned(flush, active);
         if result.is_err() {
             // The tail's state on disk is unknown: refuse writes after it.
-            self.poisoned.store(true, Ordering::Relaxed);
+            self.poisoned.store(true, Ordering::Release);
         }
         result
     }
@@ -527,10 +606,7 @@ impl TopicLog {
     /// runs after each interval flush of the whole topic (the engine syncs
     /// the topic's worker-group journals there).
     pub(crate) fn background(&self, after_interval_flush: impl FnOnce()) -> Option<Duration> {
-        if self.closed.load(Ordering::Relaxed)
-            || self.poisoned.load(Ordering::Relaxed)
-            || self.deleted.load(Ordering::Acquire)
-        {
+        if self.is_closed() || self.is_poisoned() || self.is_deleted() {
             return None;
         }
         let has_unsynced = !self.append.lock().unsynced.is_empty();
@@ -569,7 +645,7 @@ impl TopicLog {
         // Under `flush`: `delete_topic` holds it across its rename, so this
         // never deletes files of a new topic that took over the name.
         let _flush = self.flush.lock();
-        if self.deleted.load(Ordering::Acquire) {
+        if self.is_deleted() {
             return;
         }
         let recovery_point = self.recovery_point.load(Ordering::Acquire);
@@ -636,7 +712,7 @@ impl TopicLog {
             match segments.range(..=offset).next_back() {
                 Some((base, _)) => *base,
                 None => {
-                    let oldest = segments.keys().next().copied().unwrap_or(offset);
+                    let oldest = oldest_in(&segments);
                     return Err(ReadError::NotRetained { requested: offset, oldest });
                 }
             }
@@ -650,13 +726,13 @@ impl TopicLog {
     /// The segment at `base`, mapping it (and reading or rebuilding its
     /// index) on first use.
     pub(crate) fn load_slot(&self, base: u64) -> Result<Arc<Segment>, ReadError> {
-        if self.deleted.load(Ordering::Acquire) {
+        if self.is_deleted() {
             return Err(ReadError::Deleted);
         }
         let (slot, next_base) = {
             let segments = self.segments.read();
             let Some(slot) = segments.get(&base) else {
-                let oldest = segments.keys().next().copied().unwrap_or(base);
+                let oldest = oldest_in(&segments);
                 return Err(ReadError::NotRetained { requested: base, oldest });
             };
             let after = (std::ops::Bound::Excluded(base), std::ops::Bound::Unbounded);
@@ -671,7 +747,7 @@ impl TopicLog {
             ReadError::Io(io)
                 if io.kind() == std::io::ErrorKind::NotFound && !self.segments.read().contains_key(&base) =>
             {
-                let oldest = self.segments.read().keys().next().copied().unwrap_or(base);
+                let oldest = self.oldest();
                 ReadError::NotRetained { requested: base, oldest }
             }
             e => e,
@@ -724,7 +800,7 @@ impl TopicLog {
             return;
         }
         before_sync();
-        let healthy = !self.deleted.load(Ordering::Relaxed) && !self.poisoned.load(Ordering::Relaxed);
+        let healthy = !self.is_deleted() && !self.is_poisoned();
         if healthy && self.sync_locked(&mut flush, true).is_ok() {
             let a = self.append.lock();
             let mark = CleanMark { next_offset: a.next_offset, end: a.position as u32 };
@@ -735,4 +811,10 @@ impl TopicLog {
         // Whatever happened above: parked subscribers and workers leave.
         self.committed.wake();
     }
+}
+
+/// The oldest retained offset of a topic whose segments are `segments`: the
+/// first one's base (0 before the first segment exists).
+fn oldest_in(segments: &BTreeMap<u64, Arc<Slot>>) -> u64 {
+    segments.keys().next().copied().unwrap_or(0)
 }

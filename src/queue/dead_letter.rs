@@ -99,7 +99,7 @@ impl Group {
         }
         let text = |s: &str| Bytes::copy_from_slice(s.as_bytes());
         message = message
-            .system_header(DLQ_TOPIC_HEADER, text(&self.topic.name))
+            .system_header(DLQ_TOPIC_HEADER, text(self.topic.name()))
             .system_header(DLQ_GROUP_HEADER, text(&self.name))
             .system_header(DLQ_OFFSET_HEADER, text(&record.offset().get().to_string()))
             .system_header(DLQ_ATTEMPTS_HEADER, text(&attempts.to_string()))

@@ -10,7 +10,6 @@
 //! the window.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::config::QueueConfig;
@@ -84,15 +83,15 @@ impl Group {
         dead_letter: Arc<TopicLog>,
         mode: RecoveryMode,
     ) -> Result<Arc<Group>, TopicError> {
-        let storage = &*topic.storage;
-        let files = GroupFiles::new(&topic.dir, name);
+        let storage = topic.storage();
+        let files = GroupFiles::new(topic.dir(), name);
         files.create_dir(storage)?;
         let mut persisted = match files.load(storage, mode)? {
             Some(persisted) => persisted,
             None => {
                 let low = match config.start {
-                    StartAt::Earliest => topic.segments.read().keys().next().copied().unwrap_or(0),
-                    StartAt::Latest => topic.committed.load(),
+                    StartAt::Earliest => topic.oldest(),
+                    StartAt::Latest => topic.committed().load(),
                 };
                 Persisted { low, ..Persisted::default() }
             }
@@ -123,7 +122,7 @@ impl Group {
     /// wait is either counted in `idle` or has not looked yet.
     pub(super) fn wake_idle(&self, state: &GroupState) {
         if state.idle.wake(&self.epoch) {
-            self.topic.committed.wake();
+            self.topic.committed().wake();
         }
     }
 
@@ -152,7 +151,7 @@ impl GroupState {
     /// Finds a message to hand out: expires deadlines, promotes due delays,
     /// reads the log into the window, then takes the best ready message.
     pub(super) fn take(&mut self, group: &Group) -> Result<Take, QueueError> {
-        if self.reader.topic.closed.load(Ordering::Acquire) {
+        if self.reader.topic.is_closed() {
             // Checked under the lock: after close, the group's files may
             // belong to another engine. `receive` then returns `None`.
             return Ok(Take::Nothing(None));
@@ -209,10 +208,10 @@ impl GroupState {
     /// Checks that the delivery `token` of `offset` is still in flight and
     /// before its deadline (expiring it if not).
     pub(super) fn check_mine(&mut self, offset: u64, token: u64) -> Result<(), QueueError> {
-        if self.reader.topic.closed.load(Ordering::Acquire) {
+        if self.reader.topic.is_closed() {
             return Err(QueueError::Closed);
         }
-        if self.reader.topic.deleted.load(Ordering::Acquire) {
+        if self.reader.topic.is_deleted() {
             return Err(QueueError::Deleted);
         }
         self.window.check_mine(offset, token, Instant::now())
@@ -229,7 +228,7 @@ impl GroupState {
 
     /// What an operation that wrote `written` journal entries waits for.
     pub(super) fn sync_point(&self, written: u64) -> SyncPoint {
-        (self.reader.topic.config.durability == crate::Durability::Sync).then(|| (self.journal.clone(), written))
+        (self.reader.topic.config().durability == crate::Durability::Sync).then(|| (self.journal.clone(), written))
     }
 
     /// Entries written to the journal so far.
@@ -255,7 +254,7 @@ impl GroupState {
     /// Writes the whole state as a new state file and starts a new journal.
     fn compact(&mut self, group: &Group) -> Result<(), IoError> {
         let snapshot = self.window.snapshot();
-        let journal = group.files.save(&*group.topic.storage, &snapshot)?;
+        let journal = group.files.save(group.topic.storage(), &snapshot)?;
         self.journal.retire();
         self.journal = Arc::new(journal);
         self.window.compacted(snapshot.generation);

@@ -6,7 +6,6 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::config::QueueConfig;
@@ -80,10 +79,10 @@ impl Worker {
         let topic = &*group.topic;
         let deadline = Instant::now().checked_add(timeout);
         loop {
-            if topic.deleted.load(Ordering::Acquire) {
+            if topic.is_deleted() {
                 return Err(QueueError::Deleted);
             }
-            if topic.closed.load(Ordering::Acquire) {
+            if topic.is_closed() {
                 // The engine is closed: its files may already belong to another.
                 return Ok(None);
             }
@@ -125,12 +124,8 @@ impl Worker {
                     }
                 }
             };
-            let stop = || {
-                group.epoch.moved(ticket)
-                    || topic.closed.load(Ordering::Relaxed)
-                    || topic.deleted.load(Ordering::Relaxed)
-            };
-            topic.committed.wait(seen, wake_at, stop);
+            let stop = || group.epoch.moved(ticket) || topic.is_closed() || topic.is_deleted();
+            topic.committed().wait(seen, wake_at, stop);
             group.state.lock().idle.leave();
         }
     }
@@ -142,7 +137,7 @@ impl Worker {
         let mut state = group.state.lock();
         state.window.expire(Instant::now());
         state.window.promote(now_us());
-        let end = group.topic.committed.load();
+        let end = group.topic.committed().load();
         let mut metrics = state.window.metrics(end);
         metrics.backlog = end.saturating_sub(state.reader.next);
         metrics
@@ -151,6 +146,6 @@ impl Worker {
 
 impl fmt::Debug for Worker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Worker").field("topic", &self.group.topic.name).field("group", &self.group.name).finish()
+        f.debug_struct("Worker").field("topic", &self.group.topic.name()).field("group", &self.group.name).finish()
     }
 }
