@@ -20,9 +20,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
-use crate::error::{IoError, OpenError, TopicError};
+use crate::error::{Corruption, IoError, OpenError, TopicError};
 use crate::log::format::*;
 use crate::log::names::check_topic_name;
+use crate::log::recovery::open_topic;
 use crate::log::slots::{MetaCheck, check_meta, encode_meta, write_file_atomic};
 use crate::log::{RecoveryMode, TopicConfig};
 use crate::queue::journal::clamp_groups;
@@ -221,7 +222,7 @@ impl Engine {
                     return Err(TopicError::NewerVersion { path: conf, found, supported: FORMAT_VERSION });
                 }
                 Err(None) => {
-                    return Err(TopicError::Corrupt(crate::error::Corruption {
+                    return Err(TopicError::Corrupt(Corruption {
                         file: conf,
                         position: 0,
                         reason: "not a valid topic configuration",
@@ -239,13 +240,8 @@ impl Engine {
             write_file_atomic(&*shared.storage, &conf, &config.encode())?;
             config
         };
-        let log = crate::log::recovery::open_topic(
-            shared.storage.clone(),
-            topic_dir.clone(),
-            name.to_owned(),
-            config,
-            shared.config.recovery,
-        )?;
+        let log =
+            open_topic(shared.storage.clone(), topic_dir.clone(), name.to_owned(), config, shared.config.recovery)?;
         if !log.recovery().clean {
             // Worker groups may have settled offsets that did not survive
             // (recovery rule 5): lower them to the recovered end of the log,

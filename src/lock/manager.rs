@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use crossbeam_epoch as epoch;
 
 use crate::error::LockError;
-use crate::sync::{AtomicU64, Ordering, fence, spin};
+use crate::sync::{Arc, AtomicU64, Ordering, fence, spin};
 
 use super::cancel::{CancelToken, Signal};
 use super::deadlock::Deadlocks;
@@ -587,7 +587,7 @@ impl LockManager {
             let target = if leased { Target::Leased { key, hash } } else { Target::Held(entry) };
             Grant::new(self, target, owner, token, mode, plan.thread_owned)
         };
-        let mut waiter: Option<crate::sync::Arc<Waiter>> = None;
+        let mut waiter: Option<Arc<Waiter>> = None;
         let guard = epoch::pin();
         // After meeting a dead entry, look up under the shard mutex: the sweep
         // that killed it holds the mutex until it is unlinked, so we wait for

@@ -22,7 +22,7 @@
 
 use std::time::Instant;
 
-use crate::sync::{AtomicU64, Ordering, fence};
+use crate::sync::{self, AtomicU64, Ordering, fence};
 
 #[derive(Debug)]
 pub(crate) struct Doorbell {
@@ -65,7 +65,7 @@ impl Doorbell {
     /// was deleted: waiters re-check and leave).
     #[cold]
     pub(crate) fn wake(&self) {
-        crate::sync::unpark_all(self.key());
+        sync::unpark_all(self.key());
     }
 
     /// Parks until the value is above `seen`, `stop()` holds, `wake` is
@@ -73,7 +73,7 @@ impl Doorbell {
     /// May return early; callers re-check.
     pub(crate) fn wait(&self, seen: u64, deadline: Option<Instant>, stop: impl Fn() -> bool) -> bool {
         self.register();
-        let timed_out = crate::sync::park(self.key(), || self.should_sleep(seen) && !stop(), deadline);
+        let timed_out = sync::park(self.key(), || self.should_sleep(seen) && !stop(), deadline);
         self.deregister();
         timed_out
     }

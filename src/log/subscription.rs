@@ -17,7 +17,7 @@ use super::record::{FrameInfo, Offset, Record};
 use super::segment::Segment;
 use super::slots::{CommittedOffset, SlotFile};
 use super::topic::TopicLog;
-use crate::error::{CommitError, ReadError, TopicError};
+use crate::error::{CommitError, IoError, ReadError, TopicError};
 
 /// Where a group with no committed offset starts reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -144,7 +144,7 @@ impl Subscription {
         };
         let groups = inner.dir.join(GROUPS_DIR);
         if !inner.storage.exists(&groups) {
-            let io = |op, path: &Path, e| release(TopicError::Io(crate::error::IoError::new(op, path, e)));
+            let io = |op, path: &Path, e| release(TopicError::Io(IoError::new(op, path, e)));
             inner.storage.create_dir_all(&groups).map_err(|e| io("create", &groups, e))?;
             inner.storage.sync_dir(&inner.dir).map_err(|e| io("sync", &inner.dir, e))?;
         }

@@ -20,7 +20,7 @@ use crate::error::{IoError, QueueError, ReadError, TopicError};
 use crate::log::format::now_us;
 use crate::log::subscription::Reader;
 use crate::log::topic::TopicLog;
-use crate::log::{Record, RecoveryMode, StartAt};
+use crate::log::{Durability, Record, RecoveryMode, StartAt};
 use crate::sync::Mutex;
 
 pub(crate) struct Group {
@@ -228,7 +228,7 @@ impl GroupState {
 
     /// What an operation that wrote `written` journal entries waits for.
     pub(super) fn sync_point(&self, written: u64) -> SyncPoint {
-        (self.reader.topic.config().durability == crate::Durability::Sync).then(|| (self.journal.clone(), written))
+        (self.reader.topic.config().durability == Durability::Sync).then(|| (self.journal.clone(), written))
     }
 
     /// Entries written to the journal so far.

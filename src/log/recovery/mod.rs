@@ -28,11 +28,9 @@ pub(crate) fn read_fault(fault: OpenFault) -> ReadError {
     match fault {
         OpenFault::Corrupt(c) => ReadError::Corrupt(c),
         OpenFault::Io(e) => ReadError::Io(e),
-        OpenFault::Newer { path, .. } => ReadError::Corrupt(crate::error::Corruption {
-            file: path,
-            position: 0,
-            reason: "the segment has a newer format version",
-        }),
+        OpenFault::Newer { path, .. } => {
+            ReadError::Corrupt(Corruption { file: path, position: 0, reason: "the segment has a newer format version" })
+        }
     }
 }
 
