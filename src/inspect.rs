@@ -73,7 +73,7 @@ use crate::error::{Corruption, Error, IoError, OpenError, ReadError, TopicError}
 use crate::log::config::TopicConfig;
 use crate::log::format::*;
 use crate::log::names::{check_group_name, check_topic_name};
-use crate::log::record::{FrameFault, FrameInfo, Offset, Record, check_frame};
+use crate::log::record::{FrameFault, FrameInfo, Offset, OpenFrame, Record, check_frame};
 pub use crate::log::recovery::CutKind;
 use crate::log::recovery::{Plan, RecoveryMode};
 use crate::log::scan::{ENDS_EARLY, FrameScan, FrameSource, scan_frames};
@@ -82,7 +82,6 @@ use crate::log::slots::{
     Checkpoint, CleanMark, CommittedOffset, MetaCheck, NO_VALID_SLOT, NOT_SLOT_FILE, SlotFileCheck, SlotValue,
     check_meta, check_slot_file,
 };
-use crate::log::subscription::OpenFrame;
 use crate::queue::journal::{Persisted, replay};
 use crate::storage::{OsStorage, ReadAt, ReadStorage};
 

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use super::format::*;
 use super::names::check_group_name;
 use super::pattern::KeyPattern;
-use super::record::{FrameInfo, Offset, Record};
+use super::record::{Offset, OpenFrame, Record};
 use super::segment::Segment;
 use super::slots::{CommittedOffset, SlotFile};
 use super::topic::TopicLog;
@@ -88,43 +88,6 @@ struct Cursor {
     /// First offset of the frame at `position`.
     position_offset: u64,
     frame: Option<OpenFrame>,
-}
-
-/// A checked frame, handed out record by record (by subscriptions, and by
-/// `inspect`'s reader of directories in use).
-#[derive(Debug)]
-pub(crate) struct OpenFrame {
-    bytes: Bytes,
-    info: FrameInfo,
-    /// Offset and position of the next entry to hand out.
-    offset: u64,
-    at: usize,
-}
-
-impl OpenFrame {
-    /// The frame `bytes`, which `check_frame` accepted (saying `info`),
-    /// positioned at its record `offset`: the entries before it are skipped.
-    pub(crate) fn at_offset(bytes: Bytes, info: FrameInfo, offset: u64) -> OpenFrame {
-        let mut frame = OpenFrame { bytes, info, offset: info.first_offset, at: FRAME_HEADER_BYTES };
-        while frame.offset < offset && frame.offset < info.end_offset() {
-            let (_, end) = Record::decode(&frame.bytes, frame.at, frame.offset, info.timestamp_us);
-            frame.at = end;
-            frame.offset += 1;
-        }
-        frame
-    }
-
-    /// The next record of the frame, if any is left.
-    #[inline]
-    pub(crate) fn next_record(&mut self) -> Option<Record> {
-        if self.offset >= self.info.end_offset() {
-            return None;
-        }
-        let (record, end) = Record::decode(&self.bytes, self.at, self.offset, self.info.timestamp_us);
-        self.offset += 1;
-        self.at = end;
-        Some(record)
-    }
 }
 
 impl Subscription {

@@ -18,7 +18,7 @@ use parking_lot::{Mutex, RwLock};
 use super::config::{Durability, TopicConfig};
 use super::doorbell::Doorbell;
 use super::format::*;
-use super::record::{Message, Offset, Record, encode_entry_parts, plain_entry_bytes, seal_frame};
+use super::record::{Message, Offset, OpenFrame, Record, encode_entry_parts, plain_entry_bytes, seal_frame};
 use super::recovery::RecoveryReport;
 use super::segment::{IndexEntry, Segment, encode_index};
 use super::slots::{Checkpoint, CleanMark, SlotFile};
@@ -332,15 +332,10 @@ impl TopicLog {
         let (mut position, mut first) = seg.seek(offset);
         loop {
             let (info, frame) = seg.frame(position, first)?;
-            if offset < info.end_offset() {
-                let mut at = FRAME_HEADER_BYTES;
-                for o in first.. {
-                    let (record, end) = Record::decode(&frame, at, o, info.timestamp_us);
-                    if o == offset {
-                        return Ok(record);
-                    }
-                    at = end;
-                }
+            if offset < info.end_offset()
+                && let Some(record) = OpenFrame::at_offset(frame, info, offset).next_record()
+            {
+                return Ok(record);
             }
             position += info.len;
             first = info.end_offset();
