@@ -77,12 +77,12 @@ use crate::log::record::{FrameFault, FrameInfo, Offset, OpenFrame, Record, check
 pub use crate::log::recovery::CutKind;
 use crate::log::recovery::{Plan, RecoveryMode};
 use crate::log::scan::{ENDS_EARLY, FrameScan, FrameSource, scan_frames};
-use crate::log::segment::{HeaderFault, check_header, corrupt, decode_index};
+use crate::log::segment::{HeaderFault, check_header, corrupt, decode_index, segment_bases};
 use crate::log::slots::{
     Checkpoint, CleanMark, CommittedOffset, MetaCheck, NO_VALID_SLOT, NOT_SLOT_FILE, SlotFileCheck, SlotValue,
     check_meta, check_slot_file,
 };
-use crate::queue::journal::{Persisted, replay};
+use crate::queue::journal::{GroupFiles, SavedGroup};
 use crate::storage::{OsStorage, ReadAt, ReadStorage};
 
 /// A data directory, opened for reading only: no lock is taken and nothing
@@ -847,12 +847,7 @@ impl TopicFiles {
     }
 
     fn config(&self) -> Result<TopicConfig, TopicError> {
-        let path = self.dir.join(TOPIC_FILE);
-        let bytes = self.fs.read_file(&path).map_err(|e| TopicError::Io(IoError::new("read", &path, e)))?;
-        TopicConfig::decode(&bytes).map_err(|newer| match newer {
-            Some(found) => TopicError::NewerVersion { path: path.clone(), found, supported: FORMAT_VERSION },
-            None => TopicError::Corrupt(corrupt(&path, 0, "not a valid topic configuration")),
-        })
+        TopicConfig::read(&*self.fs, &self.dir.join(TOPIC_FILE))
     }
 
     fn segment_path(&self, base: u64) -> PathBuf {
@@ -1363,57 +1358,27 @@ fn read_slot_file<V: SlotValue>(fs: &dyn ReadStorage, path: &Path) -> Result<Opt
     }
 }
 
-/// A worker group's saved state, as its next open would load it.
-#[derive(Debug)]
-struct WorkerState {
-    persisted: Persisted,
-    state_bytes: u64,
-    journal_bytes: u64,
-    /// The journal's header is not all zero (never written) and fails its checks.
-    journal_header_damaged: bool,
-}
-
+/// Why a worker group's saved state could not be read.
 #[derive(Debug)]
 enum WorkerRead {
     Damaged(Corruption),
     Io(IoError),
 }
 
-/// Reads `queues/<group>/state` and replays its journal, as opening the
-/// group would (without writing them out again). `None` if there is no
-/// state file (a group being created, or a directory removed meanwhile).
-fn read_worker_state(fs: &dyn ReadStorage, topic_dir: &Path, group: &str) -> Result<Option<WorkerState>, WorkerRead> {
-    let dir = topic_dir.join(QUEUES_DIR).join(group);
-    let state = dir.join(QSTATE_FILE);
-    let bytes = match fs.read_file(&state) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(WorkerRead::Io(IoError::new("read", &state, e))),
-    };
-    let mut persisted = Persisted::decode(&bytes).map_err(|newer| {
-        let reason =
-            if newer.is_some() { "the file has a newer format version" } else { "not a valid queue state file" };
-        WorkerRead::Damaged(corrupt(&state, 0, reason))
-    })?;
-    let journal = dir.join(QJOURNAL_FILE);
-    let journal = match fs.read_file(&journal) {
-        Ok(bytes) => bytes,
-        // Between a compaction's two steps there is no journal.
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(WorkerRead::Io(IoError::new("read", &journal, e))),
-    };
-    let header = journal.get(..QJOURNAL_HEADER_BYTES);
-    let journal_header_damaged = header.is_some_and(|h| {
-        let valid = h[..8] == QJOURNAL_MAGIC && crc(&h[..QJOURNAL_HEADER_CRC_AT]) == u32_at(h, QJOURNAL_HEADER_CRC_AT);
-        !valid && h.iter().any(|&b| b != 0)
-    });
-    replay(&journal, &mut persisted);
-    Ok(Some(WorkerState {
-        persisted,
-        state_bytes: bytes.len() as u64,
-        journal_bytes: journal.len() as u64,
-        journal_header_damaged,
-    }))
+/// Reads `queues/<group>/state` and replays its journal with the engine's
+/// reader (`GroupFiles::read`), without writing them out again. `None` if
+/// there is no state file (a group being created, or a directory removed
+/// meanwhile).
+fn read_worker_state(fs: &dyn ReadStorage, topic_dir: &Path, group: &str) -> Result<Option<SavedGroup>, WorkerRead> {
+    GroupFiles::new(topic_dir, group).read(fs).map_err(|e| match e {
+        TopicError::Corrupt(damage) => WorkerRead::Damaged(damage),
+        TopicError::NewerVersion { path, .. } => {
+            WorkerRead::Damaged(corrupt(&path, 0, "the file has a newer format version"))
+        }
+        TopicError::Io(e) => WorkerRead::Io(e),
+        // `GroupFiles::read` fails only in the three ways above.
+        other => WorkerRead::Io(IoError::new("read", topic_dir, io::Error::other(other.to_string()))),
+    })
 }
 
 /// Scans a segment's frames from its first with the engine's scanner
@@ -1570,14 +1535,6 @@ impl SegmentFile {
         self.read_bytes += filled as u64;
         Ok(())
     }
-}
-
-/// The base offsets of the segment files in `dir`, ascending.
-fn segment_bases(fs: &dyn ReadStorage, dir: &Path) -> io::Result<Vec<u64>> {
-    let mut bases: Vec<u64> =
-        list_dir(fs, dir)?.iter().filter_map(|name| parse_segment_file_name(name, SEGMENT_SUFFIX)).collect();
-    bases.sort_unstable();
-    Ok(bases)
 }
 
 /// The names in a directory; none if it does not exist.

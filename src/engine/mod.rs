@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
-use crate::error::{Corruption, IoError, OpenError, TopicError};
+use crate::error::{IoError, OpenError, TopicError};
 use crate::log::format::*;
 use crate::log::names::check_topic_name;
 use crate::log::recovery::open_topic;
@@ -215,20 +215,7 @@ impl Engine {
         }
         let io = |op, path: &Path, e| TopicError::Io(IoError::new(op, path, e));
         let config = if exists {
-            let bytes = shared.storage.read_file(&conf).map_err(|e| io("read", &conf, e))?;
-            match TopicConfig::decode(&bytes) {
-                Ok(config) => config,
-                Err(Some(found)) => {
-                    return Err(TopicError::NewerVersion { path: conf, found, supported: FORMAT_VERSION });
-                }
-                Err(None) => {
-                    return Err(TopicError::Corrupt(Corruption {
-                        file: conf,
-                        position: 0,
-                        reason: "not a valid topic configuration",
-                    }));
-                }
-            }
+            TopicConfig::read(&*shared.storage, &conf)?
         } else {
             let config = create.unwrap_or(shared.config.default_topic);
             config.validate().map_err(|reason| TopicError::InvalidConfig { reason })?;

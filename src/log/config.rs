@@ -1,9 +1,12 @@
 //! Per-topic configuration: durability, segment size, limits, retention, and
 //! its `topic.conf` encoding.
 
+use std::path::Path;
 use std::time::Duration;
 
 use super::format::*;
+use crate::error::{Corruption, IoError, TopicError};
+use crate::storage::ReadStorage;
 
 /// Smallest `segment_bytes`.
 pub const SEGMENT_BYTES_MIN: u64 = 4096;
@@ -114,6 +117,20 @@ impl TopicConfig {
         let crc = crc(&bytes[..TOPIC_CRC_AT]);
         put_u32(&mut bytes, TOPIC_CRC_AT, crc);
         bytes
+    }
+
+    /// Reads a topic's `topic.conf` at `path`: the one reader of it (the
+    /// engine opening a topic, and `inspect`).
+    pub(crate) fn read(storage: &dyn ReadStorage, path: &Path) -> Result<TopicConfig, TopicError> {
+        let bytes = storage.read_file(path).map_err(|e| TopicError::Io(IoError::new("read", path, e)))?;
+        TopicConfig::decode(&bytes).map_err(|newer| match newer {
+            Some(found) => TopicError::NewerVersion { path: path.to_path_buf(), found, supported: FORMAT_VERSION },
+            None => TopicError::Corrupt(Corruption {
+                file: path.to_path_buf(),
+                position: 0,
+                reason: "not a valid topic configuration",
+            }),
+        })
     }
 
     /// Decodes `topic.conf`: `Err(Some(version))` for a newer version,

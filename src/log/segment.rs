@@ -17,7 +17,7 @@ use super::format::*;
 use super::record::{FrameFault, FrameInfo, check_frame};
 use super::scan::{FrameScan, InMemory, scan_frames};
 use crate::error::{Corruption, IoError};
-use crate::storage::{Mapped, Storage};
+use crate::storage::{Mapped, ReadStorage, Storage};
 
 /// One sparse index entry: a frame's first offset (relative to the segment's
 /// base) and its position.
@@ -254,6 +254,15 @@ impl Segment {
             fault: scan.fault.map(|(position, fault)| (position as usize, fault)),
         }
     }
+}
+
+/// The base offsets of the segment files in the topic directory `dir`,
+/// ascending: the one listing of a topic's segments (recovery, `inspect`).
+pub(crate) fn segment_bases(storage: &dyn ReadStorage, dir: &Path) -> std::io::Result<Vec<u64>> {
+    let mut bases: Vec<u64> =
+        storage.list_dir(dir)?.iter().filter_map(|name| parse_segment_file_name(name, SEGMENT_SUFFIX)).collect();
+    bases.sort_unstable();
+    Ok(bases)
 }
 
 /// Why an existing segment could not be opened.

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use super::config::TopicConfig;
 use super::format::*;
-use super::segment::{OpenFault, Scan, Segment};
+use super::segment::{OpenFault, Scan, Segment, segment_bases};
 use super::slots::{Checkpoint, CommittedOffset, SlotFile, SlotFileError};
 use super::topic::{Recovered, TopicLog};
 use crate::error::{Corruption, IoError, ReadError, TopicError};
@@ -101,16 +101,14 @@ pub(crate) fn open_topic(
     let capacity = config.segment_bytes as usize;
     let mut opening = Opening { storage, dir, name, config, mode, capacity, report: RecoveryReport::default() };
     let (storage, dir) = (opening.storage.clone(), opening.dir.clone());
-    let mut bases = Vec::new();
+    // Temporary files a crash left behind (`write_file_atomic`).
     for file in storage.list_dir(&dir).map_err(|e| io("list", &dir, e))? {
-        if let Some(base) = parse_segment_file_name(&file, SEGMENT_SUFFIX) {
-            bases.push(base);
-        } else if file.ends_with(".tmp") {
+        if file.ends_with(".tmp") {
             let path = dir.join(&file);
             storage.remove_file(&path).map_err(|e| io("remove", &path, e))?;
         }
     }
-    bases.sort_unstable();
+    let mut bases = segment_bases(&*storage, &dir).map_err(|e| io("list", &dir, e))?;
 
     let checkpoint_path = dir.join(CHECKPOINT_FILE);
     let (checkpoint, saved) = match SlotFile::<Checkpoint>::open(&*storage, &checkpoint_path) {

@@ -11,18 +11,30 @@ use crate::error::{Corruption, IoError, TopicError};
 use crate::log::RecoveryMode;
 use crate::log::format::*;
 use crate::log::slots::write_file_atomic;
-use crate::storage::Storage;
+use crate::storage::{ReadStorage, Storage};
+
+/// A group's saved state, as opening it reads it ([`GroupFiles::read`]).
+#[derive(Debug)]
+pub(crate) struct SavedGroup {
+    pub persisted: Persisted,
+    /// Bytes of the state file and of the journal.
+    pub state_bytes: u64,
+    pub journal_bytes: u64,
+    /// The journal's header is not all zero (never written) and fails its
+    /// checks: its entries are ignored.
+    pub journal_header_damaged: bool,
+}
 
 /// The files of a group: `queues/<group>/state` and `queues/<group>/journal`.
 #[derive(Debug, Clone)]
-pub(in crate::queue) struct GroupFiles {
+pub(crate) struct GroupFiles {
     dir: PathBuf,
     state: PathBuf,
     journal: PathBuf,
 }
 
 impl GroupFiles {
-    pub(in crate::queue) fn new(topic_dir: &Path, group: &str) -> GroupFiles {
+    pub(crate) fn new(topic_dir: &Path, group: &str) -> GroupFiles {
         let dir = topic_dir.join(QUEUES_DIR).join(group);
         GroupFiles { state: dir.join(QSTATE_FILE), journal: dir.join(QJOURNAL_FILE), dir }
     }
@@ -35,17 +47,29 @@ impl GroupFiles {
         storage: &dyn Storage,
         mode: RecoveryMode,
     ) -> Result<Option<Persisted>, TopicError> {
-        let io = |op, path: &Path, e| TopicError::Io(IoError::new(op, path, e));
-        if !storage.exists(&self.state) {
-            return Ok(None);
+        match self.read(storage) {
+            Err(TopicError::Corrupt(_)) if mode == RecoveryMode::Repair => Ok(None),
+            read => Ok(read?.map(|saved| saved.persisted)),
         }
-        let bytes = storage.read_file(&self.state).map_err(|e| io("read", &self.state, e))?;
-        let mut state = match Persisted::decode(&bytes) {
+    }
+
+    /// Reads the state file and replays the journal after it, as opening
+    /// the group does (the engine's `load`, and `inspect`, which reports on
+    /// it without opening): `None` if there is no state file (a group being
+    /// created). A damaged state file is `Corrupt`, a newer one
+    /// `NewerVersion`.
+    pub(crate) fn read(&self, storage: &dyn ReadStorage) -> Result<Option<SavedGroup>, TopicError> {
+        let io = |op, path: &Path, e| TopicError::Io(IoError::new(op, path, e));
+        let bytes = match storage.read_file(&self.state) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io("read", &self.state, e)),
+        };
+        let mut persisted = match Persisted::decode(&bytes) {
             Ok(state) => state,
             Err(Some(found)) => {
                 return Err(TopicError::NewerVersion { path: self.state.clone(), found, supported: FORMAT_VERSION });
             }
-            Err(None) if mode == RecoveryMode::Repair => return Ok(None),
             Err(None) => {
                 return Err(TopicError::Corrupt(Corruption {
                     file: self.state.clone(),
@@ -54,11 +78,24 @@ impl GroupFiles {
                 }));
             }
         };
-        if storage.exists(&self.journal) {
-            let bytes = storage.read_file(&self.journal).map_err(|e| io("read", &self.journal, e))?;
-            replay(&bytes, &mut state);
-        }
-        Ok(Some(state))
+        let journal = match storage.read_file(&self.journal) {
+            Ok(bytes) => bytes,
+            // Between a compaction's two steps there is no journal.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(io("read", &self.journal, e)),
+        };
+        let journal_header_damaged = journal.get(..QJOURNAL_HEADER_BYTES).is_some_and(|h| {
+            let valid =
+                h[..8] == QJOURNAL_MAGIC && crc(&h[..QJOURNAL_HEADER_CRC_AT]) == u32_at(h, QJOURNAL_HEADER_CRC_AT);
+            !valid && h.iter().any(|&b| b != 0)
+        });
+        replay(&journal, &mut persisted);
+        Ok(Some(SavedGroup {
+            persisted,
+            state_bytes: bytes.len() as u64,
+            journal_bytes: journal.len() as u64,
+            journal_header_damaged,
+        }))
     }
 
     /// Makes the group's directory, durably: its entries in `queues/` and

@@ -17,8 +17,8 @@ mod state;
 mod writer;
 
 pub(super) use entry::{Entry, Settled};
-pub(super) use group_files::GroupFiles;
-pub(crate) use recovery::{clamp_groups, replay};
+pub(crate) use group_files::{GroupFiles, SavedGroup};
+pub(crate) use recovery::clamp_groups;
 pub(super) use state::Facts;
 pub(crate) use state::Persisted;
 pub(super) use writer::JournalFile;
