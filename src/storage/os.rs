@@ -85,8 +85,17 @@ impl ReadStorage for OsStorage {
         #[cfg(target_os = "linux")]
         if let Ok(locks) = std::fs::read_to_string(PROC_LOCKS) {
             use std::os::unix::fs::MetadataExt;
-            let dev = metadata.dev();
-            return flock_listed(&locks, (libc::major(dev), libc::minor(dev)), metadata.ino());
+            let id = (libc::major(metadata.dev()), libc::minor(metadata.dev()));
+            // The kernel writes the table a page at a time, and each read
+            // resumes at a line number: a lock released meanwhile shifts the
+            // lines after it, so one line can be skipped. Missing from one
+            // reading is not proof of absence; listed in any is proof of a
+            // holder. The reads are cheap, so the table is read up to three
+            // times before the answer is "not held".
+            return flock_listed(&locks, id, metadata.ino())
+                || (0..2).any(|_| {
+                    std::fs::read_to_string(PROC_LOCKS).is_ok_and(|locks| flock_listed(&locks, id, metadata.ino()))
+                });
         }
         let _ = metadata;
         probe_lock(path)
