@@ -297,6 +297,14 @@ impl Directory {
     /// Opens the data directory `dir` of a simulated disk for reading, as
     /// [`Directory::open`] does on the real file system: for tests that
     /// compare what `inspect` says of a crash image with what recovery does.
+    ///
+    /// Read while no engine writes to the disk (its workload has stopped, or
+    /// it is a [`power_cut`](crate::SimDisk::power_cut) image), as for
+    /// `power_cut`: the simulated files are memory that an engine writes
+    /// through its mappings without a lock, so reading them meanwhile is a
+    /// data race. (A real disk has no such limit: [`Directory::open`] reads
+    /// a directory in use.) A file being read counts as mapped until the
+    /// reader lets it go.
     #[cfg(feature = "sim")]
     pub fn open_sim(disk: &crate::SimDisk, dir: impl AsRef<Path>) -> Result<Directory, OpenError> {
         Self::open_on(Arc::new(disk.clone()), dir.as_ref())

@@ -64,9 +64,10 @@ pub enum RecoveryMode {
     /// Scan every segment and cut each log at its first corrupt frame,
     /// deleting everything after it (see
     /// [`Topic::recovery_report`](crate::Topic::recovery_report)). A
-    /// checkpoint too damaged to read is replaced; group offset files and
-    /// worker-group state too damaged to read are removed (those groups
-    /// start over, as new groups do).
+    /// checkpoint too damaged to read is replaced, and consumer-group offset
+    /// files too damaged to read are removed (those groups start over, as
+    /// new groups do). A worker group whose state file is too damaged to
+    /// read starts over when it is next opened by an engine in this mode.
     Repair,
 }
 
