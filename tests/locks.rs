@@ -707,3 +707,47 @@ fn manager_is_shareable_across_threads() {
         .collect();
     assert!(handles.into_iter().all(|h| h.join().unwrap()));
 }
+
+/// Regression: with a large `spin_limit`, `lock_for` spun past its deadline
+/// and returned `Ok` when the holder let go seconds later. The deadline now
+/// holds while spinning, and the spin limit has a maximum.
+#[test]
+fn lock_for_gives_up_at_its_deadline_however_long_it_may_spin() {
+    let locks = LockManager::with_config(LockConfig { spin_limit: u32::MAX, ..LockConfig::default() });
+    let (held_tx, held_rx) = mpsc::channel();
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    thread::scope(|scope| {
+        let locks = &locks;
+        scope.spawn(move || {
+            let guard = locks.lock("k").unwrap();
+            held_tx.send(()).unwrap();
+            // Held until the waiter below has its answer (or, were it to
+            // spin forever, long enough that its `Ok` would show the bug).
+            let _ = done_rx.recv_timeout(Duration::from_secs(5));
+            drop(guard);
+        });
+        held_rx.recv().unwrap();
+        let result = locks.lock_for("k", Duration::from_millis(20));
+        done_tx.send(()).unwrap();
+        assert!(matches!(result, Err(LockError::Timeout { .. })), "{result:?}");
+    });
+}
+
+/// Regression: `LockError::Timeout { waited }` counted only the time queued,
+/// not the spinning before it (841 ns reported for a 5 ms timeout). It is
+/// the whole wait, so never less than the timeout. (A spin limit long enough
+/// to outlast the timeout, as it was possible to set, makes the old count
+/// come out short every time.)
+#[test]
+fn a_timeout_reports_the_whole_wait() {
+    let locks = LockManager::with_config(LockConfig { spin_limit: 1_000_000, ..LockConfig::default() });
+    let holder = locks.session();
+    let _held = holder.lock("k").unwrap();
+    for timeout in [Duration::from_millis(1), Duration::from_millis(5)] {
+        let Err(LockError::Timeout { waited }) = locks.lock_for("k", timeout) else { panic!("not a timeout") };
+        assert!(waited >= timeout, "waited {waited:?} for a {timeout:?} timeout");
+        let request = LockRequest::exclusive().timeout(timeout);
+        let Err(LockError::Timeout { waited }) = locks.session().acquire("k", request) else { panic!("not a timeout") };
+        assert!(waited >= timeout, "waited {waited:?} for a {timeout:?} timeout");
+    }
+}

@@ -198,6 +198,38 @@ fn directory_that_is_not_tollgate_is_refused() {
     assert_eq!(std::fs::read(dir.path().join("precious.txt")).unwrap(), b"keep me");
 }
 
+/// Regression: every name starting with `tollgate.meta` was skipped by the
+/// check for foreign files, so a directory holding only
+/// `tollgate.meta.orig` and `tollgate.lock` was adopted and written to.
+#[test]
+fn a_directory_with_foreign_meta_like_files_is_refused_and_left_as_it_was() {
+    for foreign in ["tollgate.meta.orig", "tollgate.meta-backup", "tollgate.metadata"] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(foreign), b"not ours").unwrap();
+        std::fs::write(dir.path().join("tollgate.lock"), b"").unwrap();
+        let before: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let opened = Engine::open(dir.path());
+        assert!(matches!(opened, Err(OpenError::NotTollgate { .. })), "{foreign}: {opened:?}");
+        let mut after: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        after.sort();
+        let mut before = before;
+        before.sort();
+        assert_eq!(before, after, "{foreign}: files were written");
+        assert_eq!(std::fs::read(dir.path().join(foreign)).unwrap(), b"not ours");
+    }
+}
+
+/// A creation that a crash interrupted after the lock file and the
+/// temporary meta file is finished by the next open.
+#[test]
+fn an_interrupted_creation_is_finished() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("tollgate.lock"), b"").unwrap();
+    std::fs::write(dir.path().join("tollgate.meta.tmp"), b"half").unwrap();
+    let engine = Engine::open(dir.path()).unwrap();
+    engine.topic("t").unwrap().publish(b"x").unwrap();
+}
+
 /// Mounts a tmpfs of `bytes` at a new temporary directory, if this process
 /// may (root, with `mount` available); otherwise says why not.
 fn small_tmpfs(bytes: usize) -> Result<(tempfile::TempDir, TmpfsGuard), String> {

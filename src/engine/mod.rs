@@ -126,7 +126,7 @@ impl Engine {
                     return Err(OpenError::NotTollgate { path: dir, reason: "its tollgate.meta is damaged" });
                 }
             }
-        } else if entries.iter().any(|name| name != LOCK_FILE && !name.starts_with(META_FILE)) {
+        } else if entries.iter().any(|name| !is_fresh_layout_file(name)) {
             return Err(OpenError::NotTollgate { path: dir, reason: "it holds other files and no tollgate.meta" });
         }
         let lock = storage.lock_file(&dir.join(LOCK_FILE)).map_err(|e| io("lock", &dir, e))?;
@@ -293,6 +293,15 @@ impl Engine {
         shared.storage.remove_dir_all(&trash).map_err(|e| io("remove", &trash, e))?;
         Ok(())
     }
+}
+
+/// Whether `name` may be in a data directory that has no `tollgate.meta`
+/// yet: the lock file, and the temporary meta file of a creation a crash
+/// interrupted. Anything else (`tollgate.meta.orig`, a user's file) means the
+/// directory is not a tollgate directory being created, and it is refused
+/// before anything is written.
+fn is_fresh_layout_file(name: &str) -> bool {
+    name == LOCK_FILE || name.strip_prefix(META_FILE) == Some(TMP_SUFFIX)
 }
 
 impl Drop for Shared {

@@ -27,6 +27,10 @@ pub const SHARDS_MAX: usize = 1 << 16;
 /// The shortest deadlock threshold; shorter ones are raised to it.
 pub const DEADLOCK_THRESHOLD_MIN: Duration = Duration::from_micros(10);
 
+/// Most spin-then-yield rounds of [`LockConfig::spin_limit`]: spinning longer
+/// only burns a core that a parked wait would leave to the holder.
+pub const SPIN_LIMIT_MAX: u32 = 64;
+
 /// How a key is held.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LockMode {
@@ -63,7 +67,9 @@ pub struct LockConfig {
     /// [`LockManager::shrink`] reclaims them all at once. Default 32.
     pub idle_entries_per_shard: usize,
     /// Spin-then-yield rounds a blocked acquisition tries before it queues
-    /// and parks (only while nobody is queued yet). Default 10.
+    /// and parks (only while nobody is queued yet). Default 10, at most
+    /// [`SPIN_LIMIT_MAX`] (larger values are lowered to it). A wait's
+    /// deadline holds while it spins too.
     pub spin_limit: u32,
 }
 
@@ -281,14 +287,18 @@ impl<'a> Plan<'a> {
         interrupt: Option<&'a Signal>,
         thread_owned: bool,
     ) -> Result<Self, LockError> {
-        let deadline = match request.wait {
-            Wait::Never => None,
-            Wait::Forever => Some(None),
-            // A timeout too long to represent waits forever.
-            Wait::For(timeout) => Some(Instant::now().checked_add(timeout)),
+        let (deadline, since) = match request.wait {
+            Wait::Never => (None, None),
+            Wait::Forever => (Some(None), None),
+            Wait::For(timeout) => {
+                let now = Instant::now();
+                // A timeout too long to represent waits forever.
+                (Some(now.checked_add(timeout)), Some(now))
+            }
         };
         let wait = deadline.map(|deadline| WaitLimits {
             deadline,
+            since,
             cancel: request.cancel.as_ref().map(CancelToken::signal),
             interrupt,
         });
@@ -378,6 +388,7 @@ impl LockManager {
     pub fn with_config(mut config: LockConfig) -> Self {
         config.shards = config.shards.clamp(1, SHARDS_MAX).next_power_of_two();
         config.deadlock_threshold = config.deadlock_threshold.max(DEADLOCK_THRESHOLD_MIN);
+        config.spin_limit = config.spin_limit.min(SPIN_LIMIT_MAX);
         Self {
             table: Table::new(config.shards, config.idle_entries_per_shard),
             config,
@@ -391,7 +402,8 @@ impl LockManager {
     /// takes (or until a deadlock makes this wait the victim).
     #[inline]
     pub fn lock(&self, key: &str) -> Result<LockGuard<'_>, LockError> {
-        let plan = Plan::thread_exclusive(Some(WaitLimits { deadline: None, cancel: None, interrupt: None }));
+        let plan =
+            Plan::thread_exclusive(Some(WaitLimits { deadline: None, since: None, cancel: None, interrupt: None }));
         self.acquire_as(thread_owner(), key, &plan).map(LockGuard::new)
     }
 
@@ -405,8 +417,10 @@ impl LockManager {
     /// Takes `key` exclusively for the current thread, waiting at most `timeout`.
     #[inline]
     pub fn lock_for(&self, key: &str, timeout: Duration) -> Result<LockGuard<'_>, LockError> {
-        let deadline = Instant::now().checked_add(timeout);
-        let plan = Plan::thread_exclusive(Some(WaitLimits { deadline, cancel: None, interrupt: None }));
+        let since = Instant::now();
+        let deadline = since.checked_add(timeout);
+        let plan =
+            Plan::thread_exclusive(Some(WaitLimits { deadline, since: Some(since), cancel: None, interrupt: None }));
         self.acquire_as(thread_owner(), key, &plan).map(LockGuard::new)
     }
 
@@ -632,7 +646,14 @@ impl LockManager {
                     // holder, or when the holder is the caller (nesting).
                     let word = entry.word.load(Ordering::Relaxed);
                     let futile = word & (QUEUED | LEASED) != 0 || held_exclusively_by(word, owner);
-                    if plan.wait.is_none() || futile || !spin(step, self.config.spin_limit) {
+                    let Some(limits) = &plan.wait else { break };
+                    // The deadline holds while spinning too: past it, the
+                    // wait below gives up at once. (No clock is read for a
+                    // wait without one.)
+                    if limits.deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+                        break;
+                    }
+                    if futile || !spin(step, self.config.spin_limit) {
                         break;
                     }
                     step += 1;

@@ -21,5 +21,5 @@ pub use cancel::CancelToken;
 pub use guard::{FencingToken, LockGuard, LockSet, OwnerKind, Session, SessionOwned, ThreadOwned};
 pub use manager::{
     DEADLOCK_THRESHOLD_MIN, KEY_BYTES_MAX, LEASE_MAX, LOCK_ALL_KEYS_MAX, LockConfig, LockManager, LockMode,
-    LockRequest, LockStats, SHARDS_MAX, Stamp,
+    LockRequest, LockStats, SHARDS_MAX, SPIN_LIMIT_MAX, Stamp,
 };

@@ -392,6 +392,9 @@ impl Entry {
 pub(crate) struct WaitLimits<'a> {
     /// Give up with `Timeout` at this instant.
     pub(crate) deadline: Option<Instant>,
+    /// When the wait that the deadline bounds began (the call), for
+    /// `Timeout { waited }`; `None` without a deadline.
+    pub(crate) since: Option<Instant>,
     /// Give up with `Interrupted` once this is raised (stays raised).
     pub(crate) cancel: Option<&'a Signal>,
     /// Give up with `Interrupted` once this is raised (consumed).
@@ -416,7 +419,10 @@ impl LockManager {
         limits: &WaitLimits<'_>,
         search: bool,
     ) -> Result<u64, LockError> {
-        let started = Instant::now();
+        let now = Instant::now();
+        // A timeout reports the whole wait, from the call: spinning and
+        // earlier keys of a `lock_all` included.
+        let started = limits.since.unwrap_or(now);
         if let Some(cancel) = limits.cancel {
             cancel.register(waiter);
         }
@@ -436,7 +442,7 @@ impl LockManager {
             self.deadlocks.register(waiter);
         }
         let mut search_interval = self.config.deadlock_threshold;
-        let mut search_at = if search { started.checked_add(search_interval) } else { None };
+        let mut search_at = if search { now.checked_add(search_interval) } else { None };
 
         let (outcome, pin) = loop {
             let pin = crossbeam_epoch::pin();

@@ -156,6 +156,9 @@ pub const GROUPS_DIR: &str = "groups";
 pub const SEGMENT_SUFFIX: &str = ".log";
 pub const INDEX_SUFFIX: &str = ".index";
 pub const OFFSET_SUFFIX: &str = ".offset";
+/// Added to a small file's name while it is written, before the rename
+/// that makes it whole (`write_file_atomic`).
+pub const TMP_SUFFIX: &str = ".tmp";
 pub const QUEUES_DIR: &str = "queues";
 pub const QSTATE_FILE: &str = "state";
 pub const QJOURNAL_FILE: &str = "journal";

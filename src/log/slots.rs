@@ -266,7 +266,7 @@ pub(crate) fn read_slot<V: SlotValue>(file: &[u8], index: usize) -> Option<(u64,
 /// over `path`, and the directory synced.
 pub(crate) fn write_file_atomic(storage: &dyn Storage, path: &Path, bytes: &[u8]) -> Result<(), IoError> {
     let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
+    tmp.push(TMP_SUFFIX);
     let tmp = PathBuf::from(tmp);
     storage.write_file(&tmp, bytes).map_err(|e| IoError::new("write", &tmp, e))?;
     storage.rename(&tmp, path).map_err(|e| IoError::new("rename", path, e))?;

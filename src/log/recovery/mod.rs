@@ -104,7 +104,7 @@ pub(crate) fn open_topic(
     let (storage, dir) = (opening.storage.clone(), opening.dir.clone());
     // Temporary files a crash left behind (`write_file_atomic`).
     for file in storage.list_dir(&dir).map_err(|e| io("list", &dir, e))? {
-        if file.ends_with(".tmp") {
+        if file.ends_with(TMP_SUFFIX) {
             let path = dir.join(&file);
             storage.remove_file(&path).map_err(|e| io("remove", &path, e))?;
         }
