@@ -79,8 +79,8 @@ use crate::log::recovery::{Plan, RecoveryMode};
 use crate::log::scan::{ENDS_EARLY, FrameScan, FrameSource, scan_frames};
 use crate::log::segment::{HeaderFault, check_header, corrupt, decode_index, segment_bases};
 use crate::log::slots::{
-    Checkpoint, CleanMark, CommittedOffset, MetaCheck, NO_VALID_SLOT, NOT_SLOT_FILE, SlotFileCheck, SlotValue,
-    check_meta, check_slot_file,
+    Checkpoint, CleanMark, CommittedOffset, DAMAGED_META, DAMAGED_SLOT_HEADER, MetaCheck, NEWER_VERSION, NO_VALID_SLOT,
+    NOT_SLOT_FILE, SlotFileCheck, SlotValue, check_meta, check_slot_file,
 };
 use crate::queue::journal::{GroupFiles, SavedGroup};
 use crate::storage::{OsStorage, ReadAt, ReadStorage};
@@ -327,7 +327,7 @@ impl Directory {
         match check_meta(&bytes) {
             MetaCheck::Valid => Ok(Directory { path, fs }),
             MetaCheck::Newer(found) => Err(OpenError::NewerVersion { path: meta, found, supported: FORMAT_VERSION }),
-            MetaCheck::Invalid => Err(OpenError::NotTollgate { path, reason: "its tollgate.meta is damaged" }),
+            MetaCheck::Invalid => Err(OpenError::NotTollgate { path, reason: DAMAGED_META }),
         }
     }
 
@@ -784,7 +784,10 @@ impl Records {
             {
                 return Ok(false);
             }
-            Err(fault) => return Err(ReadError::Corrupt(corrupt(&path, 0, header_reason(fault)))),
+            Err(fault) => {
+                let (at, reason) = header_fault(fault);
+                return Err(ReadError::Corrupt(corrupt(&path, at, reason)));
+            }
         }
         let (position, position_offset) = seek_in_segment(&*self.fs, &self.dir, &mut seg, offset);
         self.seg = Some(seg);
@@ -1038,7 +1041,8 @@ fn measure_segment(
     }
     let mut seg = SegmentFile::open(&*files.fs, path.to_path_buf(), base)?;
     if let Err(fault) = seg.header()? {
-        let fault = Some(corrupt(path, 0, header_reason(fault)));
+        let (at, reason) = header_fault(fault);
+        let fault = Some(corrupt(path, at, reason));
         return Ok(Measured { end: base, bytes: 0, file_bytes, fault, mark_disagrees });
     }
     let scan = scan_segment(&mut seg, base, &mut |_| {})?;
@@ -1046,11 +1050,11 @@ fn measure_segment(
     Ok(Measured { end: scan.next_offset, bytes: scan.end, file_bytes, fault, mark_disagrees })
 }
 
-/// Why a segment's header is refused.
-fn header_reason(fault: HeaderFault) -> &'static str {
+/// Where and why a segment's header is refused.
+fn header_fault(fault: HeaderFault) -> (usize, &'static str) {
     match fault {
-        HeaderFault::Bad(reason) => reason,
-        HeaderFault::Newer(_) => "the segment has a newer format version",
+        HeaderFault::Bad { at, reason } => (at, reason),
+        HeaderFault::Newer(_) => (SEGMENT_VERSION_AT, "the segment has a newer format version"),
     }
 }
 
@@ -1259,7 +1263,8 @@ fn check_segment(
     };
     if let Err(fault) = header {
         read(seg.read_bytes);
-        return Ok(SegmentCheck::Cut { position: 0, reason: header_reason(fault), first_lost: base });
+        // A segment with a bad header is cut whole, at its first byte.
+        return Ok(SegmentCheck::Cut { position: 0, reason: header_fault(fault).1, first_lost: base });
     }
     let scan = scan_segment(seg, base, &mut read)?;
     verdict.records += scan.next_offset - base;
@@ -1332,7 +1337,7 @@ fn verify_groups(files: &TopicFiles, verdict: &mut TopicVerdict, count: &mut Cou
                 count.add(state.state_bytes + state.journal_bytes);
                 if state.journal_header_damaged {
                     verdict.notes.push(format!(
-                        "worker group {name:?}: its journal's header is damaged, so its entries are ignored"
+                        "worker group {name:?}: its journal's header is damaged in front of no entry (a crash while creating it; nothing is lost)"
                     ));
                 }
             }
@@ -1359,7 +1364,10 @@ fn read_slot_file<V: SlotValue>(fs: &dyn ReadStorage, path: &Path) -> Result<Opt
     match check_slot_file::<V>(&bytes) {
         SlotFileCheck::HalfCreated => Ok(None),
         SlotFileCheck::NotSlotFile => Err(damaged(NOT_SLOT_FILE)),
-        SlotFileCheck::Newer(_) => Err(damaged("the file has a newer format version")),
+        SlotFileCheck::DamagedHeader(position) => {
+            Err(SlotFileRead::Damaged(Corruption { file: path.into(), position, reason: DAMAGED_SLOT_HEADER }))
+        }
+        SlotFileCheck::Newer(_) => Err(SlotFileRead::Damaged(corrupt(path, SLOT_FILE_VERSION_AT, NEWER_VERSION))),
         SlotFileCheck::Valid(Some(newest)) => Ok(Some(newest)),
         SlotFileCheck::Valid(None) => Ok(None),
         SlotFileCheck::NoValidSlot => Err(SlotFileRead::Damaged(corrupt(path, SLOT_FILE_HEADER_BYTES, NO_VALID_SLOT))),
@@ -1381,7 +1389,8 @@ fn read_worker_state(fs: &dyn ReadStorage, topic_dir: &Path, group: &str) -> Res
     GroupFiles::new(topic_dir, group).read(fs).map_err(|e| match e {
         TopicError::Corrupt(damage) => WorkerRead::Damaged(damage),
         TopicError::NewerVersion { path, .. } => {
-            WorkerRead::Damaged(corrupt(&path, 0, "the file has a newer format version"))
+            // The version is at byte 8 of the state file and of the journal.
+            WorkerRead::Damaged(corrupt(&path, QSTATE_VERSION_AT, NEWER_VERSION))
         }
         TopicError::Io(e) => WorkerRead::Io(e),
         // `GroupFiles::read` fails only in the three ways above.
@@ -1572,7 +1581,7 @@ mod tests {
     use super::*;
     use crate::log::record::{encode_entry_parts, plain_entry_bytes, seal_frame};
     use crate::log::segment::encode_header;
-    use crate::log::slots::encode_slot;
+    use crate::log::slots::{encode_slot, encode_slot_file_header};
     use crate::{Engine, Message};
     use crate::{OpenError, TopicConfig};
 
@@ -1656,7 +1665,7 @@ mod tests {
         assert_eq!(seg.frame(SEGMENT_HEADER_BYTES as u64, 5).unwrap(), Err(FrameFault::BadLength));
         // A header naming another base offset.
         let mut seg = open(dir.path(), 6, &bytes, 4096);
-        assert!(matches!(seg.header().unwrap(), Err(HeaderFault::Bad(_))));
+        assert!(matches!(seg.header().unwrap(), Err(HeaderFault::Bad { .. })));
     }
 
     #[test]
@@ -1664,8 +1673,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("g.offset");
         let mut bytes = vec![0; SLOT_FILE_BYTES];
-        bytes[..8].copy_from_slice(&OFFSET_MAGIC);
-        put_u32(&mut bytes, SLOT_FILE_VERSION_AT, FORMAT_VERSION);
+        encode_slot_file_header(&mut bytes, OFFSET_MAGIC);
         let write = |bytes: &[u8]| std::fs::write(&path, bytes).unwrap();
         write(&bytes);
         assert!(matches!(read_slot_file::<CommittedOffset>(&OsStorage, &path), Ok(None)));
@@ -1778,7 +1786,7 @@ mod tests {
     }
 
     #[test]
-    fn a_damaged_journal_header_is_noted_and_its_entries_ignored() {
+    fn a_damaged_journal_header_is_damage_in_front_of_entries_and_noted_otherwise() {
         let dir = tempfile::tempdir().unwrap();
         {
             let engine = Engine::open(dir.path()).unwrap();
@@ -1793,7 +1801,17 @@ mod tests {
         let journal = topic_dir.join("queues/w/journal");
         let mut bytes = std::fs::read(&journal).unwrap();
         bytes[QJOURNAL_HEADER_GENERATION_AT] ^= 1;
-        std::fs::write(&journal, bytes).unwrap();
+        std::fs::write(&journal, &bytes).unwrap();
+        match read_worker_state(&OsStorage, &topic_dir, "w") {
+            Err(WorkerRead::Damaged(damage)) => {
+                assert_eq!((damage.file, damage.position), (journal.clone(), QJOURNAL_HEADER_CRC_AT as u64));
+            }
+            other => panic!("a damaged header in front of entries must be damage: {other:?}"),
+        }
+        // In front of no mark and no entry, it is what a crash while
+        // creating the journal leaves: nothing is lost.
+        bytes[QJOURNAL_MARKS_AT..].fill(0);
+        std::fs::write(&journal, &bytes).unwrap();
         let state = read_worker_state(&OsStorage, &topic_dir, "w").unwrap().unwrap();
         assert!(state.journal_header_damaged);
         assert!(read_worker_state(&OsStorage, &topic_dir, "absent").unwrap().is_none());

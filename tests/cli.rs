@@ -270,8 +270,12 @@ fn verify_reports_damaged_offset_and_queue_state_files() {
     assert_eq!(run.code, 1, "{run:?}");
     let damaged = format!("damaged: corrupt data in {} at byte 0: not a tollgate slot file", offsets.display());
     assert!(run.stdout.contains(&damaged), "{run:?}");
-    let damaged = format!("damaged: corrupt data in {} at byte 0: not a valid queue state file", state.display());
+    // Byte 30 is in the header's low-water mark: the header's CRC, at byte
+    // 12, no longer matches.
+    let damaged =
+        format!("damaged: corrupt data in {} at byte 12: the state file's header fails its checksum", state.display());
     assert!(run.stdout.contains(&damaged), "{run:?}");
+    assert!(run.stdout.contains("which starts the group over at the oldest record"), "{run:?}");
     // `inspect` shows both groups as damaged rather than failing.
     let inspect = crate::run(&["inspect", "--json", path(dir.path())]);
     assert_eq!(inspect.code, 0, "{inspect:?}");

@@ -24,9 +24,9 @@ use crate::error::{IoError, OpenError, TopicError};
 use crate::log::format::*;
 use crate::log::names::check_topic_name;
 use crate::log::recovery::open_topic;
-use crate::log::slots::{MetaCheck, check_meta, encode_meta, write_file_atomic};
+use crate::log::slots::{DAMAGED_META, MetaCheck, check_meta, encode_meta, write_file_atomic};
 use crate::log::{RecoveryMode, TopicConfig};
-use crate::queue::journal::clamp_groups;
+use crate::queue::journal::recover_groups;
 #[cfg(feature = "sim")]
 use crate::storage::SimDisk;
 use crate::storage::{OsStorage, Storage};
@@ -115,23 +115,31 @@ impl Engine {
         }
         let meta = dir.join(META_FILE);
         let entries = storage.list_dir(&dir).map_err(|e| io("list", &dir, e))?;
-        if storage.exists(&meta) {
+        let mut write_meta = !storage.exists(&meta);
+        if !write_meta {
             let bytes = storage.read_file(&meta).map_err(|e| io("read", &meta, e))?;
             match check_meta(&bytes) {
                 MetaCheck::Valid => {}
                 MetaCheck::Newer(found) => {
                     return Err(OpenError::NewerVersion { path: meta, found, supported: FORMAT_VERSION });
                 }
-                MetaCheck::Invalid => {
-                    return Err(OpenError::NotTollgate { path: dir, reason: "its tollgate.meta is damaged" });
+                // The meta file says only "tollgate, version 1": a layout of
+                // nothing but tollgate's own names lets repair rewrite it.
+                MetaCheck::Invalid
+                    if config.recovery == RecoveryMode::Repair
+                        && storage.is_dir(&dir.join(TOPICS_DIR))
+                        && entries.iter().all(|name| is_layout_file(name)) =>
+                {
+                    write_meta = true;
                 }
+                MetaCheck::Invalid => return Err(OpenError::NotTollgate { path: dir, reason: DAMAGED_META }),
             }
         } else if entries.iter().any(|name| !is_fresh_layout_file(name)) {
             return Err(OpenError::NotTollgate { path: dir, reason: "it holds other files and no tollgate.meta" });
         }
         let lock = storage.lock_file(&dir.join(LOCK_FILE)).map_err(|e| io("lock", &dir, e))?;
         let Some(lock) = lock else { return Err(OpenError::Locked { path: dir }) };
-        if !storage.exists(&meta) {
+        if write_meta {
             // A crash may have left a temporary meta file behind; it is rewritten.
             write_file_atomic(&*storage, &meta, &encode_meta())?;
         }
@@ -229,11 +237,14 @@ impl Engine {
         };
         let log =
             open_topic(shared.storage.clone(), topic_dir.clone(), name.to_owned(), config, shared.config.recovery)?;
-        if !log.recovery().clean {
+        let mode = shared.config.recovery;
+        if !log.recovery().clean || mode == RecoveryMode::Repair {
             // Worker groups may have settled offsets that did not survive
             // (recovery rule 5): lower them to the recovered end of the log,
-            // before any worker can read them.
-            clamp_groups(&*shared.storage, &topic_dir, log.committed().load(), shared.config.recovery)?;
+            // before any worker can read them. Repair also rewrites damaged
+            // groups.
+            let end = (!log.recovery().clean).then(|| log.committed().load());
+            recover_groups(&*shared.storage, &topic_dir, end, log.oldest(), mode)?;
         }
         let open = Arc::new(OpenTopic::new(log, Arc::downgrade(&self.shared)));
         topics.insert(name.to_owned(), open.clone());
@@ -302,6 +313,11 @@ impl Engine {
 /// before anything is written.
 fn is_fresh_layout_file(name: &str) -> bool {
     name == LOCK_FILE || name.strip_prefix(META_FILE) == Some(TMP_SUFFIX)
+}
+
+/// Whether `name` is one of the entries a data directory holds.
+fn is_layout_file(name: &str) -> bool {
+    is_fresh_layout_file(name) || [META_FILE, TOPICS_DIR, TRASH_DIR].contains(&name)
 }
 
 impl Drop for Shared {

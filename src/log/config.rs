@@ -125,11 +125,21 @@ impl TopicConfig {
         let bytes = storage.read_file(path).map_err(|e| TopicError::Io(IoError::new("read", path, e)))?;
         TopicConfig::decode(&bytes).map_err(|newer| match newer {
             Some(found) => TopicError::NewerVersion { path: path.to_path_buf(), found, supported: FORMAT_VERSION },
-            None => TopicError::Corrupt(Corruption {
-                file: path.to_path_buf(),
-                position: 0,
-                reason: "not a valid topic configuration",
-            }),
+            None => {
+                // Damage the CRC catches is placed by `header_damage_at` (at
+                // the version if only it is wrong); other faults at byte 0.
+                let checks = |b: &[u8]| crc(&b[..TOPIC_CRC_AT]) == u32_at(b, TOPIC_CRC_AT);
+                let position = if bytes.len() == TOPIC_BYTES && bytes[..8] == TOPIC_MAGIC && !checks(&bytes) {
+                    header_damage_at(&bytes, TOPIC_VERSION_AT, TOPIC_CRC_AT, checks)
+                } else {
+                    0
+                };
+                TopicError::Corrupt(Corruption {
+                    file: path.to_path_buf(),
+                    position,
+                    reason: "not a valid topic configuration",
+                })
+            }
         })
     }
 
@@ -145,6 +155,9 @@ impl TopicConfig {
         let version = u32_at(bytes, TOPIC_VERSION_AT);
         if version > FORMAT_VERSION {
             return Err(Some(version));
+        }
+        if version == 0 {
+            return Err(None);
         }
         let durability = match bytes[TOPIC_DURABILITY_AT] {
             0 => Durability::Buffered,

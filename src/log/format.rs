@@ -77,6 +77,8 @@ pub const CHECKPOINT_MAGIC: [u8; 8] = *b"TGCHKPT1";
 pub const OFFSET_MAGIC: [u8; 8] = *b"TGOFFSET";
 pub const SLOT_FILE_HEADER_BYTES: usize = 16;
 pub const SLOT_FILE_VERSION_AT: usize = 8;
+/// The header's CRC covers its bytes 0..12 (magic and version).
+pub const SLOT_FILE_HEADER_CRC_AT: usize = 12;
 pub const SLOT_BYTES: usize = 32;
 pub const SLOT_FILE_BYTES: usize = SLOT_FILE_HEADER_BYTES + 2 * SLOT_BYTES;
 pub const SLOT_GENERATION_AT: usize = 0;
@@ -108,16 +110,20 @@ pub const DELAY_MAX_US: u64 = 30 * 24 * 3600 * 1_000_000;
 /// A worker group's state file, `queues/<group>/state`.
 pub const QSTATE_MAGIC: [u8; 8] = *b"TGQSTATE";
 pub const QSTATE_VERSION_AT: usize = 8;
+/// The header's CRC covers its other bytes: 0..12 and 16..40.
 pub const QSTATE_CRC_AT: usize = 12;
-/// The state file's CRC covers it from here to its end.
-pub const QSTATE_CRC_FROM: usize = 16;
 pub const QSTATE_GENERATION_AT: usize = 16;
 pub const QSTATE_LOW_AT: usize = 24;
 pub const QSTATE_RANGES_AT: usize = 32;
 pub const QSTATE_FACTS_AT: usize = 36;
 pub const QSTATE_HEADER_BYTES: usize = 40;
-pub const QSTATE_RANGE_BYTES: usize = 16;
-pub const QSTATE_FACT_BYTES: usize = 24;
+/// A settled range: start, end, zero, and the CRC of its bytes 0..20.
+pub const QSTATE_RANGE_BYTES: usize = 24;
+pub const QSTATE_RANGE_CRC_AT: usize = 20;
+/// A message: offset, attempts, flags, retry time, zero, and the CRC of its
+/// bytes 0..28.
+pub const QSTATE_FACT_BYTES: usize = 32;
+pub const QSTATE_FACT_CRC_AT: usize = 28;
 
 /// A worker group's journal, `queues/<group>/journal`.
 pub const QJOURNAL_MAGIC: [u8; 8] = *b"TGQJOURN";
@@ -125,6 +131,14 @@ pub const QJOURNAL_VERSION_AT: usize = 8;
 pub const QJOURNAL_HEADER_GENERATION_AT: usize = 16;
 pub const QJOURNAL_HEADER_CRC_AT: usize = 28;
 pub const QJOURNAL_HEADER_BYTES: usize = 32;
+/// Two synced marks follow the header, each the count of entries known to be
+/// on disk (8 bytes), zero (4), and a CRC (4) of its bytes 0..12 followed by
+/// the header's generation.
+pub const QJOURNAL_MARKS_AT: usize = 32;
+pub const QJOURNAL_MARK_BYTES: usize = 16;
+pub const QJOURNAL_MARK_CRC_AT: usize = 12;
+/// Entries start after the marks.
+pub const QJOURNAL_ENTRIES_AT: usize = QJOURNAL_MARKS_AT + 2 * QJOURNAL_MARK_BYTES;
 pub const QJOURNAL_ENTRY_BYTES: usize = 32;
 /// Bytes mapped for a worker-group journal: when it is full, the group compacts.
 pub const JOURNAL_MAP_BYTES: usize = 4 << 20;
@@ -215,6 +229,32 @@ pub fn put_u64(bytes: &mut [u8], at: usize, value: u64) {
 #[inline]
 pub fn crc(bytes: &[u8]) -> u32 {
     crc32fast::hash(bytes)
+}
+
+/// CRC-32 of `parts`, one after the other.
+pub fn crc_of(parts: &[&[u8]]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    for part in parts {
+        hasher.update(part);
+    }
+    hasher.finalize()
+}
+
+/// Where a header that fails its CRC is reported damaged: at its version
+/// field (`version_at`) if the header checks once this build's version is
+/// put there, so one flipped bit in the version reads as damage at that
+/// field, never as a newer version; otherwise at its CRC field (`crc_at`):
+/// the CRC, or a byte it covers, is damaged. `checks` is the header's CRC
+/// check.
+pub fn header_damage_at(header: &[u8], version_at: usize, crc_at: usize, checks: impl Fn(&[u8]) -> bool) -> u64 {
+    let mut restored = header.to_vec();
+    if restored.len() >= version_at + 4 {
+        put_u32(&mut restored, version_at, FORMAT_VERSION);
+        if checks(&restored) {
+            return version_at as u64;
+        }
+    }
+    crc_at as u64
 }
 
 /// Microseconds since the Unix epoch, now (0 before 1970).
@@ -393,6 +433,7 @@ mod tests {
         assert!(rows.iter().any(|(_, _, f)| f.contains(std::str::from_utf8(&CHECKPOINT_MAGIC).unwrap())));
         assert!(rows.iter().any(|(_, _, f)| f.contains(std::str::from_utf8(&OFFSET_MAGIC).unwrap())));
         assert_eq!(at(&rows, "format version"), SLOT_FILE_VERSION_AT);
+        assert_eq!(at(&rows, "CRC of bytes 0..12"), SLOT_FILE_HEADER_CRC_AT);
         assert_eq!(at(&rows, "slot 0"), SLOT_FILE_HEADER_BYTES);
         assert_eq!(at(&rows, "slot 1"), SLOT_FILE_HEADER_BYTES + SLOT_BYTES);
         assert!(DOC.contains(&format!("({SLOT_FILE_BYTES} bytes)")));
@@ -409,16 +450,21 @@ mod tests {
         let state = table("## Worker group state");
         assert_eq!(magic(&state), std::str::from_utf8(&QSTATE_MAGIC).unwrap());
         assert_eq!(at(&state, "format version"), QSTATE_VERSION_AT);
-        assert_eq!(at(&state, "CRC of every byte from 16"), QSTATE_CRC_AT);
-        assert!(DOC.contains(&format!("CRC of every byte from {QSTATE_CRC_FROM} to the end")));
+        assert_eq!(at(&state, "CRC of header bytes 0..12 and 16..40"), QSTATE_CRC_AT);
+        assert_eq!(QSTATE_HEADER_BYTES, 40);
         assert_eq!(at(&state, "generation G"), QSTATE_GENERATION_AT);
         assert_eq!(at(&state, "low-water mark"), QSTATE_LOW_AT);
         assert_eq!(at(&state, "settled range count"), QSTATE_RANGES_AT);
         assert_eq!(at(&state, "message count"), QSTATE_FACTS_AT);
         assert_eq!(at(&state, "settled ranges"), QSTATE_HEADER_BYTES);
         assert_eq!(size(&state, "settled ranges"), format!("{QSTATE_RANGE_BYTES}·R"));
+        let range = table("Settled range (sorted");
+        assert_eq!(at(&range, "CRC of range bytes 0..20"), QSTATE_RANGE_CRC_AT);
+        assert_eq!(QSTATE_RANGE_CRC_AT + 4, QSTATE_RANGE_BYTES);
         let message = table("Message (sorted");
-        assert_eq!(at(&message, "flags") + 4 + 8, QSTATE_FACT_BYTES);
+        assert_eq!(at(&message, "CRC of message bytes 0..28"), QSTATE_FACT_CRC_AT);
+        assert_eq!(QSTATE_FACT_CRC_AT + 4, QSTATE_FACT_BYTES);
+        assert!(DOC.contains(&format!("M messages ({QSTATE_FACT_BYTES} bytes each)")));
 
         let journal = table("## Worker group journal");
         assert_eq!(magic(&journal), std::str::from_utf8(&QJOURNAL_MAGIC).unwrap());
@@ -426,6 +472,12 @@ mod tests {
         assert_eq!(at(&journal, "generation"), QJOURNAL_HEADER_GENERATION_AT);
         assert_eq!(at(&journal, "CRC of header bytes 0..28"), QJOURNAL_HEADER_CRC_AT);
         assert_eq!(QJOURNAL_HEADER_CRC_AT + 4, QJOURNAL_HEADER_BYTES);
+        assert_eq!(at(&journal, "synced mark 0"), QJOURNAL_MARKS_AT);
+        assert_eq!(at(&journal, "synced mark 1"), QJOURNAL_MARKS_AT + QJOURNAL_MARK_BYTES);
+        assert_eq!(at(&journal, "entries"), QJOURNAL_ENTRIES_AT);
+        let mark = table("Synced mark:");
+        assert_eq!(at(&mark, "CRC of mark bytes 0..12"), QJOURNAL_MARK_CRC_AT);
+        assert_eq!(QJOURNAL_MARK_CRC_AT + 4, QJOURNAL_MARK_BYTES);
         let entry = table("Entry:");
         assert_eq!(at(&entry, "CRC of entry bytes 4..32"), QJOURNAL_CRC_AT);
         assert_eq!(QJOURNAL_CRC_FROM, 4);

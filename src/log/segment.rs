@@ -115,7 +115,7 @@ impl Segment {
         let header = unsafe { map.slice(0, SEGMENT_HEADER_BYTES) };
         check_header(header, base).map_err(|fault| match fault {
             HeaderFault::Newer(found) => OpenFault::Newer { path: path.clone(), found },
-            HeaderFault::Bad(reason) => OpenFault::Corrupt(corrupt(&path, 0, reason)),
+            HeaderFault::Bad { at, reason } => OpenFault::Corrupt(corrupt(&path, at, reason)),
         })?;
         Ok((Segment::from_parts(base, path, map, SEGMENT_HEADER_BYTES, base, 0, vec![]), file_len))
     }
@@ -291,27 +291,37 @@ pub(crate) fn encode_header(header: &mut [u8], base: u64) {
 /// What is wrong with a segment header.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum HeaderFault {
-    Bad(&'static str),
+    /// Damage, at byte `at` of the header.
+    Bad { at: usize, reason: &'static str },
+    /// A newer version, under a valid CRC.
     Newer(u32),
 }
 
 /// Checks a segment header against the base offset its file name gives.
 pub(crate) fn check_header(header: &[u8], base: u64) -> Result<(), HeaderFault> {
     if header.len() < SEGMENT_HEADER_BYTES || header[..8] != SEGMENT_MAGIC {
-        return Err(HeaderFault::Bad("not a tollgate segment"));
+        return Err(HeaderFault::Bad { at: 0, reason: "not a tollgate segment" });
     }
-    if crc(&header[..SEGMENT_CRC_AT]) != u32_at(header, SEGMENT_CRC_AT) {
-        return Err(HeaderFault::Bad("the segment header's CRC does not match"));
+    let checks = |h: &[u8]| crc(&h[..SEGMENT_CRC_AT]) == u32_at(h, SEGMENT_CRC_AT);
+    if !checks(header) {
+        let at = header_damage_at(header, SEGMENT_VERSION_AT, SEGMENT_CRC_AT, checks) as usize;
+        return Err(HeaderFault::Bad { at, reason: "the segment header's CRC does not match" });
     }
     let version = u32_at(header, SEGMENT_VERSION_AT);
     if version > FORMAT_VERSION {
         return Err(HeaderFault::Newer(version));
     }
-    if version == 0 || u32_at(header, SEGMENT_HEADER_SIZE_AT) as usize != SEGMENT_HEADER_BYTES {
-        return Err(HeaderFault::Bad("unsupported segment header"));
+    if version == 0 {
+        return Err(HeaderFault::Bad { at: SEGMENT_VERSION_AT, reason: "unsupported segment header" });
+    }
+    if u32_at(header, SEGMENT_HEADER_SIZE_AT) as usize != SEGMENT_HEADER_BYTES {
+        return Err(HeaderFault::Bad { at: SEGMENT_HEADER_SIZE_AT, reason: "unsupported segment header" });
     }
     if u64_at(header, SEGMENT_BASE_AT) != base {
-        return Err(HeaderFault::Bad("the segment's base offset does not match its file name"));
+        return Err(HeaderFault::Bad {
+            at: SEGMENT_BASE_AT,
+            reason: "the segment's base offset does not match its file name",
+        });
     }
     Ok(())
 }

@@ -123,6 +123,13 @@ impl<V: SlotValue> SlotFile<V> {
                         reason: NOT_SLOT_FILE,
                     }));
                 }
+                SlotFileCheck::DamagedHeader(position) => {
+                    return Err(SlotFileError::Corrupt(Corruption {
+                        file: path.into(),
+                        position,
+                        reason: DAMAGED_SLOT_HEADER,
+                    }));
+                }
                 SlotFileCheck::Newer(found) => return Err(SlotFileError::Newer { path: path.into(), found }),
                 SlotFileCheck::NoValidSlot => {
                     return Err(SlotFileError::Corrupt(Corruption {
@@ -157,8 +164,7 @@ impl<V: SlotValue> SlotFile<V> {
             // SAFETY: the file was just created with SLOT_FILE_BYTES allocated,
             // and nobody else has it.
             let header = unsafe { map.slice_mut(0, SLOT_FILE_HEADER_BYTES) };
-            header[..8].copy_from_slice(&V::MAGIC);
-            put_u32(header, SLOT_FILE_VERSION_AT, FORMAT_VERSION);
+            encode_slot_file_header(header, V::MAGIC);
         }
         map.file().sync().map_err(|e| io("sync", e))?;
         let dir = path.parent().unwrap_or(Path::new("."));
@@ -182,6 +188,14 @@ impl<V: SlotValue> SlotFile<V> {
     }
 }
 
+/// Writes a slot file's header: `magic`, this build's version, their CRC.
+pub(crate) fn encode_slot_file_header(header: &mut [u8], magic: [u8; 8]) {
+    header[..8].copy_from_slice(&magic);
+    put_u32(header, SLOT_FILE_VERSION_AT, FORMAT_VERSION);
+    let crc = crc(&header[..SLOT_FILE_HEADER_CRC_AT]);
+    put_u32(header, SLOT_FILE_HEADER_CRC_AT, crc);
+}
+
 /// Writes one slot.
 pub(crate) fn encode_slot(slot: &mut [u8], generation: u64, value: impl SlotValue) {
     let (a, b, c) = value.to_words();
@@ -196,6 +210,12 @@ pub(crate) fn encode_slot(slot: &mut [u8], generation: u64, value: impl SlotValu
 /// Why a slot file with the wrong magic or size is refused.
 pub(crate) const NOT_SLOT_FILE: &str = "not a tollgate slot file";
 
+/// What `inspect` says of a file with a newer format version.
+pub(crate) const NEWER_VERSION: &str = "the file has a newer format version";
+
+/// Why a slot file whose header fails its CRC is refused.
+pub(crate) const DAMAGED_SLOT_HEADER: &str = "the slot file's header fails its checksum";
+
 /// Why a slot file whose two slots were both written and are both invalid
 /// is refused.
 pub(crate) const NO_VALID_SLOT: &str = "neither slot is valid";
@@ -208,7 +228,10 @@ pub(crate) enum SlotFileCheck<V> {
     HalfCreated,
     /// Too short, or the wrong magic.
     NotSlotFile,
-    /// A version above [`FORMAT_VERSION`].
+    /// The header (magic and version) fails its CRC: damage at this byte
+    /// (the version field's, if only it is wrong; see [`header_damage_at`]).
+    DamagedHeader(u64),
+    /// A version above [`FORMAT_VERSION`], under a valid CRC.
     Newer(u32),
     /// A slot file of this kind: its newest valid slot (generation, value),
     /// if any (none: never written, or its first write was torn).
@@ -228,9 +251,20 @@ pub(crate) fn check_slot_file<V: SlotValue>(bytes: &[u8]) -> SlotFileCheck<V> {
     if bytes.len() < SLOT_FILE_BYTES || bytes[..8] != V::MAGIC {
         return SlotFileCheck::NotSlotFile;
     }
-    let found = u32_at(bytes, SLOT_FILE_VERSION_AT);
-    if found > FORMAT_VERSION {
-        return SlotFileCheck::Newer(found);
+    let header_checks = |h: &[u8]| crc(&h[..SLOT_FILE_HEADER_CRC_AT]) == u32_at(h, SLOT_FILE_HEADER_CRC_AT);
+    let header = &bytes[..SLOT_FILE_HEADER_BYTES];
+    if !header_checks(header) {
+        return SlotFileCheck::DamagedHeader(header_damage_at(
+            header,
+            SLOT_FILE_VERSION_AT,
+            SLOT_FILE_HEADER_CRC_AT,
+            header_checks,
+        ));
+    }
+    match u32_at(bytes, SLOT_FILE_VERSION_AT) {
+        FORMAT_VERSION => {}
+        found if found > FORMAT_VERSION => return SlotFileCheck::Newer(found),
+        _ => return SlotFileCheck::DamagedHeader(SLOT_FILE_VERSION_AT as u64),
     }
     match newest_slot(bytes) {
         // A torn write damages the slot being written only: the other one
@@ -294,6 +328,10 @@ pub(crate) enum MetaCheck {
     /// A newer version.
     Newer(u32),
 }
+
+/// Why a directory whose `tollgate.meta` fails its checks is refused.
+pub(crate) const DAMAGED_META: &str =
+    "its tollgate.meta is damaged (opening with RecoveryMode::Repair rewrites it if the rest is a tollgate layout)";
 
 /// Checks `tollgate.meta`.
 pub(crate) fn check_meta(bytes: &[u8]) -> MetaCheck {

@@ -133,17 +133,16 @@ impl Group {
         }
     }
 
-    /// Syncs everything journaled so far.
+    /// Syncs everything journaled so far, and the journal's synced mark.
     pub(crate) fn sync(&self) -> Result<(), IoError> {
         let journal = self.state.lock().journal.clone();
-        journal.sync_through(journal.written())
+        journal.sync_all()
     }
 }
 
 impl Drop for Group {
     fn drop(&mut self) {
-        let journal = self.state.get_mut().journal.clone();
-        let _ = journal.sync_through(journal.written());
+        let _ = self.state.get_mut().journal.sync_all();
     }
 }
 

@@ -14,8 +14,9 @@ use tollgate::{Engine, Message, QueueConfig, QueueError, Worker};
 use super::fixture::{open_sim, sim_disk, sync_topic};
 use super::{BRIEF, WAIT, config, dead_letters, drain, header, nothing, now_us, payload, publish_n, take};
 
-/// Entries one journal holds: (4 MiB - 32-byte header) / 32 bytes (docs/FORMAT.md).
-const JOURNAL_ENTRIES: u64 = ((4 << 20) - 32) / 32;
+/// Entries one journal holds: (4 MiB - 32-byte header - two 16-byte synced
+/// marks) / 32 bytes (docs/FORMAT.md).
+const JOURNAL_ENTRIES: u64 = ((4 << 20) - 64) / 32;
 
 #[test]
 fn acked_messages_are_not_delivered_again_after_a_clean_restart() {
@@ -225,7 +226,7 @@ fn journal_compaction_keeps_attempts_retry_times_and_settled_offsets() {
         let d = take(&w); // offset 2: delayed across the compaction
         d.nack(Duration::from_secs(3600), "later").unwrap();
         // 4 entries so far (3 delivered, 1 nacked); fill the journal and go a little past it.
-        ack_entries(&w, JOURNAL_ENTRIES - 4 + 11);
+        ack_entries(&w, JOURNAL_ENTRIES - 4 + 12);
         let m = w.metrics();
         assert_eq!((m.in_flight, m.delayed), (2, 1));
         drop(held);
@@ -235,7 +236,7 @@ fn journal_compaction_keeps_attempts_retry_times_and_settled_offsets() {
     let w = engine.topic("orders").unwrap().worker_with("g", config(30_000, 5)).unwrap();
     let first = drain(&w);
     let got: Vec<(u64, u32)> = first.iter().map(|d| (d.offset().get(), d.attempt())).collect();
-    let acked_before = (JOURNAL_ENTRIES - 4 + 11) / 2;
+    let acked_before = (JOURNAL_ENTRIES - 4 + 12) / 2;
     let mut expected = vec![(0, 2), (1, 2)];
     expected.extend((3 + acked_before..messages).map(|o| (o, 1)));
     assert_eq!(got, expected, "in flight come back as attempt 2, acked never");

@@ -726,6 +726,8 @@ fn slot_file(magic: &[u8; 8], a: u64) -> Vec<u8> {
     let mut content = vec![0; SLOT_FILE_BYTES];
     content[..8].copy_from_slice(magic);
     put_u32(&mut content, 8, 1);
+    let header_crc = crc(&content[..12]);
+    put_u32(&mut content, 12, header_crc);
     let slot = &mut content[SLOT_FILE_HEADER_BYTES..SLOT_FILE_HEADER_BYTES + SLOT_BYTES];
     put_u64(slot, 0, 1);
     put_u64(slot, 8, a);
@@ -1179,10 +1181,15 @@ impl Ctx {
 
 /// Value A of the newest valid slot of a two-slot file.
 /// The committed offset a group file holds, as the engine would read it:
-/// none if its header is not a valid offset-file header (the engine refuses
-/// such a file: the group's subscribe fails, or `repair` removes it).
+/// none if its header (magic, version 1, their CRC) is not a valid
+/// offset-file header (the engine refuses such a file: the group's subscribe
+/// fails, or `repair` removes it).
 fn newest_slot(bytes: &[u8]) -> Option<u64> {
-    if bytes.len() < SLOT_FILE_BYTES || &bytes[..8] != b"TGOFFSET" || u32_at(bytes, 8) > 1 {
+    if bytes.len() < SLOT_FILE_BYTES
+        || &bytes[..8] != b"TGOFFSET"
+        || u32_at(bytes, 8) != 1
+        || crc(&bytes[..12]) != u32_at(bytes, 12)
+    {
         return None;
     }
     (0..2)

@@ -131,19 +131,22 @@ pub(super) fn write_summary(out: &mut impl Write, report: &VerifyReport, elapsed
 }
 
 /// What the engine, and `repair`, make of a damaged file that `verify`
-/// reports (`recovery.rs`: `open_topic`, `clamp_groups`), told by the
+/// reports (`open_topic`, the log's `clamp_groups`, the queue's
+/// `recover_groups`), told by the
 /// file's name and the check that failed.
 pub(super) fn damage_effect(damage: &tollgate::Corruption) -> &'static str {
     let name = damage.file.file_name().map(|f| f.to_string_lossy()).unwrap_or_default();
     match (name.as_ref(), damage.reason) {
-        (name, "not a tollgate slot file") if name.ends_with(".offset") => {
+        (name, "not a tollgate slot file" | "the slot file's header fails its checksum")
+            if name.ends_with(".offset") =>
+        {
             "repair removes this file: the group starts over, as a new group does"
         }
         (name, "neither slot is valid") if name.ends_with(".offset") => {
             "subscribing the group fails until repair, which removes this file: the group starts over, as a new \
              group does"
         }
-        ("checkpoint", "not a tollgate slot file") => {
+        ("checkpoint", "not a tollgate slot file" | "the slot file's header fails its checksum") => {
             "opening the topic fails until repair, which replaces the checkpoint and scans every segment"
         }
         ("checkpoint", "neither slot is valid") => {
@@ -151,6 +154,37 @@ pub(super) fn damage_effect(damage: &tollgate::Corruption) -> &'static str {
         }
         ("checkpoint", "its clean-shutdown record disagrees with the last segment's data") => {
             "opening the topic fails until repair, which scans every segment and rewrites the checkpoint"
+        }
+        (
+            "state",
+            "not a queue state file"
+            | "the state file's header fails its checksum"
+            | "the state file has format version 0",
+        ) => {
+            "opening the worker group fails until repair, which starts the group over at the oldest record: every \
+             message still in the log is delivered again"
+        }
+        (
+            "state",
+            "a settled range in the state file fails its checks"
+            | "a message in the state file fails its checks"
+            | "the state file's length does not match its record counts",
+        ) => {
+            "opening the worker group fails until repair, which keeps every valid record of the file (a dropped \
+             range's messages are delivered again; a dropped message's attempts start over)"
+        }
+        (
+            "journal",
+            "a journal entry below the synced mark fails its checks"
+            | "the journal's header fails its checks"
+            | "the journal ends before its synced mark"
+            | "the journal has format version 0",
+        ) => {
+            "opening the worker group fails until repair, which keeps every valid entry (messages whose \
+             settlement is lost are delivered again)"
+        }
+        (_, "the file has a newer format version") => {
+            "this build cannot read it; opening fails, and repair leaves it as it is"
         }
         _ => "repair cannot fix this: it is reported again after repairing",
     }

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use super::recovery::replay;
-use super::state::Persisted;
+use super::state::{Persisted, StateFault};
 use super::writer::JournalFile;
 use crate::error::{Corruption, IoError, TopicError};
 use crate::log::RecoveryMode;
@@ -21,7 +21,8 @@ pub(crate) struct SavedGroup {
     pub state_bytes: u64,
     pub journal_bytes: u64,
     /// The journal's header is not all zero (never written) and fails its
-    /// checks: its entries are ignored.
+    /// checks, in front of nothing of the state's generation (a crash while
+    /// creating it): there was nothing in it to lose.
     pub journal_header_damaged: bool,
 }
 
@@ -40,26 +41,38 @@ impl GroupFiles {
     }
 
     /// Reads the saved state, if the group has any. With
-    /// [`RecoveryMode::Repair`], a damaged state file is treated as absent
-    /// (the group starts over).
+    /// [`RecoveryMode::Repair`], damage is repaired as far as it can be:
+    /// damaged records of the state file and damaged journal entries are
+    /// dropped and every valid one kept; a state file whose header is
+    /// damaged is treated as absent (the group starts over).
     pub(in crate::queue) fn load(
         &self,
         storage: &dyn Storage,
         mode: RecoveryMode,
     ) -> Result<Option<Persisted>, TopicError> {
-        match self.read(storage) {
-            Err(TopicError::Corrupt(_)) if mode == RecoveryMode::Repair => Ok(None),
-            read => Ok(read?.map(|saved| saved.persisted)),
-        }
+        Ok(self.read_with(storage, mode)?.map(|saved| saved.persisted))
     }
 
     /// Reads the state file and replays the journal after it, as opening
     /// the group does (the engine's `load`, and `inspect`, which reports on
     /// it without opening): `None` if there is no state file (a group being
-    /// created). A damaged state file is `Corrupt`, a newer one
-    /// `NewerVersion`.
+    /// created). Damage to either file is `Corrupt`, naming the byte; a
+    /// newer version is `NewerVersion`.
     pub(crate) fn read(&self, storage: &dyn ReadStorage) -> Result<Option<SavedGroup>, TopicError> {
+        self.read_with(storage, RecoveryMode::Normal)
+    }
+
+    fn read_with(&self, storage: &dyn ReadStorage, mode: RecoveryMode) -> Result<Option<SavedGroup>, TopicError> {
         let io = |op, path: &Path, e| TopicError::Io(IoError::new(op, path, e));
+        let fault = |path: &Path, fault| match fault {
+            StateFault::Newer(found) => {
+                TopicError::NewerVersion { path: path.to_path_buf(), found, supported: FORMAT_VERSION }
+            }
+            StateFault::Damaged { position, reason } => {
+                TopicError::Corrupt(Corruption { file: path.to_path_buf(), position, reason })
+            }
+        };
+        let repair = mode == RecoveryMode::Repair;
         let bytes = match storage.read_file(&self.state) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -67,16 +80,11 @@ impl GroupFiles {
         };
         let mut persisted = match Persisted::decode(&bytes) {
             Ok(state) => state,
-            Err(Some(found)) => {
-                return Err(TopicError::NewerVersion { path: self.state.clone(), found, supported: FORMAT_VERSION });
-            }
-            Err(None) => {
-                return Err(TopicError::Corrupt(Corruption {
-                    file: self.state.clone(),
-                    position: 0,
-                    reason: "not a valid queue state file",
-                }));
-            }
+            Err(StateFault::Damaged { .. }) if repair => match Persisted::salvage(&bytes) {
+                Some(state) => state,
+                None => return Ok(None),
+            },
+            Err(e) => return Err(fault(&self.state, e)),
         };
         let journal = match storage.read_file(&self.journal) {
             Ok(bytes) => bytes,
@@ -89,7 +97,7 @@ impl GroupFiles {
                 h[..8] == QJOURNAL_MAGIC && crc(&h[..QJOURNAL_HEADER_CRC_AT]) == u32_at(h, QJOURNAL_HEADER_CRC_AT);
             !valid && h.iter().any(|&b| b != 0)
         });
-        replay(&journal, &mut persisted);
+        replay(&journal, &mut persisted, !repair).map_err(|e| fault(&self.journal, e))?;
         Ok(Some(SavedGroup {
             persisted,
             state_bytes: bytes.len() as u64,

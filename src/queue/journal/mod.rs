@@ -8,7 +8,8 @@
 //! - `state.rs`: `Persisted`, the state a state file holds, and its codec.
 //! - `writer.rs`: `JournalFile`, the mapped journal: appends and group-commit syncs.
 //! - `group_files.rs`: `GroupFiles`, where a group's files are; loading and saving them.
-//! - `recovery.rs`: replaying a journal, and `clamp_groups` after an unclean recovery.
+//! - `recovery.rs`: replaying a journal, and `recover_groups`, which clamps
+//!   groups after an unclean recovery and rewrites damaged ones in repair.
 
 mod entry;
 mod group_files;
@@ -18,7 +19,7 @@ mod writer;
 
 pub(super) use entry::{Entry, Settled};
 pub(crate) use group_files::{GroupFiles, SavedGroup};
-pub(crate) use recovery::clamp_groups;
+pub(crate) use recovery::recover_groups;
 pub(super) use state::Facts;
 pub(crate) use state::Persisted;
 pub(super) use writer::JournalFile;

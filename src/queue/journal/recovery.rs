@@ -6,40 +6,109 @@ use std::path::Path;
 
 use super::entry::Entry;
 use super::group_files::GroupFiles;
-use super::state::Persisted;
+use super::state::{Persisted, StateFault};
 use crate::error::{IoError, TopicError};
 use crate::log::RecoveryMode;
 use crate::log::format::*;
 use crate::log::names::check_group_name;
 use crate::storage::Storage;
 
-/// Applies the journal `bytes` of `state.generation` to `state`: every entry
-/// up to the first that is not valid (a torn or never-written one).
-pub(crate) fn replay(bytes: &[u8], state: &mut Persisted) {
-    let header_ok = bytes.len() >= QJOURNAL_HEADER_BYTES
-        && bytes[..8] == QJOURNAL_MAGIC
-        && u32_at(bytes, QJOURNAL_VERSION_AT) == FORMAT_VERSION
-        && u64_at(bytes, QJOURNAL_HEADER_GENERATION_AT) == state.generation
-        && crc(&bytes[..QJOURNAL_HEADER_CRC_AT]) == u32_at(bytes, QJOURNAL_HEADER_CRC_AT);
-    if !header_ok {
-        return;
-    }
-    for slot in bytes[QJOURNAL_HEADER_BYTES..].chunks_exact(QJOURNAL_ENTRY_BYTES) {
-        match Entry::decode(slot, state.generation) {
-            Some(entry) => state.apply(entry),
-            None => return,
+/// Applies the journal `bytes` of `state.generation` to `state`: every valid
+/// entry in order, up to the first invalid one at or past the journal's
+/// synced mark (a torn or never-written entry: the tail a crash leaves).
+///
+/// An invalid entry below the synced mark was on disk whole, so it is
+/// damage; so is a damaged header in front of entries or marks of this
+/// generation. `strict` makes damage an error naming its byte; otherwise
+/// (repair) damaged entries are skipped and every valid one applied. A
+/// journal of another generation (a leftover of a crash between a state
+/// file's rename and the new journal) and a header never written in front of
+/// nothing of this generation (a crash while creating it) are ignored.
+pub(crate) fn replay(bytes: &[u8], state: &mut Persisted, strict: bool) -> Result<(), StateFault> {
+    let generation = state.generation;
+    let damaged = |position: usize, reason| StateFault::Damaged { position: position as u64, reason };
+    let Some(header) = bytes.get(..QJOURNAL_HEADER_BYTES) else { return Ok(()) };
+    let checks =
+        |h: &[u8]| h[..8] == QJOURNAL_MAGIC && crc(&h[..QJOURNAL_HEADER_CRC_AT]) == u32_at(h, QJOURNAL_HEADER_CRC_AT);
+    if checks(header) {
+        match u32_at(header, QJOURNAL_VERSION_AT) {
+            FORMAT_VERSION => {}
+            found if found > FORMAT_VERSION => return Err(StateFault::Newer(found)),
+            _ => return Err(damaged(QJOURNAL_VERSION_AT, "the journal has format version 0")),
+        }
+        if u64_at(header, QJOURNAL_HEADER_GENERATION_AT) != generation {
+            return Ok(());
+        }
+    } else {
+        let entries = bytes.get(QJOURNAL_ENTRIES_AT..).unwrap_or_default();
+        let continues = synced_mark(bytes, generation).is_some()
+            || entries.chunks_exact(QJOURNAL_ENTRY_BYTES).any(|slot| Entry::decode(slot, generation).is_some());
+        if !continues {
+            return Ok(());
+        }
+        if strict {
+            let at = if header[..8] == QJOURNAL_MAGIC {
+                header_damage_at(header, QJOURNAL_VERSION_AT, QJOURNAL_HEADER_CRC_AT, checks) as usize
+            } else {
+                0
+            };
+            return Err(damaged(at, "the journal's header fails its checks"));
         }
     }
+    let mark = synced_mark(bytes, generation).unwrap_or(0);
+    let entries = bytes.get(QJOURNAL_ENTRIES_AT..).unwrap_or_default();
+    if strict && ((entries.len() / QJOURNAL_ENTRY_BYTES) as u64) < mark {
+        return Err(damaged(bytes.len(), "the journal ends before its synced mark"));
+    }
+    for (i, slot) in entries.chunks_exact(QJOURNAL_ENTRY_BYTES).enumerate() {
+        match Entry::decode(slot, generation) {
+            Some(entry) => state.apply(entry),
+            None if (i as u64) < mark && strict => {
+                let at = QJOURNAL_ENTRIES_AT + i * QJOURNAL_ENTRY_BYTES;
+                return Err(damaged(at, "a journal entry below the synced mark fails its checks"));
+            }
+            None if (i as u64) < mark => {}
+            None => break,
+        }
+    }
+    Ok(())
 }
 
-/// Recovery of a topic that was not shut down cleanly: forgets, in every
-/// worker group's saved state, the offsets at or past `end`. The log was cut
-/// there (or never reached them durably), and new messages will take them.
-/// A group whose state cannot be read is left for its next open to report.
-pub(crate) fn clamp_groups(
+/// The journal's synced mark for `generation`: the larger count of its two
+/// valid mark slots, if either is valid.
+pub(super) fn synced_mark(bytes: &[u8], generation: u64) -> Option<u64> {
+    (0..2)
+        .filter_map(|i| {
+            let at = QJOURNAL_MARKS_AT + i * QJOURNAL_MARK_BYTES;
+            let slot = bytes.get(at..at + QJOURNAL_MARK_BYTES)?;
+            (mark_crc(slot, generation) == u32_at(slot, QJOURNAL_MARK_CRC_AT) && u32_at(slot, 8) == 0)
+                .then(|| u64_at(slot, 0))
+        })
+        .max()
+}
+
+/// The CRC of a mark slot: its bytes 0..12, then the journal's generation.
+pub(super) fn mark_crc(slot: &[u8], generation: u64) -> u32 {
+    crc_of(&[&slot[..QJOURNAL_MARK_CRC_AT], &generation.to_le_bytes()])
+}
+
+/// Recovery of a topic's worker groups, as the topic opens:
+///
+/// - after an unclean shutdown (`end` is the recovered end of the log),
+///   forgets in every group the offsets at or past `end`: the log was cut
+///   there (or never reached them durably), and new messages will take them;
+/// - with [`RecoveryMode::Repair`], rewrites every damaged group from what
+///   can be saved of it ([`GroupFiles::load`]): a group whose state file
+///   header is damaged starts over at `oldest`, the topic's oldest offset, so
+///   every message still in the log is delivered again.
+///
+/// A group whose state cannot be read is otherwise left for its next open to
+/// report, and a group of a newer version is never rewritten.
+pub(crate) fn recover_groups(
     storage: &dyn Storage,
     topic_dir: &Path,
-    end: u64,
+    end: Option<u64>,
+    oldest: u64,
     mode: RecoveryMode,
 ) -> Result<(), TopicError> {
     let queues = topic_dir.join(QUEUES_DIR);
@@ -52,14 +121,21 @@ pub(crate) fn clamp_groups(
             continue;
         }
         let files = GroupFiles::new(topic_dir, &name);
-        let mut state = match files.load(storage, mode) {
-            Ok(Some(state)) => state,
-            Ok(None) | Err(TopicError::Corrupt(_) | TopicError::NewerVersion { .. }) => continue,
+        let (mut state, damaged) = match files.read(storage) {
+            Ok(Some(saved)) => (saved.persisted, false),
+            Ok(None) => continue,
+            Err(TopicError::Corrupt(_)) if mode == RecoveryMode::Repair => {
+                let salvaged = files.load(storage, mode)?;
+                (salvaged.unwrap_or(Persisted { low: oldest, ..Persisted::default() }), true)
+            }
+            Err(TopicError::Corrupt(_) | TopicError::NewerVersion { .. }) => continue,
             Err(e) => return Err(e),
         };
         let before = state.clone();
-        state.clamp(end);
-        if state != before {
+        if let Some(end) = end {
+            state.clamp(end);
+        }
+        if damaged || state != before {
             state.generation += 1;
             files.save(storage, &state)?;
         }
@@ -73,6 +149,7 @@ mod tests {
 
     use super::*;
     use crate::queue::journal::entry::Settled;
+    use crate::queue::journal::writer::{encode_header, encode_mark};
 
     fn entry() -> impl Strategy<Value = Entry> {
         prop_oneof![
@@ -84,28 +161,98 @@ mod tests {
         ]
     }
 
+    /// A journal of `generation` holding `entries`, with a synced mark of
+    /// `mark` entries (none if `None`) and one never-written slot after them.
+    fn journal(generation: u64, entries: &[Entry], mark: Option<u64>) -> Vec<u8> {
+        let mut bytes = vec![0u8; QJOURNAL_ENTRIES_AT + (entries.len() + 1) * QJOURNAL_ENTRY_BYTES];
+        encode_header(&mut bytes[..QJOURNAL_HEADER_BYTES], generation);
+        if let Some(mark) = mark {
+            encode_mark(&mut bytes[QJOURNAL_MARKS_AT..QJOURNAL_MARKS_AT + QJOURNAL_MARK_BYTES], mark, generation);
+        }
+        for (i, e) in entries.iter().enumerate() {
+            let at = QJOURNAL_ENTRIES_AT + i * QJOURNAL_ENTRY_BYTES;
+            e.encode(&mut bytes[at..at + QJOURNAL_ENTRY_BYTES], generation);
+        }
+        bytes
+    }
+
+    fn acks(n: u64) -> Vec<Entry> {
+        (0..n).map(|offset| Entry::Settled { offset, how: Settled::Acked }).collect()
+    }
+
+    #[test]
+    fn an_invalid_entry_below_the_synced_mark_is_damage_naming_its_byte() {
+        let mut bytes = journal(1, &acks(50), Some(50));
+        let third = QJOURNAL_ENTRIES_AT + 3 * QJOURNAL_ENTRY_BYTES;
+        bytes[third + QJOURNAL_OFFSET_AT] ^= 0x10;
+        let mut state = Persisted { generation: 1, ..Persisted::default() };
+        let fault = replay(&bytes, &mut state, true).unwrap_err();
+        assert_eq!(
+            fault,
+            StateFault::Damaged {
+                position: third as u64,
+                reason: "a journal entry below the synced mark fails its checks"
+            }
+        );
+        // Repair skips it and keeps the 49 other acks.
+        let mut repaired = Persisted { generation: 1, ..Persisted::default() };
+        replay(&bytes, &mut repaired, false).unwrap();
+        assert_eq!((repaired.low, repaired.settled.len()), (3, 46));
+    }
+
+    #[test]
+    fn an_invalid_entry_past_the_synced_mark_is_a_torn_tail() {
+        let mut bytes = journal(1, &acks(50), Some(10));
+        let at = QJOURNAL_ENTRIES_AT + 20 * QJOURNAL_ENTRY_BYTES;
+        bytes[at..at + QJOURNAL_ENTRY_BYTES].fill(0);
+        let mut state = Persisted { generation: 1, ..Persisted::default() };
+        replay(&bytes, &mut state, true).unwrap();
+        assert_eq!(state.low, 20, "entries from the first invalid one past the mark on are ignored");
+        // A journal cut short before its mark is damage.
+        let bytes = journal(1, &acks(5), Some(9));
+        let fault = replay(&bytes, &mut Persisted { generation: 1, ..Persisted::default() }, true).unwrap_err();
+        assert!(matches!(fault, StateFault::Damaged { reason: "the journal ends before its synced mark", .. }));
+    }
+
+    #[test]
+    fn a_damaged_header_is_damage_only_in_front_of_this_generation() {
+        let mut state = Persisted { generation: 1, ..Persisted::default() };
+        // The version field: damage at byte 8, never a newer version.
+        let mut bytes = journal(1, &acks(4), Some(4));
+        bytes[QJOURNAL_VERSION_AT + 1] ^= 2;
+        let fault = replay(&bytes, &mut state, true).unwrap_err();
+        assert!(matches!(fault, StateFault::Damaged { position: 8, .. }), "{fault:?}");
+        // The generation field: damage at the CRC, which no longer matches.
+        let mut bytes = journal(1, &acks(4), None);
+        bytes[QJOURNAL_HEADER_GENERATION_AT] ^= 1;
+        let fault = replay(&bytes, &mut state, true).unwrap_err();
+        assert!(matches!(fault, StateFault::Damaged { position: 28, .. }), "{fault:?}");
+        // A header torn while the journal was created, in front of nothing.
+        let mut bytes = journal(1, &[], None);
+        bytes[3] ^= 1;
+        replay(&bytes, &mut state, true).unwrap();
+        // A newer version under a valid CRC is refused.
+        let mut bytes = journal(1, &acks(2), Some(2));
+        put_u32(&mut bytes, QJOURNAL_VERSION_AT, FORMAT_VERSION + 1);
+        let c = crc(&bytes[..QJOURNAL_HEADER_CRC_AT]);
+        put_u32(&mut bytes, QJOURNAL_HEADER_CRC_AT, c);
+        assert_eq!(replay(&bytes, &mut state, true), Err(StateFault::Newer(FORMAT_VERSION + 1)));
+        assert_eq!(replay(&bytes, &mut state, false), Err(StateFault::Newer(FORMAT_VERSION + 1)));
+    }
+
     proptest! {
         /// A state written and read back, and a journal replayed, give what
         /// applying the entries in memory gives.
         #[test]
-        fn state_and_journal_round_trip(before in proptest::collection::vec(entry(), 0..40), after in proptest::collection::vec(entry(), 0..40)) {
+        fn state_and_journal_round_trip(before in proptest::collection::vec(entry(), 0..40), after in proptest::collection::vec(entry(), 0..40), marked in 0usize..41) {
             let mut state = Persisted { generation: 3, low: 2, ..Persisted::default() };
             for e in &before { state.apply(*e); }
             let decoded = Persisted::decode(&state.encode()).unwrap();
             prop_assert_eq!(&decoded, &state);
 
-            let mut journal = vec![0u8; QJOURNAL_HEADER_BYTES + (after.len() + 1) * QJOURNAL_ENTRY_BYTES];
-            journal[..8].copy_from_slice(&QJOURNAL_MAGIC);
-            put_u32(&mut journal, QJOURNAL_VERSION_AT, FORMAT_VERSION);
-            put_u64(&mut journal, QJOURNAL_HEADER_GENERATION_AT, 3);
-            let c = crc(&journal[..QJOURNAL_HEADER_CRC_AT]);
-            put_u32(&mut journal, QJOURNAL_HEADER_CRC_AT, c);
-            for (i, e) in after.iter().enumerate() {
-                let at = QJOURNAL_HEADER_BYTES + i * QJOURNAL_ENTRY_BYTES;
-                e.encode(&mut journal[at..at + QJOURNAL_ENTRY_BYTES], 3);
-            }
+            let journal = journal(3, &after, Some(marked.min(after.len()) as u64));
             let mut replayed = decoded.clone();
-            replay(&journal, &mut replayed);
+            replay(&journal, &mut replayed, true).unwrap();
             let mut expected = state.clone();
             for e in &after { expected.apply(*e); }
             prop_assert_eq!(&replayed, &expected);
@@ -113,16 +260,31 @@ mod tests {
             // A journal of another generation is ignored.
             let mut other = decoded.clone();
             other.generation = 4;
-            replay(&journal, &mut other);
+            replay(&journal, &mut other, true).unwrap();
             prop_assert_eq!(other.settled, decoded.settled);
+        }
+
+        /// One flipped bit anywhere in a state file is reported as damage
+        /// (or, in the version field, never as a newer version).
+        #[test]
+        fn a_flipped_bit_in_a_state_file_is_damage(before in proptest::collection::vec(entry(), 1..40), bit in any::<prop::sample::Index>()) {
+            let mut state = Persisted { generation: 3, low: 2, ..Persisted::default() };
+            for e in &before { state.apply(*e); }
+            let mut bytes = state.encode();
+            let bit = bit.index(bytes.len() * 8);
+            bytes[bit / 8] ^= 1 << (bit % 8);
+            let decoded = Persisted::decode(&bytes);
+            prop_assert!(matches!(decoded, Err(StateFault::Damaged { .. })), "{:?}", decoded);
         }
 
         /// No byte string makes decoding panic.
         #[test]
         fn decoding_garbage_does_not_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
             let _ = Persisted::decode(&bytes);
+            let _ = Persisted::salvage(&bytes);
             let mut state = Persisted::default();
-            replay(&bytes, &mut state);
+            let _ = replay(&bytes, &mut state, true);
+            let _ = replay(&bytes, &mut state, false);
         }
     }
 }

@@ -113,44 +113,70 @@ impl Persisted {
         put_u64(&mut bytes, QSTATE_LOW_AT, self.low);
         put_u32(&mut bytes, QSTATE_RANGES_AT, ranges as u32);
         put_u32(&mut bytes, QSTATE_FACTS_AT, self.facts.len() as u32);
+        let header = header_crc(&bytes);
+        put_u32(&mut bytes, QSTATE_CRC_AT, header);
         let mut at = QSTATE_HEADER_BYTES;
         for (start, end) in self.settled.iter() {
-            put_u64(&mut bytes, at, start);
-            put_u64(&mut bytes, at + 8, end);
+            let record = &mut bytes[at..at + QSTATE_RANGE_BYTES];
+            put_u64(record, 0, start);
+            put_u64(record, 8, end);
+            let crc = crc(&record[..QSTATE_RANGE_CRC_AT]);
+            put_u32(record, QSTATE_RANGE_CRC_AT, crc);
             at += QSTATE_RANGE_BYTES;
         }
         for (&offset, facts) in &self.facts {
-            put_u64(&mut bytes, at, offset);
-            put_u32(&mut bytes, at + 8, facts.attempts);
-            put_u32(&mut bytes, at + 12, u32::from(facts.rejected));
-            put_u64(&mut bytes, at + 16, facts.retry_at_us);
+            let record = &mut bytes[at..at + QSTATE_FACT_BYTES];
+            put_u64(record, 0, offset);
+            put_u32(record, 8, facts.attempts);
+            put_u32(record, 12, u32::from(facts.rejected));
+            put_u64(record, 16, facts.retry_at_us);
+            let crc = crc(&record[..QSTATE_FACT_CRC_AT]);
+            put_u32(record, QSTATE_FACT_CRC_AT, crc);
             at += QSTATE_FACT_BYTES;
         }
-        let crc = crc(&bytes[QSTATE_CRC_FROM..]);
-        put_u32(&mut bytes, QSTATE_CRC_AT, crc);
         bytes
     }
 
-    /// Decodes a state file; `Err(Some(v))` for a newer version `v`.
-    pub(crate) fn decode(bytes: &[u8]) -> Result<Persisted, Option<u32>> {
+    /// Decodes a state file: every record must be valid.
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Persisted, StateFault> {
+        Self::read(bytes, true)
+    }
+
+    /// What can be saved of a damaged state file, for repair: every record
+    /// that is valid, the others dropped (a dropped range's offsets are
+    /// delivered again; a dropped message's attempts start over). `None` if
+    /// the header is not valid (or the file is of a newer version).
+    pub(super) fn salvage(bytes: &[u8]) -> Option<Persisted> {
+        Self::read(bytes, false).ok()
+    }
+
+    /// Reads a state file; `strict`: a damaged record is an error, else it is
+    /// skipped.
+    fn read(bytes: &[u8], strict: bool) -> Result<Persisted, StateFault> {
+        let damaged = |position: usize, reason| StateFault::Damaged { position: position as u64, reason };
         if bytes.len() < QSTATE_HEADER_BYTES || bytes[..8] != QSTATE_MAGIC {
-            return Err(None);
+            return Err(damaged(0, "not a queue state file"));
         }
-        let version = u32_at(bytes, QSTATE_VERSION_AT);
-        if version > FORMAT_VERSION {
-            return Err(Some(version));
+        let checks = |h: &[u8]| header_crc(h) == u32_at(h, QSTATE_CRC_AT);
+        let header = &bytes[..QSTATE_HEADER_BYTES];
+        if !checks(header) {
+            let at = header_damage_at(header, QSTATE_VERSION_AT, QSTATE_CRC_AT, checks);
+            return Err(damaged(at as usize, "the state file's header fails its checksum"));
         }
-        if version != FORMAT_VERSION || crc(&bytes[QSTATE_CRC_FROM..]) != u32_at(bytes, QSTATE_CRC_AT) {
-            return Err(None);
+        match u32_at(bytes, QSTATE_VERSION_AT) {
+            FORMAT_VERSION => {}
+            found if found > FORMAT_VERSION => return Err(StateFault::Newer(found)),
+            _ => return Err(damaged(QSTATE_VERSION_AT, "the state file has format version 0")),
         }
         let ranges = u32_at(bytes, QSTATE_RANGES_AT) as usize;
         let facts = u32_at(bytes, QSTATE_FACTS_AT) as usize;
-        let expected = ranges
-            .checked_mul(QSTATE_RANGE_BYTES)
-            .and_then(|r| facts.checked_mul(QSTATE_FACT_BYTES).and_then(|f| r.checked_add(f)))
-            .and_then(|body| body.checked_add(QSTATE_HEADER_BYTES));
-        if expected != Some(bytes.len()) {
-            return Err(None);
+        // Both counts are below 2^32, so this cannot overflow a 64-bit usize.
+        let expected = QSTATE_HEADER_BYTES as u64
+            + ranges as u64 * QSTATE_RANGE_BYTES as u64
+            + facts as u64 * QSTATE_FACT_BYTES as u64;
+        if strict && expected != bytes.len() as u64 {
+            let at = expected.min(bytes.len() as u64) as usize;
+            return Err(damaged(at, "the state file's length does not match its record counts"));
         }
         let mut state = Persisted {
             generation: u64_at(bytes, QSTATE_GENERATION_AT),
@@ -160,30 +186,55 @@ impl Persisted {
         let mut at = QSTATE_HEADER_BYTES;
         let mut last_end = state.low;
         for _ in 0..ranges {
-            let (start, end) = (u64_at(bytes, at), u64_at(bytes, at + 8));
-            // Ranges are sorted, above `low`, and apart: anything else is forged.
-            if start <= last_end || end <= start {
-                return Err(None);
+            let Some(record) = bytes.get(at..at + QSTATE_RANGE_BYTES) else { return Ok(state) };
+            let (start, end) = (u64_at(record, 0), u64_at(record, 8));
+            let valid = crc(&record[..QSTATE_RANGE_CRC_AT]) == u32_at(record, QSTATE_RANGE_CRC_AT)
+                && u32_at(record, 16) == 0
+                // Ranges are sorted, above `low`, and apart.
+                && start > last_end
+                && end > start;
+            if valid {
+                state.settled.insert(start, end);
+                last_end = end;
+            } else if strict {
+                return Err(damaged(at, "a settled range in the state file fails its checks"));
             }
-            state.settled.insert(start, end);
-            last_end = end;
             at += QSTATE_RANGE_BYTES;
         }
         for _ in 0..facts {
-            let offset = u64_at(bytes, at);
-            let flags = u32_at(bytes, at + 12);
-            let facts = Facts {
-                attempts: u32_at(bytes, at + 8),
-                retry_at_us: u64_at(bytes, at + 16),
-                rejected: flags & 1 == 1,
-            };
-            if flags > 1 || !state.is_open(offset) || state.facts.insert(offset, facts).is_some() {
-                return Err(None);
+            let Some(record) = bytes.get(at..at + QSTATE_FACT_BYTES) else { return Ok(state) };
+            let offset = u64_at(record, 0);
+            let flags = u32_at(record, 12);
+            let facts =
+                Facts { attempts: u32_at(record, 8), retry_at_us: u64_at(record, 16), rejected: flags & 1 == 1 };
+            let valid = crc(&record[..QSTATE_FACT_CRC_AT]) == u32_at(record, QSTATE_FACT_CRC_AT)
+                && u32_at(record, 24) == 0
+                && flags <= 1
+                && state.is_open(offset)
+                && !state.facts.contains_key(&offset);
+            if valid {
+                state.facts.insert(offset, facts);
+            } else if strict {
+                return Err(damaged(at, "a message in the state file fails its checks"));
             }
             at += QSTATE_FACT_BYTES;
         }
         Ok(state)
     }
+}
+
+/// What is wrong with a state file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StateFault {
+    /// A newer format version, under a valid header CRC.
+    Newer(u32),
+    /// Damage at this byte.
+    Damaged { position: u64, reason: &'static str },
+}
+
+/// The CRC of a state file's header: its bytes 0..12 and 16..40.
+fn header_crc(header: &[u8]) -> u32 {
+    crc_of(&[&header[..QSTATE_CRC_AT], &header[QSTATE_CRC_AT + 4..QSTATE_HEADER_BYTES]])
 }
 
 #[cfg(test)]

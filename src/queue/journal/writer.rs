@@ -1,6 +1,8 @@
 //! The open journal: a file of fixed-size entries appended through a
 //! mapping, allocated in steps, and synced by group commit (one sync covers
-//! every entry written by then, whoever wrote it).
+//! every entry written by then, whoever wrote it). After each sync it records
+//! how many entries are on disk (the synced mark, in two alternating slots),
+//! so that opening it can tell damage below the mark from a torn tail.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -8,12 +10,26 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use parking_lot::Mutex;
 
 use super::entry::Entry;
+use super::recovery::mark_crc;
 use crate::error::IoError;
 use crate::log::format::*;
 use crate::storage::{Mapped, Storage};
 
 /// Space is allocated for the journal in steps of this many bytes.
 const JOURNAL_STEP_BYTES: usize = 64 << 10;
+
+/// What a journal knows of its syncs; under its lock.
+#[derive(Debug, Default)]
+struct Synced {
+    /// Entries known to be on disk.
+    entries: u64,
+    /// Marks written into the mapping: the next goes to slot `marks % 2`.
+    marks: u64,
+    /// The count the newest mark in the mapping says.
+    marked: u64,
+    /// The count the newest mark known to be on disk says.
+    marked_on_disk: u64,
+}
 
 /// The open journal. One writer (the group, under its lock); any thread may
 /// sync it.
@@ -26,8 +42,8 @@ pub(in crate::queue) struct JournalFile {
     written: AtomicU64,
     /// Bytes of the file allocated; under the group's lock.
     allocated: AtomicU64,
-    /// Entries known to be on disk.
-    synced: Mutex<u64>,
+    /// Entries known to be on disk, and the synced marks.
+    synced: Mutex<Synced>,
     /// A later state file holds everything in this journal, synced.
     retired: AtomicBool,
     /// A sync failed: the kernel may have dropped dirty pages, so a later
@@ -50,12 +66,7 @@ impl JournalFile {
         {
             // SAFETY: the file was just created with the header's bytes
             // allocated, and nobody else has it.
-            let header = unsafe { map.slice_mut(0, QJOURNAL_HEADER_BYTES) };
-            header[..8].copy_from_slice(&QJOURNAL_MAGIC);
-            put_u32(header, QJOURNAL_VERSION_AT, FORMAT_VERSION);
-            put_u64(header, QJOURNAL_HEADER_GENERATION_AT, generation);
-            let crc = crc(&header[..QJOURNAL_HEADER_CRC_AT]);
-            put_u32(header, QJOURNAL_HEADER_CRC_AT, crc);
+            encode_header(unsafe { map.slice_mut(0, QJOURNAL_HEADER_BYTES) }, generation);
         }
         map.file().sync().map_err(|e| io("sync", e))?;
         let dir = path.parent().unwrap_or(Path::new("."));
@@ -66,7 +77,7 @@ impl JournalFile {
             generation,
             written: AtomicU64::new(0),
             allocated: AtomicU64::new(JOURNAL_STEP_BYTES as u64),
-            synced: Mutex::new(0),
+            synced: Mutex::new(Synced::default()),
             retired: AtomicBool::new(false),
             failed: AtomicBool::new(false),
         })
@@ -76,7 +87,7 @@ impl JournalFile {
     /// `Ok(None)` if the journal is full. The caller is the only writer.
     pub(in crate::queue) fn append(&self, entry: Entry) -> Result<Option<u64>, IoError> {
         let n = self.written.load(Ordering::Relaxed);
-        let at = QJOURNAL_HEADER_BYTES + n as usize * QJOURNAL_ENTRY_BYTES;
+        let at = QJOURNAL_ENTRIES_AT + n as usize * QJOURNAL_ENTRY_BYTES;
         if at + QJOURNAL_ENTRY_BYTES > JOURNAL_MAP_BYTES {
             return Ok(None);
         }
@@ -102,28 +113,70 @@ impl JournalFile {
     }
 
     /// Makes the first `upto` entries durable (group commit: one sync covers
-    /// every entry written by then, whoever wrote it).
+    /// every entry written by then, whoever wrote it), then writes the synced
+    /// mark that says so into the mapping. The mark is not synced here, to
+    /// keep one sync per group commit: the kernel writes it back in its own
+    /// time, and [`sync_all`] syncs it. It is only ever a lower bound (written
+    /// after the entries it counts were synced), so a mark on disk never
+    /// counts an entry that is not.
+    ///
+    /// [`sync_all`]: JournalFile::sync_all
     pub(in crate::queue) fn sync_through(&self, upto: u64) -> Result<(), IoError> {
         let mut synced = self.synced.lock();
         if self.retired.load(Ordering::Acquire) {
             return Ok(());
         }
-        let failed = || IoError::new("sync", &self.path, std::io::Error::other("an earlier sync of it failed"));
         if self.failed.load(Ordering::Acquire) {
-            return Err(failed());
+            return Err(IoError::new("sync", &self.path, std::io::Error::other("an earlier sync of it failed")));
         }
-        if *synced >= upto {
+        if synced.entries >= upto {
             return Ok(());
         }
         let written = self.written.load(Ordering::Acquire);
-        let from = QJOURNAL_HEADER_BYTES + *synced as usize * QJOURNAL_ENTRY_BYTES;
-        let to = QJOURNAL_HEADER_BYTES + written as usize * QJOURNAL_ENTRY_BYTES;
-        if let Err(e) = self.map.file().flush(from, to - from) {
-            self.failed.store(true, Ordering::Release);
-            return Err(IoError::new("sync", &self.path, e));
-        }
-        *synced = written;
+        let from = QJOURNAL_ENTRIES_AT + synced.entries as usize * QJOURNAL_ENTRY_BYTES;
+        let to = QJOURNAL_ENTRIES_AT + written as usize * QJOURNAL_ENTRY_BYTES;
+        self.flush(from, to - from)?;
+        synced.entries = written;
+        self.write_mark(&mut synced);
         Ok(())
+    }
+
+    /// Makes every entry written so far durable, and the synced mark that
+    /// says so: after it, opening the journal treats any invalid entry as
+    /// damage. For interval flushes and closing.
+    pub(in crate::queue) fn sync_all(&self) -> Result<(), IoError> {
+        self.sync_through(self.written())?;
+        let mut synced = self.synced.lock();
+        if self.retired.load(Ordering::Acquire) || synced.marked_on_disk >= synced.entries {
+            return Ok(());
+        }
+        self.flush(QJOURNAL_MARKS_AT, 2 * QJOURNAL_MARK_BYTES)?;
+        synced.marked_on_disk = synced.marked;
+        Ok(())
+    }
+
+    /// Writes a mark of `synced.entries` into the next mark slot (in the
+    /// mapping only), if it says more than the newest.
+    fn write_mark(&self, synced: &mut Synced) {
+        if synced.marked >= synced.entries {
+            return;
+        }
+        let at = QJOURNAL_MARKS_AT + (synced.marks % 2) as usize * QJOURNAL_MARK_BYTES;
+        {
+            // SAFETY: mark slots are inside the first allocation step and
+            // are written only here, under the `synced` lock.
+            encode_mark(unsafe { self.map.slice_mut(at, QJOURNAL_MARK_BYTES) }, synced.entries, self.generation);
+        }
+        synced.marks += 1;
+        synced.marked = synced.entries;
+    }
+
+    /// Syncs `len` bytes from `at`; a failure fails the journal for good.
+    fn flush(&self, at: usize, len: usize) -> Result<(), IoError> {
+        self.map.file().flush(at, len).map_err(|e| {
+            self.failed.store(true, Ordering::Release);
+            IoError::new("sync", &self.path, e)
+        })
     }
 
     /// Whether a sync of it failed.
@@ -135,4 +188,24 @@ impl JournalFile {
     pub(in crate::queue) fn retire(&self) {
         self.retired.store(true, Ordering::Release);
     }
+}
+
+/// Writes a journal's header for `generation`.
+pub(super) fn encode_header(header: &mut [u8], generation: u64) {
+    header[..8].copy_from_slice(&QJOURNAL_MAGIC);
+    put_u32(header, QJOURNAL_VERSION_AT, FORMAT_VERSION);
+    put_u32(header, QJOURNAL_VERSION_AT + 4, 0);
+    put_u64(header, QJOURNAL_HEADER_GENERATION_AT, generation);
+    put_u32(header, QJOURNAL_HEADER_GENERATION_AT + 8, 0);
+    let crc = crc(&header[..QJOURNAL_HEADER_CRC_AT]);
+    put_u32(header, QJOURNAL_HEADER_CRC_AT, crc);
+}
+
+/// Writes a synced mark of `entries` into a mark slot of the journal of
+/// `generation`.
+pub(super) fn encode_mark(slot: &mut [u8], entries: u64, generation: u64) {
+    put_u64(slot, 0, entries);
+    put_u32(slot, 8, 0);
+    let crc = mark_crc(slot, generation);
+    put_u32(slot, QJOURNAL_MARK_CRC_AT, crc);
 }
