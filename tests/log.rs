@@ -9,8 +9,8 @@ mod fixture;
 use fixture::{temp_engine, temp_topic, temp_topic_with};
 
 use tollgate::{
-    CommitError, Durability, Engine, Message, Offset, OpenError, PublishError, ReadError, StartAt, TopicConfig,
-    TopicError,
+    CommitError, Corruption, Durability, Engine, LockError, Message, Offset, OpenError, PublishError, ReadError,
+    StartAt, TopicConfig, TopicError,
 };
 
 fn small_segments() -> TopicConfig {
@@ -169,6 +169,37 @@ fn bad_names_are_refused() {
         assert!(matches!(topic.subscribe(name), Err(TopicError::InvalidName { .. })), "{name:?}");
     }
     assert_eq!(engine.topics().unwrap(), ["ok"]);
+}
+
+/// A name a terminal obeys: it sets the window title and clears the screen.
+const HOSTILE: &str = "\x1b]0;pwned\x07\x1b[2JRED";
+
+/// Fails unless `text` holds no control character.
+fn assert_no_control_characters(text: &str) {
+    assert!(!text.contains(char::is_control), "control characters in {:?}", text);
+}
+
+/// Error messages never hold control characters: paths and keys are
+/// escaped (`tollgate::Escaped`), names are quoted and escaped.
+#[test]
+fn error_messages_escape_control_characters() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join(format!("data {HOSTILE}\u{9b}"));
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("foreign"), b"x").unwrap();
+    let not_tollgate = Engine::open(&dir).unwrap_err();
+    assert!(matches!(not_tollgate, OpenError::NotTollgate { .. }), "{not_tollgate:?}");
+    let io = Engine::open(dir.join("foreign").join(HOSTILE)).unwrap_err();
+    assert!(matches!(io, OpenError::Io(_)), "{io:?}");
+    let corrupt = Corruption { file: dir.join(HOSTILE), position: 0, reason: "a reason" };
+    let deadlock = LockError::Deadlock { keys: vec![HOSTILE.to_owned(), "sku:1".to_owned()] };
+    let errors: [&dyn std::error::Error; 5] =
+        [&not_tollgate, &io, &corrupt, &TopicError::NotFound { name: HOSTILE.to_owned() }, &deadlock];
+    for error in errors {
+        let message = error.to_string();
+        assert_no_control_characters(&message);
+        assert!(message.contains(r"\u{1b}]0;pwned\u{7}\u{1b}[2JRED"), "{message}");
+    }
 }
 
 #[test]
