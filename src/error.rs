@@ -12,8 +12,9 @@ use std::time::Duration;
 
 /// A name or path, printed with its control characters escaped.
 ///
-/// A directory made by an older build or by hand may hold a topic or group
-/// whose name has control characters, and a path may hold anything. Printed raw, an escape sequence in a
+/// tollgate refuses control characters in new names, but a directory made
+/// by an older build or by hand may hold a topic or group whose name has
+/// them, and a path may hold anything. Printed raw, an escape sequence in a
 /// name drives the terminal that shows it (sets its title, clears its
 /// screen). `Escaped` writes each control character (C0, DEL and C1: what
 /// [`char::is_control`] says) the way [`char::escape_debug`] writes it
@@ -280,8 +281,12 @@ pub enum OpenError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum TopicError {
-    /// A topic or group name is empty, longer than 255 bytes, contains `/`,
-    /// `\` or NUL, or is `.` or `..`.
+    /// A topic or group name is empty, longer than 255 bytes (a group's 248),
+    /// contains `/`, `\` or NUL, or is `.` or `..`; or a name that would
+    /// create a topic or group contains a control character (C0, DEL or C1:
+    /// [`char::is_control`]). A topic or group that already exists under a
+    /// name with control characters (made by an older build, or by hand)
+    /// still opens; print such names with [`Escaped`].
     #[error("invalid name {name:?}: {reason}")]
     InvalidName {
         /// The name as given.

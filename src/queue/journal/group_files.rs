@@ -39,6 +39,12 @@ impl GroupFiles {
         GroupFiles { state: dir.join(QSTATE_FILE), journal: dir.join(QJOURNAL_FILE), dir }
     }
 
+    /// Whether the group's directory exists: whether the group was ever
+    /// opened (a name that does not is a new one).
+    pub(crate) fn exists(&self, storage: &dyn Storage) -> bool {
+        storage.exists(&self.dir)
+    }
+
     /// Reads the saved state, if the group has any. With
     /// [`RecoveryMode::Repair`], a damaged state file is treated as absent
     /// (the group starts over).
