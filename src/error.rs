@@ -1,12 +1,95 @@
 //! Public error types: one enum per kind of operation, and the crate-wide
-//! [`Error`] they all convert into.
+//! [`Error`] they all convert into; and [`Escaped`], how they (and the
+//! `tollgate` tool) print names and paths without control characters.
 //!
 //! `std::sync::Arc` here is std's even under loom: errors are not part of any
 //! loom model.
 
-use std::path::PathBuf;
+use std::fmt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// A name or path, printed with its control characters escaped.
+///
+/// tollgate refuses control characters in new names, but a directory made
+/// by an older build or by hand may hold a topic or group whose name has
+/// them, and a path may hold anything. Printed raw, an escape sequence in a
+/// name drives the terminal that shows it (sets its title, clears its
+/// screen). `Escaped` writes each control character (C0, DEL and C1: what
+/// [`char::is_control`] says) the way [`char::escape_debug`] writes it
+/// (`\t`, `\n`, `\r`, `\0`, `\u{1b}`, `\u{7f}`, `\u{9b}`...), and for a path
+/// each byte that is not UTF-8 as `\xNN`. Every other character is written
+/// as it is: an ordinary name prints unchanged, and escaping text already
+/// escaped changes nothing. (Names tollgate made hold no `\`, so in a
+/// name's escaped form `\u{1b}` always stands for one escaped character.)
+///
+/// Every error's message writes its paths and lock keys this way, and its
+/// names as [`Debug`](fmt::Debug) strings (quoted, control characters
+/// escaped the same way), so no message of tollgate holds a control
+/// character.
+///
+/// ```
+/// use std::path::Path;
+/// use tollgate::Escaped;
+///
+/// assert_eq!(Escaped::text("orders").to_string(), "orders");
+/// let hostile = "\x1b]0;pwned\x07\x1b[2JRED";
+/// assert_eq!(Escaped::text(hostile).to_string(), r"\u{1b}]0;pwned\u{7}\u{1b}[2JRED");
+/// assert_eq!(Escaped::path(Path::new("data/a\tb")).to_string(), r"data/a\tb");
+/// // Idempotent: escaped text has no control characters left to escape.
+/// let once = Escaped::text(hostile).to_string();
+/// assert_eq!(Escaped::text(&once).to_string(), once);
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Escaped<'a>(&'a [u8]);
+
+impl<'a> Escaped<'a> {
+    /// `text` with its control characters escaped.
+    pub fn text(text: &'a str) -> Escaped<'a> {
+        Escaped(text.as_bytes())
+    }
+
+    /// `path` with its control characters, and any bytes that are not
+    /// UTF-8, escaped. (On Windows, a path's bytes are its WTF-8 encoding.)
+    pub fn path<P: AsRef<Path> + ?Sized>(path: &'a P) -> Escaped<'a> {
+        Escaped(path.as_ref().as_os_str().as_encoded_bytes())
+    }
+}
+
+impl fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for chunk in self.0.utf8_chunks() {
+            let mut rest = chunk.valid();
+            while let Some(at) = rest.find(char::is_control) {
+                f.write_str(&rest[..at])?;
+                let control = rest[at..].chars().next().expect("found at `at`");
+                write!(f, "{}", control.escape_debug())?;
+                rest = &rest[at + control.len_utf8()..];
+            }
+            f.write_str(rest)?;
+            for byte in chunk.invalid() {
+                write!(f, "\\x{byte:02x}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Lock keys, escaped, joined by `, `.
+struct EscapedList<'a>(&'a [String]);
+
+impl fmt::Display for EscapedList<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, key) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{}", Escaped::text(key))?;
+        }
+        Ok(())
+    }
+}
 
 /// Why a lock operation failed.
 ///
@@ -31,7 +114,7 @@ pub enum LockError {
     Interrupted,
     /// The waiter was part of a cycle of owners each waiting for a lock held by
     /// the next, and was chosen to break it. Nothing it already held was released.
-    #[error("deadlock: this wait closed a cycle over keys {}; it was chosen to give up", keys.join(", "))]
+    #[error("deadlock: this wait closed a cycle over keys {}; it was chosen to give up", EscapedList(keys))]
     Deadlock {
         /// The keys waited for along the cycle, starting with this waiter's key.
         keys: Vec<String>,
@@ -101,7 +184,7 @@ pub enum Error {
 /// caller a failed group commit was serving. Two `IoError`s are equal when
 /// their operation, path and [`std::io::ErrorKind`] are.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{op} {}: {source}", path.display())]
+#[error("{op} {}: {source}", Escaped::path(path))]
 pub struct IoError {
     /// What was being done: `"create"`, `"sync"`, `"allocate"`...
     pub op: &'static str,
@@ -134,7 +217,7 @@ impl Eq for IoError {}
 
 /// Bytes on disk that fail their checks, with where they are.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("corrupt data in {} at byte {position}: {reason}", file.display())]
+#[error("corrupt data in {} at byte {position}: {reason}", Escaped::path(file))]
 pub struct Corruption {
     /// The file holding the bad bytes.
     pub file: PathBuf,
@@ -150,13 +233,13 @@ pub struct Corruption {
 #[non_exhaustive]
 pub enum OpenError {
     /// Another [`Engine`](crate::Engine), in this process or another, has the directory open.
-    #[error("{} is already open in another engine (its lock file is held)", path.display())]
+    #[error("{} is already open in another engine (its lock file is held)", Escaped::path(path))]
     Locked {
         /// The data directory.
         path: PathBuf,
     },
     /// The directory holds files but is not a tollgate data directory.
-    #[error("{} is not a tollgate data directory: {reason}", path.display())]
+    #[error("{} is not a tollgate data directory: {reason}", Escaped::path(path))]
     NotTollgate {
         /// The data directory.
         path: PathBuf,
@@ -164,7 +247,7 @@ pub enum OpenError {
         reason: &'static str,
     },
     /// A file carries a format version this build cannot read.
-    #[error("{} has format version {found}; this build reads up to {supported}", path.display())]
+    #[error("{} has format version {found}; this build reads up to {supported}", Escaped::path(path))]
     NewerVersion {
         /// The file with the newer version.
         path: PathBuf,
@@ -198,8 +281,12 @@ pub enum OpenError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum TopicError {
-    /// A topic or group name is empty, longer than 255 bytes, contains `/`,
-    /// `\` or NUL, or is `.` or `..`.
+    /// A topic or group name is empty, longer than 255 bytes (a group's 248),
+    /// contains `/`, `\` or NUL, or is `.` or `..`; or a name that would
+    /// create a topic or group contains a control character (C0, DEL or C1:
+    /// [`char::is_control`]). A topic or group that already exists under a
+    /// name with control characters (made by an older build, or by hand)
+    /// still opens; print such names with [`Escaped`].
     #[error("invalid name {name:?}: {reason}")]
     InvalidName {
         /// The name as given.
@@ -235,7 +322,7 @@ pub enum TopicError {
         reason: &'static str,
     },
     /// A file carries a format version this build cannot read.
-    #[error("{} has format version {found}; this build reads up to {supported}", path.display())]
+    #[error("{} has format version {found}; this build reads up to {supported}", Escaped::path(path))]
     NewerVersion {
         /// The file.
         path: PathBuf,
@@ -430,4 +517,20 @@ pub enum CommitError {
     /// Writing or syncing the offset file failed.
     #[error(transparent)]
     Io(#[from] IoError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaped_shows_controls_and_bytes_that_are_not_utf8() {
+        assert_eq!(Escaped::text("a\0b\r\u{85}é").to_string(), r"a\0b\r\u{85}é");
+        #[cfg(unix)]
+        {
+            use std::os::unix::ffi::OsStrExt;
+            let path = Path::new(std::ffi::OsStr::from_bytes(b"dir/\xff\x1b\xc3"));
+            assert_eq!(Escaped::path(path).to_string(), r"dir/\xff\u{1b}\xc3");
+        }
+    }
 }

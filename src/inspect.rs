@@ -69,7 +69,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::error::{Corruption, Error, IoError, OpenError, ReadError, TopicError};
+use crate::error::{Corruption, Error, Escaped, IoError, OpenError, ReadError, TopicError};
 use crate::log::config::TopicConfig;
 use crate::log::format::*;
 use crate::log::names::{check_group_name, check_topic_name};
@@ -392,7 +392,7 @@ impl Directory {
             let measured = match measure_segment(&files, &path, base, next_base, clean) {
                 Ok(measured) => measured,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    notes.push(format!("{} was removed while being read (retention)", path.display()));
+                    notes.push(format!("{} was removed while being read (retention)", Escaped::path(&path)));
                     continue;
                 }
                 Err(e) => return Err(TopicError::Io(IoError::new("read", &path, e))),
@@ -1133,7 +1133,7 @@ fn verify_segments(
         let mut seg = match SegmentFile::open(&*files.fs, path.clone(), base) {
             Ok(seg) => seg,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                verdict.notes.push(format!("{} was removed while being checked (retention)", path.display()));
+                verdict.notes.push(format!("{} was removed while being checked (retention)", Escaped::path(&path)));
                 continue;
             }
             Err(e) => return Err(IoError::new("open", &path, e)),
@@ -1209,7 +1209,7 @@ fn checkpoint_disagrees(
     let mut note = format!(
         "the checkpoint records a clean shutdown with the data of {} ending at byte {}, next offset {}; \
          its frames are all valid and end at byte {end}, next offset {next_offset}",
-        path.display(),
+        Escaped::path(&path),
         mark.end,
         mark.next_offset
     );
@@ -1303,7 +1303,9 @@ fn check_index(
     let file_bytes = seg.file_bytes().unwrap_or(0) as usize;
     let agrees = decode_index(&bytes, base, file_bytes).is_some_and(|(index_end, _)| index_end as u64 == end);
     if !agrees {
-        verdict.notes.push(format!("{} is damaged or stale; it is rebuilt when the segment is read", path.display()));
+        verdict
+            .notes
+            .push(format!("{} is damaged or stale; it is rebuilt when the segment is read", Escaped::path(&path)));
     }
 }
 
@@ -1319,7 +1321,9 @@ fn verify_groups(files: &TopicFiles, verdict: &mut TopicVerdict, count: &mut Cou
                     Ok(_) => {}
                     Err(SlotFileRead::Damaged(damage)) => verdict.damaged.push(damage),
                     Err(SlotFileRead::Io(e)) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(SlotFileRead::Io(e)) => verdict.notes.push(format!("cannot read {}: {e}", path.display())),
+                    Err(SlotFileRead::Io(e)) => {
+                        verdict.notes.push(format!("cannot read {}: {e}", Escaped::path(&path)))
+                    }
                 }
             }
         }

@@ -86,8 +86,8 @@ pub struct ReadmeDoctests;
 
 pub use engine::{Engine, EngineConfig, Topic};
 pub use error::{
-    CommitError, ConfigError, Corruption, Error, IoError, LockError, OpenError, PatternError, PublishError, QueueError,
-    ReadError, TopicError,
+    CommitError, ConfigError, Corruption, Error, Escaped, IoError, LockError, OpenError, PatternError, PublishError,
+    QueueError, ReadError, TopicError,
 };
 pub use lock::*;
 pub use log::*;

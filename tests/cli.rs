@@ -874,3 +874,129 @@ fn a_checkpoint_that_is_not_a_slot_file_is_replaced_by_repair() {
     let engine = Engine::open(dir.path()).unwrap();
     assert_eq!(engine.topic("orders").unwrap().info().next, Offset::new(ORDERS));
 }
+
+/// A name a terminal obeys: it sets the window title (`ESC ] 0 ; ... BEL`)
+/// and clears the screen (`ESC [ 2 J`).
+const HOSTILE: &str = "\x1b]0;pwned\x07\x1b[2JRED";
+/// `HOSTILE` as the tool prints it.
+const HOSTILE_SHOWN: &str = r"\u{1b}]0;pwned\u{7}\u{1b}[2JRED";
+/// A group name with DEL and a C1 control (CSI), which JSON allows raw.
+const HOSTILE_GROUP: &str = "billing\u{9b}2J\x7f";
+/// `HOSTILE_GROUP` as the tool prints it.
+const HOSTILE_GROUP_SHOWN: &str = r"billing\u{9b}2J\u{7f}";
+
+/// Fails unless `text` is free of control characters but line breaks.
+fn assert_no_control_characters(what: &str, text: &str) {
+    let found: Vec<char> = text.chars().filter(|&c| c.is_control() && c != '\n').collect();
+    assert!(found.is_empty(), "{what} prints control characters {found:?}:\n{}", text.escape_debug());
+}
+
+/// A data directory, in a directory whose name holds `HOSTILE`, with topic
+/// `HOSTILE` (a few segments of records with `HOSTILE` keys and headers), its consumer group
+/// `HOSTILE_GROUP`, its worker group `HOSTILE` and dead-letter topic
+/// `HOSTILE.dlq`. New names may not hold control characters, so they are
+/// given on disk, as an older build (which allowed them) or a hand did.
+/// Returns the parent (to keep) and the data directory.
+fn hostile_fixture() -> (tempfile::TempDir, PathBuf) {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join(format!("data {HOSTILE}"));
+    {
+        let engine = Engine::open(&dir).unwrap();
+        let topic = engine.create_topic("plain", small_segments()).unwrap();
+        for i in 0..200 {
+            topic.publish_message(Message::new(format!("order {i}")).key(HOSTILE).header(HOSTILE, HOSTILE)).unwrap();
+        }
+        let mut group = topic.subscribe("group").unwrap();
+        group.next().unwrap().unwrap();
+        group.commit().unwrap();
+        let worker = topic.worker("workers").unwrap();
+        worker.receive(Duration::from_secs(1)).unwrap().expect("published above").reject(HOSTILE).unwrap();
+    }
+    wait_until_unlocked(&dir);
+    let topics = dir.join("topics");
+    let rename = |from: PathBuf, to: PathBuf| std::fs::rename(from, to).unwrap();
+    rename(topics.join("plain/groups/group.offset"), topics.join(format!("plain/groups/{HOSTILE_GROUP}.offset")));
+    rename(topics.join("plain/queues/workers"), topics.join("plain/queues").join(HOSTILE));
+    rename(topics.join("plain.dlq"), topics.join(format!("{HOSTILE}.dlq")));
+    rename(topics.join("plain"), topics.join(HOSTILE));
+    (parent, dir)
+}
+
+/// Names and paths holding control characters (issue 12, item 7): every
+/// command prints them escaped, never raw, and `--json` keeps them exact.
+#[test]
+fn names_and_paths_with_control_characters_are_printed_escaped() {
+    let (_parent, dir) = hostile_fixture();
+    let dir_arg = path(&dir);
+    let dir_shown = dir_arg.replace(HOSTILE, HOSTILE_SHOWN);
+    let dlq = format!("{HOSTILE}.dlq");
+    let check = |args: &[&str], code: i32| {
+        let run = run(args);
+        let what = format!("{:?}", args);
+        assert_eq!(run.code, code, "{what}: {run:?}");
+        assert_no_control_characters(&format!("{what} on stdout"), &run.stdout);
+        assert_no_control_characters(&format!("{what} on stderr"), &run.stderr);
+        run
+    };
+
+    let inspect = check(&["inspect", dir_arg], 0);
+    assert!(inspect.stdout.starts_with(&format!("{dir_shown}: 2 topics")), "{inspect:?}");
+    assert!(inspect.stdout.contains(&format!("\ntopic {HOSTILE_SHOWN}\n")), "{inspect:?}");
+    assert!(inspect.stdout.contains(&format!("\ntopic {HOSTILE_SHOWN}.dlq\n")), "{inspect:?}");
+    assert!(inspect.stdout.contains(&format!("  {HOSTILE_GROUP_SHOWN} ")), "{inspect:?}");
+    assert!(inspect.stdout.contains(&format!("dead-lettered to {HOSTILE_SHOWN}.dlq")), "{inspect:?}");
+
+    // JSON escapes every control character and gives the names back exactly.
+    let json: Value = serde_json::from_str(&check(&["inspect", "--json", dir_arg], 0).stdout).unwrap();
+    assert_eq!(json["directory"], dir_arg);
+    let names: Vec<&str> = json["topics"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(names, [HOSTILE, dlq.as_str()]);
+    assert_eq!(json["topics"][0]["groups"][0]["name"], HOSTILE_GROUP);
+    assert_eq!(json["topics"][0]["workers"][0]["name"], HOSTILE);
+    assert_eq!(json["topics"][0]["workers"][0]["dead_letter_topic"], dlq.as_str());
+
+    let verify = check(&["verify", dir_arg], 0);
+    let head = format!("topic {HOSTILE_SHOWN}: {} segments, 200 records: ok", segments(&dir, HOSTILE).len());
+    assert!(verify.stdout.contains(&head), "{verify:?}");
+
+    // Keys, header names and values, payloads (a dead letter's reason).
+    let dump = check(&["dump", dir_arg, HOSTILE, "--limit", "1"], 0);
+    let header = format!("headers={{{HOSTILE_SHOWN}=\"\\u{{1b}}]0;pwned\\u{{7}}\\u{{1b}}[2JRED\"}}");
+    assert!(dump.stdout.contains(&header), "{dump:?}");
+    check(&["dump", dir_arg, &dlq], 0);
+    check(&["tail", dir_arg, HOSTILE, "-n", "2"], 0);
+    let lines = check(&["dump", dir_arg, HOSTILE, "--limit", "2", "--json"], 0);
+    for record in json_lines(&lines.stdout) {
+        assert_eq!(record["key"], HOSTILE);
+        assert_eq!(record["headers"][0]["name"], HOSTILE);
+    }
+    check(&["tail", dir_arg, &dlq, "--json"], 0);
+
+    // Failures and notes on stderr.
+    let missing = check(&["dump", dir_arg, &format!("{HOSTILE}nope")], 2);
+    assert!(missing.stderr.starts_with(&format!("tollgate: {dir_shown}: topic ")), "{missing:?}");
+    check(&["inspect", &format!("{dir_arg}{HOSTILE}")], 2);
+    {
+        let _engine = Engine::open(&dir).unwrap();
+        let held = check(&["inspect", dir_arg], 0);
+        assert!(held.stderr.starts_with(&format!("note: {dir_shown} is held open")), "{held:?}");
+        check(&["repair", "--yes", dir_arg], 2);
+    }
+    wait_until_unlocked(&dir);
+
+    // Damage, which names the files, and its repair.
+    let segment = segments(&dir, HOSTILE).remove(0);
+    flip(&segment, 32 + 40);
+    let offsets = dir.join("topics").join(HOSTILE).join(format!("groups/{HOSTILE_GROUP}.offset"));
+    flip(&offsets, 16 + 8);
+    flip(&offsets, 48 + 8);
+    let verify = check(&["verify", dir_arg], 1);
+    let segment_shown = path(&segment).replace(HOSTILE, HOSTILE_SHOWN);
+    assert!(verify.stdout.contains(&format!("CORRUPT: corrupt data in {segment_shown} at byte 32")), "{verify:?}");
+    assert!(verify.stdout.contains(&format!("{HOSTILE_GROUP_SHOWN}.offset")), "{verify:?}");
+    check(&["inspect", dir_arg], 0);
+    check(&["dump", dir_arg, HOSTILE], 1);
+    let repair = check(&["repair", "--yes", dir_arg], 0);
+    assert!(repair.stdout.contains(&format!("  topic {HOSTILE_SHOWN}: cut {segment_shown} at byte 32")), "{repair:?}");
+    check(&["verify", dir_arg], 0);
+}

@@ -9,8 +9,8 @@ mod fixture;
 use fixture::{temp_engine, temp_topic, temp_topic_with};
 
 use tollgate::{
-    CommitError, Durability, Engine, Message, Offset, OpenError, PublishError, ReadError, StartAt, TopicConfig,
-    TopicError,
+    CommitError, Corruption, Durability, Engine, LockError, Message, Offset, OpenError, PublishError, QueueConfig,
+    ReadError, StartAt, TopicConfig, TopicError,
 };
 
 fn small_segments() -> TopicConfig {
@@ -169,6 +169,90 @@ fn bad_names_are_refused() {
         assert!(matches!(topic.subscribe(name), Err(TopicError::InvalidName { .. })), "{name:?}");
     }
     assert_eq!(engine.topics().unwrap(), ["ok"]);
+}
+
+/// A name a terminal obeys: it sets the window title and clears the screen.
+const HOSTILE: &str = "\x1b]0;pwned\x07\x1b[2JRED";
+
+/// Fails unless `text` holds no control character.
+fn assert_no_control_characters(text: &str) {
+    assert!(!text.contains(char::is_control), "control characters in {:?}", text);
+}
+
+#[test]
+fn new_names_with_control_characters_are_refused() {
+    let (dir, engine) = temp_engine();
+    let names = [HOSTILE, "tab\there", "line\nbreak", "del\x7f", "csi\u{9b}2J", "\u{85}"];
+    for name in names {
+        match engine.topic(name) {
+            Err(e @ TopicError::InvalidName { .. }) => assert_no_control_characters(&e.to_string()),
+            other => panic!("topic {name:?}: {other:?}"),
+        }
+        let config = QueueConfig { dead_letter_topic: Some(name.to_owned()), ..QueueConfig::default() };
+        assert!(matches!(engine.topic("ok").unwrap().worker_with("w", config), Err(TopicError::InvalidName { .. })));
+    }
+    let topic = engine.topic("ok").unwrap();
+    for name in names {
+        assert!(matches!(topic.subscribe(name), Err(TopicError::InvalidName { .. })), "group {name:?}");
+        assert!(matches!(topic.worker(name), Err(TopicError::InvalidName { .. })), "worker group {name:?}");
+    }
+    // Nothing was created: no topic, no dead-letter topic, no group.
+    assert_eq!(engine.topics().unwrap(), ["ok"]);
+    assert!(!dir.path().join("topics/ok/groups").exists());
+    assert!(!dir.path().join("topics/ok/queues").exists());
+}
+
+/// A topic and groups whose names hold control characters, made by an
+/// older build (which allowed them) or by hand, still open and list.
+#[test]
+fn existing_names_with_control_characters_still_open() {
+    let (dir, engine) = temp_engine();
+    let topic = engine.topic("plain").unwrap();
+    topic.publish(b"kept").unwrap();
+    let mut group = topic.subscribe("group").unwrap();
+    group.next().unwrap().unwrap();
+    group.commit().unwrap();
+    topic.worker("workers").unwrap();
+    drop((group, topic, engine));
+    let topics = dir.path().join("topics");
+    let rename = |from: &str, to: String| std::fs::rename(topics.join(from), topics.join(to)).unwrap();
+    rename("plain/groups/group.offset", format!("plain/groups/{HOSTILE}.offset"));
+    rename("plain/queues/workers", format!("plain/queues/{HOSTILE}"));
+    rename("plain.dlq", format!("{HOSTILE}.dlq"));
+    rename("plain", HOSTILE.to_owned());
+
+    let engine = Engine::open(dir.path()).unwrap();
+    assert_eq!(engine.topics().unwrap(), [HOSTILE.to_owned(), format!("{HOSTILE}.dlq")]);
+    let topic = engine.topic(HOSTILE).unwrap();
+    assert_eq!(topic.info().next, Offset::new(1));
+    assert_eq!(topic.subscribe(HOSTILE).unwrap().committed(), Offset::new(1));
+    let worker = topic.worker(HOSTILE).unwrap();
+    worker.receive(Duration::from_millis(10)).unwrap().expect("published above").ack().unwrap();
+    // But no new group under such a name, even on a topic that has one.
+    assert!(matches!(topic.subscribe("other\x07"), Err(TopicError::InvalidName { .. })));
+}
+
+/// Error messages never hold control characters: paths and keys are
+/// escaped (`tollgate::Escaped`), names are quoted and escaped.
+#[test]
+fn error_messages_escape_control_characters() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join(format!("data {HOSTILE}\u{9b}"));
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("foreign"), b"x").unwrap();
+    let not_tollgate = Engine::open(&dir).unwrap_err();
+    assert!(matches!(not_tollgate, OpenError::NotTollgate { .. }), "{not_tollgate:?}");
+    let io = Engine::open(dir.join("foreign").join(HOSTILE)).unwrap_err();
+    assert!(matches!(io, OpenError::Io(_)), "{io:?}");
+    let corrupt = Corruption { file: dir.join(HOSTILE), position: 0, reason: "a reason" };
+    let deadlock = LockError::Deadlock { keys: vec![HOSTILE.to_owned(), "sku:1".to_owned()] };
+    let errors: [&dyn std::error::Error; 5] =
+        [&not_tollgate, &io, &corrupt, &TopicError::NotFound { name: HOSTILE.to_owned() }, &deadlock];
+    for error in errors {
+        let message = error.to_string();
+        assert_no_control_characters(&message);
+        assert!(message.contains(r"\u{1b}]0;pwned\u{7}\u{1b}[2JRED"), "{message}");
+    }
 }
 
 #[test]

@@ -22,7 +22,7 @@ use parking_lot::Mutex;
 
 use crate::error::{IoError, OpenError, TopicError};
 use crate::log::format::*;
-use crate::log::names::check_topic_name;
+use crate::log::names::{check_new_name, check_topic_name};
 use crate::log::recovery::open_topic;
 use crate::log::slots::{DAMAGED_META, MetaCheck, check_meta, encode_meta, write_file_atomic};
 use crate::log::{RecoveryMode, TopicConfig};
@@ -198,7 +198,9 @@ impl Engine {
     }
 
     /// The topic called `name`, created with the engine's default
-    /// configuration if it does not exist.
+    /// configuration if it does not exist. A name that is not a single file
+    /// name, or that would create a topic and holds a control character, is
+    /// [`TopicError::InvalidName`].
     pub fn topic(&self, name: &str) -> Result<Topic, TopicError> {
         self.open_topic(name, None)
     }
@@ -225,6 +227,7 @@ impl Engine {
         let config = if exists {
             TopicConfig::read(&*shared.storage, &conf)?
         } else {
+            check_new_name(name)?;
             let config = create.unwrap_or(shared.config.default_topic);
             config.validate().map_err(|reason| TopicError::InvalidConfig { reason })?;
             // The configuration is written last, so a topic directory

@@ -12,11 +12,12 @@ use parking_lot::Mutex;
 use super::{Engine, Shared};
 use crate::error::{LockError, PublishError, ReadError, TopicError};
 use crate::lock::{LockManager, LockRequest};
-use crate::log::names::{check_group_name, check_topic_name};
+use crate::log::names::{check_group_name, check_new_name, check_topic_name};
 use crate::log::topic::TopicLog;
 use crate::log::{Message, Offset, Record, RecoveryReport, StartAt, Subscription, TopicInfo};
 use crate::queue::dead_letter::dead_letter_config;
 use crate::queue::group::Group;
+use crate::queue::journal::GroupFiles;
 use crate::queue::{QueueConfig, Transaction, Worker};
 
 /// A handle to a topic; cheap to clone, usable from any thread.
@@ -135,7 +136,9 @@ impl Topic {
     }
 
     /// Subscribes `group`, resuming at its committed offset, or at the oldest
-    /// record if it has none.
+    /// record if it has none. A group name that is not a single file name,
+    /// or that would create a group and holds a control character, is
+    /// [`TopicError::InvalidName`].
     pub fn subscribe(&self, group: &str) -> Result<Subscription, TopicError> {
         self.subscribe_with(group, StartAt::Earliest)
     }
@@ -154,13 +157,19 @@ impl Topic {
     /// A worker in `group`. The first call for a group opens it: reads its
     /// saved state (so nothing acknowledged comes back and attempt counts
     /// carry on), and opens its dead-letter topic, creating it if needed.
-    /// Later calls join it, and must pass the same configuration.
+    /// Later calls join it, and must pass the same configuration. As for
+    /// [`subscribe`](Self::subscribe), a new group's name, and a new
+    /// dead-letter topic's (by default `<topic>.dlq`), may not hold control
+    /// characters.
     pub fn worker_with(&self, group: &str, config: QueueConfig) -> Result<Worker, TopicError> {
         check_group_name(group)?;
         config.validate().map_err(|reason| TopicError::InvalidConfig { reason })?;
         let log = self.log();
         if log.is_deleted() {
             return Err(TopicError::Deleted);
+        }
+        if !GroupFiles::new(log.dir(), group).exists(log.storage()) {
+            check_new_name(group)?;
         }
         let dead_letter_name = config.dead_letter_topic.clone().unwrap_or_else(|| format!("{}.dlq", log.name()));
         check_topic_name(&dead_letter_name)?;

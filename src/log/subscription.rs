@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::format::*;
-use super::names::check_group_name;
+use super::names::{check_group_name, check_new_name};
 use super::pattern::KeyPattern;
 use super::record::{Offset, OpenFrame, Record};
 use super::segment::Segment;
@@ -95,6 +95,11 @@ impl Subscription {
     /// where `start` says if it has none.
     pub(crate) fn open(inner: &Arc<TopicLog>, group: &str, start: StartAt) -> Result<Subscription, TopicError> {
         check_group_name(group)?;
+        let groups = inner.dir.join(GROUPS_DIR);
+        let path = groups.join(format!("{group}{OFFSET_SUFFIX}"));
+        if !inner.storage.exists(&path) {
+            check_new_name(group)?;
+        }
         if inner.is_deleted() {
             return Err(TopicError::Deleted);
         }
@@ -105,13 +110,11 @@ impl Subscription {
             inner.groups.lock().remove(group);
             e
         };
-        let groups = inner.dir.join(GROUPS_DIR);
         if !inner.storage.exists(&groups) {
             let io = |op, path: &Path, e| release(TopicError::Io(IoError::new(op, path, e)));
             inner.storage.create_dir_all(&groups).map_err(|e| io("create", &groups, e))?;
             inner.storage.sync_dir(&inner.dir).map_err(|e| io("sync", &inner.dir, e))?;
         }
-        let path = groups.join(format!("{group}{OFFSET_SUFFIX}"));
         let (offsets, saved) = SlotFile::<CommittedOffset>::open(&*inner.storage, &path)
             .map_err(|e| release(super::recovery::slot_fault(e)))?;
         let end = inner.committed.load();

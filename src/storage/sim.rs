@@ -39,6 +39,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use super::{MappedFile, ReadAt, ReadStorage, Storage};
+use crate::error::Escaped;
 
 /// A simulated disk for crash tests: an in-memory file system that keeps a
 /// live image (what the program sees) and a durable image (what survives a
@@ -978,7 +979,7 @@ fn components(path: &Path) -> Vec<String> {
 }
 
 fn error(kind: io::ErrorKind, path: &Path) -> io::Error {
-    io::Error::new(kind, format!("simulated disk: {}", path.display()))
+    io::Error::new(kind, format!("simulated disk: {}", Escaped::path(path)))
 }
 
 /// SplitMix64 (Steele, Lea and Flood): enough randomness to choose which

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
-use tollgate::{Durability, Engine, Error, LockManager, TopicConfig};
+use tollgate::{Durability, Engine, Error, Escaped, LockManager, TopicConfig};
 
 use crate::text::{format_ns, thousands};
 use crate::{EXIT_FAILED, Failure, fail};
@@ -22,7 +22,11 @@ pub(super) fn bench(seconds: f64, parent: Option<PathBuf>) -> Result<u8, Failure
     let dir = parent.join(format!("tollgate-bench-{}-{nanos}", std::process::id()));
     let mut out = io::stdout().lock();
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    writeln!(out, "tollgate bench: {seconds} s per test, {cpus} CPUs, data in {} (removed afterwards)", dir.display())?;
+    writeln!(
+        out,
+        "tollgate bench: {seconds} s per test, {cpus} CPUs, data in {} (removed afterwards)",
+        Escaped::path(&dir)
+    )?;
     let result = Bench { dir: &dir, duration: Duration::from_secs_f64(seconds) }.run(&mut out);
     let _ = std::fs::remove_dir_all(&dir);
     result.map(|()| 0)

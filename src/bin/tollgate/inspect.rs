@@ -6,10 +6,10 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 use tollgate::inspect::TopicSummary;
-use tollgate::{Durability, TopicConfig, TopicError};
+use tollgate::{Durability, Escaped, TopicConfig, TopicError};
 
 use crate::open::{open_dir, topic_failure};
-use crate::text::{format_time_us, human_bytes, plural, write_table};
+use crate::text::{escaped, format_time_us, human_bytes, json_text, plural, write_table};
 use crate::{EXIT_FAILED, Failure, fail};
 
 /// Runs `tollgate inspect`: the exit code is the worst of the topics' failures.
@@ -38,16 +38,16 @@ pub(super) fn inspect(dir: &Path, json: bool) -> Result<u8, Failure> {
                 Err((name, e)) => json!({ "name": name, "error": e.to_string() }),
             })
             .collect();
-        let document = json!({ "directory": dir.display().to_string(), "held_open": held_open, "topics": topics });
-        writeln!(out, "{}", serde_json::to_string_pretty(&document).expect("a JSON value serializes"))?;
+        let document = json!({ "directory": dir.to_string_lossy(), "held_open": held_open, "topics": topics });
+        writeln!(out, "{}", json_text(&document, true))?;
     } else {
         let count = topics.len();
-        writeln!(out, "{}: {count} topic{}", dir.display(), plural(count as u64))?;
+        writeln!(out, "{}: {count} topic{}", Escaped::path(dir), plural(count as u64))?;
         for topic in &topics {
             writeln!(out)?;
             match topic {
                 Ok(summary) => write_topic(&mut out, summary, held_open)?,
-                Err((name, e)) => writeln!(out, "topic {name}: cannot be read: {e}")?,
+                Err((name, e)) => writeln!(out, "topic {}: cannot be read: {}", escaped(name), escaped(e))?,
             }
         }
     }
@@ -58,7 +58,7 @@ pub(super) fn inspect(dir: &Path, json: bool) -> Result<u8, Failure> {
 fn write_topic(out: &mut impl Write, topic: &TopicSummary, held_open: bool) -> io::Result<()> {
     let config = &topic.config;
     let records = topic.end.get().saturating_sub(topic.oldest.get());
-    writeln!(out, "topic {}", topic.name)?;
+    writeln!(out, "topic {}", escaped(&topic.name))?;
     writeln!(
         out,
         "  {}; segments of {}; messages up to {}; {}",
@@ -85,7 +85,7 @@ fn write_topic(out: &mut impl Write, topic: &TopicSummary, held_open: bool) -> i
         human_bytes(topic.bytes)
     )?;
     let rows = topic.segments.iter().map(|s| {
-        let file = s.path.file_name().map_or_else(String::new, |f| f.to_string_lossy().into_owned());
+        let file = s.path.file_name().map_or_else(String::new, |f| Escaped::path(f).to_string());
         let records = s.end.get().saturating_sub(s.base.get());
         let range = format!("{}..{}", s.base, s.end);
         vec![file, range, records.to_string(), human_bytes(s.bytes), human_bytes(s.file_bytes)]
@@ -125,7 +125,7 @@ fn write_topic(out: &mut impl Write, topic: &TopicSummary, held_open: bool) -> i
         )?;
     }
     for line in &topic.notes {
-        writeln!(out, "  note: {line}")?;
+        writeln!(out, "  note: {}", escaped(line))?;
     }
     Ok(())
 }
@@ -142,7 +142,7 @@ fn topic_json(topic: &TopicSummary) -> Value {
         .iter()
         .map(|s| {
             json!({
-                "file": s.path.display().to_string(),
+                "file": s.path.to_string_lossy(),
                 "base": s.base.get(),
                 "end": s.end.get(),
                 "records": s.end.get().saturating_sub(s.base.get()),

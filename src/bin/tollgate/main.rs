@@ -11,11 +11,16 @@
 //! usage, an I/O error, or a refusal. Errors are one line on stderr,
 //! `tollgate: <what>: <why>`.
 //!
+//! Names and paths are printed with their control characters escaped
+//! (`tollgate::Escaped`, and `text::escaped` for text the library made), so
+//! that a name holding an escape sequence cannot drive the terminal.
+//!
 //! The code, a file a part:
 //!
 //! - `main.rs`: the command line, the exit codes, and how a failure is told.
 //! - `open.rs`: opening a data directory for reading, and the failures of reading it.
-//! - `text.rs`: the formatting every command shares: counts, sizes, durations, times, hex, base64, tables.
+//! - `text.rs`: the formatting every command shares: escaped text, counts, sizes, durations, times, hex, base64,
+//!   tables, JSON.
 //! - `record.rs`: a record as a line of text or a JSON object, for `dump` and `tail`.
 //! - `inspect.rs`: `tollgate inspect`, a directory's topics, segments and groups.
 //! - `verify.rs`: `tollgate verify`, and the checking and verdicts `repair` shares.
@@ -41,6 +46,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use record::Style;
+use tollgate::Escaped;
 
 /// Exit code: corruption found.
 const EXIT_CORRUPT: u8 = 1;
@@ -186,7 +192,7 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(Failure { code, message }) => {
             if let Some(message) = message {
-                let _ = writeln!(io::stderr(), "tollgate: {message}");
+                let _ = writeln!(io::stderr(), "tollgate: {}", Escaped::text(&message));
             }
             ExitCode::from(code)
         }
@@ -194,7 +200,8 @@ fn main() -> ExitCode {
 }
 
 /// Why a command stopped: the exit code, and the line for stderr (none when
-/// the output was closed, which ends a command quietly).
+/// the output was closed, which ends a command quietly). The line is
+/// escaped when it is printed, so it may hold names and paths as they are.
 struct Failure {
     code: u8,
     message: Option<String>,
@@ -217,7 +224,8 @@ impl From<io::Error> for Failure {
     }
 }
 
-/// A line on stderr: notes and prompts, never data.
+/// A line on stderr: notes and prompts, never data. Escaped, as a failure's
+/// message is: either may name a topic or path.
 fn note(line: &str) {
-    let _ = writeln!(io::stderr(), "{line}");
+    let _ = writeln!(io::stderr(), "{}", Escaped::text(line));
 }

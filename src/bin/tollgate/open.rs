@@ -6,7 +6,7 @@ use std::io;
 use std::path::Path;
 
 use tollgate::inspect::{Directory, Records};
-use tollgate::{Error, OpenError, ReadError, TopicError};
+use tollgate::{Error, Escaped, OpenError, ReadError, TopicError};
 
 use crate::{EXIT_CORRUPT, EXIT_FAILED, Failure, fail, note};
 
@@ -18,7 +18,7 @@ pub(super) fn open_dir(dir: &Path) -> Result<(Directory, bool), Failure> {
     if held_open {
         note(&format!(
             "note: {} is held open by a running process: reading without locking; the newest records may be incomplete",
-            dir.display()
+            Escaped::path(dir)
         ));
     }
     Ok((data, held_open))
@@ -28,7 +28,7 @@ pub(super) fn open_dir(dir: &Path) -> Result<(Directory, bool), Failure> {
 pub(super) fn open_quietly(dir: &Path) -> Result<Directory, Failure> {
     Directory::open(dir).map_err(|e| match e {
         OpenError::Io(io) if io.kind() == io::ErrorKind::NotFound => {
-            fail(EXIT_FAILED, format!("{}: no such directory", dir.display()))
+            fail(EXIT_FAILED, format!("{}: no such directory", Escaped::path(dir)))
         }
         e => fail(EXIT_FAILED, e.to_string()),
     })
@@ -37,7 +37,9 @@ pub(super) fn open_quietly(dir: &Path) -> Result<Directory, Failure> {
 /// A topic that could not be read.
 pub(super) fn topic_failure(dir: &Path, e: TopicError) -> Failure {
     match e {
-        TopicError::NotFound { name } => fail(EXIT_FAILED, format!("{}: topic {name:?} does not exist", dir.display())),
+        TopicError::NotFound { name } => {
+            fail(EXIT_FAILED, format!("{}: topic {name:?} does not exist", Escaped::path(dir)))
+        }
         TopicError::Corrupt(c) => fail(EXIT_CORRUPT, c.to_string()),
         e => fail(EXIT_FAILED, e.to_string()),
     }

@@ -7,7 +7,7 @@ use std::io::{self, Write};
 use serde_json::{Value, json};
 use tollgate::Record;
 
-use crate::text::{base64, format_time_us, hex};
+use crate::text::{base64, escaped, format_time_us, hex, json_text};
 
 /// How records are printed.
 #[derive(Clone, Copy)]
@@ -20,7 +20,7 @@ pub(super) struct Style {
 /// One record as a line of text or JSON.
 pub(super) fn write_record(out: &mut impl Write, record: &Record, style: Style) -> io::Result<()> {
     if style.json {
-        return writeln!(out, "{}", record_json(record));
+        return writeln!(out, "{}", json_text(&record_json(record), false));
     }
     let mut line = format!("{} {}", record.offset(), format_time_us(record.timestamp_us()));
     if let Some(key) = record.key() {
@@ -35,10 +35,10 @@ pub(super) fn write_record(out: &mut impl Write, record: &Record, style: Style) 
     writeln!(out, "{line}")
 }
 
-/// A header as `name=value` (control characters in the name escaped), the
-/// reserved binary ones decoded.
+/// A header as `name=value` (control characters in the name escaped, as in
+/// any name), the reserved binary ones decoded.
 fn header_text(name: &str, value: &[u8], max_bytes: usize) -> String {
-    let shown = name.escape_debug();
+    let shown = escaped(name);
     match (name, value) {
         ("tollgate.priority", [priority]) => format!("{shown}={priority}"),
         ("tollgate.deliver-at", value) if value.len() == 8 => {

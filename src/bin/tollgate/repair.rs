@@ -6,10 +6,10 @@ use std::path::Path;
 use std::time::Instant;
 
 use tollgate::inspect::{CutKind, TopicVerdict};
-use tollgate::{Engine, EngineConfig, OpenError, RecoveryMode, RecoveryReport};
+use tollgate::{Engine, EngineConfig, Escaped, OpenError, RecoveryMode, RecoveryReport};
 
 use crate::open::open_quietly;
-use crate::text::{human_bytes, plural};
+use crate::text::{escaped, human_bytes, plural};
 use crate::verify::{check, damage_effect, lost, write_summary, write_verdicts};
 use crate::{EXIT_CORRUPT, EXIT_FAILED, Failure, fail};
 
@@ -28,17 +28,17 @@ pub(super) fn repair(dir: &Path, yes: bool) -> Result<u8, Failure> {
         .collect();
     let damaged = report.topics.iter().filter(|t| !t.damaged.is_empty()).count();
     if cuts.is_empty() && damaged == 0 {
-        writeln!(out, "nothing to repair: {} is clean", dir.display())?;
+        writeln!(out, "nothing to repair: {} is clean", Escaped::path(dir))?;
         return Ok(0);
     }
-    writeln!(out, "repair would change {}:", dir.display())?;
+    writeln!(out, "repair would change {}:", Escaped::path(dir))?;
     for topic in &cuts {
         let cut = topic.cut.as_ref().expect("filtered on it");
         writeln!(
             out,
             "  topic {}: cut {} at byte {} ({})",
-            topic.name,
-            cut.at.file.display(),
+            escaped(&topic.name),
+            Escaped::path(&cut.at.file),
             cut.at.position,
             cut.at.reason
         )?;
@@ -46,7 +46,7 @@ pub(super) fn repair(dir: &Path, yes: bool) -> Result<u8, Failure> {
     }
     for topic in report.topics.iter().filter(|t| !t.damaged.is_empty()) {
         for damage in &topic.damaged {
-            writeln!(out, "  topic {}: {damage}", topic.name)?;
+            writeln!(out, "  topic {}: {}", escaped(&topic.name), escaped(damage))?;
             writeln!(out, "    {}", damage_effect(damage))?;
         }
     }
@@ -63,10 +63,10 @@ pub(super) fn repair(dir: &Path, yes: bool) -> Result<u8, Failure> {
     let mut failed = false;
     for name in names {
         match engine.topic(&name) {
-            Ok(topic) => writeln!(out, "topic {name}: {}", recovery(topic.recovery_report()))?,
+            Ok(topic) => writeln!(out, "topic {}: {}", escaped(&name), recovery(topic.recovery_report()))?,
             Err(e) => {
                 failed = true;
-                writeln!(out, "topic {name}: cannot be repaired: {e}")?;
+                writeln!(out, "topic {}: cannot be repaired: {}", escaped(&name), escaped(e))?;
             }
         }
     }
@@ -82,7 +82,10 @@ pub(super) fn repair(dir: &Path, yes: bool) -> Result<u8, Failure> {
 fn in_use(dir: &Path) -> Failure {
     fail(
         EXIT_FAILED,
-        format!("{}: in use by a running process (its lock file is held); stop it before repairing", dir.display()),
+        format!(
+            "{}: in use by a running process (its lock file is held); stop it before repairing",
+            Escaped::path(dir)
+        ),
     )
 }
 
@@ -91,15 +94,18 @@ fn confirm(dir: &Path) -> Result<(), Failure> {
     if !io::stdin().is_terminal() {
         return Err(fail(
             EXIT_FAILED,
-            format!("{}: not repaired: stdin is not a terminal to confirm on; pass --yes to repair", dir.display()),
+            format!(
+                "{}: not repaired: stdin is not a terminal to confirm on; pass --yes to repair",
+                Escaped::path(dir)
+            ),
         ));
     }
-    let _ = write!(io::stderr(), "Repair {}, deleting the data above? [y/N] ", dir.display());
+    let _ = write!(io::stderr(), "Repair {}, deleting the data above? [y/N] ", Escaped::path(dir));
     let mut answer = String::new();
     io::stdin().read_line(&mut answer).map_err(|e| fail(EXIT_FAILED, format!("cannot read the answer: {e}")))?;
     match answer.trim() {
         "y" | "Y" | "yes" => Ok(()),
-        _ => Err(fail(EXIT_FAILED, format!("{}: not repaired", dir.display()))),
+        _ => Err(fail(EXIT_FAILED, format!("{}: not repaired", Escaped::path(dir)))),
     }
 }
 
@@ -111,7 +117,7 @@ fn recovery(report: &RecoveryReport) -> String {
         human_bytes(report.bytes_scanned)
     );
     let Some(cut) = &report.cut else { return format!("intact, {scanned}") };
-    let mut text = format!("{scanned}; cut {} at byte {} ({})", cut.file.display(), cut.position, cut.reason);
+    let mut text = format!("{scanned}; cut {} at byte {} ({})", Escaped::path(&cut.file), cut.position, cut.reason);
     if report.segments_removed > 0 {
         let removed = report.segments_removed;
         text.push_str(&format!("; removed {removed} later segment{}", plural(removed as u64)));

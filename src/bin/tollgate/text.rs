@@ -1,18 +1,52 @@
-//! The formatting the commands share: counts, sizes, durations, times, hex,
-//! base64 and tables, so that every command writes a number the same way.
+//! The formatting the commands share: escaped text, counts, sizes,
+//! durations, times, hex, base64, tables and JSON, so that every command
+//! writes a name or a number the same way.
 
+use std::fmt::{self, Write as _};
 use std::io::{self, Write};
 use std::time::Duration;
 
+use serde_json::Value;
+use tollgate::Escaped;
+
+/// Text for the output with its control characters escaped
+/// ([`Escaped`]): a name as it is on disk, or text the library made (an
+/// error, a note), which escapes its names and paths itself. Escaping is
+/// idempotent, so text escaped twice reads as escaped once.
+pub(super) fn escaped(text: impl fmt::Display) -> String {
+    Escaped::text(&text.to_string()).to_string()
+}
+
+/// A JSON document as text with no control character but the line breaks
+/// between its lines (`pretty`). serde_json escapes C0 in strings but writes
+/// DEL and C1 raw, as JSON allows; they are written as `\u007f`, `\u009b`...,
+/// which a JSON reader reads as the same string.
+pub(super) fn json_text(value: &Value, pretty: bool) -> String {
+    let text = if pretty { serde_json::to_string_pretty(value) } else { serde_json::to_string(value) };
+    let text = text.expect("a JSON value serializes");
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        // Outside strings there is only the pretty printer's `\n`.
+        if c.is_control() && c != '\n' {
+            write!(out, "\\u{:04x}", u32::from(c)).expect("writing to a String");
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// A table indented by two spaces: the first column left-aligned, the
 /// others right-aligned. A row may have fewer cells than headers (its last
-/// cell then runs on unaligned).
+/// cell then runs on unaligned). Every cell is [`escaped`]: tables show
+/// names and what the library says about them.
 pub(super) fn write_table(
     out: &mut impl Write,
     headers: &[&str],
     rows: impl Iterator<Item = Vec<String>>,
 ) -> io::Result<()> {
-    let rows: Vec<Vec<String>> = rows.collect();
+    let rows: Vec<Vec<String>> = rows.map(|row| row.iter().map(escaped).collect()).collect();
+    let headers: Vec<String> = headers.iter().map(escaped).collect();
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in rows.iter().filter(|row| row.len() == headers.len()) {
         for (width, cell) in widths.iter_mut().zip(row) {
@@ -31,7 +65,6 @@ pub(super) fn write_table(
         }
         line.trim_end().to_owned()
     };
-    let headers: Vec<String> = headers.iter().map(|h| (*h).to_owned()).collect();
     writeln!(out, "{}", line(&headers))?;
     for row in &rows {
         writeln!(out, "{}", line(row))?;
@@ -125,6 +158,20 @@ mod tests {
         assert_eq!(format_time_us(1_735_689_599_999_999), "2024-12-31T23:59:59.999999Z");
         assert_eq!(format_time_us(253_402_300_799_999_999), "9999-12-31T23:59:59.999999Z");
         assert_eq!(format_time_us(u64::MAX), format!("{}us", u64::MAX));
+    }
+
+    #[test]
+    fn text_and_json_hold_no_control_characters() {
+        let name = "a\x1b[2J\tb\u{9b}\x7f\n";
+        assert_eq!(escaped(name), r"a\u{1b}[2J\tb\u{9b}\u{7f}\n");
+        assert_eq!(escaped(escaped(name)), escaped(name));
+        let value = serde_json::json!({ "name": name, "list": [name] });
+        for pretty in [false, true] {
+            let text = json_text(&value, pretty);
+            assert!(!text.contains(|c: char| c.is_control() && c != '\n'), "{text:?}");
+            assert_eq!(text.contains('\n'), pretty);
+            assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), value);
+        }
     }
 
     #[test]

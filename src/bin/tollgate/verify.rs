@@ -7,10 +7,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tollgate::Escaped;
 use tollgate::inspect::{Cut, CutKind, Directory, TopicVerdict, VerifyReport};
 
 use crate::open::open_dir;
-use crate::text::{human_bytes, plural};
+use crate::text::{escaped, human_bytes, plural};
 use crate::{EXIT_CORRUPT, EXIT_FAILED, Failure, fail};
 
 /// Runs `tollgate verify`: exits 0 if the directory is clean, else `EXIT_CORRUPT`.
@@ -49,18 +50,19 @@ pub(super) fn write_verdicts(out: &mut impl Write, report: &VerifyReport) -> io:
     for topic in &report.topics {
         let head = format!(
             "topic {}: {} segment{}, {} record{}",
-            topic.name,
+            escaped(&topic.name),
             topic.segments,
             plural(topic.segments as u64),
             topic.records,
             plural(topic.records)
         );
-        let place = |cut: &Cut| format!("{} at byte {} ({})", cut.at.file.display(), cut.at.position, cut.at.reason);
+        let place =
+            |cut: &Cut| format!("{} at byte {} ({})", Escaped::path(&cut.at.file), cut.at.position, cut.at.reason);
         match &topic.cut {
             None => writeln!(out, "{head}: {}", if topic.is_clean() { "ok" } else { "DAMAGED" })?,
             Some(cut) => match cut.kind {
                 CutKind::Corrupt => {
-                    writeln!(out, "{head}: CORRUPT: {}", cut.at)?;
+                    writeln!(out, "{head}: CORRUPT: {}", escaped(&cut.at))?;
                     writeln!(out, "  {}; `tollgate repair` cuts the log there", lost(topic))?;
                 }
                 CutKind::TornTail => {
@@ -79,11 +81,11 @@ pub(super) fn write_verdicts(out: &mut impl Write, report: &VerifyReport) -> io:
             },
         }
         for damage in &topic.damaged {
-            writeln!(out, "  damaged: {damage}")?;
+            writeln!(out, "  damaged: {}", escaped(damage))?;
             writeln!(out, "    {}", damage_effect(damage))?;
         }
         for line in &topic.notes {
-            writeln!(out, "  note: {line}")?;
+            writeln!(out, "  note: {}", escaped(line))?;
         }
     }
     Ok(())
@@ -96,7 +98,7 @@ pub(super) fn lost(topic: &TopicVerdict) -> String {
         "offsets from {} on are lost there: {} of {}",
         cut.first_lost,
         human_bytes(cut.bytes_after),
-        cut.at.file.file_name().map_or_else(String::new, |f| f.to_string_lossy().into_owned())
+        cut.at.file.file_name().map_or_else(String::new, |f| Escaped::path(f).to_string())
     );
     if cut.later_segments > 0 {
         lost.push_str(&format!(

@@ -40,6 +40,12 @@ impl GroupFiles {
         GroupFiles { state: dir.join(QSTATE_FILE), journal: dir.join(QJOURNAL_FILE), dir }
     }
 
+    /// Whether the group's directory exists: whether the group was ever
+    /// opened (a name that does not is a new one).
+    pub(crate) fn exists(&self, storage: &dyn Storage) -> bool {
+        storage.exists(&self.dir)
+    }
+
     /// Reads the saved state, if the group has any. With
     /// [`RecoveryMode::Repair`], damage is repaired as far as it can be:
     /// damaged records of the state file and damaged journal entries are
