@@ -1824,9 +1824,11 @@ mod tests {
                     std::hint::black_box(data.held_open());
                 }
             });
+            // No waiting for the lock: a probe held for a moment must show.
+            let at_once = crate::EngineConfig { lock_wait: Duration::ZERO, ..Default::default() };
             let started = std::time::Instant::now();
             while started.elapsed() < Duration::from_millis(200) {
-                match Engine::open(dir.path()) {
+                match Engine::open_with(dir.path(), at_once) {
                     Ok(engine) => {
                         opened += 1;
                         drop(engine);

@@ -84,7 +84,7 @@ mod sync;
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
-pub use engine::{Engine, EngineConfig, Topic};
+pub use engine::{Engine, EngineConfig, LOCK_WAIT_DEFAULT, Topic};
 pub use error::{
     CommitError, ConfigError, Corruption, Error, IoError, LockError, OpenError, PatternError, PublishError, QueueError,
     ReadError, TopicError,
