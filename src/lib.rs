@@ -87,7 +87,7 @@ pub struct ReadmeDoctests;
 pub use engine::{Engine, EngineConfig, LOCK_WAIT_DEFAULT, Topic};
 pub use error::{
     CommitError, ConfigError, Corruption, Error, IoError, LockError, OpenError, PatternError, PublishError, QueueError,
-    ReadError, TopicError,
+    ReadError, SymlinkError, TopicError,
 };
 pub use lock::*;
 pub use log::*;

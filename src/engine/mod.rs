@@ -133,10 +133,25 @@ impl Engine {
     /// [`EngineConfig::lock_wait`] for it to let go), if it holds files but
     /// is not a tollgate directory, or if it was written by a newer format
     /// version.
+    ///
+    /// # What the engine trusts
+    ///
+    /// The path `dir` is used as given: it, or a directory above it, may be
+    /// a symbolic link. Inside it, the engine follows no link: a file or
+    /// directory of its layout that is a symbolic link (`tollgate.lock`,
+    /// `topics/<topic>`, a segment, `groups/`, `queues/<group>`...) makes
+    /// the operation that meets it fail, with an [`IoError`] whose
+    /// [`symlink`](IoError::symlink) names the link, before anything is
+    /// created or written through it; so the engine never creates or writes
+    /// a file outside `dir`, nor in another engine's directory behind its
+    /// lock. It assumes that no other process writes inside `dir` while the
+    /// engine holds its lock (one that swapped a directory for a link
+    /// between the engine's check and its use could still redirect it), and
+    /// that nothing inside was made a hard link to a file elsewhere.
     /// Topics are opened (and recovered) on first use, so opening takes the
     /// same time however much data the directory holds.
     pub fn open_with(dir: impl AsRef<Path>, config: EngineConfig) -> Result<Engine, OpenError> {
-        Self::open_on(Arc::new(OsStorage), dir.as_ref(), config)
+        Self::open_on(Arc::new(OsStorage::new(dir.as_ref())), dir.as_ref(), config)
     }
 
     pub(crate) fn open_on(storage: Arc<dyn Storage>, dir: &Path, config: EngineConfig) -> Result<Engine, OpenError> {
