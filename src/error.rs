@@ -205,6 +205,30 @@ impl IoError {
     pub fn kind(&self) -> std::io::ErrorKind {
         self.source.kind()
     }
+
+    /// The symbolic link inside the data directory that made the operation
+    /// fail, if that is why it failed: the source is then a
+    /// [`SymlinkError`]. The link may be the file operated on or a
+    /// directory on the way to it, so it is not always [`IoError::path`].
+    pub fn symlink(&self) -> Option<&Path> {
+        self.source.get_ref()?.downcast_ref::<SymlinkError>().map(|e| e.path.as_path())
+    }
+}
+
+/// A symbolic link found inside a data directory, where the engine (and
+/// [`inspect`](crate::inspect)) follows none: the source of the
+/// [`IoError`] of the operation it refused ([`IoError::symlink`]).
+///
+/// The data directory's own path (what is given to
+/// [`Engine::open`](crate::Engine::open)) may go through links; every
+/// file and directory inside it must be a real one, so that the engine
+/// never creates, writes or reads a file outside it. Nothing was created or
+/// written through the link.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{} is a symbolic link: tollgate follows no link inside its data directory", path.display())]
+pub struct SymlinkError {
+    /// The link.
+    pub path: PathBuf,
 }
 
 impl PartialEq for IoError {

@@ -16,7 +16,10 @@
 //! segments to their data, and reading a mapping past a file's new end
 //! would kill the process (`SIGBUS`). A file that disappears
 //! while it is read (retention, a deleted topic) is skipped with a note or
-//! ends the read with an error.
+//! ends the read with an error. As in the engine, no symbolic link inside
+//! the directory is followed: a topic, group or file that is one is listed,
+//! and reading it fails with an error naming the link
+//! ([`IoError::symlink`](crate::IoError::symlink)).
 //!
 //! # Damage and the end of the log
 //!
@@ -291,7 +294,7 @@ impl Directory {
     /// exist, is not a tollgate directory (no valid `tollgate.meta`), or was
     /// written by a newer format version.
     pub fn open(path: impl AsRef<Path>) -> Result<Directory, OpenError> {
-        Self::open_on(Arc::new(OsStorage), path.as_ref())
+        Self::open_on(Arc::new(OsStorage::new(path.as_ref())), path.as_ref())
     }
 
     /// Opens the data directory `dir` of a simulated disk for reading, as
@@ -1616,7 +1619,7 @@ mod tests {
     fn open(dir: &Path, base: u64, bytes: &[u8], window_bytes: usize) -> SegmentFile {
         let path = dir.join(segment_file_name(base, SEGMENT_SUFFIX));
         std::fs::write(&path, bytes).unwrap();
-        let mut seg = SegmentFile::open(&OsStorage, path, base).unwrap();
+        let mut seg = SegmentFile::open(&OsStorage::new(dir), path, base).unwrap();
         seg.window_bytes = window_bytes;
         seg
     }
@@ -1680,12 +1683,14 @@ mod tests {
         encode_slot_file_header(&mut bytes, OFFSET_MAGIC);
         let write = |bytes: &[u8]| std::fs::write(&path, bytes).unwrap();
         write(&bytes);
-        assert!(matches!(read_slot_file::<CommittedOffset>(&OsStorage, &path), Ok(None)));
+        assert!(matches!(read_slot_file::<CommittedOffset>(&OsStorage::new(dir.path()), &path), Ok(None)));
         let slot0 = SLOT_FILE_HEADER_BYTES;
         let slot1 = slot0 + SLOT_BYTES;
         encode_slot(&mut bytes[slot1..slot1 + SLOT_BYTES], 1, CommittedOffset { offset: 42, at_us: 7 });
         encode_slot(&mut bytes[slot0..slot0 + SLOT_BYTES], 2, CommittedOffset { offset: 50, at_us: 8 });
-        let read = || read_slot_file::<CommittedOffset>(&OsStorage, &path).unwrap().map(|(g, v)| (g, v.offset));
+        let read = || {
+            read_slot_file::<CommittedOffset>(&OsStorage::new(dir.path()), &path).unwrap().map(|(g, v)| (g, v.offset))
+        };
         write(&bytes);
         assert_eq!(read(), Some((2, 50)));
         // A torn write damages one slot: the other one is read.
@@ -1695,12 +1700,14 @@ mod tests {
         // Both damaged is not a torn write.
         bytes[slot1 + SLOT_A_AT] ^= 1;
         write(&bytes);
-        let Err(SlotFileRead::Damaged(damage)) = read_slot_file::<CommittedOffset>(&OsStorage, &path) else {
+        let Err(SlotFileRead::Damaged(damage)) = read_slot_file::<CommittedOffset>(&OsStorage::new(dir.path()), &path)
+        else {
             panic!("not damaged")
         };
         assert_eq!((damage.position, damage.reason), (SLOT_FILE_HEADER_BYTES as u64, "neither slot is valid"));
         // So is the wrong magic.
-        let Err(SlotFileRead::Damaged(damage)) = read_slot_file::<Checkpoint>(&OsStorage, &path) else {
+        let Err(SlotFileRead::Damaged(damage)) = read_slot_file::<Checkpoint>(&OsStorage::new(dir.path()), &path)
+        else {
             panic!("accepted")
         };
         assert_eq!(damage.reason, NOT_SLOT_FILE);
@@ -1709,7 +1716,7 @@ mod tests {
     #[test]
     fn invalid_frames_mean_what_recovery_makes_of_them() {
         let files = |checkpoint: Option<Checkpoint>| TopicFiles {
-            fs: Arc::new(OsStorage),
+            fs: Arc::new(OsStorage::new(PathBuf::new())),
             root: PathBuf::new(),
             dir: PathBuf::new(),
             bases: vec![0, 100, 200],
@@ -1800,13 +1807,13 @@ mod tests {
             worker.receive(Duration::from_secs(1)).unwrap().unwrap().ack().unwrap();
         }
         let topic_dir = dir.path().join("topics/t");
-        let state = read_worker_state(&OsStorage, &topic_dir, "w").unwrap().unwrap();
+        let state = read_worker_state(&OsStorage::new(dir.path()), &topic_dir, "w").unwrap().unwrap();
         assert!(!state.journal_header_damaged);
         let journal = topic_dir.join("queues/w/journal");
         let mut bytes = std::fs::read(&journal).unwrap();
         bytes[QJOURNAL_HEADER_GENERATION_AT] ^= 1;
         std::fs::write(&journal, &bytes).unwrap();
-        match read_worker_state(&OsStorage, &topic_dir, "w") {
+        match read_worker_state(&OsStorage::new(dir.path()), &topic_dir, "w") {
             Err(WorkerRead::Damaged(damage)) => {
                 assert_eq!((damage.file, damage.position), (journal.clone(), QJOURNAL_HEADER_CRC_AT as u64));
             }
@@ -1816,9 +1823,9 @@ mod tests {
         // creating the journal leaves: nothing is lost.
         bytes[QJOURNAL_MARKS_AT..].fill(0);
         std::fs::write(&journal, &bytes).unwrap();
-        let state = read_worker_state(&OsStorage, &topic_dir, "w").unwrap().unwrap();
+        let state = read_worker_state(&OsStorage::new(dir.path()), &topic_dir, "w").unwrap().unwrap();
         assert!(state.journal_header_damaged);
-        assert!(read_worker_state(&OsStorage, &topic_dir, "absent").unwrap().is_none());
+        assert!(read_worker_state(&OsStorage::new(dir.path()), &topic_dir, "absent").unwrap().is_none());
     }
 
     /// The smallest segments, so that a few hundred records roll several.
@@ -1846,9 +1853,11 @@ mod tests {
                     std::hint::black_box(data.held_open());
                 }
             });
+            // No waiting for the lock: a probe held for a moment must show.
+            let at_once = crate::EngineConfig { lock_wait: Duration::ZERO, ..Default::default() };
             let started = std::time::Instant::now();
             while started.elapsed() < Duration::from_millis(200) {
-                match Engine::open(dir.path()) {
+                match Engine::open_with(dir.path(), at_once) {
                     Ok(engine) => {
                         opened += 1;
                         drop(engine);

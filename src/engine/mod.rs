@@ -13,10 +13,12 @@ mod topic;
 
 pub use topic::Topic;
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
@@ -34,7 +36,7 @@ use flusher::Flusher;
 use topic::OpenTopic;
 
 /// Settings for [`Engine::open_with`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EngineConfig {
     /// Configuration for topics created by [`Engine::topic`].
     pub default_topic: TopicConfig,
@@ -44,6 +46,38 @@ pub struct EngineConfig {
     /// meet it; [`RecoveryMode::Repair`] scans every segment and cuts each
     /// log at its first corrupt frame.
     pub recovery: RecoveryMode,
+    /// How long [`Engine::open_with`] waits for the directory's lock while
+    /// someone else holds it, before failing with
+    /// [`OpenError::Locked`]. [`LOCK_WAIT_DEFAULT`] (2 s) by default;
+    /// [`Duration::ZERO`] fails at once.
+    ///
+    /// The lock can be held for a moment by no engine at all: a child
+    /// process that another thread forks holds a copy of the lock file's
+    /// descriptor until it runs `exec`, so the directory stays locked for
+    /// that moment after its last [`Engine`] is dropped. Waiting also lets a
+    /// restart open the directory while the old process is still exiting.
+    /// The lock is tried again with short pauses (1 ms, doubling up to
+    /// 50 ms), so the open returns soon after the lock is let go. A wait too
+    /// long to add to the current time waits for as long as it takes.
+    pub lock_wait: Duration,
+}
+
+/// The default [`EngineConfig::lock_wait`]: 2 seconds.
+pub const LOCK_WAIT_DEFAULT: Duration = Duration::from_secs(2);
+
+/// The first pause between tries of the directory's lock.
+const LOCK_RETRY_FIRST: Duration = Duration::from_millis(1);
+/// The longest pause between tries of the directory's lock.
+const LOCK_RETRY_MAX: Duration = Duration::from_millis(50);
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            default_topic: TopicConfig::default(),
+            recovery: RecoveryMode::default(),
+            lock_wait: LOCK_WAIT_DEFAULT,
+        }
+    }
 }
 
 /// An open data directory: the durable topics of one process.
@@ -55,15 +89,18 @@ pub struct EngineConfig {
 ///
 /// ```
 /// # let dir = tempfile::tempdir()?;
-/// use tollgate::{Durability, Engine, TopicConfig};
+/// use std::time::Duration;
+/// use tollgate::{Durability, Engine, EngineConfig, OpenError, TopicConfig};
 ///
 /// let engine = Engine::open(dir.path())?;
 /// let orders = engine.create_topic("orders", TopicConfig { durability: Durability::Sync, ..Default::default() })?;
 /// orders.publish(b"order 1001")?;
 /// assert_eq!(engine.topics()?, ["orders"]);
 ///
-/// // One engine per directory, in this process or any other.
-/// assert!(Engine::open(dir.path()).is_err());
+/// // One engine per directory, in this process or any other: a second open
+/// // waits up to `lock_wait` for the lock, then fails.
+/// let quick = EngineConfig { lock_wait: Duration::from_millis(10), ..EngineConfig::default() };
+/// assert!(matches!(Engine::open_with(dir.path(), quick), Err(OpenError::Locked { .. })));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, Debug)]
@@ -81,7 +118,7 @@ pub(crate) struct Shared {
     flusher_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     trash_sequence: AtomicU64,
     /// Held for the engine's life: the directory's lock file.
-    _lock: Box<dyn std::any::Any + Send + Sync>,
+    _lock: Box<dyn Any + Send + Sync>,
 }
 
 impl Engine {
@@ -92,12 +129,29 @@ impl Engine {
 
     /// Opens (creating if needed) the data directory at `dir`.
     ///
-    /// Fails if another engine has it open, if it holds files but is not a
-    /// tollgate directory, or if it was written by a newer format version.
+    /// Fails if another engine has it open (after waiting up to
+    /// [`EngineConfig::lock_wait`] for it to let go), if it holds files but
+    /// is not a tollgate directory, or if it was written by a newer format
+    /// version.
+    ///
+    /// # What the engine trusts
+    ///
+    /// The path `dir` is used as given: it, or a directory above it, may be
+    /// a symbolic link. Inside it, the engine follows no link: a file or
+    /// directory of its layout that is a symbolic link (`tollgate.lock`,
+    /// `topics/<topic>`, a segment, `groups/`, `queues/<group>`...) makes
+    /// the operation that meets it fail, with an [`IoError`] whose
+    /// [`symlink`](IoError::symlink) names the link, before anything is
+    /// created or written through it; so the engine never creates or writes
+    /// a file outside `dir`, nor in another engine's directory behind its
+    /// lock. It assumes that no other process writes inside `dir` while the
+    /// engine holds its lock (one that swapped a directory for a link
+    /// between the engine's check and its use could still redirect it), and
+    /// that nothing inside was made a hard link to a file elsewhere.
     /// Topics are opened (and recovered) on first use, so opening takes the
     /// same time however much data the directory holds.
     pub fn open_with(dir: impl AsRef<Path>, config: EngineConfig) -> Result<Engine, OpenError> {
-        Self::open_on(Arc::new(OsStorage), dir.as_ref(), config)
+        Self::open_on(Arc::new(OsStorage::new(dir.as_ref())), dir.as_ref(), config)
     }
 
     pub(crate) fn open_on(storage: Arc<dyn Storage>, dir: &Path, config: EngineConfig) -> Result<Engine, OpenError> {
@@ -137,7 +191,7 @@ impl Engine {
         } else if entries.iter().any(|name| !is_fresh_layout_file(name)) {
             return Err(OpenError::NotTollgate { path: dir, reason: "it holds other files and no tollgate.meta" });
         }
-        let lock = storage.lock_file(&dir.join(LOCK_FILE)).map_err(|e| io("lock", &dir, e))?;
+        let lock = take_lock(&*storage, &dir.join(LOCK_FILE), config.lock_wait).map_err(|e| io("lock", &dir, e))?;
         let Some(lock) = lock else { return Err(OpenError::Locked { path: dir }) };
         if write_meta {
             // A crash may have left a temporary meta file behind; it is rewritten.
@@ -306,6 +360,28 @@ impl Engine {
         shared.storage.sync_dir(&trash_dir).map_err(|e| io("sync", &trash_dir, e))?;
         shared.storage.remove_dir_all(&trash).map_err(|e| io("remove", &trash, e))?;
         Ok(())
+    }
+}
+
+/// Takes the lock on `path`, trying again with growing pauses while someone
+/// else holds it, for up to `wait`; `Ok(None)` if it is still held then.
+fn take_lock(
+    storage: &dyn Storage,
+    path: &Path,
+    wait: Duration,
+) -> std::io::Result<Option<Box<dyn Any + Send + Sync>>> {
+    let deadline = Instant::now().checked_add(wait);
+    let mut pause = LOCK_RETRY_FIRST;
+    loop {
+        if let Some(lock) = storage.lock_file(path)? {
+            return Ok(Some(lock));
+        }
+        let left = deadline.map_or(pause, |deadline| deadline.saturating_duration_since(Instant::now()));
+        if left.is_zero() {
+            return Ok(None);
+        }
+        std::thread::sleep(pause.min(left));
+        pause = (pause * 2).min(LOCK_RETRY_MAX);
     }
 }
 

@@ -28,7 +28,13 @@ use std::sync::Arc;
 /// holds a `dyn ReadStorage`, so it cannot write a byte by construction.
 ///
 /// Paths are absolute or relative to the process's working directory, exactly
-/// as the engine built them.
+/// as the engine built them. Below the data directory, no symbolic link is
+/// followed (`OsStorage`; a `SimDisk` has none): an operation whose path
+/// meets one fails with an error whose source is a
+/// [`SymlinkError`](crate::error::SymlinkError) naming it, and
+/// [`exists`](ReadStorage::exists) and [`is_dir`](ReadStorage::is_dir)
+/// answer `true` for it, so that the link is refused where the caller uses
+/// it rather than passed over in silence.
 pub(crate) trait ReadStorage: Send + Sync + fmt::Debug {
     /// The names of the entries of a directory, in no particular order.
     fn list_dir(&self, path: &Path) -> io::Result<Vec<String>>;

@@ -1,23 +1,160 @@
 //! [`OsStorage`]: the operating system's file system, through `std::fs`,
-//! `posix_fallocate` and `memmap2` mappings.
+//! `posix_fallocate` and `memmap2` mappings, following no symbolic link
+//! below the data directory.
 
 use std::any::Any;
+use std::collections::HashSet;
 use std::fmt;
-use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
-use std::path::Path;
+use std::fs::{File, Metadata, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use memmap2::{MmapOptions, MmapRaw};
+use parking_lot::Mutex;
 
 use super::{MappedFile, ReadAt, ReadStorage, Storage};
+use crate::error::SymlinkError;
 
-/// The operating system's file system.
-#[derive(Debug, Default)]
-pub(crate) struct OsStorage;
+/// The operating system's file system, for one data directory: `root`.
+///
+/// The root itself, and every path outside it, is taken as given (symbolic
+/// links followed: where the data directory lives is the caller's choice).
+/// Below the root, nothing is followed: an operation whose path meets a
+/// symbolic link, on the way (`lstat` of each directory below the root) or
+/// as the file or directory it opens (`O_NOFOLLOW`), fails with an error
+/// whose source is a [`SymlinkError`] naming the link, before anything is
+/// created or written. [`ReadStorage::exists`] and [`ReadStorage::is_dir`]
+/// answer `true` for such a path, so that the caller goes on to an
+/// operation that refuses it rather than skipping it in silence. Renames
+/// and removals act on the entry named, never on what a link there points
+/// to (the system calls do not follow the last component), and a directory
+/// renamed away or removed must not be a link either.
+///
+/// The checks and the operations are separate system calls: a process that
+/// swaps a directory for a link between the two can still make the engine
+/// follow it. That is outside what the engine defends against: it assumes
+/// nobody else writes inside the directory while it holds the lock. Under
+/// the same assumption, a directory found to be a real one is remembered as
+/// such (until it is renamed or removed through this storage), so that the
+/// per-segment `stat`s of a topic's statistics and of retention cost one
+/// `lstat` each, not one per directory on the way.
+#[derive(Debug)]
+pub(crate) struct OsStorage {
+    root: PathBuf,
+    /// Directories below `root` found to be real ones (not links).
+    real_dirs: Mutex<HashSet<PathBuf>>,
+}
+
+impl OsStorage {
+    /// The file system, for the data directory `root`.
+    pub(crate) fn new(root: impl Into<PathBuf>) -> OsStorage {
+        OsStorage { root: root.into(), real_dirs: Mutex::new(HashSet::new()) }
+    }
+
+    /// The part of `path` below the root; `None` for the root itself and
+    /// for paths outside it.
+    fn below<'a>(&self, path: &'a Path) -> Option<&'a Path> {
+        path.strip_prefix(&self.root).ok().filter(|below| below.components().next().is_some())
+    }
+
+    /// Refuses `path` if a symbolic link is at one of its components below
+    /// the root: up to its parent, or with `last` up to itself. Components
+    /// from the first missing one on are not checked (nothing there to
+    /// follow; the operation reports the missing directory).
+    fn refuse_links(&self, path: &Path, last: bool) -> io::Result<()> {
+        let Some(below) = self.below(path) else { return Ok(()) };
+        let mut at = self.root.clone();
+        let mut components = below.components().peekable();
+        while let Some(component) = components.next() {
+            let on_the_way = components.peek().is_some();
+            if !last && !on_the_way {
+                break;
+            }
+            at.push(component);
+            if on_the_way && self.real_dirs.lock().contains(&at) {
+                continue;
+            }
+            match std::fs::symlink_metadata(&at) {
+                Ok(metadata) if metadata.file_type().is_symlink() => return Err(symlink_error(at)),
+                Ok(metadata) if on_the_way && metadata.is_dir() => {
+                    self.real_dirs.lock().insert(at.clone());
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets what is known of `path` and the directories under it: it
+    /// was renamed or removed.
+    fn forget(&self, path: &Path) {
+        self.real_dirs.lock().retain(|dir| !dir.starts_with(path));
+    }
+
+    /// The metadata of `path`, a symbolic link below the root refused.
+    fn metadata(&self, path: &Path) -> io::Result<Metadata> {
+        if self.below(path).is_none() {
+            return std::fs::metadata(path);
+        }
+        self.refuse_links(path, false)?;
+        let metadata = std::fs::symlink_metadata(path)?;
+        if metadata.file_type().is_symlink() {
+            return Err(symlink_error(path.to_path_buf()));
+        }
+        Ok(metadata)
+    }
+
+    /// Whether `path` exists as `what` says, counting a path through a
+    /// symbolic link below the root as there (see [`OsStorage`]).
+    fn found(&self, path: &Path, what: impl Fn(&Metadata) -> bool) -> bool {
+        match self.metadata(path) {
+            Ok(metadata) => what(&metadata),
+            Err(e) => is_symlink_error(&e),
+        }
+    }
+
+    /// Opens the file `path` with `options`, refusing a symbolic link below
+    /// the root on the way to it or at it.
+    fn open(&self, path: &Path, options: &mut OpenOptions) -> io::Result<File> {
+        if self.below(path).is_none() {
+            return options.open(path);
+        }
+        self.refuse_links(path, false)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            // The last component: refused by the kernel as it opens (ELOOP),
+            // so a link put there after a check would not be followed either.
+            options.custom_flags(libc::O_NOFOLLOW);
+            options.open(path).map_err(|e| match e.raw_os_error() {
+                Some(libc::ELOOP) => symlink_error(path.to_path_buf()),
+                _ => e,
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            self.refuse_links(path, true)?;
+            options.open(path)
+        }
+    }
+}
+
+/// The error of an operation refused because `path`, below the data
+/// directory, is a symbolic link.
+fn symlink_error(path: PathBuf) -> io::Error {
+    io::Error::other(SymlinkError { path })
+}
+
+/// Whether `e` is a [`symlink_error`].
+fn is_symlink_error(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<SymlinkError>())
+}
 
 impl ReadStorage for OsStorage {
     fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
+        self.refuse_links(path, true)?;
         let mut names = Vec::new();
         for entry in std::fs::read_dir(path)? {
             // Names that are not UTF-8 were not made by tollgate: skip them
@@ -30,27 +167,29 @@ impl ReadStorage for OsStorage {
     }
 
     fn exists(&self, path: &Path) -> bool {
-        path.exists()
+        self.found(path, |_| true)
     }
 
     fn file_len(&self, path: &Path) -> io::Result<u64> {
-        Ok(std::fs::metadata(path)?.len())
+        Ok(self.metadata(path)?.len())
     }
 
     fn read_file(&self, path: &Path) -> io::Result<Vec<u8>> {
-        std::fs::read(path)
+        let mut bytes = Vec::new();
+        self.open(path, OpenOptions::new().read(true))?.read_to_end(&mut bytes)?;
+        Ok(bytes)
     }
 
     fn is_dir(&self, path: &Path) -> bool {
-        path.is_dir()
+        self.found(path, Metadata::is_dir)
     }
 
     fn open_read(&self, path: &Path) -> io::Result<Box<dyn ReadAt>> {
-        Ok(Box::new(OsReadFile(File::open(path)?)))
+        Ok(Box::new(OsReadFile(self.open(path, OpenOptions::new().read(true))?)))
     }
 
     fn identity(&self, path: &Path) -> io::Result<Option<(u64, u64)>> {
-        let metadata = std::fs::metadata(path)?;
+        let metadata = self.metadata(path)?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::MetadataExt;
@@ -76,8 +215,10 @@ impl ReadStorage for OsStorage {
     /// mounted), it falls back to probing with a shared, non-blocking lock
     /// on the file, released at once: an engine opening the directory in
     /// the same microseconds would then find it locked and fail to open.
+    ///
+    /// A lock file that is a symbolic link is not examined: `true`.
     fn lock_held(&self, path: &Path) -> bool {
-        let metadata = match std::fs::metadata(path) {
+        let metadata = match self.metadata(path) {
             Ok(metadata) => metadata,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return false,
             Err(_) => return true,
@@ -98,41 +239,75 @@ impl ReadStorage for OsStorage {
                 });
         }
         let _ = metadata;
-        probe_lock(path)
+        probe_lock(self.open(path, OpenOptions::new().read(true)))
     }
 }
 
 impl Storage for OsStorage {
+    /// Below the root, one directory at a time: `mkdir` does not follow a
+    /// link where it would create, and an existing entry must be a
+    /// directory, not a link to one.
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        std::fs::create_dir_all(path)
+        let Some(below) = self.below(path) else { return std::fs::create_dir_all(path) };
+        std::fs::create_dir_all(&self.root)?;
+        let mut at = self.root.clone();
+        for component in below.components() {
+            at.push(component);
+            match std::fs::create_dir(&at) {
+                Ok(()) => continue,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+            let metadata = std::fs::symlink_metadata(&at)?;
+            if metadata.file_type().is_symlink() {
+                return Err(symlink_error(at));
+            }
+            if !metadata.is_dir() {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotADirectory,
+                    format!("{} is not a directory", at.display()),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn write_file(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
-        let mut file = OpenOptions::new().write(true).create(true).truncate(true).open(path)?;
+        let mut file = self.open(path, OpenOptions::new().write(true).create(true).truncate(true))?;
         file.write_all(bytes)?;
         file.sync_all()
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        std::fs::rename(from, to)
+        self.refuse_links(from, true)?;
+        self.refuse_links(to, false)?;
+        let renamed = std::fs::rename(from, to);
+        self.forget(from);
+        self.forget(to);
+        renamed
     }
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
+        self.refuse_links(path, false)?;
         std::fs::remove_file(path)
     }
 
+    /// `std::fs::remove_dir_all` follows no link inside the tree it removes.
     fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
-        std::fs::remove_dir_all(path)
+        self.refuse_links(path, true)?;
+        let removed = std::fs::remove_dir_all(path);
+        self.forget(path);
+        removed
     }
 
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         // Opening a directory read-only and fsyncing it is how POSIX makes its
         // entries durable.
-        File::open(path)?.sync_all()
+        self.open(path, OpenOptions::new().read(true))?.sync_all()
     }
 
     fn lock_file(&self, path: &Path) -> io::Result<Option<Box<dyn Any + Send + Sync>>> {
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+        let file = self.open(path, OpenOptions::new().read(true).write(true).create(true).truncate(false))?;
         match file.try_lock() {
             Ok(()) => Ok(Some(Box::new(file))),
             Err(std::fs::TryLockError::WouldBlock) => Ok(None),
@@ -141,7 +316,7 @@ impl Storage for OsStorage {
     }
 
     fn open_mapped(&self, path: &Path, create: bool, map_len: usize) -> io::Result<Arc<dyn MappedFile>> {
-        let file = OpenOptions::new().read(true).write(true).create_new(create).open(path)?;
+        let file = self.open(path, OpenOptions::new().read(true).write(true).create_new(create))?;
         let map = MmapOptions::new().len(map_len).map_raw(&file)?;
         Ok(Arc::new(OsMappedFile { file, map }))
     }
@@ -281,12 +456,12 @@ fn flock_listed(locks: &str, (major, minor): (u32, u32), inode: u64) -> bool {
     })
 }
 
-/// Whether the lock file `path` is locked, found by taking a shared,
+/// Whether the lock file `opened` is locked, found by taking a shared,
 /// non-blocking `flock` on it and releasing it at once: where the kernel's
 /// lock table cannot be read. An engine opening the directory in that
 /// instant finds it locked and fails to open.
-fn probe_lock(path: &Path) -> bool {
-    let file = match File::open(path) {
+fn probe_lock(opened: io::Result<File>) -> bool {
+    let file = match opened {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return false,
         Err(_) => return true,
