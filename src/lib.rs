@@ -84,10 +84,10 @@ mod sync;
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
-pub use engine::{Engine, EngineConfig, Topic};
+pub use engine::{BackupReport, Engine, EngineConfig, Topic};
 pub use error::{
-    CommitError, ConfigError, Corruption, Error, IoError, LockError, OpenError, PatternError, PublishError, QueueError,
-    ReadError, TopicError,
+    BackupError, CommitError, ConfigError, Corruption, Error, IoError, LockError, OpenError, PatternError,
+    PublishError, QueueError, ReadError, TopicError,
 };
 pub use lock::*;
 pub use log::*;

@@ -4,7 +4,7 @@
 use std::any::Any;
 use std::fmt;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -138,6 +138,17 @@ impl Storage for OsStorage {
             Err(std::fs::TryLockError::WouldBlock) => Ok(None),
             Err(std::fs::TryLockError::Error(e)) => Err(e),
         }
+    }
+
+    fn copy_file(&self, from: &Path, to: &Path, len: u64) -> io::Result<()> {
+        let mut source = File::open(from)?.take(len);
+        let mut copy = OpenOptions::new().write(true).create_new(true).open(to)?;
+        // `std::io::copy` between files uses `copy_file_range` where it can.
+        let copied = std::io::copy(&mut source, &mut copy)?;
+        if copied != len {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the file is shorter than expected"));
+        }
+        copy.sync_all()
     }
 
     fn open_mapped(&self, path: &Path, create: bool, map_len: usize) -> io::Result<Arc<dyn MappedFile>> {
