@@ -170,6 +170,9 @@ pub enum Error {
     /// A worker's receive, or the settling of a delivery, failed.
     #[error(transparent)]
     Queue(#[from] QueueError),
+    /// A backup failed.
+    #[error(transparent)]
+    Backup(#[from] BackupError),
     /// A routing-key pattern did not parse.
     #[error(transparent)]
     Pattern(#[from] PatternError),
@@ -541,6 +544,44 @@ pub enum CommitError {
     /// Writing or syncing the offset file failed.
     #[error(transparent)]
     Io(#[from] IoError),
+}
+
+/// Why [`Engine::backup_to`](crate::Engine::backup_to) failed. A backup that
+/// fails after it started writing removes what it wrote; the data directory
+/// is never changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackupError {
+    /// The destination exists and is not an empty directory.
+    #[error("{} exists and is not an empty directory", path.display())]
+    DestinationNotEmpty {
+        /// The destination.
+        path: PathBuf,
+    },
+    /// The destination is the data directory or inside it.
+    #[error("{} is inside the data directory {}", path.display(), data_dir.display())]
+    DestinationInside {
+        /// The destination.
+        path: PathBuf,
+        /// The data directory being backed up.
+        data_dir: PathBuf,
+    },
+    /// A topic's files could not be copied: its checkpoint in the copy
+    /// could not be written.
+    #[error(transparent)]
+    Topic(TopicError),
+    /// Reading the data directory or writing the copy failed.
+    #[error(transparent)]
+    Io(#[from] IoError),
+}
+
+impl From<TopicError> for BackupError {
+    fn from(e: TopicError) -> Self {
+        match e {
+            TopicError::Io(e) => BackupError::Io(e),
+            e => BackupError::Topic(e),
+        }
+    }
 }
 
 #[cfg(test)]

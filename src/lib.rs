@@ -84,10 +84,10 @@ mod sync;
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
-pub use engine::{Engine, EngineConfig, LOCK_WAIT_DEFAULT, Topic};
+pub use engine::{BackupReport, Engine, EngineConfig, LOCK_WAIT_DEFAULT, Topic};
 pub use error::{
-    CommitError, ConfigError, Corruption, Error, Escaped, IoError, LockError, OpenError, PatternError, PublishError,
-    QueueError, ReadError, SymlinkError, TopicError,
+    BackupError, CommitError, ConfigError, Corruption, Error, Escaped, IoError, LockError, OpenError, PatternError,
+    PublishError, QueueError, ReadError, SymlinkError, TopicError,
 };
 pub use lock::*;
 pub use log::*;

@@ -22,6 +22,14 @@ use std::time::Instant;
 #[cfg(not(loom))]
 pub(crate) type Mutex<T> = parking_lot::Mutex<T>;
 
+/// What [`Mutex::lock`] returns.
+#[cfg(not(loom))]
+pub(crate) type MutexGuard<'a, T> = parking_lot::MutexGuard<'a, T>;
+
+/// What [`Mutex::lock`] returns.
+#[cfg(loom)]
+pub(crate) type MutexGuard<'a, T> = loom::sync::MutexGuard<'a, T>;
+
 /// A mutex whose `lock` returns the guard directly (no poisoning).
 #[cfg(loom)]
 #[derive(Debug, Default)]

@@ -610,6 +610,60 @@ fn repair_of_a_clean_directory_changes_nothing() {
     assert!(snapshot(dir.path()) == before, "repair changed a clean directory");
 }
 
+/// `snapshot` of `dir` with paths relative to it, without the lock file.
+fn relative_snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    snapshot(dir)
+        .into_iter()
+        .filter(|(path, _)| !path.ends_with("tollgate.lock"))
+        .map(|(path, bytes)| (path.strip_prefix(dir).unwrap().to_path_buf(), bytes))
+        .collect()
+}
+
+#[test]
+fn backup_copies_a_stopped_directory_file_for_file() {
+    let dir = fixture_dir();
+    let before = relative_snapshot(dir.path());
+    let dest = tempfile::tempdir().unwrap();
+    let copy = dest.path().join("copy");
+    let run = run(&["backup", path(dir.path()), path(&copy)]);
+    assert_eq!(run.code, 0, "{run:?}");
+    let summary = format!("backed up {} to {}: 2 topics, ", dir.path().display(), copy.display());
+    assert!(run.stdout.starts_with(&summary), "{run:?}");
+    assert_eq!(relative_snapshot(dir.path()), before, "the backup changed the directory");
+    // Topics at rest are copied as they are, byte for byte.
+    assert_eq!(relative_snapshot(&copy), before);
+    let verify = crate::run(&["verify", path(&copy)]);
+    assert_eq!(verify.code, 0, "{verify:?}");
+    let engine = Engine::open(&copy).unwrap();
+    let orders = engine.topic("orders").unwrap();
+    assert!(orders.recovery_report().clean);
+    assert_eq!(orders.info().next, Offset::new(ORDERS));
+    assert_eq!(orders.subscribe("billing").unwrap().committed(), Offset::new(200));
+}
+
+#[test]
+fn backup_refuses_a_directory_held_open_and_a_destination_in_use() {
+    let dir = fixture_dir();
+    let dest = tempfile::tempdir().unwrap();
+    std::fs::write(dest.path().join("notes.txt"), b"mine").unwrap();
+    let run = run(&["backup", path(dir.path()), path(dest.path())]);
+    assert_eq!(run.code, 2, "{run:?}");
+    let message = format!(
+        "tollgate: {}: not backed up: {} exists and is not an empty directory\n",
+        dir.path().display(),
+        dest.path().display()
+    );
+    assert_eq!(run.stderr, message);
+    assert_eq!(std::fs::read_dir(dest.path()).unwrap().count(), 1, "the destination is untouched");
+
+    let _engine = Engine::open(dir.path()).unwrap();
+    let copy = dest.path().join("copy");
+    let run = crate::run(&["backup", path(dir.path()), path(&copy)]);
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("in use by a running process") && run.stderr.contains("Engine::backup_to"), "{run:?}");
+    assert!(!copy.exists());
+}
+
 #[test]
 fn bench_prints_every_measurement() {
     let parent = tempfile::tempdir().unwrap();

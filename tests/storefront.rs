@@ -1,6 +1,7 @@
 //! Runs small flash sales from `examples/storefront/` (included as a
 //! module) and checks what their reports say: the invariants hold, over one
-//! run, over runs resumed on a kept directory, and after a `kill -9`.
+//! run, over runs resumed on a kept directory, after a `kill -9`, in a
+//! backup taken during a sale, and after a `SIGTERM` (which stops cleanly).
 
 #[allow(dead_code)] // `main` is only used by the example
 #[path = "../examples/storefront/main.rs"]
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 use child_process::{Child, killed_by_sigkill};
 use clap::Parser;
-use storefront::{Config, Report, run};
+use storefront::{Config, Report, handle_signals, run};
 
 fn config(args: &[&str]) -> Config {
     Config::try_parse_from(["storefront", "--quiet"].iter().chain(args)).expect("valid arguments")
@@ -142,13 +143,7 @@ fn a_sale_killed_by_sigkill_resumes() {
 /// has placed some orders. Returns how many it reported placed.
 fn kill_a_sale(dir: &Path) -> u64 {
     let child = Child::spawn("storefront_child", [(CHILD_ENV, dir.as_os_str().to_owned())]);
-    let mut placed = 0;
-    while placed < 500 {
-        let line = child.next_line(Duration::from_secs(60)).expect("the child reports progress");
-        if let Some(count) = line.strip_prefix("placed ") {
-            placed = count.parse().expect("a progress line");
-        }
-    }
+    let mut placed = wait_for_orders(&child, 500);
     let (status, lines, stderr) = child.kill();
     assert!(killed_by_sigkill(status), "the child ended by itself: {status:?}\n{stderr}");
     if let Some(last) = lines.iter().rev().find_map(|line| line.strip_prefix("placed ")) {
@@ -157,9 +152,78 @@ fn kill_a_sale(dir: &Path) -> u64 {
     placed
 }
 
+/// Reads the child's progress lines until it reports `orders` placed;
+/// returns how many it reported.
+fn wait_for_orders(child: &Child, orders: u64) -> u64 {
+    let mut placed = 0;
+    while placed < orders {
+        let line = child.next_line(Duration::from_secs(60)).expect("the child reports progress");
+        if let Some(count) = line.strip_prefix("placed ") {
+            placed = count.parse().expect("a progress line");
+        }
+    }
+    placed
+}
+
 fn resume(dir: &Path) -> Report {
     let path = dir.to_str().unwrap();
     sale(&["--orders", "500", "--buyers", "2", "--skus", "20", "--data-dir", path])
+}
+
+#[test]
+fn a_backup_taken_during_a_sale_holds_a_consistent_part_of_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("backup");
+    let args = ["--seconds", "4", "--buyers", "4", "--skus", "20", "--stock", "400", "--backup-after", "100"];
+    let report = sale(&[&args[..], &["--backup-to", dest.to_str().unwrap()]].concat());
+    let backup = report.backup.as_ref().expect("a backup was taken");
+    let resumed = &backup.resumed;
+    // `sale` checked the backup's invariants (its failures are the
+    // report's); and it opened as a clean shutdown.
+    assert!(resumed.opened_clean, "{report}");
+    assert_eq!((resumed.run, resumed.placed), (2, 0), "{report}");
+    assert!(backup.placed_before >= 100, "taken after 100 orders:\n{report}");
+    assert!(resumed.orders_total >= backup.placed_before, "orders placed before the backup are missing:\n{report}");
+    assert!(resumed.orders_total < report.orders_total, "the backup, taken early, holds every order:\n{report}");
+    assert!(report.to_string().contains("writers paused"), "{report}");
+}
+
+/// Set for the child: the data directory of the sale it runs until SIGTERM.
+const SIGTERM_CHILD_ENV: &str = "TOLLGATE_STOREFRONT_SIGTERM_CHILD";
+
+/// The child of `a_sale_stopped_by_sigterm_shuts_down_cleanly`: handles
+/// signals as the example does, sells for up to a minute printing its
+/// progress, and passes if the sale, interrupted, keeps every invariant.
+#[test]
+fn storefront_sigterm_child() {
+    let Some(dir) = std::env::var_os(SIGTERM_CHILD_ENV) else { return };
+    let dir = dir.to_str().expect("a UTF-8 path").to_owned();
+    handle_signals().expect("handlers installed");
+    let config = config(&["--seconds", "60", "--buyers", "4", "--skus", "20", "--stock", "300", "--data-dir", &dir]);
+    let report = run(&config, &mut |progress| println!("placed {}", progress.placed)).expect("the sale runs");
+    println!("interrupted {}", report.interrupted);
+    assert!(report.failures().is_empty(), "invariants failed: {:?}\n{report}", report.failures());
+}
+
+#[test]
+fn a_sale_stopped_by_sigterm_shuts_down_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let child = Child::spawn("storefront_sigterm_child", [(SIGTERM_CHILD_ENV, dir.path().as_os_str().to_owned())]);
+    wait_for_orders(&child, 300);
+    let (status, lines, stderr) = child.terminate();
+    assert!(status.success(), "the child did not exit normally: {status:?}\n{stderr}");
+    assert!(lines.iter().any(|line| line == "interrupted true"), "{lines:?}");
+    {
+        // Every topic was closed cleanly: nothing to recover.
+        let engine = tollgate::Engine::open(dir.path()).unwrap();
+        for name in engine.topics().unwrap() {
+            let topic = engine.topic(&name).unwrap();
+            assert!(topic.recovery_report().clean, "{name} needed a recovery scan after SIGTERM");
+        }
+    }
+    let report = resume(dir.path());
+    assert!(report.opened_clean, "{report}");
+    assert_eq!((report.run, report.runs), (2, 2), "{report}");
 }
 
 #[test]
@@ -172,6 +236,7 @@ fn bad_arguments_are_refused() {
         &["--transient-failures", "-0.1"],
         &["--durability", "sometimes"],
         &["--max-attempts", "0"],
+        &["--backup-after", "10"],
     ] {
         let parsed = Config::try_parse_from(["storefront"].iter().chain(args));
         assert!(parsed.is_err(), "{args:?} should be refused");

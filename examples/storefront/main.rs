@@ -60,6 +60,17 @@
 //! 6. `invariants` - what is checked after a sale, and the check, from the
 //!    ledger.
 //! 7. `report` - what a run prints, and which invariants failed.
+//! 8. `signals` - `SIGTERM` and `SIGINT` stop the sale cleanly.
+//!
+//! With `--backup-to DIR`, the sale backs its data directory up while it
+//! runs ([`tollgate::Engine::backup_to`]) once `--backup-after` orders are
+//! placed, and at the end resumes the backup as a sale of its own with no
+//! new orders: the backup's invariants are checked as if the shop had been
+//! restored from it, and the report says how long writers paused.
+//!
+//! `SIGTERM` or `SIGINT` (Ctrl-C) stops the buyers and drains the sale, then
+//! reports it as interrupted; the engine is dropped, so the directory
+//! records a clean shutdown. A second signal stops the drain.
 //!
 //! This file: the command line ([`Config`]), the progress bar and `main`.
 
@@ -70,6 +81,7 @@ mod payments;
 mod report;
 mod sale;
 mod shop;
+mod signals;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -85,6 +97,7 @@ use tollgate::Durability;
 // would be an unused import in its build.
 pub use report::Report;
 pub(crate) use sale::{Progress, run};
+pub use signals::install as handle_signals;
 
 /// The flash sale's settings (also its command line).
 #[derive(Debug, Clone, Parser)]
@@ -160,6 +173,15 @@ pub struct Config {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Back the data directory up to this directory (which must not exist,
+    /// or be empty) while the sale runs, then check the backup's invariants
+    /// by resuming it, with no new orders, at the end.
+    #[arg(long, value_name = "DIR")]
+    pub backup_to: Option<PathBuf>,
+    /// Take the backup once this many orders are placed (or when selling
+    /// ends, if fewer are).
+    #[arg(long, default_value_t = 1000, value_name = "N", requires = "backup_to")]
+    pub backup_after: u64,
 }
 
 /// `--durability`: when a publish to `orders` and `payments` is durable.
@@ -214,6 +236,10 @@ fn progress_bar(config: &Config) -> ProgressBar {
 #[allow(dead_code)] // unused when a test includes this file as a module
 fn main() -> ExitCode {
     let config = Config::parse();
+    if let Err(error) = signals::install() {
+        eprintln!("storefront: cannot handle SIGTERM and SIGINT: {error}");
+        return ExitCode::from(2);
+    }
     let bar = progress_bar(&config);
     let mut show = |p: &Progress| {
         let rate = p.placed as f64 / p.elapsed.as_secs_f64().max(1e-9);

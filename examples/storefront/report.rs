@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use tollgate::LockStats;
+use tollgate::{BackupReport, LockStats};
 
 use super::invariants::Invariants;
 
@@ -16,6 +16,15 @@ pub struct Report {
     pub data_dir: PathBuf,
     /// Whether the data directory stays after the run.
     pub kept: bool,
+    /// Whether every topic opened after a clean shutdown (no recovery
+    /// scan): the last run in the directory stopped cleanly, or there was
+    /// none.
+    pub opened_clean: bool,
+    /// A `SIGTERM` or `SIGINT` stopped the sale early.
+    pub interrupted: bool,
+    /// The backup taken during the sale (`--backup-to`), and what resuming
+    /// it found.
+    pub backup: Option<BackupCheck>,
     /// This run's number (1 for the first run in the directory).
     pub run: u64,
     /// Order attempts made by this run's buyers.
@@ -74,8 +83,22 @@ pub struct Report {
     pub invariants: Invariants,
 }
 
+/// A backup taken during a sale, checked by resuming it.
+#[derive(Debug)]
+pub struct BackupCheck {
+    /// Where it is.
+    pub path: PathBuf,
+    /// Orders this run had placed when it was taken.
+    pub placed_before: u64,
+    /// What the backup reported (its pause, its size).
+    pub taken: BackupReport,
+    /// The report of the sale resumed on the backup, with no new orders.
+    pub resumed: Box<Report>,
+}
+
 impl Report {
-    /// The invariants that failed, as messages; empty if all hold.
+    /// The invariants that failed, as messages; empty if all hold. A
+    /// backup's failures count, prefixed `backup: `.
     pub fn failures(&self) -> Vec<String> {
         let i = &self.invariants;
         let mut failures = Vec::new();
@@ -95,6 +118,12 @@ impl Report {
         check(i.unknown_records, "records of unknown orders, or malformed");
         if !i.errors.is_empty() {
             failures.push(format!("unexpected errors: {}", i.errors.join("; ")));
+        }
+        if let Some(backup) = &self.backup {
+            if !backup.resumed.opened_clean {
+                failures.push("backup: a topic of the backup needed a recovery scan".to_owned());
+            }
+            failures.extend(backup.resumed.failures().into_iter().map(|failure| format!("backup: {failure}")));
         }
         failures
     }
@@ -162,6 +191,32 @@ impl fmt::Display for Report {
             "  dead letters absorbed: {} duplicates, {} of paid orders (acks lost in a crash)",
             self.duplicate_dead_letters, self.dead_letters_of_paid_orders
         )?;
+        if let Some(backup) = &self.backup {
+            let (taken, resumed) = (&backup.taken, &backup.resumed);
+            writeln!(f, "backup to {}:", backup.path.display())?;
+            writeln!(
+                f,
+                "  taken:                 after {} orders; writers paused {:.2} ms; {} files, {:.1} MiB in {:.2} s",
+                backup.placed_before,
+                taken.pause.as_secs_f64() * 1000.0,
+                taken.files,
+                taken.bytes as f64 / (1 << 20) as f64,
+                taken.elapsed.as_secs_f64()
+            )?;
+            writeln!(
+                f,
+                "  resumed:               {} orders = {} paid + {} failed + {} dead-lettered; opened {}; {}",
+                resumed.orders_total,
+                resumed.paid_total,
+                resumed.failed_total,
+                resumed.dead_lettered_total,
+                if resumed.opened_clean { "clean" } else { "after a recovery scan" },
+                if resumed.failures().is_empty() { "all invariants hold" } else { "INVARIANTS FAILED" }
+            )?;
+        }
+        if self.interrupted {
+            writeln!(f, "interrupted by a signal: stopped selling, drained, shut down cleanly")?;
+        }
         let i = &self.invariants;
         writeln!(f, "invariants:")?;
         writeln!(f, "  oversold: {}", i.oversold)?;

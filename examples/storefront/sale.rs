@@ -6,15 +6,18 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use tollgate::{Durability, Engine, KeyPattern, LockManager, QueueConfig, Topic, TopicConfig, TopicError};
+use tollgate::{
+    BackupReport, Durability, Engine, KeyPattern, LockManager, QueueConfig, Topic, TopicConfig, TopicError,
+};
 
 use super::Config;
 use super::invariants::check;
 use super::ledger::{Ledger, records};
 use super::messages::{CATALOG, CREATED, Catalog, DEAD_LETTERS, ORDERS, PAYMENT_GROUP, PAYMENTS, sku_key};
 use super::payments::{compensation, notifications, payment_worker};
-use super::report::Report;
+use super::report::{BackupCheck, Report};
 use super::shop::{BuyerLog, Counters, Popularity, Shop, Sku, StopOnDrop, buyer, histogram};
+use super::signals;
 
 /// What can stop a sale before it starts or end it early: tollgate's
 /// errors, or a data directory whose catalog cannot be read.
@@ -103,6 +106,8 @@ fn sale(config: &Config, data_dir: &std::path::Path, progress: &mut dyn FnMut(&P
         },
     )?;
     let dead_letters = engine.topic(DEAD_LETTERS)?;
+    // Whether the last run stopped cleanly: no topic needed a recovery scan.
+    let opened_clean = [&orders, &payments, &dead_letters].iter().all(|t| t.recovery_report().clean);
 
     // What earlier runs left: the stock and the order numbers from the ledger.
     let before = Ledger::read(catalog, &orders, &payments, &dead_letters)?;
@@ -135,6 +140,8 @@ fn sale(config: &Config, data_dir: &std::path::Path, progress: &mut dyn FnMut(&P
     let started = Instant::now();
     let mut selling = Duration::ZERO;
     let mut drain_timed_out = false;
+    let mut drain_stopped = false;
+    let mut backup: Option<(u64, Result<BackupReport, tollgate::BackupError>)> = None;
     let buyer_logs: Vec<BuyerLog> = thread::scope(|s| {
         let shop = &shop;
         // Stops every thread when this closure ends, by a panic too (of the
@@ -164,15 +171,28 @@ fn sale(config: &Config, data_dir: &std::path::Path, progress: &mut dyn FnMut(&P
             elapsed: started.elapsed(),
             draining,
         };
-        // Selling: until the buyers are done (the clock stops them in timed mode).
+        // Takes the backup once, while everything runs.
+        let mut back_up = |placed: u64| {
+            if let Some(dest) = config.backup_to.as_ref().filter(|_| backup.is_none()) {
+                backup = Some((placed, engine.backup_to(dest)));
+            }
+        };
+        // Selling: until the buyers are done (the clock stops them in timed
+        // mode, a signal in either).
         while !buyers.iter().all(|buyer| buyer.is_finished()) {
             thread::sleep(Duration::from_millis(100));
-            if config.seconds.is_some_and(|seconds| started.elapsed() >= Duration::from_secs(seconds)) {
+            let timed_out = config.seconds.is_some_and(|seconds| started.elapsed() >= Duration::from_secs(seconds));
+            if timed_out || signals::received() > 0 {
                 shop.selling_done.store(true, Ordering::Relaxed);
+            }
+            let placed = shop.counters.placed.load(Ordering::Relaxed);
+            if placed >= config.backup_after {
+                back_up(placed);
             }
             progress(&snapshot(false));
         }
         shop.selling_done.store(true, Ordering::Relaxed);
+        back_up(shop.counters.placed.load(Ordering::Relaxed));
         let logs: Vec<BuyerLog> = buyers.into_iter().map(|b| b.join().expect("a buyer thread panicked")).collect();
         selling = started.elapsed();
 
@@ -184,8 +204,10 @@ fn sale(config: &Config, data_dir: &std::path::Path, progress: &mut dyn FnMut(&P
             let quiet = worker.metrics().lag == 0
                 && shop.compensation_position.load(Ordering::Acquire) >= dead_letters.info().next.get()
                 && shop.notification_position.load(Ordering::Acquire) >= shop.payments.info().next.get();
-            if quiet || Instant::now() >= deadline {
-                drain_timed_out = !quiet;
+            // A second signal: stop now, drained or not.
+            drain_stopped = !quiet && signals::received() > 1;
+            if quiet || drain_stopped || Instant::now() >= deadline {
+                drain_timed_out = !quiet && !drain_stopped;
                 break;
             }
             progress(&snapshot(true));
@@ -216,6 +238,9 @@ fn sale(config: &Config, data_dir: &std::path::Path, progress: &mut dyn FnMut(&P
     if drain_timed_out {
         errors.push(format!("the sale did not drain within {} s", config.drain_seconds));
     }
+    if drain_stopped {
+        errors.push("a second signal stopped the drain".to_owned());
+    }
     let invariants = check(&shop, &after, &placed, leases_expired, errors);
     let units_initial = stock * u64::from(skus);
     let units_left: i128 = after.balance.iter().sum();
@@ -223,8 +248,15 @@ fn sale(config: &Config, data_dir: &std::path::Path, progress: &mut dyn FnMut(&P
         let unpaid = |order: &u64| !after.settled.contains_key(order);
         after.dead.iter().filter(|(order, (d, _))| *d == declined && unpaid(order)).count() as u64
     };
+    let backup = match backup {
+        Some((placed, taken)) => Some(check_backup(config, placed, taken?)?),
+        None => None,
+    };
     Ok(Report {
         data_dir: data_dir.to_path_buf(),
+        opened_clean,
+        interrupted: signals::received() > 0,
+        backup,
         kept: true,
         run: shop.run,
         attempts,
@@ -254,4 +286,22 @@ fn sale(config: &Config, data_dir: &std::path::Path, progress: &mut dyn FnMut(&P
         units_sold: (i128::from(units_initial) - units_left).max(0) as u64,
         invariants,
     })
+}
+
+/// Checks a backup taken during the sale: resumes it, as a shop restored
+/// from it would, with a sale of no new orders that drains what was in
+/// flight at the backup, and checks the invariants over every run in it.
+fn check_backup(config: &Config, placed: u64, taken: BackupReport) -> Result<BackupCheck, Error> {
+    let dest = config.backup_to.clone().expect("a backup was asked for");
+    let resume = Config {
+        orders: 0,
+        seconds: None,
+        data_dir: Some(dest.clone()),
+        keep: true,
+        quiet: true,
+        backup_to: None,
+        ..config.clone()
+    };
+    let resumed = run(&resume, &mut |_| {})?;
+    Ok(BackupCheck { path: dest, placed_before: placed, taken, resumed: Box::new(resumed) })
 }

@@ -7,20 +7,24 @@
 //! - `topic.rs`: [`Topic`], the handle to an open topic and its worker groups;
 //! - `flusher.rs`: the background thread (interval flushes, sealed segments,
 //!   retention).
+//! - `backup.rs`: [`Engine::backup_to`], a consistent copy of the directory
+//!   while it is in use.
 
+mod backup;
 mod flusher;
 mod topic;
 
+pub use backup::BackupReport;
 pub use topic::Topic;
 
 use std::any::Any;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::error::{IoError, OpenError, TopicError};
 use crate::log::format::*;
@@ -117,6 +121,13 @@ pub(crate) struct Shared {
     flusher: Arc<Flusher>,
     flusher_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     trash_sequence: AtomicU64,
+    /// Topics a backup is copying: none of them is deleted, and those that
+    /// are not open are not opened, until it is done (`backup.rs`).
+    copying: Mutex<HashSet<String>>,
+    /// Notified when a backup is done copying a topic.
+    copied: Condvar,
+    /// Held by a backup for its whole run: one at a time.
+    backup: Mutex<()>,
     /// Held for the engine's life: the directory's lock file.
     _lock: Box<dyn Any + Send + Sync>,
 }
@@ -219,6 +230,9 @@ impl Engine {
             flusher: flusher.clone(),
             flusher_thread: Mutex::new(None),
             trash_sequence: AtomicU64::new(0),
+            copying: Mutex::new(HashSet::new()),
+            copied: Condvar::new(),
+            backup: Mutex::new(()),
             _lock: lock,
         });
         let thread = std::thread::Builder::new()
@@ -267,7 +281,7 @@ impl Engine {
     fn open_topic(&self, name: &str, create: Option<TopicConfig>) -> Result<Topic, TopicError> {
         check_topic_name(name)?;
         let shared = &*self.shared;
-        let mut topics = shared.topics.lock();
+        let mut topics = shared.lock_topics(name, true);
         let topic_dir = shared.dir.join(TOPICS_DIR).join(name);
         let conf = topic_dir.join(TOPIC_FILE);
         let exists = shared.storage.exists(&conf);
@@ -330,7 +344,7 @@ impl Engine {
     pub fn delete_topic(&self, name: &str) -> Result<(), TopicError> {
         check_topic_name(name)?;
         let shared = &*self.shared;
-        let mut topics = shared.topics.lock();
+        let mut topics = shared.lock_topics(name, false);
         let topics_dir = shared.dir.join(TOPICS_DIR);
         let topic_dir = topics_dir.join(name);
         if !shared.storage.exists(&topic_dir.join(TOPIC_FILE)) {
@@ -382,6 +396,28 @@ fn take_lock(
         }
         std::thread::sleep(pause.min(left));
         pause = (pause * 2).min(LOCK_RETRY_MAX);
+    }
+}
+
+impl Shared {
+    /// The topic registry, once no backup is copying the topic `name`'s
+    /// files, or, with `open_ok`, once it is either open or not being
+    /// copied (an open topic's files are copied up to the backup's cut
+    /// while it runs; a topic at rest must stay at rest until copied).
+    fn lock_topics(&self, name: &str, open_ok: bool) -> MutexGuard<'_, HashMap<String, Arc<OpenTopic>>> {
+        loop {
+            let topics = self.topics.lock();
+            // Backups pin topics under the registry's lock, so this check
+            // cannot miss one.
+            if (open_ok && topics.contains_key(name)) || !self.copying.lock().contains(name) {
+                return topics;
+            }
+            drop(topics);
+            let mut copying = self.copying.lock();
+            while copying.contains(name) {
+                self.copied.wait(&mut copying);
+            }
+        }
     }
 }
 

@@ -14,7 +14,9 @@
 //! - `recovery.rs`: opening a topic directory after a clean or unclean shutdown.
 //! - `doorbell.rs`: the committed offset, and parking until it moves (no lost wake-ups).
 //! - `subscription.rs`: consumer groups: cursors, waiting, commits.
+//! - `backup.rs`: a topic's side of a backup: the cut, and the copy of the log up to it.
 
+pub(crate) mod backup;
 pub(crate) mod config;
 pub(crate) mod doorbell;
 pub(crate) mod format;

@@ -236,6 +236,9 @@ impl Subscription {
     pub fn commit_at(&mut self, offset: Offset) -> Result<(), CommitError> {
         let offset = offset.get();
         let topic = &*self.reader.topic;
+        // Open while the offset is written: a backup's cut closes it
+        // (`TopicLog::freeze`), so a commit is wholly before or after it.
+        let _gate = topic.commits.read();
         let end = topic.committed.load();
         if offset > end {
             return Err(CommitError::BeyondEnd { requested: offset, end });

@@ -115,6 +115,11 @@ pub(crate) struct TopicLog {
     deleted: AtomicBool,
     /// Groups with a live subscription.
     pub(super) groups: Mutex<HashSet<String>>,
+    /// Held (read) by consumer-group commits while they write; a backup's
+    /// cut holds it (write) to stop them (`backup.rs`).
+    pub(super) commits: RwLock<()>,
+    /// Backups copying the segments: retention deletes none while any does.
+    pub(super) retention_pins: AtomicU64,
     /// What opening the topic found.
     pub(super) recovery: RecoveryReport,
 }
@@ -256,6 +261,8 @@ impl TopicLog {
             closed: AtomicBool::new(false),
             deleted: AtomicBool::new(false),
             groups: Mutex::new(HashSet::new()),
+            commits: RwLock::new(()),
+            retention_pins: AtomicU64::new(0),
             recovery: report,
         }
     }
@@ -666,7 +673,14 @@ impl TopicLog {
             if !over_bytes && !too_old {
                 return;
             }
-            self.segments.write().remove(&oldest.base);
+            {
+                let mut segments = self.segments.write();
+                // Checked under the write lock: see `TopicLog::freeze`.
+                if self.retention_pinned() {
+                    return;
+                }
+                segments.remove(&oldest.base);
+            }
             let index = self.dir.join(segment_file_name(oldest.base, INDEX_SUFFIX));
             let removed = self.storage.remove_file(&oldest.path);
             let _ = self.storage.remove_file(&index);

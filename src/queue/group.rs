@@ -21,7 +21,7 @@ use crate::log::format::now_us;
 use crate::log::subscription::Reader;
 use crate::log::topic::TopicLog;
 use crate::log::{Durability, Record, RecoveryMode, StartAt};
-use crate::sync::Mutex;
+use crate::sync::{Mutex, MutexGuard};
 
 pub(crate) struct Group {
     pub(super) name: String,
@@ -43,6 +43,11 @@ pub(super) struct GroupState {
     pub(super) reader: Reader,
     /// Workers waiting in `receive`.
     pub(super) idle: Idle,
+}
+
+/// A group frozen for a backup's cut ([`Group::freeze`]).
+pub(crate) struct FrozenGroup<'a> {
+    _state: MutexGuard<'a, GroupState>,
 }
 
 /// What `take` found.
@@ -131,6 +136,14 @@ impl Group {
         if state.window.len() + 1 >= self.config.window {
             self.wake_idle(state);
         }
+    }
+
+    /// Holds the group's lock for a backup's cut: nothing is delivered,
+    /// settled or journaled, and the journal is not compacted, until the
+    /// result is dropped. Its state and journal files on disk then say what
+    /// the group is.
+    pub(crate) fn freeze(&self) -> FrozenGroup<'_> {
+        FrozenGroup { _state: self.state.lock() }
     }
 
     /// Syncs everything journaled so far, and the journal's synced mark.

@@ -88,6 +88,25 @@ pub(crate) trait Storage: ReadStorage {
     /// Takes an exclusive lock on `path` (created if missing) for as long as
     /// the returned value lives; `Ok(None)` if someone else holds it.
     fn lock_file(&self, path: &Path) -> io::Result<Option<Box<dyn Any + Send + Sync>>>;
+    /// Creates `to`, which must not exist, holding the first `len` bytes
+    /// of `from`, and syncs it (not its directory). Fails with
+    /// `UnexpectedEof` if `from` is shorter. For backups: this default reads
+    /// the bytes into memory; [`OsStorage`] streams them.
+    fn copy_file(&self, from: &Path, to: &Path, len: u64) -> io::Result<()> {
+        let source = self.open_read(from)?;
+        let mut bytes = vec![0; usize::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::FileTooLarge))?];
+        let mut done = 0;
+        while done < bytes.len() {
+            match source.read_at(&mut bytes[done..], done as u64)? {
+                0 => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the file is shorter than expected")),
+                n => done += n,
+            }
+        }
+        if self.exists(to) {
+            return Err(io::Error::from(io::ErrorKind::AlreadyExists));
+        }
+        self.write_file(to, &bytes)
+    }
     /// Opens (or, with `create`, creates empty) a file and maps `map_len`
     /// bytes of it, read-write and shared. The mapping may be longer than the
     /// file; bytes past the file's end must not be touched.

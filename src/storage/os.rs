@@ -315,6 +315,17 @@ impl Storage for OsStorage {
         }
     }
 
+    fn copy_file(&self, from: &Path, to: &Path, len: u64) -> io::Result<()> {
+        let mut source = File::open(from)?.take(len);
+        let mut copy = OpenOptions::new().write(true).create_new(true).open(to)?;
+        // `std::io::copy` between files uses `copy_file_range` where it can.
+        let copied = std::io::copy(&mut source, &mut copy)?;
+        if copied != len {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the file is shorter than expected"));
+        }
+        copy.sync_all()
+    }
+
     fn open_mapped(&self, path: &Path, create: bool, map_len: usize) -> io::Result<Arc<dyn MappedFile>> {
         let file = self.open(path, OpenOptions::new().read(true).write(true).create_new(create))?;
         let map = MmapOptions::new().len(map_len).map_raw(&file)?;

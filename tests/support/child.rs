@@ -1,4 +1,5 @@
-//! The child processes of the `kill -9` tests (`tests/crash_kill.rs`, `tests/queue_crash.rs`): the test binary
+//! The child processes of the `kill -9` tests (`tests/crash_kill.rs`, `tests/queue_crash.rs`), and of the
+//! storefront's `kill -9` and `SIGTERM` tests (`tests/storefront.rs`): the test binary
 //! run again, one test of it by name, with environment variables telling it what to do. Its stdout lines are
 //! what it acknowledged; a line the kill cut short (no newline) is dropped, as what it would have said is
 //! unknown.
@@ -66,6 +67,20 @@ impl Child {
     pub fn kill(mut self) -> (ExitStatus, Vec<String>, String) {
         // `Child::kill` sends SIGKILL on Unix.
         let _ = self.child.kill();
+        self.wait()
+    }
+
+    /// Sends the child SIGTERM, as a service manager stopping it would, and waits for it to exit. Returns what
+    /// [`Child::kill`] does.
+    #[allow(dead_code)] // only tests/storefront.rs stops a child with SIGTERM
+    pub fn terminate(self) -> (ExitStatus, Vec<String>, String) {
+        let sent = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("run kill");
+        assert!(sent.success(), "kill -TERM failed: {sent:?}");
+        self.wait()
+    }
+
+    /// Waits for the child to exit; see [`Child::kill`].
+    fn wait(mut self) -> (ExitStatus, Vec<String>, String) {
         let status = self.child.wait().expect("wait for the child");
         self.stdout.join().expect("stdout reader");
         let rest = self.lines.try_iter().collect();

@@ -5,7 +5,7 @@
 //! `tollgate::inspect`, which never writes a byte nor takes the directory's
 //! lock, so they are safe on a directory a running process holds open.
 //! `repair` writes, through an `Engine` in repair mode, and refuses a
-//! directory in use. `bench` works in a fresh directory of its own.
+//! directory in use; so does `backup`, through `Engine::backup_to`. `bench` works in a fresh directory of its own.
 //!
 //! Exit codes: 0 success (for `verify`: clean), 1 corruption found, 2 bad
 //! usage, an I/O error, or a refusal. Errors are one line on stderr,
@@ -27,8 +27,10 @@
 //! - `dump.rs`: `tollgate dump`, a topic's records from an offset.
 //! - `tail.rs`: `tollgate tail`, a topic's last records, and with `-f` its new ones.
 //! - `repair.rs`: `tollgate repair`, cutting each log at its first corruption.
+//! - `backup.rs`: `tollgate backup`, a consistent copy of a stopped directory.
 //! - `bench.rs`: `tollgate bench`, numbers for this machine.
 
+mod backup;
 mod bench;
 mod dump;
 mod inspect;
@@ -57,7 +59,7 @@ const EXIT_FAILED: u8 = 2;
 #[command(name = "tollgate", version, about = "Inspect, check, read, repair and benchmark tollgate data directories.")]
 #[command(long_about = "Inspect, check, read, repair and benchmark tollgate data directories.\n\n\
     inspect, verify, dump and tail only read: they take no lock and write nothing, so they are safe on a \
-    directory a running process holds open. repair writes and refuses a directory in use.\n\n\
+    directory a running process holds open. repair and backup write and refuse a directory in use.\n\n\
     Exit codes: 0 success (verify: clean), 1 corruption found, 2 bad usage, an I/O error or a refusal.")]
 struct Cli {
     #[command(subcommand)]
@@ -157,6 +159,20 @@ enum Command {
         #[arg(short, long)]
         yes: bool,
     },
+    /// Copy a data directory that no process has open to DEST.
+    ///
+    /// Refuses a directory in use (a running process backs itself up with
+    /// `Engine::backup_to`). DEST must not exist or must be an empty
+    /// directory outside the data directory. Every file and directory of
+    /// the copy is synced, `tollgate.meta` last; a failed backup removes
+    /// what it wrote. Restore by putting the copy in the directory's place
+    /// while nothing runs on it (`docs/OPERATIONS.md`).
+    Backup {
+        /// The data directory.
+        dir: PathBuf,
+        /// Where the copy goes.
+        dest: PathBuf,
+    },
     /// Measure tollgate on this machine: locks, publishing, consuming, latency.
     ///
     /// Works in a fresh directory that is removed afterwards. The numbers
@@ -186,6 +202,7 @@ fn main() -> ExitCode {
             tail::tail(&dir, &topic, count, follow, Style { json, max_bytes })
         }
         Command::Repair { dir, yes } => repair::repair(&dir, yes),
+        Command::Backup { dir, dest } => backup::backup(&dir, &dest),
         Command::Bench { seconds, dir } => bench::bench(seconds, dir),
     };
     match result {
