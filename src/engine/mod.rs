@@ -300,14 +300,26 @@ impl Engine {
             config.validate().map_err(|reason| TopicError::InvalidConfig { reason })?;
             // The configuration is written last, so a topic directory
             // without one is a creation a crash interrupted and is reused.
-            shared.storage.create_dir_all(&topic_dir).map_err(|e| io("create", &topic_dir, e))?;
             let topics_dir = shared.dir.join(TOPICS_DIR);
-            shared.storage.sync_dir(&topics_dir).map_err(|e| io("sync", &topics_dir, e))?;
-            write_file_atomic(&*shared.storage, &conf, &config.encode())?;
+            let created = shared
+                .storage
+                .create_dir_all(&topic_dir)
+                .map_err(|e| io("create", &topic_dir, e))
+                .and_then(|()| shared.storage.sync_dir(&topics_dir).map_err(|e| io("sync", &topics_dir, e)))
+                .and_then(|()| Ok(write_file_atomic(&*shared.storage, &conf, &config.encode())?));
+            if let Err(e) = created {
+                shared.discard_new_topic(&topic_dir);
+                return Err(e);
+            }
             config
         };
         let log =
-            open_topic(shared.storage.clone(), topic_dir.clone(), name.to_owned(), config, shared.config.recovery)?;
+            open_topic(shared.storage.clone(), topic_dir.clone(), name.to_owned(), config, shared.config.recovery)
+                .inspect_err(|_| {
+                    if !exists {
+                        shared.discard_new_topic(&topic_dir);
+                    }
+                })?;
         let mode = shared.config.recovery;
         if !log.recovery().clean || mode == RecoveryMode::Repair {
             // Worker groups may have settled offsets that did not survive
@@ -400,6 +412,17 @@ fn take_lock(
 }
 
 impl Shared {
+    /// Removes what a topic creation that failed (a full disk, say) wrote,
+    /// so that it leaves nothing behind: the whole directory, which holds
+    /// nothing else, as the configuration it would have been opened by is
+    /// written last. Best effort: what cannot be removed now is a creation
+    /// the next one reuses, as after a crash.
+    fn discard_new_topic(&self, topic_dir: &Path) {
+        if self.storage.remove_dir_all(topic_dir).is_ok() {
+            let _ = self.storage.sync_dir(&self.dir.join(TOPICS_DIR));
+        }
+    }
+
     /// The topic registry, once no backup is copying the topic `name`'s
     /// files, or, with `open_ok`, once it is either open or not being
     /// copied (an open topic's files are copied up to the backup's cut

@@ -158,18 +158,28 @@ impl<V: SlotValue> SlotFile<V> {
             storage.remove_file(path).map_err(|e| io("remove", e))?;
         }
         let file = storage.open_mapped(path, true, SLOT_FILE_BYTES).map_err(|e| io("create", e))?;
-        file.allocate(SLOT_FILE_BYTES as u64).map_err(|e| io("allocate", e))?;
-        let map = Mapped::new(file);
-        {
-            // SAFETY: the file was just created with SLOT_FILE_BYTES allocated,
-            // and nobody else has it.
-            let header = unsafe { map.slice_mut(0, SLOT_FILE_HEADER_BYTES) };
-            encode_slot_file_header(header, V::MAGIC);
+        let created = file.allocate(SLOT_FILE_BYTES as u64).map_err(|e| io("allocate", e)).and_then(|()| {
+            let map = Mapped::new(file);
+            {
+                // SAFETY: the file was just created with SLOT_FILE_BYTES
+                // allocated, and nobody else has it.
+                let header = unsafe { map.slice_mut(0, SLOT_FILE_HEADER_BYTES) };
+                encode_slot_file_header(header, V::MAGIC);
+            }
+            map.file().sync().map_err(|e| io("sync", e))?;
+            let dir = path.parent().unwrap_or(Path::new("."));
+            storage.sync_dir(dir).map_err(|e| SlotFileError::Io(IoError::new("sync", dir, e)))?;
+            Ok(map)
+        });
+        match created {
+            Ok(map) => Ok((SlotFile { path: path.into(), map, generation: 0, kind: std::marker::PhantomData }, None)),
+            Err(e) => {
+                // A full disk, say: a creation that failed leaves no file
+                // (which, never written, would hold nothing anyway).
+                let _ = storage.remove_file(path);
+                Err(e)
+            }
         }
-        map.file().sync().map_err(|e| io("sync", e))?;
-        let dir = path.parent().unwrap_or(Path::new("."));
-        storage.sync_dir(dir).map_err(|e| SlotFileError::Io(IoError::new("sync", dir, e)))?;
-        Ok((SlotFile { path: path.into(), map, generation: 0, kind: std::marker::PhantomData }, None))
     }
 
     /// Writes `value` to the slot not holding the current value, and syncs it.
@@ -302,8 +312,15 @@ pub(crate) fn write_file_atomic(storage: &dyn Storage, path: &Path, bytes: &[u8]
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(TMP_SUFFIX);
     let tmp = PathBuf::from(tmp);
-    storage.write_file(&tmp, bytes).map_err(|e| IoError::new("write", &tmp, e))?;
-    storage.rename(&tmp, path).map_err(|e| IoError::new("rename", path, e))?;
+    let written = storage
+        .write_file(&tmp, bytes)
+        .map_err(|e| IoError::new("write", &tmp, e))
+        .and_then(|()| storage.rename(&tmp, path).map_err(|e| IoError::new("rename", path, e)));
+    if let Err(e) = written {
+        // A full disk, say: leave no temporary file behind.
+        let _ = storage.remove_file(&tmp);
+        return Err(e);
+    }
     let dir = path.parent().unwrap_or(Path::new("."));
     storage.sync_dir(dir).map_err(|e| IoError::new("sync", dir, e))
 }

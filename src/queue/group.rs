@@ -90,19 +90,30 @@ impl Group {
     ) -> Result<Arc<Group>, TopicError> {
         let storage = topic.storage();
         let files = GroupFiles::new(topic.dir(), name);
-        files.create_dir(storage)?;
-        let mut persisted = match files.load(storage, mode)? {
-            Some(persisted) => persisted,
-            None => {
+        let saved = files.create_dir(storage).map_err(TopicError::Io).and_then(|()| files.load(storage, mode));
+        let (mut persisted, new) = match saved {
+            Ok(Some(persisted)) => (persisted, false),
+            Ok(None) => {
                 let low = match config.start {
                     StartAt::Earliest => topic.oldest(),
                     StartAt::Latest => topic.committed().load(),
                 };
-                Persisted { low, ..Persisted::default() }
+                (Persisted { low, ..Persisted::default() }, true)
+            }
+            Err(e) => {
+                // Only a directory it just made holds no state file.
+                if !storage.exists(files.state_path()) {
+                    files.discard_new(storage);
+                }
+                return Err(e);
             }
         };
         persisted.generation += 1;
-        let journal = files.save(storage, &persisted)?;
+        let journal = files.save(storage, &persisted).inspect_err(|_| {
+            if new {
+                files.discard_new(storage);
+            }
+        })?;
         let reader = Reader::new(topic.clone(), persisted.low);
         let state =
             GroupState { window: Window::new(persisted), journal: Arc::new(journal), reader, idle: Idle::default() };

@@ -32,7 +32,7 @@ use std::any::Any;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::io;
-use std::path::{Component, Path};
+use std::path::{Component, Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::Arc;
 
@@ -181,6 +181,39 @@ impl SimDisk {
     /// [`io::ErrorKind::StorageFull`].
     pub fn set_capacity(&self, bytes: Option<u64>) {
         self.state.lock().capacity_bytes = bytes;
+    }
+
+    /// Bytes the files take, as [`set_capacity`](SimDisk::set_capacity)
+    /// counts them: the live length of every file in the live tree, and of
+    /// unlinked files still mapped.
+    pub fn used_bytes(&self) -> u64 {
+        self.state.lock().used_bytes()
+    }
+
+    /// Every live directory and file below `dir`, with a file's live length
+    /// (`None` for a directory), sorted by path: what a program listing the
+    /// disk now would see.
+    pub fn tree(&self, dir: impl AsRef<Path>) -> Vec<(PathBuf, Option<u64>)> {
+        let state = self.state.lock();
+        let mut found = Vec::new();
+        let Ok(ino) = state.lookup(dir.as_ref()) else { return found };
+        let mut pending = vec![(dir.as_ref().to_path_buf(), ino)];
+        while let Some((path, ino)) = pending.pop() {
+            if let Some(Node::Dir(d)) = state.nodes.get(&ino) {
+                for (name, &child) in &d.live {
+                    let child_path = path.join(name);
+                    match &state.nodes[&child] {
+                        Node::Dir(_) => {
+                            found.push((child_path.clone(), None));
+                            pending.push((child_path, child));
+                        }
+                        Node::File(file) => found.push((child_path, Some(file.len as u64))),
+                    }
+                }
+            }
+        }
+        found.sort();
+        found
     }
 
     /// Creates a directory and its missing parents, durably at once, as if

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use super::config::TopicConfig;
 use super::format::*;
 use super::segment::{OpenFault, Scan, Segment, segment_bases};
-use super::slots::{Checkpoint, CommittedOffset, SlotFile, SlotFileError};
+use super::slots::{Checkpoint, CommittedOffset, SlotFile, SlotFileCheck, SlotFileError, check_slot_file};
 use super::topic::{Recovered, TopicLog};
 use crate::error::{Corruption, IoError, ReadError, TopicError};
 use crate::storage::Storage;
@@ -323,6 +323,15 @@ fn clamp_groups(storage: &dyn Storage, dir: &Path, next: u64, mode: RecoveryMode
             continue;
         }
         let path = groups.join(&file);
+        // Opening must not need free space: a file that needs no change is
+        // only read (one a crash left half-created is recreated by its
+        // group's next subscribe, not here).
+        let bytes = storage.read_file(&path).map_err(|e| TopicError::Io(IoError::new("read", &path, e)))?;
+        match check_slot_file::<CommittedOffset>(&bytes) {
+            SlotFileCheck::HalfCreated => continue,
+            SlotFileCheck::Valid(newest) if newest.is_none_or(|(_, saved)| saved.offset <= next) => continue,
+            _ => {}
+        }
         // A damaged group file must not keep the topic from opening: its
         // group's next subscribe reports the damage.
         let (mut slots, saved) = match SlotFile::<CommittedOffset>::open(storage, &path) {

@@ -40,6 +40,11 @@ impl GroupFiles {
         GroupFiles { state: dir.join(QSTATE_FILE), journal: dir.join(QJOURNAL_FILE), dir }
     }
 
+    /// The state file, `queues/<group>/state`.
+    pub(in crate::queue) fn state_path(&self) -> &Path {
+        &self.state
+    }
+
     /// Whether the group's directory exists: whether the group was ever
     /// opened (a name that does not is a new one).
     pub(crate) fn exists(&self, storage: &dyn Storage) -> bool {
@@ -123,6 +128,18 @@ impl GroupFiles {
         }
         storage.sync_dir(topic).map_err(|e| IoError::new("sync", topic, e))?;
         storage.sync_dir(queues).map_err(|e| IoError::new("sync", queues, e))
+    }
+
+    /// Removes the group's directory and what is in it, after its creation
+    /// failed (a full disk, say), so that it leaves nothing behind. Only for
+    /// a group that had no state file: one that had is never removed. Best
+    /// effort: what cannot be removed is a creation the next open finishes,
+    /// as after a crash.
+    pub(in crate::queue) fn discard_new(&self, storage: &dyn Storage) {
+        if storage.remove_dir_all(&self.dir).is_ok() {
+            let queues = self.dir.parent().expect("queues/<group>");
+            let _ = storage.sync_dir(queues);
+        }
     }
 
     /// Writes `state` as the state file (generation `state.generation`) and

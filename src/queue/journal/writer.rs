@@ -61,16 +61,24 @@ impl JournalFile {
             storage.remove_file(path).map_err(|e| io("remove", e))?;
         }
         let file = storage.open_mapped(path, true, JOURNAL_MAP_BYTES).map_err(|e| io("create", e))?;
-        file.allocate(JOURNAL_STEP_BYTES as u64).map_err(|e| io("allocate", e))?;
-        let map = Mapped::new(file);
-        {
-            // SAFETY: the file was just created with the header's bytes
-            // allocated, and nobody else has it.
-            encode_header(unsafe { map.slice_mut(0, QJOURNAL_HEADER_BYTES) }, generation);
-        }
-        map.file().sync().map_err(|e| io("sync", e))?;
-        let dir = path.parent().unwrap_or(Path::new("."));
-        storage.sync_dir(dir).map_err(|e| IoError::new("sync", dir, e))?;
+        let created = file.allocate(JOURNAL_STEP_BYTES as u64).map_err(|e| io("allocate", e)).and_then(|()| {
+            let map = Mapped::new(file);
+            {
+                // SAFETY: the file was just created with the header's bytes
+                // allocated, and nobody else has it.
+                encode_header(unsafe { map.slice_mut(0, QJOURNAL_HEADER_BYTES) }, generation);
+            }
+            map.file().sync().map_err(|e| io("sync", e))?;
+            let dir = path.parent().unwrap_or(Path::new("."));
+            storage.sync_dir(dir).map_err(|e| IoError::new("sync", dir, e))?;
+            Ok(map)
+        });
+        // A full disk, say: a journal that could not be created leaves no
+        // file. The state file before it is whole, and a group with a state
+        // file and no journal is one between a compaction's two steps.
+        let map = created.inspect_err(|_| {
+            let _ = storage.remove_file(path);
+        })?;
         Ok(JournalFile {
             path: path.to_owned(),
             map,
