@@ -292,6 +292,7 @@ impl Engine {
             return Ok(Topic::new(open.clone()));
         }
         let io = |op, path: &Path, e| TopicError::Io(IoError::new(op, path, e));
+        let mut dir_existed = true;
         let config = if exists {
             TopicConfig::read(&*shared.storage, &conf)?
         } else {
@@ -301,6 +302,11 @@ impl Engine {
             // The configuration is written last, so a topic directory
             // without one is a creation a crash interrupted and is reused.
             let topics_dir = shared.dir.join(TOPICS_DIR);
+            dir_existed = match shared.storage.list_dir(&topic_dir) {
+                Ok(_) => true,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+                Err(e) => return Err(io("list", &topic_dir, e)),
+            };
             let created = shared
                 .storage
                 .create_dir_all(&topic_dir)
@@ -308,7 +314,7 @@ impl Engine {
                 .and_then(|()| shared.storage.sync_dir(&topics_dir).map_err(|e| io("sync", &topics_dir, e)))
                 .and_then(|()| Ok(write_file_atomic(&*shared.storage, &conf, &config.encode())?));
             if let Err(e) = created {
-                shared.discard_new_topic(&topic_dir);
+                shared.discard_new_topic(&topic_dir, dir_existed);
                 return Err(e);
             }
             config
@@ -317,7 +323,7 @@ impl Engine {
             open_topic(shared.storage.clone(), topic_dir.clone(), name.to_owned(), config, shared.config.recovery)
                 .inspect_err(|_| {
                     if !exists {
-                        shared.discard_new_topic(&topic_dir);
+                        shared.discard_new_topic(&topic_dir, dir_existed);
                     }
                 })?;
         let mode = shared.config.recovery;
@@ -413,14 +419,24 @@ fn take_lock(
 
 impl Shared {
     /// Removes what a topic creation that failed (a full disk, say) wrote,
-    /// so that it leaves nothing behind: the whole directory, which holds
-    /// nothing else, as the configuration it would have been opened by is
-    /// written last. Best effort: what cannot be removed now is a creation
-    /// the next one reuses, as after a crash.
-    fn discard_new_topic(&self, topic_dir: &Path) {
-        if self.storage.remove_dir_all(topic_dir).is_ok() {
-            let _ = self.storage.sync_dir(&self.dir.join(TOPICS_DIR));
-        }
+    /// so that it leaves nothing behind: the directory, if this creation
+    /// made it (`dir_existed` false); otherwise (a directory without
+    /// `topic.conf`, which a crash or a hand left) only the configuration,
+    /// which it wrote, so that whatever else the directory holds stays.
+    /// Best effort: what cannot be removed now is a creation the next one
+    /// reuses, as after a crash.
+    fn discard_new_topic(&self, topic_dir: &Path, dir_existed: bool) {
+        let removed = if dir_existed {
+            let conf = topic_dir.join(TOPIC_FILE);
+            match self.storage.remove_file(&conf) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                removed => removed,
+            }
+            .and_then(|()| self.storage.sync_dir(topic_dir))
+        } else {
+            self.storage.remove_dir_all(topic_dir).and_then(|()| self.storage.sync_dir(&self.dir.join(TOPICS_DIR)))
+        };
+        let _ = removed;
     }
 
     /// The topic registry, once no backup is copying the topic `name`'s

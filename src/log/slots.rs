@@ -233,8 +233,8 @@ pub(crate) const NO_VALID_SLOT: &str = "neither slot is valid";
 /// What the bytes of a two-slot file are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SlotFileCheck<V> {
-    /// Shorter than its header and all zero, or with an all-zero header: cut
-    /// short while being created, so nothing was ever committed to it.
+    /// All zero (of any length): cut short while being created, so nothing
+    /// was ever committed to it.
     HalfCreated,
     /// Too short, or the wrong magic.
     NotSlotFile,
@@ -253,10 +253,13 @@ pub(crate) enum SlotFileCheck<V> {
 
 /// Checks the whole content of a two-slot file of `V`s.
 pub(crate) fn check_slot_file<V: SlotValue>(bytes: &[u8]) -> SlotFileCheck<V> {
-    let half_created = bytes.len() < SLOT_FILE_BYTES && bytes.iter().all(|&b| b == 0)
-        || bytes.len() >= SLOT_FILE_HEADER_BYTES && bytes[..SLOT_FILE_HEADER_BYTES].iter().all(|&b| b == 0);
-    if half_created {
+    if bytes.iter().all(|&b| b == 0) {
         return SlotFileCheck::HalfCreated;
+    }
+    // The header is synced before any slot is written, so a zero header in
+    // front of a written slot is not what a crash leaves.
+    if bytes.len() >= SLOT_FILE_HEADER_BYTES && bytes[..SLOT_FILE_HEADER_BYTES].iter().all(|&b| b == 0) {
+        return SlotFileCheck::DamagedHeader(0);
     }
     if bytes.len() < SLOT_FILE_BYTES || bytes[..8] != V::MAGIC {
         return SlotFileCheck::NotSlotFile;

@@ -90,7 +90,8 @@ impl Group {
     ) -> Result<Arc<Group>, TopicError> {
         let storage = topic.storage();
         let files = GroupFiles::new(topic.dir(), name);
-        let saved = files.create_dir(storage).map_err(TopicError::Io).and_then(|()| files.load(storage, mode));
+        let saved =
+            files.create_dir(storage).map_err(TopicError::Io).and_then(|()| files.load(storage, mode, topic.oldest()));
         let (mut persisted, new) = match saved {
             Ok(Some(persisted)) => (persisted, false),
             Ok(None) => {
@@ -102,7 +103,7 @@ impl Group {
             }
             Err(e) => {
                 // Only a directory it just made holds no state file.
-                if !storage.exists(files.state_path()) {
+                if storage.file_len(files.state_path()).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound) {
                     files.discard_new(storage);
                 }
                 return Err(e);

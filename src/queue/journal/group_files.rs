@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::recovery::replay;
+use super::recovery::{journal_version, replay};
 use super::state::{Persisted, StateFault};
 use super::writer::JournalFile;
 use crate::error::{Corruption, IoError, TopicError};
@@ -55,13 +55,38 @@ impl GroupFiles {
     /// [`RecoveryMode::Repair`], damage is repaired as far as it can be:
     /// damaged records of the state file and damaged journal entries are
     /// dropped and every valid one kept; a state file whose header is
-    /// damaged is treated as absent (the group starts over).
+    /// damaged starts the group over at `oldest`, the topic's oldest offset
+    /// (every message still in the log is delivered again), and its journal,
+    /// which continues nothing that can be read, is removed, unless it is of
+    /// a newer version (then `NewerVersion`, and nothing is changed).
     pub(in crate::queue) fn load(
         &self,
         storage: &dyn Storage,
         mode: RecoveryMode,
+        oldest: u64,
     ) -> Result<Option<Persisted>, TopicError> {
-        Ok(self.read_with(storage, mode)?.map(|saved| saved.persisted))
+        match self.read_with(storage, mode) {
+            // In repair, only a damaged header makes the state file `Corrupt`.
+            Err(TopicError::Corrupt(damage)) if mode == RecoveryMode::Repair && damage.file == self.state => {
+                let journal = match storage.read_file(&self.journal) {
+                    Ok(bytes) => bytes,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+                    Err(e) => return Err(TopicError::Io(IoError::new("read", &self.journal, e))),
+                };
+                if let Some(found) = journal_version(&journal).filter(|&v| v > FORMAT_VERSION) {
+                    return Err(TopicError::NewerVersion {
+                        path: self.journal.clone(),
+                        found,
+                        supported: FORMAT_VERSION,
+                    });
+                }
+                if !journal.is_empty() {
+                    storage.remove_file(&self.journal).map_err(|e| IoError::new("remove", &self.journal, e))?;
+                }
+                Ok(Some(Persisted { low: oldest, ..Persisted::default() }))
+            }
+            read => Ok(read?.map(|saved| saved.persisted)),
+        }
     }
 
     /// Reads the state file and replays the journal after it, as opening
@@ -91,9 +116,9 @@ impl GroupFiles {
         };
         let mut persisted = match Persisted::decode(&bytes) {
             Ok(state) => state,
-            Err(StateFault::Damaged { .. }) if repair => match Persisted::salvage(&bytes) {
+            Err(e @ StateFault::Damaged { .. }) if repair => match Persisted::salvage(&bytes) {
                 Some(state) => state,
-                None => return Ok(None),
+                None => return Err(fault(&self.state, e)),
             },
             Err(e) => return Err(fault(&self.state, e)),
         };

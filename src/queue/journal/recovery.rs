@@ -74,6 +74,15 @@ pub(crate) fn replay(bytes: &[u8], state: &mut Persisted, strict: bool) -> Resul
     Ok(())
 }
 
+/// The version a journal's header gives, if the header is valid (its CRC,
+/// which covers the version, matches).
+pub(super) fn journal_version(bytes: &[u8]) -> Option<u32> {
+    let header = bytes.get(..QJOURNAL_HEADER_BYTES)?;
+    let valid = header[..8] == QJOURNAL_MAGIC
+        && crc(&header[..QJOURNAL_HEADER_CRC_AT]) == u32_at(header, QJOURNAL_HEADER_CRC_AT);
+    valid.then(|| u32_at(header, QJOURNAL_VERSION_AT))
+}
+
 /// The journal's synced mark for `generation`: the larger count of its two
 /// valid mark slots, if either is valid.
 pub(super) fn synced_mark(bytes: &[u8], generation: u64) -> Option<u64> {
@@ -124,10 +133,11 @@ pub(crate) fn recover_groups(
         let (mut state, damaged) = match files.read(storage) {
             Ok(Some(saved)) => (saved.persisted, false),
             Ok(None) => continue,
-            Err(TopicError::Corrupt(_)) if mode == RecoveryMode::Repair => {
-                let salvaged = files.load(storage, mode)?;
-                (salvaged.unwrap_or(Persisted { low: oldest, ..Persisted::default() }), true)
-            }
+            Err(TopicError::Corrupt(_)) if mode == RecoveryMode::Repair => match files.load(storage, mode, oldest) {
+                Ok(Some(salvaged)) => (salvaged, true),
+                Ok(None) | Err(TopicError::NewerVersion { .. }) => continue,
+                Err(e) => return Err(e),
+            },
             Err(TopicError::Corrupt(_) | TopicError::NewerVersion { .. }) => continue,
             Err(e) => return Err(e),
         };
