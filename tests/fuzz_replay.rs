@@ -59,6 +59,13 @@ fn log_ops_corpus_replays() {
     replay("log_ops", log_ops::run);
 }
 
+/// The same inputs on engines with their flusher thread (the
+/// `log_ops_threaded` target).
+#[test]
+fn log_ops_threaded_corpus_replays() {
+    replay("log_ops", log_ops::run_threaded);
+}
+
 #[test]
 fn log_recovery_corpus_replays() {
     replay("log_recovery", log_recovery::run);
