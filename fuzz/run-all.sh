@@ -34,10 +34,11 @@ fi
 printf '%-20s %14s %10s %8s\n' target executions exec/s seconds
 for target in "${targets[@]}"; do
     mkdir -p "work/$target"
+    seeds="corpus/${target%_threaded}" # log_ops_threaded runs log_ops's corpus
     log=$(mktemp)
     start=$(date +%s)
     status=0
-    cargo +nightly fuzz run -O -s "$sanitizer" "$target" "work/$target" "corpus/$target" -- \
+    cargo +nightly fuzz run -O -s "$sanitizer" "$target" "work/$target" "$seeds" -- \
         "$budget" -detect_leaks=0 -print_final_stats=1 >"$log" 2>&1 || status=$?
     seconds=$(($(date +%s) - start))
     executions=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
