@@ -1,6 +1,8 @@
 //! Replays the fuzz corpora (`fuzz/corpus/<target>/`) through the shared
 //! harnesses on stable, and runs the lock harness on random byte strings.
 
+#[path = "support/decoders.rs"]
+mod decoders;
 #[path = "support/lock_ops.rs"]
 mod lock_ops;
 #[path = "support/log_ops.rs"]
@@ -49,6 +51,23 @@ fn replay_matching(target: &str, prefix: &str, run: fn(&[u8])) {
     }
 }
 
+/// The decoder targets' corpora (`fuzz/corpus/decode_*/`).
+#[test]
+fn decoder_corpora_replay() {
+    for (target, run) in decoders::TARGETS {
+        replay(target, run);
+    }
+}
+
+/// Rewrites the decoder targets' seeds from a real engine's files (run it
+/// with `cargo test --test fuzz_replay -- --ignored write_decoder_seeds`).
+#[test]
+#[ignore = "writes the seed corpora"]
+fn write_decoder_seeds() {
+    decoders::write_seeds(&Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus"));
+    decoder_corpora_replay();
+}
+
 #[test]
 fn corpus_replays() {
     replay("lock_ops", lock_ops::run);
@@ -57,6 +76,13 @@ fn corpus_replays() {
 #[test]
 fn log_ops_corpus_replays() {
     replay("log_ops", log_ops::run);
+}
+
+/// The same inputs on engines with their flusher thread (the
+/// `log_ops_threaded` target).
+#[test]
+fn log_ops_threaded_corpus_replays() {
+    replay("log_ops", log_ops::run_threaded);
 }
 
 #[test]

@@ -40,19 +40,29 @@ impl Flusher {
     pub(super) fn run(&self) {
         let mut state = self.state.lock();
         while !state.stop {
-            state.topics.retain(|t| t.strong_count() > 0);
-            let topics: Vec<_> = state.topics.iter().filter_map(Weak::upgrade).collect();
             drop(state);
-            let mut wait = FLUSHER_TICK;
-            for topic in topics {
-                if let Some(next) = topic.log.background(|| topic.sync_groups()) {
-                    wait = wait.min(next);
-                }
-            }
+            let wait = self.pass();
             state = self.state.lock();
             if !state.stop {
                 self.wake.wait_for(&mut state, wait);
             }
         }
+    }
+
+    /// One pass over the open topics: each topic's due background work.
+    /// Returns how long the thread may wait before the next pass.
+    pub(super) fn pass(&self) -> Duration {
+        let topics: Vec<_> = {
+            let mut state = self.state.lock();
+            state.topics.retain(|t| t.strong_count() > 0);
+            state.topics.iter().filter_map(Weak::upgrade).collect()
+        };
+        let mut wait = FLUSHER_TICK;
+        for topic in topics {
+            if let Some(next) = topic.log.background(|| topic.sync_groups()) {
+                wait = wait.min(next);
+            }
+        }
+        wait
     }
 }

@@ -166,6 +166,17 @@ impl Engine {
     }
 
     pub(crate) fn open_on(storage: Arc<dyn Storage>, dir: &Path, config: EngineConfig) -> Result<Engine, OpenError> {
+        Self::open_on_with(storage, dir, config, true)
+    }
+
+    /// Opens the directory; `flusher_thread`: start the background thread (else
+    /// background work runs only when [`Engine::run_background`] is called).
+    fn open_on_with(
+        storage: Arc<dyn Storage>,
+        dir: &Path,
+        config: EngineConfig,
+        flusher_thread: bool,
+    ) -> Result<Engine, OpenError> {
         config.default_topic.validate().map_err(|reason| OpenError::InvalidConfig { reason })?;
         let io = |op, path: &Path, e| OpenError::Io(IoError::new(op, path, e));
         let dir = dir.to_path_buf();
@@ -235,11 +246,13 @@ impl Engine {
             backup: Mutex::new(()),
             _lock: lock,
         });
-        let thread = std::thread::Builder::new()
-            .name("tollgate-flusher".into())
-            .spawn(move || flusher.run())
-            .map_err(|e| io("spawn flusher for", &shared.dir, e))?;
-        *shared.flusher_thread.lock() = Some(thread);
+        if flusher_thread {
+            let thread = std::thread::Builder::new()
+                .name("tollgate-flusher".into())
+                .spawn(move || flusher.run())
+                .map_err(|e| io("spawn flusher for", &shared.dir, e))?;
+            *shared.flusher_thread.lock() = Some(thread);
+        }
         Ok(Engine { shared })
     }
 
@@ -249,6 +262,51 @@ impl Engine {
     #[cfg(feature = "sim")]
     pub fn open_sim(disk: &SimDisk, dir: impl AsRef<Path>, config: EngineConfig) -> Result<Engine, OpenError> {
         Engine::open_on(Arc::new(disk.clone()), dir.as_ref(), config)
+    }
+
+    /// Opens the directory `dir` on a simulated disk as
+    /// [`Engine::open_sim`] does, but starts no background thread: interval
+    /// flushes, the syncing of sealed segments and retention run only when
+    /// [`Engine::run_background`] is called (and at a `Sync` publish,
+    /// [`Topic::sync`] and the close, as always). For fuzz targets and
+    /// deterministic tests, which open thousands of engines a second and
+    /// decide when the background work runs.
+    ///
+    /// ```
+    /// use tollgate::{Engine, EngineConfig, SimDisk, TopicConfig};
+    ///
+    /// let disk = SimDisk::new();
+    /// let engine = Engine::open_sim_without_flusher(&disk, "/data", EngineConfig::default())?;
+    /// let config =
+    ///     TopicConfig { segment_bytes: 4096, max_message_bytes: 1024, retention_bytes: Some(4096), ..TopicConfig::default() };
+    /// let topic = engine.create_topic("t", config)?;
+    /// for _ in 0..100 {
+    ///     topic.publish([b'x'; 100])?;
+    /// }
+    /// assert_eq!(topic.info().oldest.get(), 0, "nothing applies retention yet");
+    /// engine.run_background();
+    /// assert!(topic.info().oldest.get() > 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[cfg(feature = "sim")]
+    pub fn open_sim_without_flusher(
+        disk: &SimDisk,
+        dir: impl AsRef<Path>,
+        config: EngineConfig,
+    ) -> Result<Engine, OpenError> {
+        Engine::open_on_with(Arc::new(disk.clone()), dir.as_ref(), config, false)
+    }
+
+    /// Runs one pass of the background work the flusher thread does, on
+    /// the calling thread: each open topic's due interval flush (and the
+    /// sync of its worker groups' journals after it), the syncing of sealed
+    /// segments, and retention. Errors are kept by each topic and reported
+    /// by its next operation, as the thread's are. For engines opened with
+    /// [`Engine::open_sim_without_flusher`]; on others it only runs a pass
+    /// early.
+    #[cfg(feature = "sim")]
+    pub fn run_background(&self) {
+        self.shared.flusher.pass();
     }
 
     pub(crate) fn from_shared(shared: Arc<Shared>) -> Engine {

@@ -30,6 +30,11 @@
 
 use std::any::Any;
 use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// The disk's maps and sets of inodes: hashed with foldhash, not SipHash
+/// (the fuzz targets spend much of their time looking paths up).
+type InoMap<V> = HashMap<Ino, V, foldhash::fast::FixedState>;
+type InoSet = HashSet<Ino, foldhash::fast::FixedState>;
 use std::fmt;
 use std::io;
 use std::path::{Component, Path, PathBuf};
@@ -127,7 +132,7 @@ impl SimDisk {
         let old = self.state.lock();
         let mut rng = SplitMix64(power_cut.unwrap_or(0));
         let mut new = State { capacity_bytes: old.capacity_bytes, ..State::default() };
-        let mut renumbered = HashMap::from([(ROOT, ROOT)]);
+        let mut renumbered = InoMap::from_iter([(ROOT, ROOT)]);
         let mut pending = vec![ROOT];
         while let Some(old_dir) = pending.pop() {
             let new_dir = renumbered[&old_dir];
@@ -581,7 +586,7 @@ const PAGE_BYTES: usize = 4096;
 
 /// The whole disk, behind the mutex every operation but mapped access takes.
 struct State {
-    nodes: HashMap<Ino, Node>,
+    nodes: InoMap<Node>,
     next_ino: Ino,
     /// Successful syncs so far.
     syncs: u64,
@@ -589,18 +594,18 @@ struct State {
     syncs_left: Option<u64>,
     capacity_bytes: Option<u64>,
     /// Files locked by `lock_file`.
-    locked: HashSet<Ino>,
+    locked: InoSet,
 }
 
 impl Default for State {
     fn default() -> Self {
         State {
-            nodes: HashMap::from([(ROOT, Node::Dir(SimDir::default()))]),
+            nodes: InoMap::from_iter([(ROOT, Node::Dir(SimDir::default()))]),
             next_ino: ROOT + 1,
             syncs: 0,
             syncs_left: None,
             capacity_bytes: None,
-            locked: HashSet::new(),
+            locked: InoSet::default(),
         }
     }
 }
@@ -778,7 +783,7 @@ impl State {
     /// Live bytes of the files in the live tree, and of unlinked files that
     /// are still mapped (their space is freed when the last mapping goes).
     fn used_bytes(&self) -> u64 {
-        let mut linked = HashSet::new();
+        let mut linked = InoSet::default();
         let mut pending = vec![ROOT];
         while let Some(ino) = pending.pop() {
             if let Node::Dir(dir) = &self.nodes[&ino] {
@@ -801,7 +806,7 @@ impl State {
     /// Forgets inodes that no live or durable entry reaches and nothing maps
     /// or locks.
     fn collect_garbage(&mut self) {
-        let mut reachable = HashSet::from([ROOT]);
+        let mut reachable = InoSet::from_iter([ROOT]);
         let mut pending = vec![ROOT];
         while let Some(ino) = pending.pop() {
             if let Some(Node::Dir(dir)) = self.nodes.get(&ino) {

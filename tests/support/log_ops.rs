@@ -38,7 +38,7 @@
 //! | 8  | crash       | flags (bit 0: reopen with `repair`; bit 1: the disk dies again after bits 2-7 syncs of recovery, which is then cut and rerun), seed |
 //! | 9  | restart     | flags (bit 0: `repair`; bit 1: cut the power after the clean close), seed |
 //! | 10 | capacity    | c: 0 lifts the limit, else the disk holds 16 KiB + `c` KiB |
-//! | 11 | check       | flags |
+//! | 11 | check       | flags (bit 1: run a pass of the background work first, `Engine::run_background`) |
 //!
 //! A size byte `s` gives a payload of `s + s / 4` bytes (0 to 318). A crash
 //! kills the disk, drops the engine, cuts the power with the seed and
@@ -71,8 +71,20 @@ const MESSAGE_HEADER_PREFIX_BYTES: usize = 6;
 /// Runs the input with every check and panics if one fails. (The bugs
 /// the checks of [`run_with_known_bugs`] were written for are fixed, so this
 /// is the same thing; it is kept for the `*_known_bugs_replay` tests.)
+///
+/// The engines have no flusher thread (`Engine::open_sim_without_flusher`):
+/// the background work (syncing sealed segments, retention) runs at the
+/// `check` ops that ask for it, so a run is deterministic and opens no
+/// thread. [`run_threaded`] runs the same ops with the thread.
 pub fn run(data: &[u8]) {
-    run_checks(data, true);
+    run_checks(data, true, false);
+}
+
+/// Runs the input as [`run`] does, but on engines with their flusher
+/// thread, which may sync sealed segments and apply retention between any
+/// two ops (slower: a thread per engine; the `log_ops_threaded` target).
+pub fn run_threaded(data: &[u8]) {
+    run_checks(data, true, true);
 }
 
 /// Runs the ops with every check, including those for these bugs (all
@@ -90,7 +102,7 @@ pub fn run(data: &[u8]) {
 ///   older commit (the group goes back, past a commit that returned `Ok`).
 ///   Reproducer: `fuzz/corpus/log_ops/bug-group-commit-goes-back`.
 pub fn run_with_known_bugs(data: &[u8]) {
-    run_checks(data, true);
+    run_checks(data, true, true);
 }
 
 /// Whether `error` is the symptom of a known bug (and those are not checked).
@@ -98,12 +110,12 @@ fn known_bug(known_bugs: bool, error: &ReadError) -> bool {
     !known_bugs && matches!(error, ReadError::Io(e) if e.kind() == std::io::ErrorKind::NotFound)
 }
 
-fn run_checks(data: &[u8], known_bugs: bool) {
+fn run_checks(data: &[u8], known_bugs: bool, threaded: bool) {
     let mut bytes = data.iter().copied();
     let configs = [topic_config(bytes.next().unwrap_or(0)), topic_config(bytes.next().unwrap_or(0))];
     let disk = SimDisk::new();
     disk.create_dir_all_durable(DATA).expect("create the data directory");
-    let engine = open(&disk, false).unwrap_or_else(|e| panic!("open a fresh engine: {e}"));
+    let engine = open(&disk, false, threaded).unwrap_or_else(|e| panic!("open a fresh engine: {e}"));
     let topics = [0, 1].map(|t| {
         engine.create_topic(TOPICS[t], configs[t]).unwrap_or_else(|e| panic!("create topic {}: {e}", TOPICS[t]))
     });
@@ -115,6 +127,7 @@ fn run_checks(data: &[u8], known_bugs: bool) {
         reopens: 0,
         step: 0,
         known_bugs,
+        threaded,
     };
     for step in 0..MAX_OPS {
         run.step = step;
@@ -146,15 +159,13 @@ fn topic_config(byte: u8) -> TopicConfig {
     TopicConfig { durability, segment_bytes, max_message_bytes: 1024, retention_bytes, retention_age: None }
 }
 
-fn open(disk: &SimDisk, repair: bool) -> Result<Engine, tollgate::OpenError> {
-    Engine::open_sim(
-        disk,
-        DATA,
-        EngineConfig {
-            recovery: if repair { RecoveryMode::Repair } else { RecoveryMode::Normal },
-            ..EngineConfig::default()
-        },
-    )
+/// Opens the engine, with its flusher thread if `threaded`.
+fn open(disk: &SimDisk, repair: bool, threaded: bool) -> Result<Engine, tollgate::OpenError> {
+    let config = EngineConfig {
+        recovery: if repair { RecoveryMode::Repair } else { RecoveryMode::Normal },
+        ..EngineConfig::default()
+    };
+    if threaded { Engine::open_sim(disk, DATA, config) } else { Engine::open_sim_without_flusher(disk, DATA, config) }
 }
 
 /// A message as the model keeps it.
@@ -302,6 +313,8 @@ struct Run {
     step: usize,
     /// Check what known bugs break too (see [`run_with_known_bugs`]).
     known_bugs: bool,
+    /// Engines run their flusher thread (see [`run_threaded`]).
+    threaded: bool,
 }
 
 /// Whether an I/O error says the disk is full.
@@ -367,7 +380,13 @@ impl Run {
                 self.disk.set_capacity(capacity);
                 self.life().capacity = capacity.is_some();
             }
-            _ => self.check_live(usize::from(bytes.next()? & 1)),
+            _ => {
+                let flags = bytes.next()?;
+                if flags & 2 != 0 {
+                    self.life()._engine.run_background();
+                }
+                self.check_live(usize::from(flags & 1));
+            }
         }
         Some(())
     }
@@ -599,7 +618,7 @@ impl Run {
         self.disk = self.disk.power_cut(seed);
         if let Some(k) = recovery_fails {
             self.disk.fail_after_syncs(k);
-            if let Ok(engine) = open(&self.disk, repair) {
+            if let Ok(engine) = open(&self.disk, repair, self.threaded) {
                 let _ = TOPICS.map(|name| engine.topic(name));
                 self.disk.fail_after_syncs(0);
                 drop(engine);
@@ -628,7 +647,7 @@ impl Run {
     fn reopen(&mut self, repair: bool, shutdown: Shutdown) {
         self.reopens += 1;
         let what = format!("op {}: reopen {} after {shutdown:?} (repair {repair})", self.step, self.reopens);
-        let engine = open(&self.disk, repair).unwrap_or_else(|e| panic!("{what}: open: {e}"));
+        let engine = open(&self.disk, repair, self.threaded).unwrap_or_else(|e| panic!("{what}: open: {e}"));
         assert_eq!(engine.topics().unwrap_or_else(|e| panic!("{what}: topics(): {e}")), TOPICS, "{what}: topics()");
         let topics =
             [0, 1].map(|t| engine.topic(TOPICS[t]).unwrap_or_else(|e| panic!("{what}: topic {}: {e}", TOPICS[t])));

@@ -19,7 +19,7 @@ mod writer;
 
 pub(super) use entry::{Entry, Settled};
 pub(crate) use group_files::{GroupFiles, SavedGroup};
-pub(crate) use recovery::recover_groups;
-pub(super) use state::Facts;
+pub(crate) use recovery::{recover_groups, replay};
 pub(crate) use state::Persisted;
+pub(crate) use state::{Facts, StateFault};
 pub(super) use writer::JournalFile;

@@ -23,7 +23,7 @@ pub(crate) struct Facts {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Persisted {
     /// The journal generation that continues this state.
-    pub(in crate::queue) generation: u64,
+    pub(crate) generation: u64,
     /// Every offset below it is settled.
     pub(crate) low: u64,
     /// Settled offsets above `low`.
@@ -57,7 +57,7 @@ impl Persisted {
     }
 
     /// Whether `offset` is not settled.
-    pub(in crate::queue) fn is_open(&self, offset: u64) -> bool {
+    pub(crate) fn is_open(&self, offset: u64) -> bool {
         offset >= self.low && !self.settled.contains(offset)
     }
 
@@ -103,7 +103,7 @@ impl Persisted {
     }
 
     /// Encodes the state file.
-    pub(super) fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let ranges = self.settled.ranges();
         let mut bytes =
             vec![0; QSTATE_HEADER_BYTES + ranges * QSTATE_RANGE_BYTES + self.facts.len() * QSTATE_FACT_BYTES];
@@ -146,7 +146,7 @@ impl Persisted {
     /// that is valid, the others dropped (a dropped range's offsets are
     /// delivered again; a dropped message's attempts start over). `None` if
     /// the header is not valid (or the file is of a newer version).
-    pub(super) fn salvage(bytes: &[u8]) -> Option<Persisted> {
+    pub(crate) fn salvage(bytes: &[u8]) -> Option<Persisted> {
         Self::read(bytes, false).ok()
     }
 

@@ -1,0 +1,10 @@
+//! Arbitrary bytes as a topic's `checkpoint` (the two-slot file reader), read by the engine's reader and checked;
+//! see `tests/support/decoders.rs`, which `tests/fuzz_replay.rs` also runs
+//! over `fuzz/corpus/decode_checkpoint/` on stable.
+#![no_main]
+
+#[allow(dead_code)] // each target runs one of its functions
+#[path = "../../tests/support/decoders.rs"]
+mod decoders;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| decoders::checkpoint(data));

@@ -1,0 +1,10 @@
+//! Arbitrary bytes as `topic.conf` (`TopicConfig::read`), read by the engine's reader and checked;
+//! see `tests/support/decoders.rs`, which `tests/fuzz_replay.rs` also runs
+//! over `fuzz/corpus/decode_topic_conf/` on stable.
+#![no_main]
+
+#[allow(dead_code)] // each target runs one of its functions
+#[path = "../../tests/support/decoders.rs"]
+mod decoders;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| decoders::topic_conf(data));

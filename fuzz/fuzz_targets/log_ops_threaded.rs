@@ -1,0 +1,12 @@
+//! The `log_ops` ops on engines with their flusher thread, which may sync
+//! sealed segments and apply retention between any two ops (slower than
+//! `log_ops`: a thread per engine); see `tests/support/log_ops.rs`
+//! (`run_threaded`), which `tests/fuzz_replay.rs` also runs over
+//! `fuzz/corpus/log_ops/` on stable.
+#![no_main]
+
+#[allow(dead_code)] // each target runs one of its entry points
+#[path = "../../tests/support/log_ops.rs"]
+mod log_ops;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| log_ops::run_threaded(data));
