@@ -257,10 +257,9 @@ pub(crate) fn check_slot_file<V: SlotValue>(bytes: &[u8]) -> SlotFileCheck<V> {
         return SlotFileCheck::HalfCreated;
     }
     // The header is synced before any slot is written, so a zero header in
-    // front of a written slot is not what a crash leaves.
-    if bytes.len() >= SLOT_FILE_HEADER_BYTES && bytes[..SLOT_FILE_HEADER_BYTES].iter().all(|&b| b == 0) {
-        return SlotFileCheck::DamagedHeader(0);
-    }
+    // front of a written slot is not what a crash leaves: it is no slot
+    // file (below, as its magic is wrong).
+
     if bytes.len() < SLOT_FILE_BYTES || bytes[..8] != V::MAGIC {
         return SlotFileCheck::NotSlotFile;
     }
