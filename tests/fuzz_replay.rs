@@ -92,6 +92,13 @@ fn log_recovery_corpus_replays() {
     replay("log_recovery", log_recovery::run);
 }
 
+/// The same inputs written to the real file system and opened with
+/// `Engine::open` (the `log_recovery_files` target).
+#[test]
+fn log_recovery_corpus_replays_on_files() {
+    replay("log_recovery", log_recovery::run_on_files);
+}
+
 #[test]
 fn segment_recovery_corpus_replays() {
     replay("segment_recovery", segment_recovery::run);
