@@ -8,18 +8,28 @@
 //! The matching `encode_*` functions are the engine's writers. The targets
 //! are `fuzz/fuzz_targets/decode_*.rs`, their checks
 //! `tests/support/decoders.rs`.
+//!
+//! [`scan_segment`], [`scan_segment_windowed`] and [`recovery_plan`] are
+//! recovery's view of one segment: the frame scanner (`log/scan.rs`) over
+//! its bytes as a mapping and as `inspect`'s positional reads, and the
+//! recovery rules as a pure function (`log/recovery/plan.rs`), for the
+//! `segment_recovery` target (checks in `tests/support/segment_recovery.rs`).
 
 use std::path::Path;
 
 use bytes::Bytes;
 
 use crate::error::TopicError;
+use crate::inspect::{CutKind, scan_segment_bytes};
 use crate::log::TopicConfig;
 use crate::log::format::FORMAT_VERSION;
 use crate::log::record::{OpenFrame, check_frame};
+use crate::log::recovery::{Plan, RecoveryMode};
+use crate::log::scan::{FrameScan, InMemory, scan_frames};
+use crate::log::segment::{HeaderFault, check_header};
 use crate::log::slots::{
-    Checkpoint, CommittedOffset, MetaCheck, SlotFileCheck, SlotValue, check_meta, check_slot_file, encode_meta,
-    encode_slot, encode_slot_file_header,
+    Checkpoint, CleanMark, CommittedOffset, MetaCheck, SlotFileCheck, SlotValue, check_meta, check_slot_file,
+    encode_meta, encode_slot, encode_slot_file_header,
 };
 use crate::log::{Offset, Record};
 use crate::queue::journal::{Persisted, replay};
@@ -272,4 +282,157 @@ pub fn read_frame(bytes: &[u8], offset: u64) -> Result<Frame, &'static str> {
     let mut walk = OpenFrame::at_offset(frame, info, info.first_offset);
     let records = std::iter::from_fn(|| walk.next_record()).collect();
     Ok(Frame { len: info.len, first_offset: Offset::new(info.first_offset), timestamp_us: info.timestamp_us, records })
+}
+
+/// The size of a segment's header: its first frame starts after it.
+pub const SEGMENT_HEADER_BYTES: usize = crate::log::format::SEGMENT_HEADER_BYTES;
+
+/// Why [`SegmentScan::ends_early`] says valid frames stop short of the next
+/// segment.
+pub const ENDS_EARLY: &str = crate::log::scan::ENDS_EARLY;
+
+/// What the engine says of a segment's header, checked against the base
+/// offset its file name gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderVerdict {
+    /// A header of this version for that base.
+    Valid,
+    /// Damaged at this byte of the header, for this reason.
+    Damaged {
+        /// The byte.
+        at: usize,
+        /// Why.
+        reason: &'static str,
+    },
+    /// A newer format version.
+    Newer(u32),
+}
+
+fn header_verdict(checked: Result<(), HeaderFault>) -> HeaderVerdict {
+    match checked {
+        Ok(()) => HeaderVerdict::Valid,
+        Err(HeaderFault::Bad { at, reason }) => HeaderVerdict::Damaged { at, reason },
+        Err(HeaderFault::Newer(found)) => HeaderVerdict::Newer(found),
+    }
+}
+
+/// Where a scan of a segment's frames stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScanEnd {
+    /// Position after the last valid frame.
+    pub end: u64,
+    /// Offset after the last valid frame's records.
+    pub next_offset: u64,
+    /// The position and reason of the invalid frame the scan stopped at;
+    /// `None` at a clean end (the end of the bytes, or zeros only after).
+    pub fault: Option<(u64, &'static str)>,
+}
+
+impl From<FrameScan> for ScanEnd {
+    fn from(scan: FrameScan) -> ScanEnd {
+        ScanEnd {
+            end: scan.end,
+            next_offset: scan.next_offset,
+            fault: scan.fault.map(|(position, fault)| (position, fault.reason())),
+        }
+    }
+}
+
+/// A frame the scanner accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScannedFrame {
+    /// Where it starts in the segment.
+    pub position: u64,
+    /// Its size in bytes.
+    pub len: usize,
+    /// Its first offset.
+    pub first_offset: u64,
+    /// How many records it says it holds.
+    pub count: u32,
+}
+
+/// What recovery's scanner finds in one segment's bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentScan {
+    /// The header, checked against the base.
+    pub header: HeaderVerdict,
+    /// Every frame accepted, in order.
+    pub frames: Vec<ScannedFrame>,
+    /// Where the scan stopped.
+    pub end: ScanEnd,
+    scan: FrameScan,
+}
+
+impl SegmentScan {
+    /// Where and why the segment is not whole, as recovery decides it
+    /// (`FrameScan::ends_early`): its first invalid frame, or valid frames
+    /// stopping short of `next`, where the next segment begins (`None`: no
+    /// next segment, or not known).
+    pub fn ends_early(&self, next: Option<u64>) -> Option<(u64, &'static str)> {
+        self.scan.ends_early(next)
+    }
+}
+
+/// Checks the header of a segment file holding `bytes` and named for
+/// `base`, and scans its frames from the first, expected at `base`, as
+/// recovery scans a segment's mapping (`Segment::scan`, whatever the
+/// header says; recovery scans only a segment whose header is valid).
+pub fn scan_segment(bytes: &[u8], base: u64) -> SegmentScan {
+    let header = header_verdict(check_header(&bytes[..bytes.len().min(SEGMENT_HEADER_BYTES)], base));
+    let mut frames = Vec::new();
+    let Ok(scan) = scan_frames(&mut InMemory(bytes), SEGMENT_HEADER_BYTES as u64, base, |position, info| {
+        frames.push(ScannedFrame { position, len: info.len, first_offset: info.first_offset, count: info.count });
+    });
+    SegmentScan { header, frames, end: scan.into(), scan }
+}
+
+/// The same as [`scan_segment`], as `inspect` reads a segment file:
+/// positional reads through a window of `window_bytes` (at least 1).
+pub fn scan_segment_windowed(bytes: &[u8], base: u64, window_bytes: usize) -> (HeaderVerdict, ScanEnd) {
+    match scan_segment_bytes(bytes, base, window_bytes) {
+        Ok((header, scan)) => (header_verdict(header), scan.into()),
+        // Reading memory does not fail.
+        Err(error) => unreachable!("reading a segment in memory: {error}"),
+    }
+}
+
+/// A checkpoint's value: the recovery point, and a clean shutdown's mark
+/// (the next offset and the end of the active segment's frames), if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckpointValue {
+    /// The base of the first segment not known to be synced.
+    pub recovery_point: u64,
+    /// A clean shutdown's next offset and end position.
+    pub clean: Option<(u64, u32)>,
+}
+
+/// The recovery plan for a topic, as [`recovery_plan`] returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveryPlan {
+    /// Index of the first segment scanned; those before are trusted.
+    pub first_scanned: usize,
+    /// The clean shutdown's mark the last segment must end at, if trusted.
+    pub clean: Option<(u64, u32)>,
+    /// What an invalid frame in each segment means, the directory closed.
+    pub cut_kinds: Vec<CutKind>,
+    /// The same, in a directory a running process holds.
+    pub live_cut_kinds: Vec<CutKind>,
+}
+
+/// The recovery plan (`log/recovery/plan.rs`) for a topic whose segments
+/// start at `bases` (sorted) and whose checkpoint holds `checkpoint`,
+/// opened plainly or with `repair`.
+pub fn recovery_plan(bases: &[u64], checkpoint: Option<CheckpointValue>, repair: bool) -> RecoveryPlan {
+    let checkpoint = checkpoint.map(|value| Checkpoint {
+        recovery_point: value.recovery_point,
+        clean: value.clean.map(|(next_offset, end)| CleanMark { next_offset, end }),
+    });
+    let mode = if repair { RecoveryMode::Repair } else { RecoveryMode::Normal };
+    let plan = Plan::new(bases, checkpoint, mode);
+    RecoveryPlan {
+        first_scanned: plan.first_scanned,
+        clean: plan.clean.map(|mark| (mark.next_offset, mark.end)),
+        cut_kinds: (0..bases.len()).map(|i| plan.cut_kind(i, false)).collect(),
+        live_cut_kinds: (0..bases.len()).map(|i| plan.cut_kind(i, true)).collect(),
+    }
 }

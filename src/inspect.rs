@@ -1418,6 +1418,48 @@ fn scan_segment(seg: &mut SegmentFile, base: u64, read: &mut dyn FnMut(u64)) -> 
     Ok(scan)
 }
 
+/// Checks the header of a segment file holding `bytes` (named for `base`)
+/// and scans its frames as `inspect` reads a directory: positional reads
+/// through a window of `window_bytes`. For the `segment_recovery` fuzz
+/// target (`crate::fuzzing::scan_segment_windowed`), which compares it
+/// with the scan of a mapping that recovery does.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn scan_segment_bytes(
+    bytes: &[u8],
+    base: u64,
+    window_bytes: usize,
+) -> io::Result<(Result<(), HeaderFault>, FrameScan)> {
+    /// A file's bytes in memory, read with positional reads.
+    #[derive(Debug)]
+    struct InMemoryFile(Vec<u8>);
+
+    impl ReadAt for InMemoryFile {
+        fn len(&self) -> io::Result<u64> {
+            Ok(self.0.len() as u64)
+        }
+
+        fn read_at(&self, buf: &mut [u8], position: u64) -> io::Result<usize> {
+            let rest = self.0.get(usize::try_from(position).unwrap_or(usize::MAX)..).unwrap_or_default();
+            let n = buf.len().min(rest.len());
+            buf[..n].copy_from_slice(&rest[..n]);
+            Ok(n)
+        }
+    }
+
+    let mut seg = SegmentFile {
+        path: PathBuf::from(segment_file_name(base, SEGMENT_SUFFIX)),
+        base,
+        file: Box::new(InMemoryFile(bytes.to_vec())),
+        window: Vec::new(),
+        window_len: 0,
+        window_at: 0,
+        read_bytes: 0,
+        window_bytes: window_bytes.max(1),
+    };
+    let header = seg.header()?;
+    Ok((header, scan_segment(&mut seg, base, &mut |_| {})?))
+}
+
 /// A segment file read for the scanner, reporting progress as it goes.
 struct Progress<'a> {
     seg: &'a mut SegmentFile,

@@ -11,6 +11,8 @@ mod log_ops;
 mod log_recovery;
 #[path = "support/queue_ops.rs"]
 mod queue_ops;
+#[path = "support/segment_recovery.rs"]
+mod segment_recovery;
 
 #[allow(dead_code)] // each test binary uses some of it
 #[path = "support/fixture.rs"]
@@ -88,6 +90,28 @@ fn log_ops_threaded_corpus_replays() {
 #[test]
 fn log_recovery_corpus_replays() {
     replay("log_recovery", log_recovery::run);
+}
+
+/// The same inputs written to the real file system and opened with
+/// `Engine::open` (the `log_recovery_files` target).
+#[test]
+fn log_recovery_corpus_replays_on_files() {
+    replay("log_recovery", log_recovery::run_on_files);
+}
+
+#[test]
+fn segment_recovery_corpus_replays() {
+    replay("segment_recovery", segment_recovery::run);
+}
+
+/// Rewrites the `segment_recovery` target's seeds from a real engine's
+/// segments (run it with
+/// `cargo test --test fuzz_replay -- --ignored write_segment_recovery_seeds`).
+#[test]
+#[ignore = "writes the seed corpus"]
+fn write_segment_recovery_seeds() {
+    segment_recovery::write_seeds(&Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus"));
+    segment_recovery_corpus_replays();
 }
 
 #[test]

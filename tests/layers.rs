@@ -19,7 +19,7 @@ const RULES: &[(&str, &[&str])] = &[
     ("log", &["error", "storage", "sync"]),
     ("queue", &["error", "lock", "log", "storage", "sync"]),
     ("inspect", &["error", "log", "queue", "storage", "sync"]),
-    ("fuzzing", &["error", "log", "queue", "storage"]),
+    ("fuzzing", &["error", "inspect", "log", "queue", "storage"]),
     ("engine", &["error", "lock", "log", "queue", "storage", "sync"]),
 ];
 

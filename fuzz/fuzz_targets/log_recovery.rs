@@ -4,6 +4,7 @@
 //! runs over `fuzz/corpus/log_recovery/` on stable.
 #![no_main]
 
+#[allow(dead_code)] // each target runs one of its entry points
 #[path = "../../tests/support/log_recovery.rs"]
 mod log_recovery;
 

@@ -3,6 +3,7 @@
 //! recovery rules: `docs/FORMAT.md`.
 //!
 //! - `format.rs`: the constants of `docs/FORMAT.md` and little-endian helpers.
+//! - `clock.rs`: the clocks the queues read: the system's, or a simulated disk's.
 //! - `record.rs`: `Message`, `Record`, `Offset`, and the frame codec.
 //! - `config.rs`: `TopicConfig`, `Durability`, and `topic.conf`.
 //! - `scan.rs`: the one frame scanner, over a mapping or positional reads.
@@ -17,6 +18,7 @@
 //! - `backup.rs`: a topic's side of a backup: the cut, and the copy of the log up to it.
 
 pub(crate) mod backup;
+pub(crate) mod clock;
 pub(crate) mod config;
 pub(crate) mod doorbell;
 pub(crate) mod format;

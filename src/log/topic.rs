@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
 
+use super::clock::Clock;
 use super::config::{Durability, TopicConfig};
 use super::doorbell::Doorbell;
 use super::format::*;
@@ -96,6 +97,8 @@ pub(crate) struct TopicLog {
     pub(super) dir: PathBuf,
     pub(super) config: TopicConfig,
     pub(super) storage: Arc<dyn Storage>,
+    /// The clocks the queues on this topic read (the storage's).
+    clock: Clock,
     pub(super) append: Mutex<Appender>,
     pub(super) flush: Mutex<FlushState>,
     /// Never empty once the topic is open: retention keeps the last segment.
@@ -164,6 +167,12 @@ impl TopicLog {
     /// moves.
     pub(crate) fn committed(&self) -> &Doorbell {
         &self.committed
+    }
+
+    /// The clocks the queues on this topic read: the system's, or a
+    /// simulated disk's (`log/clock.rs`).
+    pub(crate) fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// What opening the topic found.
@@ -250,6 +259,7 @@ impl TopicLog {
             name,
             dir,
             config,
+            clock: Clock::of(&*storage),
             storage,
             append: Mutex::new(appender),
             flush: Mutex::new(flush),

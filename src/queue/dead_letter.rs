@@ -13,7 +13,7 @@ use super::journal::{Entry, Settled};
 use crate::error::{IoError, PublishError, QueueError};
 use crate::log::format::{
     DLQ_ATTEMPTS_HEADER, DLQ_GROUP_HEADER, DLQ_HEADERS_OMITTED_HEADER, DLQ_OFFSET_HEADER, DLQ_OMITTED_HEADER,
-    DLQ_REASON_HEADER, DLQ_TOPIC_HEADER, MESSAGE_HEADERS_MAX, RESERVED_HEADER_PREFIX, now_us,
+    DLQ_REASON_HEADER, DLQ_TOPIC_HEADER, MESSAGE_HEADERS_MAX, RESERVED_HEADER_PREFIX,
 };
 use crate::log::{Message, Record, TopicConfig};
 
@@ -148,7 +148,7 @@ impl GroupState {
     /// receive it tries to dead-letter it again (rejected or out of
     /// attempts, it is never handed out again).
     pub(super) fn hold_back(&mut self, offset: u64, reason: Arc<str>) {
-        let now_us = now_us();
+        let now_us = self.reader.topic.clock().now_us();
         let retry_at_us = now_us.saturating_add(DEAD_LETTER_RETRY.as_micros() as u64);
         self.window.dead_letter_failed(offset, retry_at_us, reason, now_us);
     }

@@ -13,7 +13,6 @@ use super::config::{DELAY_MAX, VISIBILITY_MAX};
 use super::group::{Group, SyncPoint, made_durable};
 use super::journal::{Entry, Settled};
 use crate::error::QueueError;
-use crate::log::format::now_us;
 use crate::log::{Offset, Record};
 
 /// A message handed to a worker, until it is settled: by [`ack`](Delivery::ack),
@@ -111,10 +110,10 @@ impl Delivery {
         let (retry_at_us, written) = if retry_after.is_zero() {
             (0, 0)
         } else {
-            let retry_at_us = now_us().saturating_add(retry_after.as_micros() as u64);
+            let retry_at_us = group.topic.clock().now_us().saturating_add(retry_after.as_micros() as u64);
             (retry_at_us, state.append(&group, Entry::Nacked { offset, retry_at_us })?)
         };
-        state.window.give_back(offset, retry_at_us, reason.into(), now_us());
+        state.window.give_back(offset, retry_at_us, reason.into(), group.topic.clock().now_us());
         group.wake_idle(&state);
         let sync = state.sync_point(written);
         drop(state);
@@ -165,7 +164,7 @@ impl Delivery {
         let offset = self.offset().get();
         let mut state = self.group.state.lock();
         state.check_mine(offset, self.token)?;
-        let deadline = Instant::now() + by;
+        let deadline = self.group.topic.clock().now() + by;
         state.window.extend(offset, self.token, deadline);
         if deadline < self.deadline {
             // Waiting workers may be parked until the old, later deadline.
@@ -185,7 +184,8 @@ impl Drop for Delivery {
         let offset = self.record.offset().get();
         let mut state = group.state.lock();
         if state.check_mine(offset, self.token).is_ok() {
-            state.window.give_back(offset, 0, "the delivery was dropped without being settled".into(), now_us());
+            let now_us = group.topic.clock().now_us();
+            state.window.give_back(offset, 0, "the delivery was dropped without being settled".into(), now_us);
             group.wake_idle(&state);
         }
     }

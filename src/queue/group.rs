@@ -17,7 +17,6 @@ use super::journal::{Entry, GroupFiles, JournalFile, Persisted, Settled};
 use super::wake::{Epoch, Idle};
 use super::window::{Next, Window};
 use crate::error::{IoError, QueueError, ReadError, TopicError};
-use crate::log::format::now_us;
 use crate::log::subscription::Reader;
 use crate::log::topic::TopicLog;
 use crate::log::{Durability, Record, RecoveryMode, StartAt};
@@ -180,8 +179,8 @@ impl GroupState {
             // belong to another engine. `receive` then returns `None`.
             return Ok(Take::Nothing(None));
         }
-        let now = Instant::now();
-        let now_us = now_us();
+        let clock = self.reader.topic.clock();
+        let (now, now_us) = (clock.now(), clock.now_us());
         self.window.expire(now);
         self.window.promote(now_us);
         self.scan(group, now_us)?;
@@ -238,7 +237,7 @@ impl GroupState {
         if self.reader.topic.is_deleted() {
             return Err(QueueError::Deleted);
         }
-        self.window.check_mine(offset, token, Instant::now())
+        self.window.check_mine(offset, token, self.reader.topic.clock().now())
     }
 
     /// Settles the message at `offset` (`how`): journaled first, then out

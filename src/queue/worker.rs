@@ -13,7 +13,6 @@ use super::delivery::Delivery;
 use super::group::{Group, Take, made_durable};
 use super::window::{QueueMetrics, earliest};
 use crate::error::QueueError;
-use crate::log::format::now_us;
 
 /// One of a group's competing workers; cheap to clone, usable from any
 /// thread. All workers of a group (clones, or from further
@@ -113,7 +112,9 @@ impl Worker {
                         continue;
                     }
                     Take::Nothing(next_event) => {
-                        if deadline.is_some_and(|d| Instant::now() >= d) {
+                        // A simulated clock moves only when the test moves
+                        // it: waiting would never end on its own.
+                        if deadline.is_some_and(|d| Instant::now() >= d) || topic.clock().is_simulated() {
                             return Ok(None);
                         }
                         let ticket = state.idle.enter(&group.epoch);
@@ -135,8 +136,9 @@ impl Worker {
     pub fn metrics(&self) -> QueueMetrics {
         let group = &*self.group;
         let mut state = group.state.lock();
-        state.window.expire(Instant::now());
-        state.window.promote(now_us());
+        let clock = group.topic.clock();
+        state.window.expire(clock.now());
+        state.window.promote(clock.now_us());
         let end = group.topic.committed().load();
         let mut metrics = state.window.metrics(end);
         metrics.backlog = end.saturating_sub(state.reader.next);

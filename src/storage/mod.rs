@@ -16,6 +16,8 @@ mod sim;
 
 pub(crate) use os::OsStorage;
 #[cfg(feature = "sim")]
+pub(crate) use sim::SimClock;
+#[cfg(feature = "sim")]
 pub use sim::SimDisk;
 
 use std::any::Any;
@@ -85,6 +87,12 @@ pub(crate) trait Storage: ReadStorage {
     fn remove_dir_all(&self, path: &Path) -> io::Result<()>;
     /// Makes a directory's entries (creates, renames, deletes) durable.
     fn sync_dir(&self, path: &Path) -> io::Result<()>;
+    /// The simulated clock engines on this storage read
+    /// ([`SimDisk::with_simulated_clock`]); `None`: the system's clocks.
+    #[cfg(feature = "sim")]
+    fn sim_clock(&self) -> Option<Arc<SimClock>> {
+        None
+    }
     /// Takes an exclusive lock on `path` (created if missing) for as long as
     /// the returned value lives; `Ok(None)` if someone else holds it.
     fn lock_file(&self, path: &Path) -> io::Result<Option<Box<dyn Any + Send + Sync>>>;

@@ -40,6 +40,8 @@ use std::io;
 use std::path::{Component, Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 
@@ -88,12 +90,79 @@ use crate::error::Escaped;
 #[derive(Clone, Default)]
 pub struct SimDisk {
     state: Arc<Mutex<State>>,
+    /// The clock engines on this disk read, if simulated.
+    clock: Option<Arc<SimClock>>,
 }
 
 impl SimDisk {
     /// An empty disk: just a root directory, no capacity limit, never failing.
+    /// Engines on it read the system's clocks.
     pub fn new() -> SimDisk {
         SimDisk::default()
+    }
+
+    /// An empty disk, as [`new`](SimDisk::new), with a simulated clock:
+    /// engines opened on it (and on the disks its
+    /// [`power_cut`](SimDisk::power_cut) and
+    /// [`kill_process`](SimDisk::kill_process) make, which share the clock)
+    /// read the time from a clock that starts at the system's time and then
+    /// moves only by [`advance_clock`](SimDisk::advance_clock). It drives
+    /// every time the work queues compare: visibility deadlines, delays
+    /// ([`Message::deliver_at`](crate::Message::deliver_at); `deliver_after`
+    /// reads the system's clock, use `deliver_at(disk.system_time() + delay)`),
+    /// nack retry times and dead-letter retries. Since time never passes on
+    /// its own, [`Worker::receive`](crate::Worker::receive) does not wait:
+    /// with nothing to hand out it returns `None` at once, whatever its
+    /// timeout. What the log stamps on records, retention by age, interval
+    /// flushes and subscriptions' waits keep the system's clocks. For fuzz
+    /// targets and tests of timeouts that must not sleep.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tollgate::{Engine, EngineConfig, QueueConfig, SimDisk, TopicConfig};
+    ///
+    /// let disk = SimDisk::with_simulated_clock();
+    /// let engine = Engine::open_sim(&disk, "/data", EngineConfig::default())?;
+    /// let topic = engine.create_topic("jobs", TopicConfig::default())?;
+    /// let config = QueueConfig { visibility_timeout: Duration::from_secs(30), ..QueueConfig::default() };
+    /// let worker = topic.worker_with("g", config)?;
+    /// topic.publish(b"resize image 7")?;
+    /// let first = worker.receive(Duration::ZERO)?.expect("published");
+    /// assert!(worker.receive(Duration::from_secs(1))?.is_none(), "in flight, and no time passed");
+    /// disk.advance_clock(Duration::from_secs(31));
+    /// let again = worker.receive(Duration::ZERO)?.expect("the visibility timeout passed");
+    /// assert_eq!(again.attempt(), 2);
+    /// drop(first);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn with_simulated_clock() -> SimDisk {
+        SimDisk { clock: Some(Arc::new(SimClock::new())), ..SimDisk::default() }
+    }
+
+    /// Moves the disk's simulated clock forward by `by` (in whole
+    /// microseconds), for every engine on it.
+    ///
+    /// # Panics
+    ///
+    /// If the disk was not made with
+    /// [`with_simulated_clock`](SimDisk::with_simulated_clock).
+    pub fn advance_clock(&self, by: Duration) {
+        self.clock.as_ref().expect("advance_clock: the disk has no simulated clock").advance(by);
+    }
+
+    /// The monotonic time engines on this disk read: the simulated clock's,
+    /// or `Instant::now()`.
+    pub fn now(&self) -> Instant {
+        self.clock.as_ref().map_or_else(Instant::now, |clock| clock.now())
+    }
+
+    /// The wall-clock time engines on this disk read: the simulated clock's,
+    /// or `SystemTime::now()`.
+    pub fn system_time(&self) -> SystemTime {
+        match &self.clock {
+            Some(clock) => UNIX_EPOCH + Duration::from_micros(clock.now_us()),
+            None => SystemTime::now(),
+        }
     }
 
     /// What survives if the power is cut now, as a new disk whose live and
@@ -162,7 +231,7 @@ impl SimDisk {
                 dir.durable.insert(name.clone(), ino);
             }
         }
-        SimDisk { state: Arc::new(Mutex::new(new)) }
+        SimDisk { state: Arc::new(Mutex::new(new)), clock: self.clock.clone() }
     }
 
     /// Makes the disk die after `n` more successful syncs (`flush`, `sync`,
@@ -226,6 +295,71 @@ impl SimDisk {
     /// that take their data directory as given.
     pub fn create_dir_all_durable(&self, path: impl AsRef<Path>) -> io::Result<()> {
         self.state.lock().create_dir_all(path.as_ref(), true)
+    }
+
+    /// Creates the file `path` (which must not exist) holding `bytes`, and
+    /// its missing parent directories, all durably at once, as if they had
+    /// been written and synced before the program started: for tests and
+    /// fuzz targets that lay out a data directory file by file (a real
+    /// one's files, damaged). Counts no sync. Fails as writing a new file
+    /// does: `AlreadyExists`, `StorageFull` past the capacity, or once the
+    /// disk has died.
+    pub fn write_file_durable(&self, path: impl AsRef<Path>, bytes: &[u8]) -> io::Result<()> {
+        let path = path.as_ref();
+        let mut state = self.state.lock();
+        state.alive()?;
+        if let Some(parent) = path.parent() {
+            state.create_dir_all(parent, true)?;
+        }
+        let (parent, name) = state.parent_and_name(path)?;
+        if state.dir(parent).live.contains_key(&name) {
+            return Err(error(io::ErrorKind::AlreadyExists, path));
+        }
+        state.check_room_for_new_file(bytes.len() as u64)?;
+        let ino = state.new_ino();
+        state.nodes.insert(ino, Node::File(SimFile::with_bytes(bytes)));
+        let dir = state.dir_mut(parent);
+        dir.live.insert(name.clone(), ino);
+        dir.durable.insert(name, ino);
+        Ok(())
+    }
+
+    /// The live bytes of the file `path`: what a program reading it now
+    /// would get.
+    pub fn file_bytes(&self, path: impl AsRef<Path>) -> io::Result<Vec<u8>> {
+        ReadStorage::read_file(self, path.as_ref())
+    }
+}
+
+/// A clock that starts at the system's time when it is made and then moves
+/// only by [`SimClock::advance`] ([`SimDisk::with_simulated_clock`]).
+#[derive(Debug)]
+pub(crate) struct SimClock {
+    start: Instant,
+    start_us: u64,
+    /// Microseconds advanced since the start.
+    elapsed_us: AtomicU64,
+}
+
+impl SimClock {
+    fn new() -> SimClock {
+        let start_us = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
+        SimClock { start: Instant::now(), start_us, elapsed_us: AtomicU64::new(0) }
+    }
+
+    /// The monotonic time now.
+    pub(crate) fn now(&self) -> Instant {
+        self.start + Duration::from_micros(self.elapsed_us.load(Ordering::Acquire))
+    }
+
+    /// Microseconds since the Unix epoch, now.
+    pub(crate) fn now_us(&self) -> u64 {
+        self.start_us.saturating_add(self.elapsed_us.load(Ordering::Acquire))
+    }
+
+    fn advance(&self, by: Duration) {
+        let by = u64::try_from(by.as_micros()).unwrap_or(u64::MAX);
+        let _ = self.elapsed_us.fetch_update(Ordering::AcqRel, Ordering::Acquire, |e| Some(e.saturating_add(by)));
     }
 }
 
@@ -305,6 +439,10 @@ impl ReadStorage for SimDisk {
 }
 
 impl Storage for SimDisk {
+    fn sim_clock(&self) -> Option<Arc<SimClock>> {
+        self.clock.clone()
+    }
+
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
         self.state.lock().create_dir_all(path, false)
     }
@@ -1056,6 +1194,24 @@ mod tests {
 
     fn read(disk: &SimDisk, path: &str) -> Vec<u8> {
         disk.read_file(Path::new(path)).unwrap()
+    }
+
+    #[test]
+    fn a_file_written_durably_survives_a_power_cut_with_its_directories() {
+        let disk = SimDisk::new();
+        disk.write_file_durable("/data/topics/t/checkpoint", b"saved").unwrap();
+        assert_eq!(disk.file_bytes("/data/topics/t/checkpoint").unwrap(), b"saved");
+        let rebooted = disk.power_cut(3);
+        assert_eq!(rebooted.file_bytes("/data/topics/t/checkpoint").unwrap(), b"saved");
+        assert_eq!(
+            rebooted.write_file_durable("/data/topics/t/checkpoint", b"again").unwrap_err().kind(),
+            io::ErrorKind::AlreadyExists
+        );
+        rebooted.set_capacity(Some(8));
+        let full = rebooted.write_file_durable("/data/big", &[0; 9]).unwrap_err();
+        assert_eq!(full.kind(), io::ErrorKind::StorageFull);
+        assert!(!rebooted.exists(Path::new("/data/big")));
+        assert_eq!(disk.syncs(), 0);
     }
 
     /// A disk with a durable directory `/d` holding the file `/d/f` of `len`

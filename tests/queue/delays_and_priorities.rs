@@ -104,3 +104,43 @@ fn a_delayed_high_priority_message_goes_first_once_due() {
     assert_eq!(payload(&d), "urgent", "the due priority-9 message goes before the priority-0 ones");
     drop(first);
 }
+
+/// On a disk with a simulated clock, the queue waits for that clock and no
+/// other: a delay of an hour, a nack's retry and a visibility timeout all
+/// pass when the clock is moved, not before, and a power cut keeps the
+/// clock (the retry time written before it is still in the future after).
+#[test]
+fn on_a_simulated_clock_delays_retries_and_timeouts_follow_it() {
+    use tollgate::{Durability, Engine, EngineConfig, QueueConfig, SimDisk, TopicConfig};
+    let disk = SimDisk::with_simulated_clock();
+    let engine = Engine::open_sim(&disk, "/data", EngineConfig::default()).unwrap();
+    let config = TopicConfig { durability: Durability::Sync, ..TopicConfig::default() };
+    let topic = engine.create_topic("orders", config).unwrap();
+    engine.create_topic("orders.dlq", config).unwrap();
+    let hour = Duration::from_secs(3600);
+    topic.publish_message(Message::new("later").deliver_at(disk.system_time() + hour)).unwrap();
+    let queue = QueueConfig { visibility_timeout: Duration::from_secs(60), ..QueueConfig::default() };
+    let worker = topic.worker_with("g", queue.clone()).unwrap();
+    assert!(worker.receive(Duration::from_secs(10)).unwrap().is_none(), "an hour early");
+    disk.advance_clock(hour - Duration::from_secs(1));
+    assert!(worker.receive(Duration::ZERO).unwrap().is_none(), "a second early");
+    disk.advance_clock(Duration::from_secs(1));
+    let first = worker.receive(Duration::ZERO).unwrap().expect("due");
+    assert_eq!(first.deadline(), disk.now() + Duration::from_secs(60));
+    disk.advance_clock(Duration::from_secs(60));
+    assert!(first.ack().is_err(), "acked after its visibility timeout");
+    let second = worker.receive(Duration::ZERO).unwrap().expect("redelivered after the timeout");
+    assert_eq!(second.attempt(), 2);
+    second.nack(Duration::from_secs(600), "retry in ten minutes").unwrap();
+    disk.advance_clock(Duration::from_secs(599));
+    assert!(worker.receive(Duration::ZERO).unwrap().is_none(), "a second before the retry");
+    let rebooted = disk.power_cut(1);
+    drop((worker, topic, engine));
+    let engine = Engine::open_sim(&rebooted, "/data", EngineConfig::default()).unwrap();
+    let worker = engine.topic("orders").unwrap().worker_with("g", queue).unwrap();
+    assert!(worker.receive(Duration::ZERO).unwrap().is_none(), "the reboot kept the clock: still early");
+    rebooted.advance_clock(Duration::from_secs(1));
+    let third = worker.receive(Duration::ZERO).unwrap().expect("the retry is due");
+    assert_eq!(third.attempt(), 3);
+    third.ack().unwrap();
+}

@@ -1,8 +1,13 @@
 //! Recovery of a data directory whose files were damaged or forged: the
 //! files of a directory written by a real engine, changed as the input says,
-//! written to a fresh directory and opened four times. Shared by the
-//! `log_recovery` fuzz target (`fuzz/fuzz_targets/log_recovery.rs`) and
-//! `tests/fuzz_replay.rs`; `fuzz/seeds.py` writes its seed corpus.
+//! written to a fresh directory and opened four times. [`run`] lays the
+//! directory out on a simulated disk (`SimDisk`) and opens it with engines
+//! without a flusher thread (the `log_recovery` fuzz target,
+//! `fuzz/fuzz_targets/log_recovery.rs`); [`run_on_files`] writes it to a
+//! real directory (tmpfs if there is one) and opens it with `Engine::open`,
+//! as it did before, for what only the real file system does (the
+//! `log_recovery_files` target, 20× slower). `tests/fuzz_replay.rs` replays
+//! the corpus both ways; `fuzz/seeds.py` writes its seed corpus.
 //!
 //! The four opens: (A) plain, publish a marker, commit a group, close; (B)
 //! plain again; (C) with `repair`, publish a marker, close; (D) with
@@ -54,8 +59,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use tollgate::{
-    Durability, Engine, EngineConfig, Message, Offset, OpenError, PublishError, ReadError, Record, RecoveryMode, Topic,
-    TopicConfig, TopicError,
+    Durability, Engine, EngineConfig, Message, Offset, OpenError, PublishError, ReadError, Record, RecoveryMode,
+    SimDisk, Topic, TopicConfig, TopicError,
 };
 
 /// At most this many mutations per input.
@@ -77,7 +82,13 @@ const INDEX_HEADER_BYTES: usize = 32;
 /// the checks of [`run_with_known_bugs`] were written for are fixed, so this
 /// is the same thing; it is kept for the `*_known_bugs_replay` tests.)
 pub fn run(data: &[u8]) {
-    run_checks(data, true);
+    run_checks(data, true, Disk::sim());
+}
+
+/// Runs the input with every check, its directory written to a real file
+/// system (tmpfs if there is one) and opened with `Engine::open`.
+pub fn run_on_files(data: &[u8]) {
+    run_checks(data, true, Disk::files());
 }
 
 /// Runs the input with every check, including those for these bugs (all
@@ -99,10 +110,10 @@ pub fn run(data: &[u8]) {
 ///   largest offset" is put at 2^62 instead. Reproducer:
 ///   `fuzz/corpus/log_recovery/bug-segment-named-u64-max`.
 pub fn run_with_known_bugs(data: &[u8]) {
-    run_checks(data, true);
+    run_checks(data, true, Disk::sim());
 }
 
-fn run_checks(data: &[u8], known_bugs: bool) {
+fn run_checks(data: &[u8], known_bugs: bool, disk: Disk) {
     let mut input = Input(data);
     let template = &templates()[usize::from(input.byte().unwrap_or(0)) % 4];
     let mut files = template.files.clone();
@@ -113,26 +124,23 @@ fn run_checks(data: &[u8], known_bugs: bool) {
             None => break,
         }
     }
-    let scratch = scratch_dir();
-    let root = scratch.path().to_path_buf();
+    let root = disk.root();
     let dir = root.join("data");
     for sub in &template.dirs {
-        std::fs::create_dir_all(dir.join(sub)).expect("create a directory");
+        disk.create_dir(&dir.join(sub));
     }
     for (path, bytes) in &files {
-        let path = dir.join(path);
-        std::fs::create_dir_all(path.parent().expect("inside the directory")).expect("create a directory");
-        std::fs::write(&path, bytes).expect("write a file");
+        disk.write(&dir.join(path), bytes);
     }
     let sentinel = root.join("outside");
-    std::fs::write(&sentinel, b"not tollgate's").expect("write the sentinel");
+    disk.write(&sentinel, b"not tollgate's");
 
     let topic_dirs: BTreeSet<String> = files
         .keys()
         .filter_map(|path| path.strip_prefix("topics/")?.split_once('/').map(|(name, _)| name.to_owned()))
         .collect();
     let expected = template.records.clone();
-    let mut ctx = Ctx { dir, topic_dirs, strict: !forged, known_bugs, expected, commits: BTreeMap::new() };
+    let mut ctx = Ctx { disk, dir, topic_dirs, strict: !forged, known_bugs, expected, commits: BTreeMap::new() };
 
     let a = ctx.open(false, true, "A");
     ctx.check_group_files(&a, "A");
@@ -156,13 +164,90 @@ fn run_checks(data: &[u8], known_bugs: bool) {
     let d = ctx.open(true, false, "D");
     ctx.compare(&c, &d, true, "C then D");
 
-    let mut entries: Vec<String> = std::fs::read_dir(&root)
-        .expect("list the scratch directory")
-        .map(|entry| entry.expect("entry").file_name().to_string_lossy().into_owned())
-        .collect();
+    let mut entries = ctx.disk.list(&root).expect("list the scratch directory");
     entries.sort();
     assert_eq!(entries, ["data", "outside"], "something was made outside the data directory");
-    assert_eq!(std::fs::read(&sentinel).expect("read the sentinel"), b"not tollgate's", "the sentinel changed");
+    assert_eq!(ctx.disk.read(&sentinel).expect("read the sentinel"), b"not tollgate's", "the sentinel changed");
+}
+
+/// Where an input's directory is laid out and opened.
+enum Disk {
+    /// A simulated disk; the scratch directory is its root.
+    Sim(SimDisk),
+    /// A fresh directory on the real file system.
+    Files(tempfile::TempDir),
+}
+
+impl Disk {
+    fn sim() -> Disk {
+        Disk::Sim(SimDisk::new())
+    }
+
+    fn files() -> Disk {
+        Disk::Files(scratch_dir())
+    }
+
+    /// The scratch directory: the data directory (`data`) and the sentinel
+    /// (`outside`) go in it.
+    fn root(&self) -> PathBuf {
+        match self {
+            Disk::Sim(_) => PathBuf::from("/"),
+            Disk::Files(scratch) => scratch.path().to_path_buf(),
+        }
+    }
+
+    /// Creates a directory and its parents (durably: as found after a reboot).
+    fn create_dir(&self, path: &Path) {
+        match self {
+            Disk::Sim(disk) => disk.create_dir_all_durable(path).expect("create a directory"),
+            Disk::Files(_) => std::fs::create_dir_all(path).expect("create a directory"),
+        }
+    }
+
+    /// Writes a new file, and its parent directories (durably).
+    fn write(&self, path: &Path, bytes: &[u8]) {
+        match self {
+            Disk::Sim(disk) => disk.write_file_durable(path, bytes).expect("write a file"),
+            Disk::Files(_) => {
+                std::fs::create_dir_all(path.parent().expect("inside the directory")).expect("create a directory");
+                std::fs::write(path, bytes).expect("write a file");
+            }
+        }
+    }
+
+    /// A file's content, if it is one.
+    fn read(&self, path: &Path) -> Option<Vec<u8>> {
+        match self {
+            Disk::Sim(disk) => disk.file_bytes(path).ok(),
+            Disk::Files(_) => std::fs::read(path).ok(),
+        }
+    }
+
+    /// The names in a directory, if it is one.
+    fn list(&self, dir: &Path) -> Option<Vec<String>> {
+        match self {
+            Disk::Sim(disk) => {
+                let tree = disk.tree(dir);
+                let names = tree.iter().filter(|(path, _)| path.parent() == Some(dir));
+                Some(names.filter_map(|(path, _)| Some(path.file_name()?.to_string_lossy().into_owned())).collect())
+            }
+            Disk::Files(_) => Some(
+                std::fs::read_dir(dir)
+                    .ok()?
+                    .map(|entry| entry.expect("entry").file_name().to_string_lossy().into_owned())
+                    .collect(),
+            ),
+        }
+    }
+
+    /// Opens an engine on the data directory `dir`: without a flusher
+    /// thread on a simulated disk.
+    fn open(&self, dir: &Path, config: EngineConfig) -> Result<Engine, OpenError> {
+        match self {
+            Disk::Sim(disk) => Engine::open_sim_without_flusher(disk, dir, config),
+            Disk::Files(_) => Engine::open_with(dir, config),
+        }
+    }
 }
 
 /// A fresh directory, on tmpfs if there is one.
@@ -847,6 +932,7 @@ struct View {
 type Opened = Option<BTreeMap<String, Option<View>>>;
 
 struct Ctx {
+    disk: Disk,
     dir: PathBuf,
     /// Names of the directories under `topics/` in the input.
     topic_dirs: BTreeSet<String>,
@@ -921,7 +1007,7 @@ impl Ctx {
     /// Opens the directory, looks at every topic, and with `act` publishes a
     /// marker and commits a group; closes it again.
     fn open(&mut self, repair: bool, act: bool, phase: &str) -> Opened {
-        let engine = match Engine::open_with(
+        let engine = match self.disk.open(
             &self.dir,
             EngineConfig {
                 recovery: if repair { RecoveryMode::Repair } else { RecoveryMode::Normal },
@@ -1154,13 +1240,13 @@ impl Ctx {
         for (name, view) in opened {
             let Some(view) = view else { continue };
             let groups = self.dir.join("topics").join(name).join("groups");
-            let Ok(entries) = std::fs::read_dir(&groups) else { continue };
+            let Some(entries) = self.disk.list(&groups) else { continue };
             for entry in entries {
-                let path = entry.expect("entry").path();
+                let path = groups.join(entry);
                 if path.extension().is_none_or(|e| e != "offset") {
                     continue;
                 }
-                let bytes = std::fs::read(&path).expect("read a group file");
+                let Some(bytes) = self.disk.read(&path) else { panic!("{what}: {} is not a file", path.display()) };
                 if let Some(a) = newest_slot(&bytes) {
                     assert!(
                         a <= view.next,

@@ -1,6 +1,9 @@
-//! Worker groups on a simulated disk (`SimDisk`): operations decoded from raw
-//! bytes, run against two groups of one topic, and checked against a model,
-//! with process kills and power cuts in between. Shared by the `queue_ops`
+//! Worker groups on a simulated disk (`SimDisk`) with a simulated clock:
+//! operations decoded from raw bytes, run against two groups of one topic,
+//! and checked against a model, with process kills and power cuts in
+//! between. Time passes only when the input says so (`SimDisk::advance_clock`:
+//! the waits, and the timeouts of `receive`s that found nothing, which on the
+//! simulated clock return at once), so no input sleeps. Shared by the `queue_ops`
 //! fuzz target (`fuzz/fuzz_targets/queue_ops.rs`) and `tests/fuzz_replay.rs`;
 //! `fuzz/seeds.py` writes its seed corpus.
 //!
@@ -28,6 +31,8 @@
 //! timed (before and after, on both clocks), so that "surely ready", "surely
 //! in flight" and "surely expired" are decided only where the clocks leave no
 //! doubt; in between, both outcomes are accepted and the model learns which.
+//! (On the simulated clock, before and after are the same instant but for a
+//! `receive` that waited its timeout out, so nearly every outcome is decided.)
 //!
 //! Checked:
 //!
@@ -127,7 +132,7 @@
 //! Sleeping (waits and timed receives) stops at [`SLEEP_BUDGET`] per input,
 //! to keep executions fast; the final drain waits as long as it must.
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use tollgate::{
     DELAY_MAX, Delivery, Durability, Engine, EngineConfig, KeyPattern, Message, Offset, PublishError, QueueConfig,
@@ -138,7 +143,7 @@ use tollgate::{
 const MAX_OPS: usize = 150;
 /// At most this many kills and power cuts per input (the final one aside).
 const MAX_REOPENS: usize = 6;
-/// Most time an input spends sleeping in its ops.
+/// Most time an input lets pass on the simulated clock in its ops.
 const SLEEP_BUDGET: Duration = Duration::from_millis(40);
 /// The final drain gives up (and reports lost messages) after this long.
 const DRAIN_LIMIT: Duration = Duration::from_secs(5);
@@ -198,9 +203,10 @@ struct Now {
     w: u64,
 }
 
-fn now() -> Now {
-    let i = Instant::now();
-    let w = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
+/// The time on `disk`'s simulated clock, which the engines on it read.
+fn now(disk: &SimDisk) -> Now {
+    let i = disk.now();
+    let w = disk.system_time().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
     Now { i, w }
 }
 
@@ -450,8 +456,7 @@ impl GroupModel {
 
     /// The group is gone (closed, or its process killed, or its machine cut
     /// off with `cut`); what the next open finds.
-    fn closed(&mut self, cut: bool) {
-        let now = now();
+    fn closed(&mut self, cut: bool, now: Now) {
         for state in &mut self.msgs {
             if state.settled != Settled::No {
                 continue;
@@ -537,7 +542,7 @@ struct Run {
 
 impl Run {
     fn new(setup: Setup) -> Run {
-        let disk = SimDisk::new();
+        let disk = SimDisk::with_simulated_clock();
         disk.create_dir_all_durable(DATA).expect("create the data directory");
         let mut run = Run {
             setup,
@@ -624,14 +629,16 @@ impl Run {
             2 => {
                 let timeout = RECEIVE_TIMEOUT_MS[usize::from((arg >> 2) & 3)];
                 let timeout = self.budget(Duration::from_millis(timeout));
-                let started = Instant::now();
-                if arg & 16 != 0 && !self.stale_workers.is_empty() {
+                let received = if arg & 16 != 0 && !self.stale_workers.is_empty() {
                     self.stale_receive(usize::from(arg >> 5), timeout);
+                    None
                 } else {
-                    self.receive(usize::from(arg & 1), usize::from((arg >> 1) & 1), timeout);
-                }
-                if !timeout.is_zero() {
-                    self.slept += started.elapsed().min(timeout);
+                    self.receive(usize::from(arg & 1), usize::from((arg >> 1) & 1), timeout)
+                };
+                // On the simulated clock `receive` returns at once; one that
+                // found nothing would have waited its timeout out.
+                if received.is_none() {
+                    self.sleep(timeout);
                 }
             }
             3 => self.ack(arg),
@@ -653,9 +660,7 @@ impl Run {
                 let longest = self.setup.groups.iter().map(|g| g.visibility).max().expect("two groups");
                 let ms = WAIT_MS[usize::from(arg & 3)];
                 let wait = if ms == 0 { longest + Duration::from_millis(1) } else { Duration::from_millis(ms) };
-                let wait = self.budget(wait);
-                std::thread::sleep(wait);
-                self.slept += wait;
+                self.sleep(self.budget(wait));
             }
             9 => self.check_metrics(usize::from(arg & 1)),
             10 => self.restart(None, arg & 1 != 0, arg & 2 != 0),
@@ -666,6 +671,12 @@ impl Run {
             _ => self.rejoin(usize::from(arg & 1)),
         }
         Some(())
+    }
+
+    /// Lets `time` pass on the simulated clock, out of the sleep budget.
+    fn sleep(&mut self, time: Duration) {
+        self.disk.advance_clock(time);
+        self.slept += time;
     }
 
     /// As much of `wanted` as the sleep budget has left.
@@ -692,7 +703,8 @@ impl Run {
             message = message.priority(p);
         }
         if delay > 0 {
-            message = message.deliver_after(Duration::from_millis(delay));
+            // `deliver_after` would read the system's clock.
+            message = message.deliver_at(self.disk.system_time() + Duration::from_millis(delay));
         }
         let topic = self.life().topic.clone();
         let result = topic.publish_message(message);
@@ -829,9 +841,9 @@ impl Run {
     fn receive(&mut self, g: usize, w: usize, timeout: Duration) -> Option<usize> {
         let what = format!("op {}: receive({timeout:?}) on {}", self.step, GROUPS[g]);
         let worker = self.life().workers[g][w].clone();
-        let t0 = now();
+        let t0 = now(&self.disk);
         let result = worker.receive(timeout);
-        let t1 = now();
+        let t1 = now(&self.disk);
         let dead = self.dead_letters(&what);
         let delivery = result.unwrap_or_else(|e| panic!("{what}: {e:?}"));
         // Dead letters `receive` sent on its way, in order.
@@ -1022,9 +1034,9 @@ impl Run {
             return;
         }
         let (g, rec) = (open.group, open.rec);
-        let t0 = now();
+        let t0 = now(&self.disk);
         let result = open.delivery.ack();
-        let t1 = now();
+        let t1 = now(&self.disk);
         self.expect_no_dead_letters(&what);
         let expect = self.expect(g, rec, t0, t1);
         if self.settled_result(g, rec, expect, result, &what) {
@@ -1059,9 +1071,9 @@ impl Run {
         }
         let (g, rec) = (open.group, open.rec);
         let attempt = self.groups[g].deliveries[rec].attempt;
-        let t0 = now();
+        let t0 = now(&self.disk);
         let result = open.delivery.nack(delay, &reason);
-        let t1 = now();
+        let t1 = now(&self.disk);
         if too_long {
             // Nothing changes: the message stays in flight until its deadline.
             assert!(matches!(result, Err(QueueError::TooLong { .. })), "{what}: {result:?}");
@@ -1113,9 +1125,9 @@ impl Run {
         }
         let (g, rec) = (open.group, open.rec);
         let attempt = self.groups[g].deliveries[rec].attempt;
-        let t0 = now();
+        let t0 = now(&self.disk);
         let result = open.delivery.reject(&reason);
-        let t1 = now();
+        let t1 = now(&self.disk);
         let dead = self.dead_letters(&what);
         let expect = self.expect(g, rec, t0, t1);
         let offset = self.groups[g].deliveries[rec].offset;
@@ -1131,9 +1143,9 @@ impl Run {
         let what = format!("op {}: drop of {} offset {}", self.step, GROUPS[open.group], open.delivery.offset().get());
         let stale = open.life != self.life_id;
         let (g, rec) = (open.group, open.rec);
-        let t0 = now();
+        let t0 = now(&self.disk);
         drop(open.delivery);
-        let t1 = now();
+        let t1 = now(&self.disk);
         self.expect_no_dead_letters(&what);
         if stale {
             return;
@@ -1175,9 +1187,9 @@ impl Run {
         let what = format!("op {}: extend({by:?}) of {} offset {offset}", self.step, GROUPS[g]);
         let too_long = by > VISIBILITY_MAX;
         let before = self.open[at].delivery.deadline();
-        let t0 = now();
+        let t0 = now(&self.disk);
         let result = self.open[at].delivery.extend(by);
-        let t1 = now();
+        let t1 = now(&self.disk);
         let deadline = self.open[at].delivery.deadline();
         self.expect_no_dead_letters(&what);
         if too_long {
@@ -1204,9 +1216,9 @@ impl Run {
     fn check_metrics(&mut self, g: usize) {
         let what = format!("op {}: metrics of {}", self.step, GROUPS[g]);
         let worker = self.life().workers[g][0].clone();
-        let t0 = now();
+        let t0 = now(&self.disk);
         let m = worker.metrics();
-        let t1 = now();
+        let t1 = now(&self.disk);
         let group = &self.groups[g];
         if trace() {
             eprintln!("{what}: {m:?}");
@@ -1309,7 +1321,7 @@ impl Run {
                 // Closing the topic synced the group's journal.
                 group.synced();
             }
-            group.closed(cut.is_some());
+            group.closed(cut.is_some(), now(&self.disk));
         }
         self.open_life(false);
     }
@@ -1322,7 +1334,7 @@ impl Run {
         let mut life = self.life.take().expect("an engine is open");
         life.workers[g].clear();
         if !held {
-            self.groups[g].closed(false);
+            self.groups[g].closed(false, now(&self.disk));
         }
         life.workers[g] = self.join(&life.topic, g, &what);
         self.life = Some(life);
@@ -1339,17 +1351,21 @@ impl Run {
         while !self.open.is_empty() {
             self.ack(0);
         }
-        let started = Instant::now();
+        let started = self.disk.now();
         for (g, name) in GROUPS.iter().enumerate() {
             loop {
                 let left = self.groups[g].unsettled(&self.msgs);
                 if left.is_empty() {
                     break;
                 }
-                assert!(started.elapsed() < DRAIN_LIMIT, "drain of {name}: offsets {left:?} never came back (lost)");
+                let waited = self.disk.now() - started;
+                assert!(waited < DRAIN_LIMIT, "drain of {name}: offsets {left:?} never came back (lost)");
                 // Nothing else is open: the new delivery is the only one.
                 if self.receive(g, 0, Duration::from_millis(20)).is_some() {
                     self.ack(0);
+                } else {
+                    // Waiting out delays and visibility timeouts.
+                    self.disk.advance_clock(Duration::from_millis(1));
                 }
             }
             self.check_metrics(g);
