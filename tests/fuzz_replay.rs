@@ -80,7 +80,8 @@ fn log_ops_corpus_replays() {
     replay("log_ops", log_ops::run);
 }
 
-/// The same inputs on engines with their flusher thread (the
+/// The same inputs on engines with their flusher thread, reading back every
+/// record after each reopen where `log_ops::run` reads a sample (the
 /// `log_ops_threaded` target).
 #[test]
 fn log_ops_threaded_corpus_replays() {

@@ -1,6 +1,8 @@
 //! The `log_ops` ops on engines with their flusher thread, which may sync
-//! sealed segments and apply retention between any two ops (slower than
-//! `log_ops`: a thread per engine); see `tests/support/log_ops.rs`
+//! sealed segments and apply retention between any two ops, reading back
+//! every record after each reopen where `log_ops` reads a sample (slower
+//! than `log_ops`: a thread per engine, and every record); see
+//! `tests/support/log_ops.rs`
 //! (`run_threaded`), which `tests/fuzz_replay.rs` also runs over
 //! `fuzz/corpus/log_ops/` on stable.
 #![no_main]

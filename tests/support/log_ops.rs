@@ -10,7 +10,10 @@
 //! committed offsets a reopen may find. After every power cut the recovered
 //! log must be a prefix of the published sequence (identical records at their
 //! offsets, from `info().oldest` on, since retention may have dropped a
-//! prefix) that holds at least everything synced and ends at a frame end;
+//! prefix) that holds at least everything synced and ends at a frame end
+//! (the records compared: all of them in [`run_threaded`]; in [`run`], the
+//! first, the last frame's and one in [`SAMPLE_STRIDE`], picked by the
+//! input, see `Run::read_back`);
 //! `verify` must pass; group offsets must be ones that were committed,
 //! lowered to the recovered end. Between cuts, every publish, read,
 //! subscription record, sync and commit is checked against the model too.
@@ -58,6 +61,9 @@ use tollgate::{
 const MAX_OPS: usize = 200;
 /// At most this many reopens (crashes and restarts) per run.
 const MAX_REOPENS: usize = 8;
+/// A reopen of [`run`] reads back one record in this many (and the first
+/// and the last frame's); [`run_threaded`] reads back all of them.
+const SAMPLE_STRIDE: u64 = 8;
 /// The data directory on every simulated disk.
 const DATA: &str = "/data";
 const TOPICS: [&str; 2] = ["a", "b"];
@@ -75,14 +81,17 @@ const MESSAGE_HEADER_PREFIX_BYTES: usize = 6;
 /// The engines have no flusher thread (`Engine::open_sim_without_flusher`):
 /// the background work (syncing sealed segments, retention) runs at the
 /// `check` ops that ask for it, so a run is deterministic and opens no
-/// thread. [`run_threaded`] runs the same ops with the thread.
+/// thread. After a reopen it reads back a sample of the records, which the
+/// input picks (`Run::read_back`). [`run_threaded`] runs the same ops with
+/// the thread and reads back every record.
 pub fn run(data: &[u8]) {
     run_checks(data, true, false);
 }
 
 /// Runs the input as [`run`] does, but on engines with their flusher
 /// thread, which may sync sealed segments and apply retention between any
-/// two ops (slower: a thread per engine; the `log_ops_threaded` target).
+/// two ops, and reads back every record after each reopen (slower: a
+/// thread per engine, and every record; the `log_ops_threaded` target).
 pub fn run_threaded(data: &[u8]) {
     run_checks(data, true, true);
 }
@@ -128,6 +137,7 @@ fn run_checks(data: &[u8], known_bugs: bool, threaded: bool) {
         step: 0,
         known_bugs,
         threaded,
+        read_all: threaded,
     };
     for step in 0..MAX_OPS {
         run.step = step;
@@ -315,6 +325,8 @@ struct Run {
     known_bugs: bool,
     /// Engines run their flusher thread (see [`run_threaded`]).
     threaded: bool,
+    /// Reopens read back every record, not a sample (see [`Run::read_back`]).
+    read_all: bool,
 }
 
 /// Whether an I/O error says the disk is full.
@@ -625,7 +637,7 @@ impl Run {
             }
             self.disk = self.disk.power_cut(seed ^ 0x5a5a);
         }
-        self.reopen(repair, Shutdown::Crash);
+        self.reopen(repair, Shutdown::Crash, seed);
     }
 
     /// A clean close then a reopen, with a power cut in between if `cut`;
@@ -640,11 +652,12 @@ impl Run {
         if cut {
             self.disk = self.disk.power_cut(seed);
         }
-        self.reopen(repair, if cut { Shutdown::CleanThenCut } else { Shutdown::Clean });
+        self.reopen(repair, if cut { Shutdown::CleanThenCut } else { Shutdown::Clean }, seed);
     }
 
-    /// Opens an engine on the disk and checks each topic against the model.
-    fn reopen(&mut self, repair: bool, shutdown: Shutdown) {
+    /// Opens an engine on the disk and checks each topic against the model;
+    /// `seed` picks the records read back (see [`Run::read_back`]).
+    fn reopen(&mut self, repair: bool, shutdown: Shutdown, seed: u64) {
         self.reopens += 1;
         let what = format!("op {}: reopen {} after {shutdown:?} (repair {repair})", self.step, self.reopens);
         let engine = open(&self.disk, repair, self.threaded).unwrap_or_else(|e| panic!("{what}: open: {e}"));
@@ -652,18 +665,36 @@ impl Run {
         let topics =
             [0, 1].map(|t| engine.topic(TOPICS[t]).unwrap_or_else(|e| panic!("{what}: topic {}: {e}", TOPICS[t])));
         for (t, topic) in topics.iter().enumerate() {
-            self.check_recovered(t, topic, shutdown, repair, &what);
+            self.check_recovered(t, topic, shutdown, repair, seed, &what);
         }
         self.life = Some(Life { _engine: engine, topics, subs: Default::default(), failing: false, capacity: false });
     }
 
-    fn check_recovered(&mut self, t: usize, topic: &Topic, shutdown: Shutdown, repair: bool, what: &str) {
+    /// The records a reopen reads back of a log that holds `oldest..next`:
+    /// with `read_all` (the `log_ops_threaded` target and its replay), every
+    /// one; else the first, those of the last frame, and one in
+    /// [`SAMPLE_STRIDE`] from the oldest on, at the place in the stride that
+    /// the crash's or restart's seed byte picks (bits 5-7), so that an input
+    /// reaches any record. `verify` still checks every frame; the sample is
+    /// what is compared with the model.
+    fn read_back(&self, t: usize, oldest: u64, next: u64, seed: u64) -> Vec<u64> {
+        let last_frame = self.models[t].ends.range(..next).next_back().copied().unwrap_or(0);
+        let phase = (seed >> 5) % SAMPLE_STRIDE;
+        (oldest..next)
+            .filter(|&offset| {
+                self.read_all || offset == oldest || offset >= last_frame || (offset - oldest) % SAMPLE_STRIDE == phase
+            })
+            .collect()
+    }
+
+    fn check_recovered(&mut self, t: usize, topic: &Topic, shutdown: Shutdown, repair: bool, seed: u64, what: &str) {
         let known_bugs = self.known_bugs;
         let clean = shutdown != Shutdown::Crash;
         let what = format!("{what}: topic {}", TOPICS[t]);
-        let model = &mut self.models[t];
         let info = topic.info();
         let (oldest, next) = (info.oldest.get(), info.next.get());
+        let sampled = self.read_back(t, oldest, next, seed);
+        let model = &mut self.models[t];
         assert_eq!(info.config, model.config, "{what}: configuration");
         assert!(next <= model.next(), "{what}: recovered {next} records, only {} were ever published", model.next());
         assert!(next >= model.synced, "{what}: recovered {next} records, {} were synced", model.synced);
@@ -697,7 +728,7 @@ impl Run {
         // while this runs: a read may find its record gone, and `verify`
         // counts only the segments still there when it reaches them.
         let mut retained = oldest;
-        for offset in oldest..next {
+        for offset in sampled {
             match topic.read(Offset::new(offset)) {
                 Ok(record) => model.check(offset, &record, &what),
                 Err(ReadError::NotRetained { oldest: now, .. })
