@@ -18,7 +18,10 @@
 //! - `verify()` is `Ok` or names a corrupt file inside the directory;
 //! - recovery is idempotent: B finds what A left (the same records, byte for
 //!   byte with their timestamps, or the same kind of error at each offset;
-//!   the same `info().next` and `oldest`; a clean shutdown), and D what C left;
+//!   the same `info().next` and `oldest`; a clean shutdown), and D what C left
+//!   (on the simulated disk, B and D read back the first and last records
+//!   and one in [`SAMPLE_STRIDE`] of the others, at the place in the stride
+//!   that bits 2-4 of byte 0 pick; on files, every record A and C read);
 //! - after a topic opens, group offsets on disk are at most its end;
 //! - nothing outside the data directory is touched.
 //!
@@ -31,7 +34,7 @@
 //! known bug breaks is checked only by [`run_with_known_bugs`].)
 //!
 //! Encoding: byte 0 picks the template directory (`byte % 4`, see
-//! [`templates`]); then up to [`MAX_MUTATIONS`] mutations, each a byte
+//! [`templates`]) and in bits 2-4 which records B and D read back; then up to [`MAX_MUTATIONS`] mutations, each a byte
 //! (`byte % 12`) and its operands, where `file` is two bytes, a role and an
 //! index (see [`select_path`]); the input stops where the bytes run out:
 //!
@@ -68,6 +71,9 @@ const MAX_MUTATIONS: usize = 24;
 /// Offsets read per topic and open: all of them up to this many, else the
 /// first and last halves of it.
 const READ_LIMIT: u64 = 400;
+/// On the simulated disk, the opens B and D read back one record in this
+/// many (and the first and the last), where A and C read all of them.
+const SAMPLE_STRIDE: u64 = 8;
 /// The group each open subscribes and commits.
 const CHECK_GROUP: &str = "fuzz-check";
 
@@ -85,7 +91,8 @@ pub fn run(data: &[u8]) {
     run_checks(data, true, Disk::sim());
 }
 
-/// Runs the input with every check, its directory written to a real file
+/// Runs the input with every check, B and D reading back every record, its
+/// directory written to a real file
 /// system (tmpfs if there is one) and opened with `Engine::open`.
 pub fn run_on_files(data: &[u8]) {
     run_checks(data, true, Disk::files());
@@ -115,7 +122,9 @@ pub fn run_with_known_bugs(data: &[u8]) {
 
 fn run_checks(data: &[u8], known_bugs: bool, disk: Disk) {
     let mut input = Input(data);
-    let template = &templates()[usize::from(input.byte().unwrap_or(0)) % 4];
+    let first = input.byte().unwrap_or(0);
+    let template = &templates()[usize::from(first) % 4];
+    let sample = matches!(disk, Disk::Sim(_)).then_some(u64::from(first >> 2) % SAMPLE_STRIDE);
     let mut files = template.files.clone();
     let mut forged = false;
     for _ in 0..MAX_MUTATIONS {
@@ -140,7 +149,8 @@ fn run_checks(data: &[u8], known_bugs: bool, disk: Disk) {
         .filter_map(|path| path.strip_prefix("topics/")?.split_once('/').map(|(name, _)| name.to_owned()))
         .collect();
     let expected = template.records.clone();
-    let mut ctx = Ctx { disk, dir, topic_dirs, strict: !forged, known_bugs, expected, commits: BTreeMap::new() };
+    let mut ctx =
+        Ctx { disk, dir, topic_dirs, strict: !forged, known_bugs, sample, expected, commits: BTreeMap::new() };
 
     let a = ctx.open(false, true, "A");
     ctx.check_group_files(&a, "A");
@@ -940,6 +950,10 @@ struct Ctx {
     strict: bool,
     /// Check what known bugs break too.
     known_bugs: bool,
+    /// Which records the opens that only look (B and D) read back: with
+    /// `Some(phase)`, the first, the last, and those `phase` past a multiple
+    /// of [`SAMPLE_STRIDE`] from the oldest; with `None`, all of them.
+    sample: Option<u64>,
     /// With `strict`: the record each offset may hold, by topic.
     expected: BTreeMap<String, BTreeMap<u64, RecordData>>,
     /// What the last open committed for `CHECK_GROUP`, by topic.
@@ -1046,11 +1060,14 @@ impl Ctx {
         let (oldest, next) = (info.oldest.get(), info.next.get());
         assert!(oldest <= next, "{what}: oldest {oldest} past next {next}");
         let retention = info.config.retention_bytes.is_some() || info.config.retention_age.is_some();
-        let offsets: Vec<u64> = if next - oldest <= READ_LIMIT {
+        let mut offsets: Vec<u64> = if next - oldest <= READ_LIMIT {
             (oldest..next).collect()
         } else {
             (oldest..oldest + READ_LIMIT / 2).chain(next - READ_LIMIT / 2..next).collect()
         };
+        if let (false, Some(phase)) = (act, self.sample) {
+            offsets.retain(|&o| o == oldest || o + 1 == next || (o - oldest) % SAMPLE_STRIDE == phase);
+        }
         let mut reads = BTreeMap::new();
         for offset in offsets {
             let read = match topic.read(Offset::new(offset)) {
