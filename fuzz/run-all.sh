@@ -34,7 +34,8 @@ fi
 printf '%-20s %14s %10s %8s\n' target executions exec/s seconds
 for target in "${targets[@]}"; do
     mkdir -p "work/$target"
-    # log_ops_threaded runs log_ops's corpus, log_recovery_files log_recovery's.
+    # log_ops_threaded and queue_ops_threaded run log_ops's and queue_ops's
+    # corpus, log_recovery_files log_recovery's.
     seeds="corpus/${target%_threaded}"
     seeds="${seeds%_files}"
     log=$(mktemp)

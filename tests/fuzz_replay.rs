@@ -120,6 +120,13 @@ fn queue_ops_corpus_replays() {
     replay("queue_ops", queue_ops::run);
 }
 
+/// The same inputs on engines with their flusher thread (the
+/// `queue_ops_threaded` target).
+#[test]
+fn queue_ops_threaded_corpus_replays() {
+    replay("queue_ops", queue_ops::run_threaded);
+}
+
 /// The `bug-*` inputs of the `log_ops` corpus, with the checks that the
 /// known bugs listed at `log_ops::run_with_known_bugs` break.
 #[test]

@@ -4,7 +4,8 @@
 //! between. Time passes only when the input says so (`SimDisk::advance_clock`:
 //! the waits, and the timeouts of `receive`s that found nothing, which on the
 //! simulated clock return at once), so no input sleeps. Shared by the `queue_ops`
-//! fuzz target (`fuzz/fuzz_targets/queue_ops.rs`) and `tests/fuzz_replay.rs`;
+//! fuzz target (`fuzz/fuzz_targets/queue_ops.rs`; engines without a flusher
+//! thread), the `queue_ops_threaded` one (with it) and `tests/fuzz_replay.rs`;
 //! `fuzz/seeds.py` writes its seed corpus.
 //!
 //! # Setup
@@ -124,7 +125,7 @@
 //! | 6  | drop    | i |
 //! | 7  | extend  | bits 0-4 i, bits 5-7 by (0, 1 ms, visibility, 2 × visibility, 3 ms, above `VISIBILITY_MAX`, 10 ms, visibility / 2) |
 //! | 8  | wait    | bits 0-1: past the longest visibility timeout, 1, 2, 4 ms |
-//! | 9  | metrics | bit 0 group |
+//! | 9  | metrics | bit 0 group; bit 1: run a pass of the background work first (`Engine::run_background`) |
 //! | 10 | kill    | bit 0: keep this engine's deliveries and a worker of each group (else drop them); bit 1: close the engine first |
 //! | 11 | cut     | flags (bits 0 and 1 as for kill), seed |
 //! | 12 | rejoin  | bit 0 group: drop its workers and take new ones (if no delivery holds the group, it is closed and opened again) |
@@ -169,14 +170,29 @@ const CUT_SHORT: &str = "its last attempt was cut short by a restart";
 const TIMED_OUT: &str = "its visibility timeout passed";
 const DROPPED: &str = "the delivery was dropped without being settled";
 
-/// Runs the input and panics if a check fails.
+/// Runs the input and panics if a check fails. The engines have no flusher
+/// thread (`Engine::open_sim_without_flusher`): its work (here, syncing a
+/// `Buffered` topic's sealed segments) runs at the `metrics` ops that ask
+/// for it, and no thread is started and joined at each open and close.
+/// [`run_threaded`] runs the same ops with the thread.
 pub fn run(data: &[u8]) {
+    run_checks(data, false);
+}
+
+/// Runs the input as [`run`] does, on engines with their flusher thread,
+/// which may sync sealed segments between any two ops (slower: a thread
+/// started and joined per engine; the `queue_ops_threaded` target).
+pub fn run_threaded(data: &[u8]) {
+    run_checks(data, true);
+}
+
+fn run_checks(data: &[u8], threaded: bool) {
     let mut bytes = data.iter().copied();
     let setup = Setup::new(bytes.next().unwrap_or(0), bytes.next().unwrap_or(0), bytes.next().unwrap_or(0));
     if trace() {
         eprintln!("setup: {setup:?}");
     }
-    let mut run = Run::new(setup);
+    let mut run = Run::new(setup, threaded);
     for step in 0..MAX_OPS {
         run.step = step;
         let Some(op) = bytes.next() else { break };
@@ -538,10 +554,12 @@ struct Run {
     step: usize,
     /// Numbers nack and reject reasons.
     reasons: u64,
+    /// Engines run their flusher thread (see [`run_threaded`]).
+    threaded: bool,
 }
 
 impl Run {
-    fn new(setup: Setup) -> Run {
+    fn new(setup: Setup, threaded: bool) -> Run {
         let disk = SimDisk::with_simulated_clock();
         disk.create_dir_all_durable(DATA).expect("create the data directory");
         let mut run = Run {
@@ -558,6 +576,7 @@ impl Run {
             reopens: 0,
             step: 0,
             reasons: 0,
+            threaded,
         };
         run.open_life(true);
         run
@@ -571,8 +590,12 @@ impl Run {
     /// groups, and checks what it finds against the model.
     fn open_life(&mut self, fresh: bool) {
         let what = format!("op {}: open {}", self.step, self.life_id);
-        let engine = Engine::open_sim(&self.disk, DATA, EngineConfig::default())
-            .unwrap_or_else(|e| panic!("{what}: open the engine: {e}"));
+        let engine = if self.threaded {
+            Engine::open_sim(&self.disk, DATA, EngineConfig::default())
+        } else {
+            Engine::open_sim_without_flusher(&self.disk, DATA, EngineConfig::default())
+        };
+        let engine = engine.unwrap_or_else(|e| panic!("{what}: open the engine: {e}"));
         let config = self.setup.topic_config();
         let open_topic = |name: &str| {
             let topic = if fresh { engine.create_topic(name, config) } else { engine.topic(name) };
@@ -662,7 +685,12 @@ impl Run {
                 let wait = if ms == 0 { longest + Duration::from_millis(1) } else { Duration::from_millis(ms) };
                 self.sleep(self.budget(wait));
             }
-            9 => self.check_metrics(usize::from(arg & 1)),
+            9 => {
+                if arg & 2 != 0 {
+                    self.life()._engine.run_background();
+                }
+                self.check_metrics(usize::from(arg & 1));
+            }
             10 => self.restart(None, arg & 1 != 0, arg & 2 != 0),
             11 => {
                 let seed = bytes.next()?;
