@@ -29,6 +29,7 @@
 //! may be writing through its mapping at that moment.
 
 use std::any::Any;
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// The disk's maps and sets of inodes: hashed with foldhash, not SipHash
@@ -807,7 +808,7 @@ impl State {
             let Node::Dir(dir) = &self.nodes[&ino] else {
                 return Err(error(io::ErrorKind::NotADirectory, path));
             };
-            ino = *dir.live.get(&name).ok_or_else(|| error(io::ErrorKind::NotFound, path))?;
+            ino = *dir.live.get(&*name).ok_or_else(|| error(io::ErrorKind::NotFound, path))?;
         }
         Ok(ino)
     }
@@ -815,13 +816,13 @@ impl State {
     /// The directory that holds (or would hold) `path`, and its last name.
     fn parent_and_name(&self, path: &Path) -> io::Result<(Ino, String)> {
         let mut names = components(path);
-        let name = names.pop().ok_or_else(|| error(io::ErrorKind::InvalidInput, path))?;
+        let name = names.pop().ok_or_else(|| error(io::ErrorKind::InvalidInput, path))?.into_owned();
         let mut parent = ROOT;
         for component in names {
             let Node::Dir(dir) = &self.nodes[&parent] else {
                 return Err(error(io::ErrorKind::NotADirectory, path));
             };
-            parent = *dir.live.get(&component).ok_or_else(|| error(io::ErrorKind::NotFound, path))?;
+            parent = *dir.live.get(&*component).ok_or_else(|| error(io::ErrorKind::NotFound, path))?;
         }
         match self.nodes[&parent] {
             Node::Dir(_) => Ok((parent, name)),
@@ -853,6 +854,7 @@ impl State {
     fn create_dir_all(&mut self, path: &Path, durable: bool) -> io::Result<()> {
         let mut ino = ROOT;
         for name in components(path) {
+            let name = name.into_owned();
             let existing = self.dir(ino).live.get(&name).copied();
             let child = match existing {
                 Some(child) if matches!(self.nodes[&child], Node::Dir(_)) => child,
@@ -1218,11 +1220,13 @@ impl Drop for SimBuffer {
 
 /// The path's names from the root, resolving `.` and `..` lexically;
 /// relative paths start at the root too.
-fn components(path: &Path) -> Vec<String> {
+/// Borrowed where the name is valid UTF-8 (every name the engine uses): a
+/// lookup allocates no string per name.
+fn components(path: &Path) -> Vec<Cow<'_, str>> {
     let mut names = Vec::new();
     for component in path.components() {
         match component {
-            Component::Normal(name) => names.push(name.to_string_lossy().into_owned()),
+            Component::Normal(name) => names.push(name.to_string_lossy()),
             Component::ParentDir => {
                 names.pop();
             }
