@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::recovery::{journal_version, replay};
+use super::recovery::{header_valid, journal_version, replay};
 use super::state::{Persisted, StateFault};
 use super::writer::JournalFile;
 use crate::error::{Corruption, IoError, TopicError};
@@ -128,11 +128,8 @@ impl GroupFiles {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(io("read", &self.journal, e)),
         };
-        let journal_header_damaged = journal.get(..QJOURNAL_HEADER_BYTES).is_some_and(|h| {
-            let valid =
-                h[..8] == QJOURNAL_MAGIC && crc(&h[..QJOURNAL_HEADER_CRC_AT]) == u32_at(h, QJOURNAL_HEADER_CRC_AT);
-            !valid && h.iter().any(|&b| b != 0)
-        });
+        let journal_header_damaged =
+            journal.get(..QJOURNAL_HEADER_BYTES).is_some_and(|h| !header_valid(h) && h.iter().any(|&b| b != 0));
         replay(&journal, &mut persisted, !repair).map_err(|e| fault(&self.journal, e))?;
         Ok(Some(SavedGroup {
             persisted,

@@ -28,9 +28,7 @@ pub(crate) fn replay(bytes: &[u8], state: &mut Persisted, strict: bool) -> Resul
     let generation = state.generation;
     let damaged = |position: usize, reason| StateFault::Damaged { position: position as u64, reason };
     let Some(header) = bytes.get(..QJOURNAL_HEADER_BYTES) else { return Ok(()) };
-    let checks =
-        |h: &[u8]| h[..8] == QJOURNAL_MAGIC && crc(&h[..QJOURNAL_HEADER_CRC_AT]) == u32_at(h, QJOURNAL_HEADER_CRC_AT);
-    if checks(header) {
+    if header_valid(header) {
         match u32_at(header, QJOURNAL_VERSION_AT) {
             FORMAT_VERSION => {}
             found if found > FORMAT_VERSION => return Err(StateFault::Newer(found)),
@@ -48,7 +46,7 @@ pub(crate) fn replay(bytes: &[u8], state: &mut Persisted, strict: bool) -> Resul
         }
         if strict {
             let at = if header[..8] == QJOURNAL_MAGIC {
-                header_damage_at(header, QJOURNAL_VERSION_AT, QJOURNAL_HEADER_CRC_AT, checks) as usize
+                header_damage_at(header, QJOURNAL_VERSION_AT, QJOURNAL_HEADER_CRC_AT, header_valid) as usize
             } else {
                 0
             };
@@ -78,9 +76,13 @@ pub(crate) fn replay(bytes: &[u8], state: &mut Persisted, strict: bool) -> Resul
 /// which covers the version, matches).
 pub(super) fn journal_version(bytes: &[u8]) -> Option<u32> {
     let header = bytes.get(..QJOURNAL_HEADER_BYTES)?;
-    let valid = header[..8] == QJOURNAL_MAGIC
-        && crc(&header[..QJOURNAL_HEADER_CRC_AT]) == u32_at(header, QJOURNAL_HEADER_CRC_AT);
-    valid.then(|| u32_at(header, QJOURNAL_VERSION_AT))
+    header_valid(header).then(|| u32_at(header, QJOURNAL_VERSION_AT))
+}
+
+/// Whether a journal's header (`QJOURNAL_HEADER_BYTES` long) has the magic
+/// and its CRC matches.
+pub(super) fn header_valid(header: &[u8]) -> bool {
+    header[..8] == QJOURNAL_MAGIC && crc(&header[..QJOURNAL_HEADER_CRC_AT]) == u32_at(header, QJOURNAL_HEADER_CRC_AT)
 }
 
 /// The journal's synced mark for `generation`: the larger count of its two
