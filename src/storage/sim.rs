@@ -30,12 +30,17 @@
 
 use std::any::Any;
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 /// The disk's maps and sets of inodes: hashed with foldhash, not SipHash
 /// (the fuzz targets spend much of their time looking paths up).
 type InoMap<V> = HashMap<Ino, V, foldhash::fast::FixedState>;
 type InoSet = HashSet<Ino, foldhash::fast::FixedState>;
+/// A directory's entries. Hashed rather than ordered: a lookup then
+/// compares one name, where a search of an ordered map compares several,
+/// and each unequal `memcmp` costs a fuzz target a value-profile entry.
+/// Whoever needs an order sorts.
+type Entries = HashMap<String, Ino, foldhash::fast::FixedState>;
 use std::fmt;
 use std::io;
 use std::path::{Component, Path, PathBuf};
@@ -206,8 +211,7 @@ impl SimDisk {
         let mut pending = vec![ROOT];
         while let Some(old_dir) = pending.pop() {
             let new_dir = renumbered[&old_dir];
-            let entries = if power_cut.is_some() { &old.dir(old_dir).durable } else { &old.dir(old_dir).live };
-            for (name, &old_ino) in entries {
+            for (name, old_ino) in old.dir(old_dir).sorted(power_cut.is_some()) {
                 let ino = match renumbered.get(&old_ino) {
                     Some(&ino) => ino,
                     None => {
@@ -227,6 +231,7 @@ impl SimDisk {
                         ino
                     }
                 };
+                // Live and durable alike, so nothing is left to sync.
                 let dir = new.dir_mut(new_dir);
                 dir.live.insert(name.clone(), ino);
                 dir.durable.insert(name.clone(), ino);
@@ -320,7 +325,7 @@ impl SimDisk {
         let ino = state.new_ino();
         state.nodes.insert(ino, Node::File(SimFile::with_bytes(bytes)));
         let dir = state.dir_mut(parent);
-        dir.live.insert(name.clone(), ino);
+        dir.link(name.clone(), ino);
         dir.durable.insert(name, ino);
         Ok(())
     }
@@ -383,13 +388,14 @@ impl ReadStorage for SimDisk {
         let state = self.state.lock();
         let ino = state.lookup(path)?;
         match &state.nodes[&ino] {
+            // In no particular order, as a real directory's.
             Node::Dir(dir) => Ok(dir.live.keys().cloned().collect()),
             Node::File(_) => Err(error(io::ErrorKind::NotADirectory, path)),
         }
     }
 
     fn exists(&self, path: &Path) -> bool {
-        self.state.lock().lookup(path).is_ok()
+        self.state.lock().find(path).is_ok()
     }
 
     fn file_len(&self, path: &Path) -> io::Result<u64> {
@@ -412,7 +418,7 @@ impl ReadStorage for SimDisk {
 
     fn is_dir(&self, path: &Path) -> bool {
         let state = self.state.lock();
-        state.lookup(path).is_ok_and(|ino| matches!(state.nodes[&ino], Node::Dir(_)))
+        state.find(path).is_ok_and(|ino| matches!(state.nodes[&ino], Node::Dir(_)))
     }
 
     /// The handle holds the file's bytes, as a mapping does, so it keeps
@@ -435,7 +441,7 @@ impl ReadStorage for SimDisk {
 
     fn lock_held(&self, path: &Path) -> bool {
         let state = self.state.lock();
-        state.lookup(path).is_ok_and(|ino| state.locked.contains(&ino))
+        state.find(path).is_ok_and(|ino| state.locked.contains(&ino))
     }
 }
 
@@ -465,7 +471,7 @@ impl Storage for SimDisk {
                 state.check_room_for_new_file(bytes.len() as u64)?;
                 let ino = state.new_ino();
                 state.nodes.insert(ino, Node::File(SimFile::with_bytes(bytes)));
-                state.dir_mut(parent).live.insert(name, ino);
+                state.dir_mut(parent).link(name, ino);
             }
         }
         state.count_sync();
@@ -497,9 +503,13 @@ impl Storage for SimDisk {
         if moving_dir && state.is_inside(to_parent, ino) {
             return Err(error(io::ErrorKind::InvalidInput, to));
         }
-        state.dir_mut(from_parent).live.remove(&from_name);
-        state.dir_mut(to_parent).live.insert(to_name, ino);
-        state.collect_garbage();
+        state.dir_mut(from_parent).unlink(&from_name);
+        let replaced = state.dir_mut(to_parent).link(to_name.clone(), ino);
+        // Only a replaced target can become unreachable, and only if no
+        // durable entry still reaches it.
+        if replaced.is_some() && state.dir(to_parent).durable.get(&to_name) != replaced.as_ref() {
+            state.collect_garbage();
+        }
         Ok(())
     }
 
@@ -512,8 +522,11 @@ impl Storage for SimDisk {
             Some(Node::Dir(_)) => return Err(error(io::ErrorKind::IsADirectory, path)),
             Some(Node::File(_)) => {}
         }
-        state.dir_mut(parent).live.remove(&name);
-        state.collect_garbage();
+        let removed = state.dir_mut(parent).unlink(&name);
+        // A durable entry still reaches the file until its directory is synced.
+        if state.dir(parent).durable.get(&name) != removed.as_ref() {
+            state.collect_garbage();
+        }
         Ok(())
     }
 
@@ -531,10 +544,10 @@ impl Storage for SimDisk {
         // cut unless the directories holding it are synced.
         let mut pending = vec![ino];
         while let Some(dir) = pending.pop() {
-            let entries = std::mem::take(&mut state.dir_mut(dir).live);
+            let entries = state.dir_mut(dir).take_live();
             pending.extend(entries.into_values().filter(|child| matches!(state.nodes[child], Node::Dir(_))));
         }
-        state.dir_mut(parent).live.remove(&name);
+        state.dir_mut(parent).unlink(&name);
         state.collect_garbage();
         Ok(())
     }
@@ -546,9 +559,11 @@ impl Storage for SimDisk {
         let Node::Dir(dir) = state.nodes.get_mut(&ino).expect("looked up") else {
             return Err(error(io::ErrorKind::NotADirectory, path));
         };
-        dir.durable = dir.live.clone();
+        let dropped = dir.sync();
         state.count_sync();
-        state.collect_garbage();
+        if dropped {
+            state.collect_garbage();
+        }
         Ok(())
     }
 
@@ -571,7 +586,7 @@ impl Storage for SimDisk {
     fn open_mapped(&self, path: &Path, create: bool, map_len: usize) -> io::Result<Arc<dyn MappedFile>> {
         let mut state = self.state.lock();
         let ino = if create {
-            if state.lookup(path).is_ok() {
+            if state.find(path).is_ok() {
                 return Err(error(io::ErrorKind::AlreadyExists, path));
             }
             state.create_file(path, map_len)?
@@ -757,8 +772,55 @@ enum Node {
 /// A directory: its entries as the program sees them and as they are on disk.
 #[derive(Default)]
 struct SimDir {
-    live: BTreeMap<String, Ino>,
-    durable: BTreeMap<String, Ino>,
+    live: Entries,
+    durable: Entries,
+    /// The changes to `live` since the last sync, in order (`None`: the
+    /// name was removed), so that a sync copies only what changed.
+    unsynced: Vec<(String, Option<Ino>)>,
+}
+
+impl SimDir {
+    fn link(&mut self, name: String, ino: Ino) -> Option<Ino> {
+        self.unsynced.push((name.clone(), Some(ino)));
+        self.live.insert(name, ino)
+    }
+
+    fn unlink(&mut self, name: &str) -> Option<Ino> {
+        let removed = self.live.remove(name);
+        if removed.is_some() {
+            self.unsynced.push((name.to_owned(), None));
+        }
+        removed
+    }
+
+    fn take_live(&mut self) -> Entries {
+        self.unsynced.extend(self.live.keys().map(|name| (name.clone(), None)));
+        std::mem::take(&mut self.live)
+    }
+
+    /// Makes the live entries durable; returns whether an entry that was
+    /// durable is gone (only then can an inode have become unreachable).
+    fn sync(&mut self) -> bool {
+        let mut dropped = false;
+        for (name, ino) in self.unsynced.drain(..) {
+            let old = match ino {
+                Some(ino) => self.durable.insert(name, ino),
+                None => self.durable.remove(&name),
+            };
+            dropped |= old.is_some() && old != ino;
+        }
+        debug_assert!(self.durable == self.live, "a change to the live entries was not recorded");
+        dropped
+    }
+
+    /// The entries `durable` or live, sorted by name: an order that does
+    /// not depend on the hash map's.
+    fn sorted(&self, durable: bool) -> Vec<(&String, Ino)> {
+        let mut entries: Vec<_> =
+            if durable { &self.durable } else { &self.live }.iter().map(|(n, &i)| (n, i)).collect();
+        entries.sort_unstable();
+        entries
+    }
 }
 
 /// A file: live bytes that mappings point into, and durable bytes.
@@ -803,12 +865,30 @@ impl State {
 
     /// The inode at `path`, through live entries.
     fn lookup(&self, path: &Path) -> io::Result<Ino> {
-        let mut ino = ROOT;
-        for name in components(path) {
+        self.find(path).map_err(|kind| error(kind, path))
+    }
+
+    /// [`lookup`](State::lookup) without building an error: `exists` and
+    /// the like ask it of missing paths often, and a path without `..` (all
+    /// the engine's) is walked without allocating.
+    fn find(&self, path: &Path) -> Result<Ino, io::ErrorKind> {
+        let step = |ino: Ino, name: &str| {
             let Node::Dir(dir) = &self.nodes[&ino] else {
-                return Err(error(io::ErrorKind::NotADirectory, path));
+                return Err(io::ErrorKind::NotADirectory);
             };
-            ino = *dir.live.get(&*name).ok_or_else(|| error(io::ErrorKind::NotFound, path))?;
+            dir.live.get(name).copied().ok_or(io::ErrorKind::NotFound)
+        };
+        let mut ino = ROOT;
+        if path.components().any(|component| component == Component::ParentDir) {
+            for name in components(path) {
+                ino = step(ino, &name)?;
+            }
+        } else {
+            for component in path.components() {
+                if let Component::Normal(name) = component {
+                    ino = step(ino, &name.to_string_lossy())?;
+                }
+            }
         }
         Ok(ino)
     }
@@ -863,7 +943,7 @@ impl State {
                     self.alive()?;
                     let child = self.new_ino();
                     self.nodes.insert(child, Node::Dir(SimDir::default()));
-                    self.dir_mut(ino).live.insert(name.clone(), child);
+                    self.dir_mut(ino).link(name.clone(), child);
                     child
                 }
             };
@@ -883,7 +963,7 @@ impl State {
         self.check_room_for_new_file(0)?;
         let ino = self.new_ino();
         self.nodes.insert(ino, Node::File(SimFile::new(capacity)));
-        self.dir_mut(parent).live.insert(name, ino);
+        self.dir_mut(parent).link(name, ino);
         Ok(ino)
     }
 
