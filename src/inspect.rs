@@ -1555,7 +1555,7 @@ impl SegmentFile {
             if bytes.is_empty() {
                 return Ok(true);
             }
-            if bytes.iter().any(|&b| b != 0) {
+            if !all_zero(bytes) {
                 return Ok(false);
             }
             position += bytes.len() as u64;

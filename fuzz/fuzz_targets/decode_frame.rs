@@ -7,4 +7,4 @@
 #[path = "../../tests/support/decoders.rs"]
 mod decoders;
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| decoders::frame(data));
+libfuzzer_sys::fuzz_target!(init: tollgate::fuzzing::keep_freed_memory(), |data: &[u8]| decoders::frame(data));

@@ -6,4 +6,4 @@
 #[path = "../../tests/support/lock_ops.rs"]
 mod lock_ops;
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| lock_ops::run(data));
+libfuzzer_sys::fuzz_target!(init: tollgate::fuzzing::keep_freed_memory(), |data: &[u8]| lock_ops::run(data));

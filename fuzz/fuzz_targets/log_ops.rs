@@ -9,4 +9,4 @@
 #[path = "../../tests/support/log_ops.rs"]
 mod log_ops;
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| log_ops::run(data));
+libfuzzer_sys::fuzz_target!(init: tollgate::fuzzing::keep_freed_memory(), |data: &[u8]| log_ops::run(data));

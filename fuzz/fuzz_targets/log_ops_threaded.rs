@@ -11,4 +11,4 @@
 #[path = "../../tests/support/log_ops.rs"]
 mod log_ops;
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| log_ops::run_threaded(data));
+libfuzzer_sys::fuzz_target!(init: tollgate::fuzzing::keep_freed_memory(), |data: &[u8]| log_ops::run_threaded(data));

@@ -9,4 +9,4 @@
 #[path = "../../tests/support/log_recovery.rs"]
 mod log_recovery;
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| log_recovery::run_on_files(data));
+libfuzzer_sys::fuzz_target!(init: tollgate::fuzzing::keep_freed_memory(), |data: &[u8]| log_recovery::run_on_files(data));

@@ -10,4 +10,4 @@
 #[path = "../../tests/support/queue_ops.rs"]
 mod queue_ops;
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| queue_ops::run(data));
+libfuzzer_sys::fuzz_target!(init: tollgate::fuzzing::keep_freed_memory(), |data: &[u8]| queue_ops::run(data));

@@ -8,4 +8,4 @@
 #[path = "../../tests/support/segment_recovery.rs"]
 mod segment_recovery;
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| segment_recovery::run(data));
+libfuzzer_sys::fuzz_target!(init: tollgate::fuzzing::keep_freed_memory(), |data: &[u8]| segment_recovery::run(data));

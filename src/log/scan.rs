@@ -8,6 +8,7 @@
 
 use std::convert::Infallible;
 
+use super::format::all_zero;
 use super::record::{FrameFault, FrameInfo, check_frame};
 
 /// Where a segment's bytes are read from.
@@ -92,6 +93,6 @@ impl FrameSource for InMemory<'_> {
     }
 
     fn zeros_from(&mut self, position: u64) -> Result<bool, Infallible> {
-        Ok(self.0.get(position as usize..).unwrap_or_default().iter().all(|&b| b == 0))
+        Ok(all_zero(self.0.get(position as usize..).unwrap_or_default()))
     }
 }

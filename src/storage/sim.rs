@@ -1231,6 +1231,11 @@ impl SimBuffer {
             unsafe { libc::munmap(base.as_ptr().cast(), len) };
             return None;
         }
+        // Untouched pages read as zeros one fault each; with transparent
+        // huge pages, one per 2 MiB (recovery checks that the unwritten
+        // rest of a 64 MiB segment is zeros). Only advice: ignore a refusal.
+        // SAFETY: the readable pages of the mapping just made.
+        unsafe { libc::madvise(base.as_ptr().cast(), data_len, libc::MADV_HUGEPAGE) };
         // SAFETY: `data_len - capacity < page`, so the buffer starts inside
         // the mapping's readable pages and ends at the guard page.
         let ptr = unsafe { base.add(data_len - capacity) };
