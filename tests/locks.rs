@@ -306,6 +306,44 @@ fn session_interrupt_before_a_wait_fails_that_wait() {
     assert_eq!(session.lock("sku:4").map(|_| ()), Err(LockError::Interrupted));
 }
 
+/// An interrupt that races a grant either fails the wait or is left for the
+/// session's next wait: never lost. Regression: a wait that found itself
+/// granted returned at once, without looking at the interrupt it had been
+/// woken for (or had consumed when it registered). A race: the count of
+/// lost interrupts must be zero; how many rounds hit the window varies.
+#[test]
+fn an_interrupt_that_loses_to_a_grant_is_kept_for_the_next_wait() {
+    let locks = LockManager::new();
+    let session = locks.session();
+    let (mut interrupted, mut granted, mut lost) = (0, 0, 0);
+    let _other = locks.lock("sku:race-other").unwrap();
+    for _ in 0..400 {
+        let holder = locks.lock("sku:race").unwrap();
+        let outcome = thread::scope(|s| {
+            let waiter = s.spawn(|| session.lock("sku:race").map(|_| ()));
+            eventually(|| waiting(&locks) == 1);
+            let interrupter = s.spawn(|| session.interrupt());
+            drop(holder);
+            interrupter.join().unwrap();
+            waiter.join().unwrap()
+        });
+        match outcome {
+            Err(LockError::Interrupted) => interrupted += 1,
+            Ok(()) => {
+                granted += 1;
+                // The interrupt is pending: the next wait fails with it.
+                match session.lock_for("sku:race-other", Duration::from_millis(1)).map(|_| ()) {
+                    Err(LockError::Interrupted) => {}
+                    Err(LockError::Timeout { .. }) => lost += 1,
+                    other => panic!("a wait on a held key: {other:?}"),
+                }
+            }
+            Err(other) => panic!("the raced wait: {other:?}"),
+        }
+    }
+    assert_eq!(lost, 0, "interrupts lost: {lost} (interrupted {interrupted}, granted {granted})");
+}
+
 #[test]
 fn lease_expiry_grants_next_waiter() {
     let locks = LockManager::new();

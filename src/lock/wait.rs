@@ -484,7 +484,17 @@ impl LockManager {
             signal.deregister(waiter);
         }
         let error = match outcome {
-            Ok(token) => return Ok(token),
+            Ok(token) => {
+                // Granted, though an interrupt may have come too (or been
+                // consumed at registration): it lost the race; keep it for
+                // the session's next wait.
+                if interrupted()
+                    && let Some(interrupt) = limits.interrupt
+                {
+                    interrupt.defer();
+                }
+                return Ok(token);
+            }
             Err(error) => error,
         };
         // Still under the pin taken before we last saw "not granted", so the
