@@ -5,6 +5,7 @@
 #   fuzz/run-all.sh 60                       # 60 s per target
 #   fuzz/run-all.sh runs=10000000 log_ops    # 10 M executions of one target
 #   SANITIZER=none fuzz/run-all.sh 3600      # without AddressSanitizer
+#   MAX_LEN=128 fuzz/run-all.sh 60 log_ops   # inputs of at most 128 bytes
 #
 # New inputs go to fuzz/work/<target>/ (ignored by git); the committed
 # corpus fuzz/corpus/<target>/ is read, never written. Crashes are saved by
@@ -26,6 +27,11 @@ case "$limit" in
     *) budget="-max_total_time=$limit" ;;
 esac
 sanitizer=${SANITIZER:-address}
+# libFuzzer's own default when unset: the corpus's longest input, at least 4096.
+max_len=()
+if [ -n "${MAX_LEN:-}" ]; then
+    max_len=("-max_len=$MAX_LEN")
+fi
 if [ $# -eq 0 ]; then
     cargo +nightly fuzz build -O -s "$sanitizer" >&2
 else
@@ -42,7 +48,7 @@ for target in "${targets[@]}"; do
     start=$(date +%s)
     status=0
     cargo +nightly fuzz run -O -s "$sanitizer" "$target" "work/$target" "$seeds" -- \
-        "$budget" -detect_leaks=0 -print_final_stats=1 >"$log" 2>&1 || status=$?
+        "$budget" "${max_len[@]}" -detect_leaks=0 -print_final_stats=1 >"$log" 2>&1 || status=$?
     seconds=$(($(date +%s) - start))
     executions=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
     rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log")
