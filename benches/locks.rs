@@ -32,7 +32,7 @@ use tollgate::{LockManager, LockRequest};
 mod support;
 use support::locks::{
     CondvarLocks, DashLocks, KeyedLock, cycle_keys, disjoint_key_sets, existing_key, fresh_key, fresh_keys, lockable,
-    parking_lot, tollgate, with_handoff,
+    parking_lot, tollgate, tollgate_session, with_handoff,
 };
 use support::{Budget, run_threads};
 
@@ -53,6 +53,7 @@ fn existing<L: KeyedLock>(g: &mut BenchmarkGroup<'_, WallTime>, name: &str, lock
 fn uncontended_existing_key(c: &mut Criterion) {
     let mut g = group(c, "uncontended_existing_key");
     existing(&mut g, "tollgate", tollgate());
+    existing(&mut g, "tollgate_session", tollgate_session());
     existing(&mut g, "dashmap+mutex", DashLocks::new(false));
     existing(&mut g, "lockable", lockable());
     existing(&mut g, "std_mutex+condvar", CondvarLocks::new(false));

@@ -52,6 +52,25 @@ impl KeyedLock for Tollgate {
     }
 }
 
+/// The crate under test, locking as a session (an owner that is not the
+/// thread): the owner async code will use. The manager is leaked, so that
+/// the session can borrow it for the whole benchmark.
+pub struct TollgateSession(pub tollgate::Session<'static>);
+
+impl KeyedLock for TollgateSession {
+    #[inline]
+    fn with_lock<R>(&self, key: &str, f: impl FnOnce() -> R) -> R {
+        let guard = self.0.lock(key).expect("tollgate session lock");
+        let result = f();
+        drop(guard);
+        result
+    }
+}
+
+pub fn tollgate_session() -> TollgateSession {
+    TollgateSession(Box::leak(Box::new(LockManager::new())).session())
+}
+
 /// `DashMap` of `Arc<parking_lot::Mutex<()>>`; with `reclaim`, the entry is removed on unlock when nobody
 /// else holds its `Arc` (this simple removal is only sound single-threaded: a concurrent version would have
 /// to re-check the map after locking, which would cost more).

@@ -659,15 +659,22 @@ impl LockManager {
                     step += 1;
                 }
             }
-            if plan.wait.is_some() && waiter.is_none() {
-                waiter = Some(Waiter::new(owner, plan.mode, plan.lease_ns, key, hash));
-            }
-            let (mut expired, mut wakeups) = (0, Wakeups::new());
-            let now_ns = self.clock.now_ns();
-            let admitted =
-                entry.admit(owner, plan.mode, plan.lease_ns, now_ns, waiter.as_ref(), &mut expired, &mut wakeups);
-            wake(wakeups);
-            self.counters.count_expired(expired);
+            let admitted = loop {
+                let (mut expired, mut wakeups) = (0, Wakeups::new());
+                let now_ns = self.clock.now_ns();
+                let admitted =
+                    entry.admit(owner, plan.mode, plan.lease_ns, now_ns, waiter.as_ref(), &mut expired, &mut wakeups);
+                wake(wakeups);
+                self.counters.count_expired(expired);
+                // The waiter (two allocations) is made only once a request
+                // that may wait finds it must: an uncontended session lock,
+                // which always comes here, allocates nothing.
+                if matches!(admitted, Admit::WouldBlock) && plan.wait.is_some() && waiter.is_none() {
+                    waiter = Some(Waiter::new(owner, plan.mode, plan.lease_ns, key, hash));
+                    continue;
+                }
+                break admitted;
+            };
             match admitted {
                 Admit::Granted { token, nested, leased } => {
                     let mode = if nested { LockMode::Exclusive } else { plan.mode };

@@ -19,7 +19,12 @@ mod writer;
 
 pub(super) use entry::{Entry, Settled};
 pub(crate) use group_files::{GroupFiles, SavedGroup};
-pub(crate) use recovery::{recover_groups, replay};
+pub(crate) use recovery::recover_groups;
+// The journal and state-file readers, for the fuzz targets.
+#[cfg(feature = "fuzzing")]
+pub(crate) use recovery::replay;
+pub(crate) use state::Facts;
 pub(crate) use state::Persisted;
-pub(crate) use state::{Facts, StateFault};
+#[cfg(feature = "fuzzing")]
+pub(crate) use state::StateFault;
 pub(super) use writer::JournalFile;
