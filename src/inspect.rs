@@ -83,7 +83,7 @@ use crate::log::scan::{ENDS_EARLY, FrameScan, FrameSource, scan_frames};
 use crate::log::segment::{HeaderFault, check_header, corrupt, decode_index, segment_bases};
 use crate::log::slots::{
     Checkpoint, CleanMark, CommittedOffset, DAMAGED_META, DAMAGED_SLOT_HEADER, MetaCheck, NEWER_VERSION, NO_VALID_SLOT,
-    NOT_SLOT_FILE, SlotFileCheck, SlotValue, check_meta, check_slot_file,
+    NOT_SLOT_FILE, SlotFileCheck, SlotValue, check_meta, check_slot_file, used_up,
 };
 use crate::queue::journal::{GroupFiles, SavedGroup};
 use crate::storage::{OsStorage, ReadAt, ReadStorage};
@@ -1375,6 +1375,9 @@ fn read_slot_file<V: SlotValue>(fs: &dyn ReadStorage, path: &Path) -> Result<Opt
             Err(SlotFileRead::Damaged(Corruption { file: path.into(), position, reason: DAMAGED_SLOT_HEADER }))
         }
         SlotFileCheck::Newer(_) => Err(SlotFileRead::Damaged(corrupt(path, SLOT_FILE_VERSION_AT, NEWER_VERSION))),
+        SlotFileCheck::Valid(Some((generation, _))) if let Some(damage) = used_up(path, generation) => {
+            Err(SlotFileRead::Damaged(damage))
+        }
         SlotFileCheck::Valid(Some(newest)) => Ok(Some(newest)),
         SlotFileCheck::Valid(None) => Ok(None),
         SlotFileCheck::NoValidSlot => Err(SlotFileRead::Damaged(corrupt(path, SLOT_FILE_HEADER_BYTES, NO_VALID_SLOT))),

@@ -419,3 +419,67 @@ fn a_zeroed_slot_file_header_in_front_of_a_written_slot_is_damage() {
     }
     assert_eq!(std::fs::read(&offsets).unwrap(), bytes, "the file was recreated");
 }
+
+/// Writes a valid slot 0 (bytes 16..48) into the fixture's `billing.offset`,
+/// whose one commit (10) is generation 1, in slot 1.
+fn forge_offset_slot(dir: &Path, generation: u64, offset: u64) -> PathBuf {
+    let path = Kind::Offset.path(dir);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let slot = &mut bytes[16..48];
+    slot.fill(0);
+    slot[..8].copy_from_slice(&generation.to_le_bytes());
+    slot[8..16].copy_from_slice(&offset.to_le_bytes());
+    let crc = crc32fast::hash(&slot[..28]);
+    slot[28..].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+    path
+}
+
+/// Fuzzing finding (`log_recovery`): a made-up slot holding generation
+/// `u64::MAX` under a valid CRC was the newest, so the next write (opening
+/// the topic lowers an offset past its end) wrapped to generation 0, which
+/// reads as "never written": the write was lost, and a debug build panicked
+/// on the overflow. Generations above 2^62 are invalid now: the real slot
+/// is the newest, and writes after it read back.
+#[test]
+fn a_made_up_slot_generation_above_the_maximum_is_invalid_and_no_write_is_lost() {
+    for generation in [u64::MAX, (1 << 62) + 1] {
+        let dir = fixture();
+        forge_offset_slot(dir.path(), generation, 1_000_000);
+        {
+            let engine = Engine::open(dir.path()).unwrap();
+            let topic = engine.topic("t").unwrap();
+            let mut billing = topic.subscribe("billing").unwrap();
+            assert_eq!(billing.committed().get(), 10, "generation {generation}: the real slot is the newest");
+            billing.commit_at(tollgate::Offset::new(20)).unwrap();
+        }
+        let engine = Engine::open(dir.path()).unwrap();
+        let committed = engine.topic("t").unwrap().subscribe("billing").unwrap().committed().get();
+        assert_eq!(committed, 20, "generation {generation}: the commit after it was lost");
+    }
+}
+
+/// The edge of the above: a newest slot at the maximum itself is damage
+/// (no write could follow it), reported where it is; `repair` removes the
+/// group's file and the group starts over.
+#[test]
+fn a_newest_slot_at_the_maximum_generation_is_damage() {
+    let dir = fixture();
+    let offsets = forge_offset_slot(dir.path(), 1 << 62, 1_000_000);
+    {
+        let engine = Engine::open(dir.path()).unwrap();
+        let topic = engine.topic("t").expect("a damaged group file does not keep its topic from opening");
+        match topic.subscribe("billing") {
+            Err(TopicError::Corrupt(c)) => assert_eq!((c.file, c.position), (offsets.clone(), 16)),
+            other => panic!("a used-up slot file must be damage: {other:?}"),
+        }
+    }
+    let damage = verify_damage(dir.path());
+    assert!(
+        damage.iter().any(|c| (&c.file, c.position) == (&offsets, 16)),
+        "verify reports it where it is: {damage:?}"
+    );
+    let engine = Engine::open_with(dir.path(), repair_config()).unwrap();
+    let billing = engine.topic("t").unwrap().subscribe_with("billing", StartAt::Earliest).unwrap();
+    assert_eq!(billing.committed().get(), 0, "repair starts the group over");
+}

@@ -86,6 +86,11 @@ pub const SLOT_A_AT: usize = 8;
 pub const SLOT_B_AT: usize = 16;
 pub const SLOT_C_AT: usize = 24;
 pub const SLOT_CRC_AT: usize = 28;
+/// The highest generation a valid slot holds. A writer adds one per write,
+/// so no file reaches it in practice; a slot above it was made up, and is
+/// read as invalid (a generation near `u64::MAX` would wrap to 0, the
+/// "never written" generation, and the write after it would be lost).
+pub const SLOT_GENERATION_MAX: u64 = 1 << 62;
 
 /// Header names starting with this are set by tollgate only.
 pub const RESERVED_HEADER_PREFIX: &str = "tollgate.";

@@ -138,6 +138,9 @@ impl<V: SlotValue> SlotFile<V> {
                         reason: NO_VALID_SLOT,
                     }));
                 }
+                SlotFileCheck::Valid(Some((generation, _))) if let Some(damage) = used_up(path, generation) => {
+                    return Err(SlotFileError::Corrupt(damage));
+                }
                 SlotFileCheck::Valid(newest) => {
                     let map = storage.open_mapped(path, false, SLOT_FILE_BYTES).map_err(|e| io("map", e))?;
                     // What we read may include a slot whose write was never
@@ -184,7 +187,10 @@ impl<V: SlotValue> SlotFile<V> {
 
     /// Writes `value` to the slot not holding the current value, and syncs it.
     pub fn write(&mut self, value: V) -> Result<(), IoError> {
+        // `open` refuses a file whose newest generation is the maximum, so
+        // this one is valid: the reader takes it.
         let generation = self.generation + 1;
+        debug_assert!(generation <= SLOT_GENERATION_MAX, "open refuses a used-up slot file");
         let at = SLOT_FILE_HEADER_BYTES + (generation % 2) as usize * SLOT_BYTES;
         {
             // SAFETY: the file is SLOT_FILE_BYTES long; `&mut self` makes this
@@ -229,6 +235,21 @@ pub(crate) const DAMAGED_SLOT_HEADER: &str = "the slot file's header fails its c
 /// Why a slot file whose two slots were both written and are both invalid
 /// is refused.
 pub(crate) const NO_VALID_SLOT: &str = "neither slot is valid";
+
+/// Why a slot file whose newest slot holds the highest generation a valid
+/// slot may hold is refused: no write could follow it (made up: a writer
+/// adds one per write, and never gets there).
+pub(crate) const GENERATIONS_USED_UP: &str = "the newest slot holds the highest generation: no write can follow it";
+
+/// The damage of a slot file whose newest valid slot holds `generation`, if
+/// that is the maximum (the engine and `inspect` both refuse such a file).
+pub(crate) fn used_up(path: &Path, generation: u64) -> Option<Corruption> {
+    (generation == SLOT_GENERATION_MAX).then(|| Corruption {
+        file: path.into(),
+        position: (SLOT_FILE_HEADER_BYTES + (generation % 2) as usize * SLOT_BYTES) as u64,
+        reason: GENERATIONS_USED_UP,
+    })
+}
 
 /// What the bytes of a two-slot file are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -303,7 +324,8 @@ pub(crate) fn read_slot<V: SlotValue>(file: &[u8], index: usize) -> Option<(u64,
     let at = SLOT_FILE_HEADER_BYTES + index * SLOT_BYTES;
     let slot = file.get(at..at + SLOT_BYTES)?;
     let generation = u64_at(slot, SLOT_GENERATION_AT);
-    let valid = generation != 0 && crc(&slot[..SLOT_CRC_AT]) == u32_at(slot, SLOT_CRC_AT);
+    let valid =
+        (1..=SLOT_GENERATION_MAX).contains(&generation) && crc(&slot[..SLOT_CRC_AT]) == u32_at(slot, SLOT_CRC_AT);
     valid
         .then(|| (generation, V::from_words(u64_at(slot, SLOT_A_AT), u64_at(slot, SLOT_B_AT), u32_at(slot, SLOT_C_AT))))
 }

@@ -78,6 +78,8 @@ const SAMPLE_STRIDE: u64 = 8;
 const CHECK_GROUP: &str = "fuzz-check";
 
 const SEGMENT_HEADER_BYTES: usize = 32;
+/// The highest generation of a valid slot (docs/FORMAT.md).
+const SLOT_GENERATION_MAX: u64 = 1 << 62;
 const FRAME_HEADER_BYTES: usize = 32;
 const SLOT_FILE_HEADER_BYTES: usize = 16;
 const SLOT_BYTES: usize = 32;
@@ -1314,8 +1316,11 @@ fn newest_slot(bytes: &[u8]) -> Option<u64> {
         .filter_map(|i| {
             let slot = &bytes[SLOT_FILE_HEADER_BYTES + i * SLOT_BYTES..][..SLOT_BYTES];
             let generation = u64_at(slot, 0);
-            (generation != 0 && crc(&slot[..28]) == u32_at(slot, 28)).then(|| (generation, u64_at(slot, 8)))
+            let valid = (1..=SLOT_GENERATION_MAX).contains(&generation) && crc(&slot[..28]) == u32_at(slot, 28);
+            valid.then(|| (generation, u64_at(slot, 8)))
         })
         .max_by_key(|(generation, _)| *generation)
+        // A newest slot at the maximum is damage: the engine reads no value.
+        .filter(|&(generation, _)| generation < SLOT_GENERATION_MAX)
         .map(|(_, a)| a)
 }
