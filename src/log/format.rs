@@ -519,6 +519,8 @@ mod tests {
             assert!(DOC.contains(&format!("`{name}`")), "{name} is not in FORMAT.md");
         }
         assert!(DOC.contains(&format!("0–{PRIORITY_MAX}")));
+        assert_eq!(SLOT_GENERATION_MAX, 1 << 62);
+        assert!(DOC.contains("generation, 1 to 2^62"));
         for name in [QSTATE_FILE, QJOURNAL_FILE] {
             assert!(DOC.contains(&format!("{QUEUES_DIR}/<group>/{name}")), "{name} is not in FORMAT.md");
         }
