@@ -1375,11 +1375,10 @@ fn read_slot_file<V: SlotValue>(fs: &dyn ReadStorage, path: &Path) -> Result<Opt
             Err(SlotFileRead::Damaged(Corruption { file: path.into(), position, reason: DAMAGED_SLOT_HEADER }))
         }
         SlotFileCheck::Newer(_) => Err(SlotFileRead::Damaged(corrupt(path, SLOT_FILE_VERSION_AT, NEWER_VERSION))),
-        SlotFileCheck::Valid(Some((generation, _))) if let Some(damage) = used_up(path, generation) => {
-            Err(SlotFileRead::Damaged(damage))
-        }
-        SlotFileCheck::Valid(Some(newest)) => Ok(Some(newest)),
-        SlotFileCheck::Valid(None) => Ok(None),
+        SlotFileCheck::Valid(newest) => match newest.and_then(|(generation, _)| used_up(path, generation)) {
+            Some(damage) => Err(SlotFileRead::Damaged(damage)),
+            None => Ok(newest),
+        },
         SlotFileCheck::NoValidSlot => Err(SlotFileRead::Damaged(corrupt(path, SLOT_FILE_HEADER_BYTES, NO_VALID_SLOT))),
     }
 }

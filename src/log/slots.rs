@@ -138,10 +138,10 @@ impl<V: SlotValue> SlotFile<V> {
                         reason: NO_VALID_SLOT,
                     }));
                 }
-                SlotFileCheck::Valid(Some((generation, _))) if let Some(damage) = used_up(path, generation) => {
-                    return Err(SlotFileError::Corrupt(damage));
-                }
                 SlotFileCheck::Valid(newest) => {
+                    if let Some(damage) = newest.and_then(|(generation, _)| used_up(path, generation)) {
+                        return Err(SlotFileError::Corrupt(damage));
+                    }
                     let map = storage.open_mapped(path, false, SLOT_FILE_BYTES).map_err(|e| io("map", e))?;
                     // What we read may include a slot whose write was never
                     // synced (a failed write earlier in this boot). Make it
