@@ -75,6 +75,9 @@ pub enum SlotVerdict {
     Valid(Option<Slot>),
     /// Both slots were written and neither is valid.
     NoValidSlot,
+    /// The newest valid slot, at this byte, holds the highest generation
+    /// (`SLOT_GENERATION_MAX`): damage, as no write could follow it.
+    UsedUp(u64),
 }
 
 /// Reads a two-slot file's whole content as the engine opens it.
@@ -92,6 +95,7 @@ fn slot_verdict<V: SlotValue>(check: SlotFileCheck<V>) -> SlotVerdict {
         SlotFileCheck::DamagedHeader(at) => SlotVerdict::DamagedHeader(at),
         SlotFileCheck::Newer(found) => SlotVerdict::Newer(found),
         SlotFileCheck::NoValidSlot => SlotVerdict::NoValidSlot,
+        SlotFileCheck::UsedUp(at) => SlotVerdict::UsedUp(at),
         SlotFileCheck::Valid(newest) => {
             SlotVerdict::Valid(newest.map(|(generation, value)| Slot { generation, words: value.to_words() }))
         }

@@ -82,8 +82,8 @@ use crate::log::recovery::{Plan, RecoveryMode};
 use crate::log::scan::{ENDS_EARLY, FrameScan, FrameSource, scan_frames};
 use crate::log::segment::{HeaderFault, check_header, corrupt, decode_index, segment_bases};
 use crate::log::slots::{
-    Checkpoint, CleanMark, CommittedOffset, DAMAGED_META, DAMAGED_SLOT_HEADER, MetaCheck, NEWER_VERSION, NO_VALID_SLOT,
-    NOT_SLOT_FILE, SlotFileCheck, SlotValue, check_meta, check_slot_file, used_up,
+    Checkpoint, CleanMark, CommittedOffset, DAMAGED_META, DAMAGED_SLOT_HEADER, GENERATIONS_USED_UP, MetaCheck,
+    NEWER_VERSION, NO_VALID_SLOT, NOT_SLOT_FILE, SlotFileCheck, SlotValue, check_meta, check_slot_file,
 };
 use crate::queue::journal::{GroupFiles, SavedGroup};
 use crate::storage::{OsStorage, ReadAt, ReadStorage};
@@ -1375,10 +1375,10 @@ fn read_slot_file<V: SlotValue>(fs: &dyn ReadStorage, path: &Path) -> Result<Opt
             Err(SlotFileRead::Damaged(Corruption { file: path.into(), position, reason: DAMAGED_SLOT_HEADER }))
         }
         SlotFileCheck::Newer(_) => Err(SlotFileRead::Damaged(corrupt(path, SLOT_FILE_VERSION_AT, NEWER_VERSION))),
-        SlotFileCheck::Valid(newest) => match newest.and_then(|(generation, _)| used_up(path, generation)) {
-            Some(damage) => Err(SlotFileRead::Damaged(damage)),
-            None => Ok(newest),
-        },
+        SlotFileCheck::Valid(newest) => Ok(newest),
+        SlotFileCheck::UsedUp(position) => {
+            Err(SlotFileRead::Damaged(Corruption { file: path.into(), position, reason: GENERATIONS_USED_UP }))
+        }
         SlotFileCheck::NoValidSlot => Err(SlotFileRead::Damaged(corrupt(path, SLOT_FILE_HEADER_BYTES, NO_VALID_SLOT))),
     }
 }

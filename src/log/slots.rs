@@ -138,10 +138,14 @@ impl<V: SlotValue> SlotFile<V> {
                         reason: NO_VALID_SLOT,
                     }));
                 }
+                SlotFileCheck::UsedUp(position) => {
+                    return Err(SlotFileError::Corrupt(Corruption {
+                        file: path.into(),
+                        position,
+                        reason: GENERATIONS_USED_UP,
+                    }));
+                }
                 SlotFileCheck::Valid(newest) => {
-                    if let Some(damage) = newest.and_then(|(generation, _)| used_up(path, generation)) {
-                        return Err(SlotFileError::Corrupt(damage));
-                    }
                     let map = storage.open_mapped(path, false, SLOT_FILE_BYTES).map_err(|e| io("map", e))?;
                     // What we read may include a slot whose write was never
                     // synced (a failed write earlier in this boot). Make it
@@ -241,16 +245,6 @@ pub(crate) const NO_VALID_SLOT: &str = "neither slot is valid";
 /// adds one per write, and never gets there).
 pub(crate) const GENERATIONS_USED_UP: &str = "the newest slot holds the highest generation: no write can follow it";
 
-/// The damage of a slot file whose newest valid slot holds `generation`, if
-/// that is the maximum (the engine and `inspect` both refuse such a file).
-pub(crate) fn used_up(path: &Path, generation: u64) -> Option<Corruption> {
-    (generation == SLOT_GENERATION_MAX).then(|| Corruption {
-        file: path.into(),
-        position: (SLOT_FILE_HEADER_BYTES + (generation % 2) as usize * SLOT_BYTES) as u64,
-        reason: GENERATIONS_USED_UP,
-    })
-}
-
 /// What the bytes of a two-slot file are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum SlotFileCheck<V> {
@@ -270,6 +264,10 @@ pub(crate) enum SlotFileCheck<V> {
     /// Both slots were written and neither is valid: not what a crash leaves
     /// (a torn write damages one slot), so damage.
     NoValidSlot,
+    /// The newest valid slot, at this byte, holds [`SLOT_GENERATION_MAX`]:
+    /// no write could follow it (made up, as a writer adds one per write),
+    /// so damage.
+    UsedUp(u64),
 }
 
 /// Checks the whole content of a two-slot file of `V`s.
@@ -303,6 +301,9 @@ pub(crate) fn check_slot_file<V: SlotValue>(bytes: &[u8]) -> SlotFileCheck<V> {
         // A torn write damages the slot being written only: the other one
         // holds the value before it, or was never written (all zero).
         None if slot_written(bytes, 0) && slot_written(bytes, 1) => SlotFileCheck::NoValidSlot,
+        Some((SLOT_GENERATION_MAX, _)) => {
+            SlotFileCheck::UsedUp((SLOT_FILE_HEADER_BYTES + (SLOT_GENERATION_MAX % 2) as usize * SLOT_BYTES) as u64)
+        }
         newest => SlotFileCheck::Valid(newest),
     }
 }

@@ -56,10 +56,14 @@ fn slot_file(kind: SlotKind, other: SlotKind, data: &[u8]) {
         }
         SlotVerdict::DamagedHeader(at) => assert!(at < 16, "header damage placed at {at}"),
         SlotVerdict::Newer(found) => assert!(found > fuzzing::VERSION, "newer version {found}"),
+        SlotVerdict::UsedUp(at) => assert!(at == 16 || at == 48, "a used-up slot placed at {at}"),
         SlotVerdict::Valid(None) | SlotVerdict::HalfCreated | SlotVerdict::NotSlotFile | SlotVerdict::NoValidSlot => {}
     }
-    if let SlotVerdict::Valid(_) | SlotVerdict::Newer(_) | SlotVerdict::DamagedHeader(_) | SlotVerdict::NoValidSlot =
-        verdict
+    if let SlotVerdict::Valid(_)
+    | SlotVerdict::Newer(_)
+    | SlotVerdict::DamagedHeader(_)
+    | SlotVerdict::NoValidSlot
+    | SlotVerdict::UsedUp(_) = verdict
     {
         assert_eq!(
             fuzzing::read_slot_file(other, data),
