@@ -872,25 +872,27 @@ impl State {
     /// the like ask it of missing paths often, and a path without `..` (all
     /// the engine's) is walked without allocating.
     fn find(&self, path: &Path) -> Result<Ino, io::ErrorKind> {
-        let step = |ino: Ino, name: &str| {
-            let Node::Dir(dir) = &self.nodes[&ino] else {
-                return Err(io::ErrorKind::NotADirectory);
-            };
-            dir.live.get(name).copied().ok_or(io::ErrorKind::NotFound)
-        };
         let mut ino = ROOT;
         if path.components().any(|component| component == Component::ParentDir) {
             for name in components(path) {
-                ino = step(ino, &name)?;
+                ino = self.child(ino, &name)?;
             }
         } else {
             for component in path.components() {
                 if let Component::Normal(name) = component {
-                    ino = step(ino, &name.to_string_lossy())?;
+                    ino = self.child(ino, &name.to_string_lossy())?;
                 }
             }
         }
         Ok(ino)
+    }
+
+    /// The entry `name` of directory `ino`, through live entries.
+    fn child(&self, ino: Ino, name: &str) -> Result<Ino, io::ErrorKind> {
+        let Node::Dir(dir) = &self.nodes[&ino] else {
+            return Err(io::ErrorKind::NotADirectory);
+        };
+        dir.live.get(name).copied().ok_or(io::ErrorKind::NotFound)
     }
 
     /// The directory that holds (or would hold) `path`, and its last name.
@@ -899,10 +901,7 @@ impl State {
         let name = names.pop().ok_or_else(|| error(io::ErrorKind::InvalidInput, path))?.into_owned();
         let mut parent = ROOT;
         for component in names {
-            let Node::Dir(dir) = &self.nodes[&parent] else {
-                return Err(error(io::ErrorKind::NotADirectory, path));
-            };
-            parent = *dir.live.get(&*component).ok_or_else(|| error(io::ErrorKind::NotFound, path))?;
+            parent = self.child(parent, &component).map_err(|kind| error(kind, path))?;
         }
         match self.nodes[&parent] {
             Node::Dir(_) => Ok((parent, name)),
