@@ -137,7 +137,6 @@ fn run_checks(data: &[u8], known_bugs: bool, threaded: bool) {
         step: 0,
         known_bugs,
         threaded,
-        read_all: threaded,
     };
     for step in 0..MAX_OPS {
         run.step = step;
@@ -323,10 +322,9 @@ struct Run {
     step: usize,
     /// Check what known bugs break too (see [`run_with_known_bugs`]).
     known_bugs: bool,
-    /// Engines run their flusher thread (see [`run_threaded`]).
+    /// Engines run their flusher thread, and reopens read back every
+    /// record rather than a sample (see [`run_threaded`]).
     threaded: bool,
-    /// Reopens read back every record, not a sample (see [`Run::read_back`]).
-    read_all: bool,
 }
 
 /// Whether an I/O error says the disk is full.
@@ -671,7 +669,7 @@ impl Run {
     }
 
     /// The records a reopen reads back of a log that holds `oldest..next`:
-    /// with `read_all` (the `log_ops_threaded` target and its replay), every
+    /// on engines with their thread (the `log_ops_threaded` target), every
     /// one; else the first, those of the last frame, and one in
     /// [`SAMPLE_STRIDE`] from the oldest on, at the place in the stride that
     /// the crash's or restart's seed byte picks (bits 5-7), so that an input
@@ -682,7 +680,7 @@ impl Run {
         let phase = (seed >> 5) % SAMPLE_STRIDE;
         (oldest..next)
             .filter(|&offset| {
-                self.read_all || offset == oldest || offset >= last_frame || (offset - oldest) % SAMPLE_STRIDE == phase
+                self.threaded || offset == oldest || offset >= last_frame || (offset - oldest) % SAMPLE_STRIDE == phase
             })
             .collect()
     }
