@@ -34,8 +34,9 @@
 //! known bug breaks is checked only by [`run_with_known_bugs`].)
 //!
 //! Encoding: byte 0 picks the template directory (`byte % 4`, see
-//! [`templates`]) and in bits 2-4 which records B and D read back; then up to [`MAX_MUTATIONS`] mutations, each a byte
-//! (`byte % 12`) and its operands, where `file` is two bytes, a role and an
+//! [`templates`]) and in bits 2-4 which records B and D read back; then up
+//! to [`MAX_MUTATIONS`] mutations, each a byte (`byte % 12`) and its
+//! operands, where `file` is two bytes, a role and an
 //! index (see [`select_path`]); the input stops where the bytes run out:
 //!
 //! | op | mutation    | operands | forges |
@@ -94,8 +95,8 @@ pub fn run(data: &[u8]) {
 }
 
 /// Runs the input with every check, B and D reading back every record, its
-/// directory written to a real file
-/// system (tmpfs if there is one) and opened with `Engine::open`.
+/// directory written to a real file system (tmpfs if there is one) and
+/// opened with `Engine::open`.
 pub fn run_on_files(data: &[u8]) {
     run_checks(data, true, Disk::files());
 }
