@@ -18,6 +18,9 @@ pub(crate) use loom::thread_local;
 
 use std::time::Instant;
 
+pub(crate) mod task;
+pub(crate) mod timer;
+
 /// A mutex whose `lock` returns the guard directly (no poisoning).
 #[cfg(not(loom))]
 pub(crate) type Mutex<T> = parking_lot::Mutex<T>;
