@@ -17,13 +17,23 @@
 //!   No numeric goal; context for the handoff and scaling goals.
 //! - `lock_all_3`: tollgate `lock_all` of 3 pre-warmed keys against the peers taking the same 3 keys one by one
 //!   in sorted order, on one thread. No numeric goal.
+//! - `async_uncontended`: lock + unlock of one pre-warmed key on one thread: a session's `lock_async` future
+//!   polled once (granted at once) against the blocking `Session::lock` and `LockManager::lock`, with tokio's
+//!   `Mutex::lock` future polled the same way for context. Goal: async ≤ 1.2× blocking.
+//! - `async_handoff`: on a 2-worker tokio runtime, the time from the holder task's release to the return of a
+//!   waiting task's `lock_async` (the waiter is given 200 µs to queue, which is not measured), against
+//!   `tokio::sync::Mutex` measured the same way. Goal: tollgate ≤ 1× tokio.
 //! - `vs_redis`: a leased lock + release: tollgate `acquire` with a 5 s lease against Redis `SET key token NX PX
 //!   5000` plus the usual Lua compare-and-delete release (`EVALSHA`), over loopback. Goal: ≥ 1000× faster.
 //!   Needs a Redis server at `REDIS_URL` (default `redis://127.0.0.1:6379/`); without one the Redis side is
 //!   skipped with a message.
 
+use std::future::Future;
 use std::hint::black_box;
-use std::time::Duration;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use criterion::{BenchmarkId, measurement::WallTime};
@@ -215,6 +225,101 @@ fn vs_redis(c: &mut Criterion) {
     g.finish();
 }
 
+/// Polls a future that is ready at once (an uncontended acquisition).
+#[inline]
+fn ready<F: Future>(future: F) -> F::Output {
+    match pin!(future).poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(output) => output,
+        Poll::Pending => panic!("an uncontended acquisition waited"),
+    }
+}
+
+fn async_uncontended(c: &mut Criterion) {
+    let mut g = group(c, "async_uncontended");
+    let locks = LockManager::new();
+    let session = locks.session();
+    drop(session.lock("sku:1").unwrap());
+    g.bench_function("tollgate_session_async", |b| {
+        b.iter(|| drop(ready(session.lock_async(black_box("sku:1"))).unwrap()));
+    });
+    g.bench_function("tollgate_session", |b| b.iter(|| drop(session.lock(black_box("sku:1")).unwrap())));
+    g.bench_function("tollgate", |b| b.iter(|| drop(locks.lock(black_box("sku:1")).unwrap())));
+    let mutex = tokio::sync::Mutex::new(());
+    g.bench_function("tokio_mutex_async", |b| b.iter(|| drop(ready(black_box(&mutex).lock()))));
+    g.finish();
+}
+
+/// One hand-off to a waiting task: `hold` takes the lock in the holder task, a waiter task is spawned and given
+/// [`ASYNC_QUEUE_WAIT`] to queue, then the holder notes `t0` and releases; the waiter notes `t1` once it holds
+/// the lock. Returns `t1 - t0`.
+async fn async_handoff_once<G, H, W>(hold: H, wait: W) -> Duration
+where
+    H: Future<Output = G>,
+    W: Future<Output = Instant> + Send + 'static,
+{
+    let guard = hold.await;
+    let waiter = tokio::spawn(wait);
+    tokio::time::sleep(ASYNC_QUEUE_WAIT).await;
+    let t0 = Instant::now();
+    drop(guard);
+    let t1 = waiter.await.unwrap();
+    t1.saturating_duration_since(t0)
+}
+
+/// How long a waiter task is given to queue before the holder releases.
+const ASYNC_QUEUE_WAIT: Duration = Duration::from_micros(200);
+
+fn async_handoff(c: &mut Criterion) {
+    let mut g = c.benchmark_group("async_handoff");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .sampling_mode(SamplingMode::Flat);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let locks = LockManager::new();
+    let holder = locks.session();
+    g.bench_function("tollgate", |b| {
+        b.iter_custom(|iters| {
+            runtime.block_on(async {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let locks = locks.clone();
+                    let wait = async move {
+                        let session = locks.session();
+                        let guard = session.lock_async("sku:hot").await.unwrap();
+                        let t1 = Instant::now();
+                        drop(guard);
+                        t1
+                    };
+                    let hold = async { holder.lock_async("sku:hot").await.unwrap() };
+                    total += async_handoff_once(hold, wait).await;
+                }
+                total
+            })
+        });
+    });
+    let mutex = Arc::new(tokio::sync::Mutex::new(()));
+    g.bench_function("tokio_mutex", |b| {
+        b.iter_custom(|iters| {
+            runtime.block_on(async {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let waiter = Arc::clone(&mutex);
+                    let wait = async move {
+                        let guard = waiter.lock().await;
+                        let t1 = Instant::now();
+                        drop(guard);
+                        t1
+                    };
+                    total += async_handoff_once(mutex.lock(), wait).await;
+                }
+                total
+            })
+        });
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
     uncontended_existing_key,
@@ -223,6 +328,8 @@ criterion_group!(
     handoff_parked,
     contended_2_threads,
     lock_all_3,
+    async_uncontended,
+    async_handoff,
     vs_redis
 );
 criterion_main!(benches);

@@ -143,6 +143,14 @@ pub enum LockError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// A thread-owned lock ([`LockManager`](crate::LockManager)'s own
+    /// methods) was asked for inside an async task that tollgate polls (one
+    /// of its futures or streams, or a handler of a run loop). Every task
+    /// that the executor runs on that thread would share the lock as one
+    /// owner; use a [`Session`](crate::Session) per task instead, or
+    /// `spawn_blocking` for blocking code.
+    #[error("a thread-owned lock was requested inside an async task: use a Session")]
+    ThreadOwnerInTask,
 }
 
 /// Any error tollgate returns.

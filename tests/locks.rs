@@ -537,6 +537,43 @@ fn deadlock_between_threads_is_detected() {
 }
 
 #[test]
+fn a_thread_blocked_as_a_session_on_its_own_thread_lock_gets_deadlock() {
+    // The thread holds the key as itself, then waits for it as a session: it
+    // cannot release while parked, so waiting would hang forever.
+    let locks = LockManager::new();
+    let held = locks.lock("sku:1").unwrap();
+    let session = locks.session();
+    assert_eq!(session.lock("sku:1").map(drop), Err(LockError::Deadlock { keys: vec!["sku:1".into()] }));
+    drop(held);
+    assert!(session.lock("sku:1").is_ok());
+}
+
+#[test]
+fn a_cycle_through_a_thread_blocked_as_a_session_is_detected() {
+    // Thread A holds k1 as itself and blocks as a session on k2; session B
+    // holds k2 and waits for k1. Without the thread's edge, nobody sees it.
+    let locks = LockManager::new();
+    let other = locks.session();
+    let held_by_other = other.lock("k2").unwrap();
+    let (queued_tx, queued) = std::sync::mpsc::channel();
+    let results = thread::scope(|s| {
+        let a = s.spawn(|| {
+            let held = locks.lock("k1").unwrap();
+            queued_tx.send(()).unwrap();
+            let result = locks.session().lock("k2").map(drop);
+            drop(held);
+            result
+        });
+        queued.recv().unwrap();
+        let b = other.lock("k1").map(drop);
+        drop(held_by_other);
+        [a.join().unwrap(), b]
+    });
+    let victims = results.iter().filter(|r| matches!(r, Err(LockError::Deadlock { .. }))).count();
+    assert_eq!(victims, 1, "{results:?}");
+}
+
+#[test]
 fn deadlock_over_three_owners_is_detected() {
     let locks = LockManager::new();
     let sessions: Vec<_> = (0..3).map(|_| locks.session()).collect();
@@ -731,10 +768,35 @@ fn errors_read_as_sentences() {
 }
 
 #[test]
+fn session_guards_are_static_and_outlive_every_manager_handle() {
+    // What `Arc<LockManager>` with `spawn_blocking` needs: a guard that
+    // borrows nothing, moved into a `'static` closure.
+    let locks = Arc::new(LockManager::new());
+    let session = locks.session();
+    let guard = session.lock("sku:1").unwrap();
+    let token = guard.fencing_token();
+    drop(locks);
+    let moved = thread::spawn(move || {
+        assert_eq!(guard.key(), "sku:1");
+        guard.release()
+    });
+    assert_eq!(moved.join().unwrap(), Ok(()));
+    let again = session.lock("sku:1").unwrap();
+    assert!(again.fencing_token() > token);
+    // Clones of a manager are one manager.
+    let locks = LockManager::new();
+    let clone = locks.clone();
+    let _held = locks.lock("sku:2").unwrap();
+    let other = thread::spawn(move || clone.try_lock("sku:2").map(|_| ()));
+    assert_eq!(other.join().unwrap(), Err(LockError::WouldBlock));
+}
+
+#[test]
 fn manager_is_shareable_across_threads() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<LockManager>();
-    assert_send_sync::<tollgate::Session<'static>>();
+    assert_send_sync::<tollgate::Session>();
+    assert_send_sync::<tollgate::Interrupter>();
     assert_send_sync::<tollgate::LockGuard<'static, tollgate::SessionOwned>>();
     let locks = Arc::new(LockManager::new());
     let handles: Vec<_> = (0..4)

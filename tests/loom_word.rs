@@ -8,17 +8,11 @@ use std::time::Duration;
 use loom::cell::UnsafeCell;
 use loom::sync::Arc;
 use loom::thread;
-use tollgate::{LockConfig, LockError, LockManager, LockRequest};
+use tollgate::{LockError, LockManager, LockRequest};
 
-/// A manager whose deadlock search never fires inside a model (loom does not
-/// model time).
-fn manager() -> LockManager {
-    LockManager::with_config(LockConfig {
-        shards: 1,
-        deadlock_threshold: Duration::from_secs(3600),
-        ..LockConfig::default()
-    })
-}
+#[path = "support/loom.rs"]
+mod support;
+use support::manager;
 
 #[test]
 fn exclusive_lock_excludes_and_hands_off() {

@@ -1370,6 +1370,7 @@ mod child {
     /// ran out; the stock in memory changes only under the locks.
     fn order(x: u64, shop: Shop<'_>, mut rng: Rng) {
         let Shop { topics, workers, stock, locks, run, lifetime } = shop;
+        let session = locks.session();
         let mut sequence = 0;
         let timeout = Duration::from_secs(1);
         while Instant::now() < lifetime {
@@ -1385,7 +1386,7 @@ mod child {
                 skus.push((first + 1 + rng.below(SKUS as u64 - 1) as usize) % SKUS);
             }
             let keys: Vec<String> = skus.iter().map(|sku| format!("sku:{sku}")).collect();
-            let tx = match topic.transaction(locks, &keys, timeout) {
+            let tx = match topic.transaction(&session, &keys, timeout) {
                 Ok(tx) => tx,
                 Err(LockError::Timeout { .. }) => continue,
                 Err(e) => fatal(format!("lock {keys:?}: {e}")),
@@ -1395,7 +1396,7 @@ mod child {
             let out_of_stock = skus.iter().copied().find(|&sku| stock[sku].load(Ordering::Relaxed) <= 0);
             if let Some(sku) = out_of_stock {
                 drop(tx);
-                let tx = match topic.transaction(locks, [format!("sku:{sku}")], timeout) {
+                let tx = match topic.transaction(&session, [format!("sku:{sku}")], timeout) {
                     Ok(tx) => tx,
                     Err(LockError::Timeout { .. }) => continue,
                     Err(e) => fatal(format!("lock sku:{sku}: {e}")),

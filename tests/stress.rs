@@ -95,7 +95,7 @@ fn critical_section(rng: &mut Rng) {
 
 fn worker(
     locks: &LockManager,
-    session: &Session<'_>,
+    session: &Session,
     occupancy: &[Occupancy],
     tally: &Tally,
     seed: u64,
@@ -245,7 +245,7 @@ fn stress_mixed_operations_never_violate_exclusion() {
     let occupancy: Vec<Occupancy> = (0..KEYS).map(|_| Occupancy::default()).collect();
     let tally = Tally::default();
     let stop = AtomicBool::new(false);
-    let sessions: Vec<Session<'_>> = (0..THREADS).map(|_| locks.session()).collect();
+    let sessions: Vec<Session> = (0..THREADS).map(|_| locks.session()).collect();
     thread::scope(|s| {
         for (t, session) in sessions.iter().enumerate() {
             let (locks, occupancy, tally, stop) = (&locks, &occupancy, &tally, &stop);

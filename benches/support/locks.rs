@@ -53,9 +53,8 @@ impl KeyedLock for Tollgate {
 }
 
 /// The crate under test, locking as a session (an owner that is not the
-/// thread): the owner async code will use. The manager is leaked, so that
-/// the session can borrow it for the whole benchmark.
-pub struct TollgateSession(pub tollgate::Session<'static>);
+/// thread): the owner async code uses.
+pub struct TollgateSession(pub tollgate::Session);
 
 impl KeyedLock for TollgateSession {
     #[inline]
@@ -68,7 +67,7 @@ impl KeyedLock for TollgateSession {
 }
 
 pub fn tollgate_session() -> TollgateSession {
-    TollgateSession(Box::leak(Box::new(LockManager::new())).session())
+    TollgateSession(LockManager::new().session())
 }
 
 /// `DashMap` of `Arc<parking_lot::Mutex<()>>`; with `reclaim`, the entry is removed on unlock when nobody

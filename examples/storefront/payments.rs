@@ -160,7 +160,7 @@ fn compensate(shop: &Shop, order: &OrderMessage) -> bool {
     }
     if !shop.released.lock().unwrap().contains(&order.order) {
         let keys: Vec<String> = order.lines.iter().map(|line| sku_key(line.sku)).collect();
-        let tx = match shop.orders.transaction(&shop.locks, &keys, shop.lock_request()) {
+        let tx = match shop.orders.transaction(&shop.locks.session(), &keys, shop.lock_request()) {
             Ok(tx) => tx,
             Err(LockError::Timeout { .. }) => return false,
             Err(error) => {

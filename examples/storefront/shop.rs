@@ -194,6 +194,8 @@ pub(super) fn buyer(shop: &Shop, id: u32, popularity: &Popularity) -> BuyerLog {
     };
     let work_time = Duration::from_micros(config.work_us);
     let max_lines = shop.catalog.len().min(3) as u64;
+    // The buyer's locks belong to this session, not to its thread.
+    let session = shop.locks.session();
     loop {
         let ticket = shop.counters.attempts.fetch_add(1, Ordering::Relaxed);
         if shop.selling_done.load(Ordering::Relaxed) || (config.seconds.is_none() && ticket >= config.orders) {
@@ -211,7 +213,7 @@ pub(super) fn buyer(shop: &Shop, id: u32, popularity: &Popularity) -> BuyerLog {
         let keys: Vec<&str> = lines.iter().map(|line| shop.catalog[line.sku as usize].key.as_str()).collect();
 
         let started = Instant::now();
-        let tx = match shop.orders.transaction(&shop.locks, &keys, shop.lock_request()) {
+        let tx = match shop.orders.transaction(&session, &keys, shop.lock_request()) {
             Ok(tx) => tx,
             Err(LockError::Timeout { .. }) => {
                 log.timeouts += 1;

@@ -11,7 +11,7 @@ use parking_lot::Mutex;
 
 use super::{Engine, Shared};
 use crate::error::{LockError, PublishError, ReadError, TopicError};
-use crate::lock::{LockManager, LockRequest};
+use crate::lock::{LockRequest, Session};
 use crate::log::names::{check_group_name, check_new_name, check_topic_name};
 use crate::log::topic::TopicLog;
 use crate::log::{Message, Offset, Record, RecoveryReport, StartAt, Subscription, TopicInfo};
@@ -208,9 +208,9 @@ impl Topic {
         Ok(Worker::new(opened))
     }
 
-    /// Locks `keys` for a publish to this topic: all or nothing, never
-    /// deadlocking with other multi-key locks, as
-    /// [`LockManager::acquire_all`] does. `request` is a timeout (an
+    /// Locks `keys` for `session` for a publish to this topic: all or
+    /// nothing, never deadlocking with other multi-key locks, as
+    /// [`Session::acquire_all`] does. `request` is a timeout (an
     /// exclusive lock that waits up to that long) or a whole
     /// [`LockRequest`], for a lease per key or cancellation:
     ///
@@ -222,8 +222,9 @@ impl Topic {
     /// let engine = Engine::open(dir.path())?;
     /// let orders = engine.topic("orders")?;
     /// let locks = LockManager::new();
+    /// let buyer = locks.session();
     /// let request = LockRequest::exclusive().timeout(Duration::from_millis(50)).lease(Duration::from_secs(5));
-    /// let tx = orders.transaction(&locks, ["sku:1", "sku:2"], request)?;
+    /// let tx = orders.transaction(&buyer, ["sku:1", "sku:2"], request)?;
     /// let (_offsets, held) = tx.commit([Message::new("order 7").key("order.created")])?;
     /// held.release()?; // fails with `LeaseExpired` if a lease ran out first
     /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -233,12 +234,50 @@ impl Topic {
     /// stop a holder whose lease ran out from committing. Choose leases far
     /// longer than the work done under the locks, and fence writes elsewhere
     /// with the guards' [`fencing_token`](crate::LockGuard::fencing_token)s.
-    pub fn transaction<'m, K: AsRef<str>>(
+    ///
+    /// The locks belong to the session, not the thread, so the transaction
+    /// and the locks it hands back may move between threads and tasks.
+    pub fn transaction<K: AsRef<str>>(
         &self,
-        locks: &'m LockManager,
+        session: &Session,
         keys: impl IntoIterator<Item = K>,
         request: impl Into<LockRequest>,
-    ) -> Result<Transaction<'m>, LockError> {
-        Ok(Transaction::new(self.log().clone(), locks.acquire_all(keys, request.into())?))
+    ) -> Result<Transaction, LockError> {
+        Ok(Transaction::new(self.log().clone(), session.acquire_all(keys, request.into())?))
+    }
+
+    /// The async form of [`transaction`](Self::transaction): waits for the
+    /// locks without blocking the thread (see
+    /// [`Session::acquire_all_async`]). The commit itself is not async: on a
+    /// `Buffered` or `Interval` topic it copies the batch into the mapped
+    /// log and returns; on a `Sync` topic it runs the sync on the calling
+    /// thread.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// use std::time::Duration;
+    /// use tollgate::{Engine, LockManager, Message};
+    ///
+    /// let engine = Engine::open(dir.path())?;
+    /// let orders = engine.topic("orders")?;
+    /// let locks = LockManager::new();
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build()?.block_on(async {
+    /// let buyer = locks.session();
+    /// let tx = orders.transaction_async(&buyer, ["sku:1"], Duration::from_millis(50)).await?;
+    /// let (_offsets, held) = tx.commit([Message::new("reserve sku:1"), Message::new("order 7")])?;
+    /// drop(held);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn transaction_async<'a, K: AsRef<str> + 'a>(
+        &self,
+        session: &'a Session,
+        keys: impl IntoIterator<Item = K>,
+        request: impl Into<LockRequest>,
+    ) -> impl Future<Output = Result<Transaction, LockError>> + 'a {
+        let locks = session.acquire_all_async(keys, request.into());
+        let log = self.log().clone();
+        async move { Ok(Transaction::new(log, locks.await?)) }
     }
 }

@@ -2,7 +2,7 @@
 //! signal of a [`Session`](crate::Session). Both wake the waits registered on
 //! them; the waits then give up with [`LockError::Interrupted`](crate::LockError::Interrupted).
 
-use crate::sync::{Arc, AtomicBool, AtomicU64, Mutex, Ordering, unpark};
+use crate::sync::{Arc, AtomicBool, AtomicU64, Mutex, Ordering};
 
 use super::wait::Waiter;
 
@@ -25,7 +25,7 @@ impl Signal {
         let waiters = self.waiters.lock();
         self.generation.fetch_add(1, Ordering::SeqCst);
         for waiter in waiters.iter() {
-            unpark(waiter.park_key());
+            waiter.notify();
         }
     }
 
@@ -45,7 +45,7 @@ impl Signal {
         }
         self.generation.fetch_add(1, Ordering::SeqCst);
         for waiter in waiters.iter() {
-            unpark(waiter.park_key());
+            waiter.notify();
         }
     }
 

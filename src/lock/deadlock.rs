@@ -34,7 +34,10 @@ pub(crate) struct Deadlocks {
 
 impl Deadlocks {
     pub(crate) fn register(&self, waiter: &Arc<Waiter>) {
-        self.waiting.lock().entry(waiter.owner).or_default().push(Arc::clone(waiter));
+        let mut waiting = self.waiting.lock();
+        for owner in waiter.owners() {
+            waiting.entry(owner).or_default().push(Arc::clone(waiter));
+        }
     }
 
     pub(crate) fn deregister(&self, waiter: &Arc<Waiter>) {
@@ -43,10 +46,12 @@ impl Deadlocks {
     }
 
     fn remove(waiting: &mut HashMap<u64, Vec<Arc<Waiter>>>, waiter: &Arc<Waiter>) {
-        if let Some(waits) = waiting.get_mut(&waiter.owner) {
-            waits.retain(|w| !Arc::ptr_eq(w, waiter));
-            if waits.is_empty() {
-                waiting.remove(&waiter.owner);
+        for owner in waiter.owners() {
+            if let Some(waits) = waiting.get_mut(&owner) {
+                waits.retain(|w| !Arc::ptr_eq(w, waiter));
+                if waits.is_empty() {
+                    waiting.remove(&owner);
+                }
             }
         }
     }
@@ -70,7 +75,15 @@ impl Deadlocks {
         let waits_of = |owners: Vec<u64>, waiting: &HashMap<u64, Vec<Arc<Waiter>>>| -> Vec<Arc<Waiter>> {
             owners.iter().filter_map(|owner| waiting.get(owner)).flatten().cloned().collect()
         };
-        let first = waits_of(blockers(me), &waiting);
+        // A cycle closes on any owner `me` stands for.
+        let closes = |owners: &[u64]| me.owners().any(|mine| owners.contains(&mine));
+        let first = blockers(me);
+        if closes(&first) {
+            // A thread blocked, as a session, on a key it holds itself.
+            Self::remove(&mut waiting, me);
+            return Some(vec![me.key.to_string()]);
+        }
+        let first = waits_of(first, &waiting);
         let mut path: Vec<(Arc<Waiter>, Vec<Arc<Waiter>>)> = vec![(Arc::clone(me), first)];
         let mut visited: HashSet<usize> = HashSet::from([me.park_key()]);
         let mut cycle = None;
@@ -83,7 +96,7 @@ impl Deadlocks {
                 continue;
             }
             let owners = blockers(&next);
-            if owners.contains(&me.owner) {
+            if closes(&owners) {
                 let mut keys: Vec<String> = path.iter().map(|(waiter, _)| waiter.key.to_string()).collect();
                 keys.push(next.key.to_string());
                 cycle = Some(keys);

@@ -14,10 +14,10 @@ use std::time::Duration;
 use crossbeam_epoch as epoch;
 
 use crate::error::LockError;
-use crate::sync::{Ordering, fence, thread_local};
+use crate::sync::{Arc, Ordering, fence, thread_local};
 
 use super::cancel::Signal;
-use super::manager::{LEASE_MAX, LockManager, LockMode, LockRequest, Plan};
+use super::manager::{Inner, LEASE_MAX, LockManager, LockMode, LockRequest, Plan};
 use super::wait::{Released, Wakeups, wake};
 use super::word::{Entry, OWNER_ID_MAX};
 
@@ -58,6 +58,16 @@ pub(crate) fn thread_owner() -> u64 {
         }
         id => id,
     })
+}
+
+/// The owner id of the current thread, refusing a thread-owned lock inside
+/// one of tollgate's polls (it would be shared by every task on the thread).
+#[inline]
+pub(crate) fn thread_owner_outside_tasks() -> Result<u64, LockError> {
+    if crate::sync::task::inside() {
+        return Err(LockError::ThreadOwnerInTask);
+    }
+    Ok(thread_owner())
 }
 
 /// How many grants the current thread holds as a thread owner.
@@ -137,15 +147,65 @@ pub(crate) enum Target<'e> {
     Leased { key: &'e str, hash: u64 },
 }
 
+/// How a grant reaches its manager to release: a thread's grant borrows the
+/// manager; a session's keeps the session alive (one reference count on the
+/// session's cache line, not the manager's), so it is `'static`.
+#[derive(Clone)]
+pub(crate) enum ManagerRef<'a> {
+    Thread(&'a Inner),
+    Session(Arc<SessionState>),
+}
+
+impl ManagerRef<'_> {
+    fn inner(&self) -> &Inner {
+        match self {
+            Self::Thread(inner) => inner,
+            Self::Session(session) => &session.manager.inner,
+        }
+    }
+}
+
+/// Who an acquisition is for, as the acquiring code sees it: the calling
+/// thread (borrowing the manager) or a session. Makes the grant's
+/// [`ManagerRef`] only once the key is granted.
+pub(crate) trait Holder<'a>: Copy {
+    /// The manager.
+    fn inner(&self) -> &Inner;
+    /// What the grant keeps.
+    fn manager_ref(self) -> ManagerRef<'a>;
+}
+
+impl<'a> Holder<'a> for &'a Inner {
+    #[inline]
+    fn inner(&self) -> &Inner {
+        self
+    }
+
+    #[inline]
+    fn manager_ref(self) -> ManagerRef<'a> {
+        ManagerRef::Thread(self)
+    }
+}
+
+impl<'a> Holder<'a> for &Arc<SessionState> {
+    #[inline]
+    fn inner(&self) -> &Inner {
+        &self.manager.inner
+    }
+
+    #[inline]
+    fn manager_ref(self) -> ManagerRef<'a> {
+        ManagerRef::Session(Arc::clone(self))
+    }
+}
+
 /// One grant, released at most once.
 pub(crate) struct Grant<'a> {
-    manager: &'a LockManager,
+    manager: ManagerRef<'a>,
     handle: Handle,
     owner: u64,
     token: u64,
     mode: LockMode,
-    /// Counted in the acquiring thread's `ThreadState::held`.
-    thread_owned: bool,
     released: bool,
 }
 
@@ -157,14 +217,7 @@ unsafe impl Sync for Grant<'_> {}
 
 impl<'a> Grant<'a> {
     #[inline]
-    pub(crate) fn new(
-        manager: &'a LockManager,
-        target: Target<'_>,
-        owner: u64,
-        token: u64,
-        mode: LockMode,
-        thread_owned: bool,
-    ) -> Self {
+    pub(crate) fn new<H: Holder<'a>>(holder: H, target: Target<'_>, owner: u64, token: u64, mode: LockMode) -> Self {
         if mode == LockMode::Exclusive {
             // Orders the grant (word and token) before the holder's writes to
             // the data it protects, for optimistic readers (`Entry::validate`).
@@ -174,10 +227,11 @@ impl<'a> Grant<'a> {
             Target::Held(entry) => Handle::Held(NonNull::from(entry)),
             Target::Leased { key, hash } => Handle::Leased(Box::new(LeasedKey { key: key.into(), hash })),
         };
-        if thread_owned {
+        let manager = holder.manager_ref();
+        if let ManagerRef::Thread(_) = manager {
             count_thread_held(true);
         }
-        Self { manager, handle, owner, token, mode, thread_owned, released: false }
+        Self { manager, handle, owner, token, mode, released: false }
     }
 
     fn key(&self) -> &str {
@@ -192,7 +246,7 @@ impl<'a> Grant<'a> {
     /// The entry of a leased grant, if it still exists; looked up exactly.
     fn with_leased_entry<R>(&self, leased: &LeasedKey, f: impl FnOnce(&Entry) -> R) -> Option<R> {
         let guard = epoch::pin();
-        let table = &self.manager.table;
+        let table = &self.manager.inner().table;
         let (key, hash) = (&*leased.key, leased.hash);
         let entry = table.find(key, hash, &guard).or_else(|| {
             // A miss may be a resize in progress; confirm under the shard mutex.
@@ -206,7 +260,7 @@ impl<'a> Grant<'a> {
         if std::mem::replace(&mut self.released, true) {
             return Ok(());
         }
-        if self.thread_owned {
+        if let ManagerRef::Thread(_) = self.manager {
             count_thread_held(false);
         }
         if let Handle::Held(entry) = &self.handle {
@@ -227,7 +281,7 @@ impl<'a> Grant<'a> {
     #[cold]
     #[inline(never)]
     fn release_slow(&self) -> Result<(), LockError> {
-        let manager = self.manager;
+        let manager = self.manager.inner();
         let (owner, token) = (self.owner, self.token);
         let mut wakeups = Wakeups::new();
         let mut expired = 0;
@@ -269,7 +323,7 @@ impl<'a> Grant<'a> {
         if lease.is_zero() || lease > LEASE_MAX {
             return Err(LockError::InvalidRequest { reason: "a lease must be longer than zero and at most LEASE_MAX" });
         }
-        let manager = self.manager;
+        let manager = self.manager.inner();
         let (mut expired, mut wakeups) = (0, Wakeups::new());
         let outcome = self
             .with_leased_entry(leased, |entry| {
@@ -397,9 +451,12 @@ impl<O: OwnerKind> fmt::Debug for LockSet<'_, O> {
 }
 
 /// An owner that is not a thread: a request, a task, a saga. Locks taken
-/// through a session belong to it whichever thread uses it, so its guards may
-/// move between threads. Threads that share one session are one owner: they
-/// share its locks (reentrancy), like clients sharing a ZooKeeper session.
+/// through a session belong to it whichever thread or task uses it, so its
+/// guards may move between threads, be held across `.await`, and outlive the
+/// [`LockManager`] handle it came from (they are `'static`). Threads or tasks
+/// that share one session are one owner: they share its locks (reentrancy),
+/// like clients sharing a ZooKeeper session. To share one deliberately, put
+/// it in an `Arc`; a session is not `Clone`.
 ///
 /// [`interrupt`](Self::interrupt) wakes the session's blocked waits with
 /// [`LockError::Interrupted`]; if none is blocked, the next one fails instead.
@@ -419,47 +476,50 @@ impl<O: OwnerKind> fmt::Debug for LockSet<'_, O> {
 /// });
 /// drop(holder);
 /// let guard = session.lock("cart:7")?;
-/// std::thread::scope(|s| {
-///     s.spawn(move || drop(guard)); // session guards move between threads
-/// });
+/// std::thread::spawn(move || drop(guard)).join().unwrap(); // session guards are Send + 'static
 /// # Ok::<(), LockError>(())
 /// ```
-pub struct Session<'m> {
-    manager: &'m LockManager,
+pub struct Session {
+    state: Arc<SessionState>,
+}
+
+/// What a session's guards keep alive.
+pub(crate) struct SessionState {
+    manager: LockManager,
     owner: u64,
     interrupt: Signal,
 }
 
-impl<'m> Session<'m> {
-    pub(crate) fn new(manager: &'m LockManager) -> Self {
-        Self { manager, owner: next_owner_id(), interrupt: Signal::default() }
+impl Session {
+    pub(crate) fn new(manager: LockManager) -> Self {
+        Self { state: Arc::new(SessionState { manager, owner: next_owner_id(), interrupt: Signal::default() }) }
     }
 
     /// This session's owner id (unique within the process).
     pub fn id(&self) -> u64 {
-        self.owner
+        self.state.owner
     }
 
     /// Takes `key` exclusively for this session, waiting as long as it takes.
-    pub fn lock(&self, key: &str) -> Result<LockGuard<'m, SessionOwned>, LockError> {
+    pub fn lock(&self, key: &str) -> Result<LockGuard<'static, SessionOwned>, LockError> {
         self.acquire(key, LockRequest::exclusive())
     }
 
     /// Takes `key` exclusively if possible at once; otherwise
     /// [`LockError::WouldBlock`].
-    pub fn try_lock(&self, key: &str) -> Result<LockGuard<'m, SessionOwned>, LockError> {
+    pub fn try_lock(&self, key: &str) -> Result<LockGuard<'static, SessionOwned>, LockError> {
         self.acquire(key, LockRequest::exclusive().no_wait())
     }
 
     /// Takes `key` exclusively, waiting at most `timeout`.
-    pub fn lock_for(&self, key: &str, timeout: Duration) -> Result<LockGuard<'m, SessionOwned>, LockError> {
+    pub fn lock_for(&self, key: &str, timeout: Duration) -> Result<LockGuard<'static, SessionOwned>, LockError> {
         self.acquire(key, LockRequest::exclusive().timeout(timeout))
     }
 
     /// Takes `key` as `request` describes.
-    pub fn acquire(&self, key: &str, request: LockRequest) -> Result<LockGuard<'m, SessionOwned>, LockError> {
-        let plan = Plan::new(&request, Some(&self.interrupt), false)?;
-        self.manager.acquire_as(self.owner, key, &plan).map(LockGuard::new)
+    pub fn acquire(&self, key: &str, request: LockRequest) -> Result<LockGuard<'static, SessionOwned>, LockError> {
+        let plan = Plan::new(&request, Some(&self.state.interrupt), false)?;
+        Inner::acquire_as(&self.state, self.state.owner, key, &plan).map(LockGuard::new)
     }
 
     /// Takes all of `keys` exclusively, or none; see [`LockManager::lock_all`].
@@ -467,7 +527,7 @@ impl<'m> Session<'m> {
         &self,
         keys: impl IntoIterator<Item = K>,
         timeout: Duration,
-    ) -> Result<LockSet<'m, SessionOwned>, LockError> {
+    ) -> Result<LockSet<'static, SessionOwned>, LockError> {
         self.acquire_all(keys, LockRequest::exclusive().timeout(timeout))
     }
 
@@ -477,20 +537,72 @@ impl<'m> Session<'m> {
         &self,
         keys: impl IntoIterator<Item = K>,
         request: LockRequest,
-    ) -> Result<LockSet<'m, SessionOwned>, LockError> {
-        let plan = Plan::new(&request, Some(&self.interrupt), false)?;
-        self.manager.lock_all_as(self.owner, keys, &plan).map(LockSet::new)
+    ) -> Result<LockSet<'static, SessionOwned>, LockError> {
+        let plan = Plan::new(&request, Some(&self.state.interrupt), false)?;
+        Inner::lock_all_as(&self.state, self.state.owner, keys, &plan).map(LockSet::new)
     }
 
     /// Interrupts this session's blocked waits (they return
     /// [`LockError::Interrupted`]), or its next wait if none is blocked.
     pub fn interrupt(&self) {
-        self.interrupt.interrupt();
+        self.state.interrupt.interrupt();
+    }
+
+    /// A handle that interrupts this session from anywhere, for when the
+    /// session itself has moved into a task or thread.
+    ///
+    /// ```
+    /// use tollgate::{LockError, LockManager};
+    ///
+    /// let locks = LockManager::new();
+    /// let _held = locks.lock("cart:7")?;
+    /// let session = locks.session();
+    /// let interrupter = session.interrupter();
+    /// interrupter.interrupt(); // no wait is blocked: the next one fails
+    /// assert_eq!(session.lock("cart:7").map(|_| ()), Err(LockError::Interrupted));
+    /// # Ok::<(), LockError>(())
+    /// ```
+    pub fn interrupter(&self) -> Interrupter {
+        Interrupter { state: Arc::clone(&self.state) }
+    }
+
+    pub(crate) fn state(&self) -> &Arc<SessionState> {
+        &self.state
     }
 }
 
-impl fmt::Debug for Session<'_> {
+impl fmt::Debug for Session {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Session").field("id", &self.owner).finish_non_exhaustive()
+        f.debug_struct("Session").field("id", &self.state.owner).finish_non_exhaustive()
+    }
+}
+
+impl SessionState {
+    pub(crate) fn owner(&self) -> u64 {
+        self.owner
+    }
+
+    pub(crate) fn interrupt_signal(&self) -> &Signal {
+        &self.interrupt
+    }
+}
+
+/// Interrupts a [`Session`]'s waits from any thread or task; from
+/// [`Session::interrupter`]. `Send + Sync + Clone`.
+#[derive(Clone)]
+pub struct Interrupter {
+    state: Arc<SessionState>,
+}
+
+impl Interrupter {
+    /// Same as [`Session::interrupt`].
+    pub fn interrupt(&self) {
+        self.state.interrupt.interrupt();
+    }
+}
+
+impl fmt::Debug for Interrupter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Interrupter").field("session", &self.state.owner).finish()
     }
 }

@@ -7,13 +7,19 @@ use std::time::{Duration, Instant};
 use crossbeam_epoch as epoch;
 
 use crate::error::LockError;
+use std::ptr::NonNull;
+
 use crate::sync::{Arc, AtomicU64, Ordering, fence, spin};
 
 use super::cancel::{CancelToken, Signal};
 use super::deadlock::Deadlocks;
-use super::guard::{Grant, LockGuard, LockSet, Session, Target, ThreadOwned, thread_held, thread_owner};
+use super::guard::{
+    Grant, Holder, LockGuard, LockSet, Session, Target, ThreadOwned, thread_held, thread_owner,
+    thread_owner_outside_tasks,
+};
+use super::pending::{Queued, WaitLimits};
 use super::table::{Found, Table};
-use super::wait::{Admit, WaitLimits, Waiter, Wakeups, wake};
+use super::wait::{Admit, Waiter, Wakeups, wake};
 use super::word::{Entry, Fast, LEASED, QUEUED, held_exclusively_by};
 
 /// The longest key, in bytes.
@@ -281,27 +287,49 @@ pub(crate) struct Plan<'a> {
     pub(crate) thread_owned: bool,
 }
 
+/// When a wait that begins now must end, from a request: `None` if it must
+/// not wait at all, else its deadline (if any) and when it began.
+pub(crate) type Window = Option<(Option<Instant>, Option<Instant>)>;
+
+impl LockRequest {
+    /// The wait's window, for a wait beginning now.
+    pub(crate) fn window(&self) -> Window {
+        match self.wait {
+            Wait::Never => None,
+            Wait::Forever => Some((None, None)),
+            Wait::For(timeout) => {
+                let now = Instant::now();
+                // A timeout too long to represent waits forever.
+                Some((now.checked_add(timeout), Some(now)))
+            }
+        }
+    }
+
+    /// The request's cancel signal, if it has a token.
+    pub(crate) fn cancel_signal(&self) -> Option<&Signal> {
+        self.cancel.as_ref().map(CancelToken::signal)
+    }
+}
+
 impl<'a> Plan<'a> {
     pub(crate) fn new(
         request: &'a LockRequest,
         interrupt: Option<&'a Signal>,
         thread_owned: bool,
     ) -> Result<Self, LockError> {
-        let (deadline, since) = match request.wait {
-            Wait::Never => (None, None),
-            Wait::Forever => (Some(None), None),
-            Wait::For(timeout) => {
-                let now = Instant::now();
-                // A timeout too long to represent waits forever.
-                (Some(now.checked_add(timeout)), Some(now))
-            }
-        };
-        let wait = deadline.map(|deadline| WaitLimits {
-            deadline,
-            since,
-            cancel: request.cancel.as_ref().map(CancelToken::signal),
-            interrupt,
-        });
+        Self::with_window(request, request.window(), interrupt, thread_owned)
+    }
+
+    /// A plan whose wait window was fixed before (an async wait's, at its
+    /// first poll).
+    pub(crate) fn with_window(
+        request: &'a LockRequest,
+        window: Window,
+        interrupt: Option<&'a Signal>,
+        thread_owned: bool,
+    ) -> Result<Self, LockError> {
+        let wait =
+            window.map(|(deadline, since)| WaitLimits { deadline, since, cancel: request.cancel_signal(), interrupt });
         Ok(Self { mode: request.mode, lease_ns: request.lease_ns()?, wait, thread_owned })
     }
 
@@ -334,12 +362,25 @@ pub(crate) fn check_key(key: &str) -> Result<(), LockError> {
     Ok(())
 }
 
-/// A lock manager: named locks for the threads of one process.
+/// A lock manager: named locks for the threads and tasks of one process.
 ///
 /// Keys are strings (`"sku:42"`). Each key can be held exclusively by one
 /// owner or shared by many. Owners are threads by default, or explicit
 /// [`Session`]s. A key that nobody holds or waits for keeps at most a small
 /// idle entry (see [`LockConfig::idle_entries_per_shard`]).
+///
+/// A `LockManager` is a handle: clones share one manager, and it is cheap to
+/// clone into tasks and threads (so is an `Arc<LockManager>`).
+///
+/// **Threads or sessions.** The manager's own methods lock for the *calling
+/// thread*: the guard is `!Send`, and the thread may nest on its own lock.
+/// Never call them from async code: every task an executor runs on that
+/// thread would be the same owner, and would walk into each other's
+/// "exclusive" locks. Async code uses a [`Session`] per task (its
+/// [`lock_async`](Session::lock_async) and friends), or `spawn_blocking`.
+/// Inside the futures, streams and run-loop handlers that tollgate polls,
+/// a thread-owned call fails with [`LockError::ThreadOwnerInTask`]; code
+/// that an executor polls directly cannot be told apart from a thread.
 ///
 /// ```
 /// use std::time::Duration;
@@ -357,7 +398,14 @@ pub(crate) fn check_key(key: &str) -> Result<(), LockError> {
 /// assert!(locks.lock("sku:42")?.fencing_token() > token);
 /// # Ok::<(), LockError>(())
 /// ```
+#[derive(Clone)]
 pub struct LockManager {
+    pub(crate) inner: Arc<Inner>,
+}
+
+/// What a [`LockManager`] handle shares with its clones, its sessions and
+/// their guards.
+pub(crate) struct Inner {
     pub(crate) table: Table,
     pub(crate) config: LockConfig,
     pub(crate) clock: Clock,
@@ -367,7 +415,7 @@ pub struct LockManager {
 
 impl std::fmt::Debug for LockManager {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LockManager").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("LockManager").field("config", &self.inner.config).finish_non_exhaustive()
     }
 }
 
@@ -389,13 +437,14 @@ impl LockManager {
         config.shards = config.shards.clamp(1, SHARDS_MAX).next_power_of_two();
         config.deadlock_threshold = config.deadlock_threshold.max(DEADLOCK_THRESHOLD_MIN);
         config.spin_limit = config.spin_limit.min(SPIN_LIMIT_MAX);
-        Self {
+        let inner = Inner {
             table: Table::new(config.shards, config.idle_entries_per_shard),
             config,
             clock: Clock { base: Instant::now() },
             deadlocks: Deadlocks::default(),
             counters: Counters::default(),
-        }
+        };
+        Self { inner: Arc::new(inner) }
     }
 
     /// Takes `key` exclusively for the current thread, waiting as long as it
@@ -404,14 +453,15 @@ impl LockManager {
     pub fn lock(&self, key: &str) -> Result<LockGuard<'_>, LockError> {
         let plan =
             Plan::thread_exclusive(Some(WaitLimits { deadline: None, since: None, cancel: None, interrupt: None }));
-        self.acquire_as(thread_owner(), key, &plan).map(LockGuard::new)
+        Inner::acquire_as(&*self.inner, thread_owner_outside_tasks()?, key, &plan).map(LockGuard::new)
     }
 
     /// Takes `key` exclusively for the current thread if that is possible at
     /// once; otherwise [`LockError::WouldBlock`].
     #[inline]
     pub fn try_lock(&self, key: &str) -> Result<LockGuard<'_>, LockError> {
-        self.acquire_as(thread_owner(), key, &Plan::thread_exclusive(None)).map(LockGuard::new)
+        Inner::acquire_as(&*self.inner, thread_owner_outside_tasks()?, key, &Plan::thread_exclusive(None))
+            .map(LockGuard::new)
     }
 
     /// Takes `key` exclusively for the current thread, waiting at most `timeout`.
@@ -421,13 +471,13 @@ impl LockManager {
         let deadline = since.checked_add(timeout);
         let plan =
             Plan::thread_exclusive(Some(WaitLimits { deadline, since: Some(since), cancel: None, interrupt: None }));
-        self.acquire_as(thread_owner(), key, &plan).map(LockGuard::new)
+        Inner::acquire_as(&*self.inner, thread_owner_outside_tasks()?, key, &plan).map(LockGuard::new)
     }
 
     /// Takes `key` for the current thread as `request` describes.
     pub fn acquire(&self, key: &str, request: LockRequest) -> Result<LockGuard<'_>, LockError> {
         let plan = Plan::new(&request, None, true)?;
-        self.acquire_as(thread_owner(), key, &plan).map(LockGuard::new)
+        Inner::acquire_as(&*self.inner, thread_owner_outside_tasks()?, key, &plan).map(LockGuard::new)
     }
 
     /// Takes every key in `keys` exclusively for the current thread, or none:
@@ -463,13 +513,13 @@ impl LockManager {
         request: LockRequest,
     ) -> Result<LockSet<'_, ThreadOwned>, LockError> {
         let plan = Plan::new(&request, None, true)?;
-        self.lock_all_as(thread_owner(), keys, &plan).map(LockSet::new)
+        Inner::lock_all_as(&*self.inner, thread_owner_outside_tasks()?, keys, &plan).map(LockSet::new)
     }
 
     /// A new owner that is not a thread (a request, a task, a saga): locks it
     /// takes belong to it, whichever thread uses it.
-    pub fn session(&self) -> Session<'_> {
-        Session::new(self)
+    pub fn session(&self) -> Session {
+        Session::new(self.clone())
     }
 
     /// Starts an optimistic read of `key`: read the protected data, then
@@ -488,16 +538,16 @@ impl LockManager {
     /// }
     /// ```
     pub fn stamp<'k>(&self, key: &'k str) -> Stamp<'k> {
-        let hash = self.table.hash(key);
+        let hash = self.inner.table.hash(key);
         loop {
             let guard = epoch::pin();
-            if let Some(entry) = self.table.find(key, hash, &guard) {
+            if let Some(entry) = self.inner.table.find(key, hash, &guard) {
                 return match entry.stamp() {
                     Some(token) => Stamp { key, hash, token, kind: StampKind::Present },
                     None => Stamp { key, hash, token: 0, kind: StampKind::Invalid },
                 };
             }
-            if let Some(floor) = self.table.absent_floor(key, hash) {
+            if let Some(floor) = self.inner.table.absent_floor(key, hash) {
                 return Stamp { key, hash, token: floor, kind: StampKind::Absent };
             }
         }
@@ -512,19 +562,19 @@ impl LockManager {
             StampKind::Invalid => false,
             StampKind::Present => {
                 let guard = epoch::pin();
-                self.table.find(stamp.key, stamp.hash, &guard).is_some_and(|entry| entry.validate(stamp.token))
+                self.inner.table.find(stamp.key, stamp.hash, &guard).is_some_and(|entry| entry.validate(stamp.token))
             }
             StampKind::Absent => {
                 {
                     let guard = epoch::pin();
-                    if self.table.find(stamp.key, stamp.hash, &guard).is_some() {
+                    if self.inner.table.find(stamp.key, stamp.hash, &guard).is_some() {
                         return false;
                     }
                 }
                 // Pairs with the writer's Release fence, as in `Entry::validate`;
                 // the shard mutex then orders us after any sweep of its entry.
                 fence(Ordering::Acquire);
-                self.table.absent_floor(stamp.key, stamp.hash) == Some(stamp.token)
+                self.inner.table.absent_floor(stamp.key, stamp.hash) == Some(stamp.token)
             }
         }
     }
@@ -532,7 +582,7 @@ impl LockManager {
     /// Counters since creation, and a snapshot of what is held now.
     pub fn stats(&self) -> LockStats {
         let (mut grants, mut held, mut waiting) = (0, 0, 0);
-        let (entries, retired) = self.table.for_each(|entry| {
+        let (entries, retired) = self.inner.table.for_each(|entry| {
             waiting += entry.queue.lock().len() as u64;
             grants += entry.token.load(Ordering::Relaxed) - entry.token_initial;
             let word = entry.word.load(Ordering::Relaxed);
@@ -542,7 +592,7 @@ impl LockManager {
                 held += super::word::payload(word);
             }
         });
-        let counters = &self.counters;
+        let counters = &self.inner.counters;
         LockStats {
             grants: grants + retired,
             contended: counters.contended.load(Ordering::Relaxed),
@@ -559,47 +609,109 @@ impl LockManager {
     /// Reclaims the entries of every key that nobody holds or waits for, now.
     /// (Inserts reclaim them anyway once a shard's idle budget is used up.)
     pub fn shrink(&self) {
-        self.table.shrink();
+        self.inner.table.shrink();
     }
 
     /// The configuration in force (after rounding).
     pub fn config(&self) -> &LockConfig {
-        &self.config
+        &self.inner.config
     }
+}
 
-    /// Acquires `key` for `owner`: the lock-free fast path on an existing
-    /// entry, else `acquire_slow`.
+impl Inner {
+    /// Acquires `key` for `owner`, blocking: the lock-free fast path on an
+    /// existing entry, else `acquire_slow`.
     #[inline(always)]
-    pub(crate) fn acquire_as(&self, owner: u64, key: &str, plan: &Plan<'_>) -> Result<Grant<'_>, LockError> {
+    pub(crate) fn acquire_as<'a, H: Holder<'a>>(
+        holder: H,
+        owner: u64,
+        key: &str,
+        plan: &Plan<'_>,
+    ) -> Result<Grant<'a>, LockError> {
         check_key(key)?;
-        let hash = self.table.hash(key);
-        if plan.fast_path() {
-            let guard = epoch::pin();
-            if let Some(entry) = self.table.find(key, hash, &guard) {
-                let fast = match plan.mode {
-                    LockMode::Exclusive => entry.lock_exclusive_fast(owner),
-                    LockMode::Shared => entry.lock_shared_fast(owner),
-                };
-                match fast {
-                    Fast::Granted(token) => {
-                        return Ok(Grant::new(self, Target::Held(entry), owner, token, plan.mode, plan.thread_owned));
-                    }
-                    Fast::Slow | Fast::Dead => {}
-                }
-            }
+        let hash = holder.inner().table.hash(key);
+        if let Some(grant) = Self::acquire_fast(holder, owner, key, hash, plan) {
+            return Ok(grant);
         }
-        self.acquire_slow(owner, key, hash, plan)
+        Self::acquire_slow(holder, owner, key, hash, plan)
     }
 
-    /// Inserts a missing entry (granted), spins briefly while nobody is
-    /// queued, then queues and waits.
+    /// The lock-free grant on an existing entry, if the plan allows it and
+    /// the word is free (or shared).
+    #[inline(always)]
+    fn acquire_fast<'a, H: Holder<'a>>(
+        holder: H,
+        owner: u64,
+        key: &str,
+        hash: u64,
+        plan: &Plan<'_>,
+    ) -> Option<Grant<'a>> {
+        if !plan.fast_path() {
+            return None;
+        }
+        let guard = epoch::pin();
+        let entry = holder.inner().table.find(key, hash, &guard)?;
+        let fast = match plan.mode {
+            LockMode::Exclusive => entry.lock_exclusive_fast(owner),
+            LockMode::Shared => entry.lock_shared_fast(owner),
+        };
+        match fast {
+            Fast::Granted(token) => Some(Grant::new(holder, Target::Held(entry), owner, token, plan.mode)),
+            Fast::Slow | Fast::Dead => None,
+        }
+    }
+
+    /// The blocking slow path: grants, or queues and parks until granted.
     #[cold]
     #[inline(never)]
-    fn acquire_slow(&self, owner: u64, key: &str, hash: u64, plan: &Plan<'_>) -> Result<Grant<'_>, LockError> {
+    fn acquire_slow<'a, H: Holder<'a>>(
+        holder: H,
+        owner: u64,
+        key: &str,
+        hash: u64,
+        plan: &Plan<'_>,
+    ) -> Result<Grant<'a>, LockError> {
+        match Self::admit_or_queue(holder, owner, key, hash, plan, false)? {
+            Admitted::Granted(grant) => Ok(grant),
+            Admitted::Queued(queued) => {
+                let limits = plan.wait.as_ref().expect("only a request that may wait is queued");
+                holder.inner().wait(holder, queued, limits)
+            }
+        }
+    }
+
+    /// Starts an acquisition by a task: grants at once, or queues a task
+    /// waiter for the caller's future to wait on. Never spins or parks.
+    pub(crate) fn start_task<'a, H: Holder<'a>>(
+        holder: H,
+        owner: u64,
+        key: &str,
+        plan: &Plan<'_>,
+    ) -> Result<Admitted<'a>, LockError> {
+        check_key(key)?;
+        let hash = holder.inner().table.hash(key);
+        if let Some(grant) = Self::acquire_fast(holder, owner, key, hash, plan) {
+            return Ok(Admitted::Granted(grant));
+        }
+        Self::admit_or_queue(holder, owner, key, hash, plan, true)
+    }
+
+    /// Inserts a missing entry (granted); else spins briefly while nobody
+    /// is queued (threads only), then grants under the queue mutex or
+    /// queues a waiter (of a thread, or a `task`).
+    fn admit_or_queue<'a, H: Holder<'a>>(
+        holder: H,
+        owner: u64,
+        key: &str,
+        hash: u64,
+        plan: &Plan<'_>,
+        task: bool,
+    ) -> Result<Admitted<'a>, LockError> {
+        let this = holder.inner();
         let exclusive = plan.mode == LockMode::Exclusive;
         let grant = |entry: &Entry, token, mode, leased: bool| {
             let target = if leased { Target::Leased { key, hash } } else { Target::Held(entry) };
-            Grant::new(self, target, owner, token, mode, plan.thread_owned)
+            Admitted::Granted(Grant::new(holder, target, owner, token, mode))
         };
         let mut waiter: Option<Arc<Waiter>> = None;
         let guard = epoch::pin();
@@ -608,11 +720,11 @@ impl LockManager {
         // it there instead of spinning on the lock-free path.
         let mut exact = false;
         let entry = 'lookup: loop {
-            let found = if exact { None } else { self.table.find(key, hash, &guard) };
+            let found = if exact { None } else { this.table.find(key, hash, &guard) };
             let entry = match found {
                 Some(entry) => entry,
                 None => {
-                    let now_ns = if plan.lease_ns != 0 { self.clock.now_ns() } else { 0 };
+                    let now_ns = if plan.lease_ns != 0 { this.clock.now_ns() } else { 0 };
                     let make = |floor| {
                         let entry = Entry::new_granted(key, hash, owner, exclusive, floor);
                         if plan.lease_ns != 0 {
@@ -621,7 +733,7 @@ impl LockManager {
                         }
                         entry
                     };
-                    match self.table.find_or_insert(key, hash, &guard, make) {
+                    match this.table.find_or_insert(key, hash, &guard, make) {
                         Found::Inserted(entry) => {
                             let token = entry.token.load(Ordering::Relaxed);
                             return Ok(grant(entry, token, plan.mode, plan.lease_ns != 0));
@@ -630,7 +742,8 @@ impl LockManager {
                     }
                 }
             };
-            if plan.fast_path() {
+            // A task never spins: it would stall its executor.
+            if plan.fast_path() && !task {
                 let mut step = 0;
                 loop {
                     let fast = if exclusive { entry.lock_exclusive_fast(owner) } else { entry.lock_shared_fast(owner) };
@@ -653,7 +766,7 @@ impl LockManager {
                     if limits.deadline.is_some_and(|deadline| Instant::now() >= deadline) {
                         break;
                     }
-                    if futile || !spin(step, self.config.spin_limit) {
+                    if futile || !spin(step, this.config.spin_limit) {
                         break;
                     }
                     step += 1;
@@ -661,16 +774,18 @@ impl LockManager {
             }
             let admitted = loop {
                 let (mut expired, mut wakeups) = (0, Wakeups::new());
-                let now_ns = self.clock.now_ns();
+                let now_ns = this.clock.now_ns();
                 let admitted =
                     entry.admit(owner, plan.mode, plan.lease_ns, now_ns, waiter.as_ref(), &mut expired, &mut wakeups);
                 wake(wakeups);
-                self.counters.count_expired(expired);
+                this.counters.count_expired(expired);
                 // The waiter (two allocations) is made only once a request
                 // that may wait finds it must: an uncontended session lock,
                 // which always comes here, allocates nothing.
                 if matches!(admitted, Admit::WouldBlock) && plan.wait.is_some() && waiter.is_none() {
-                    waiter = Some(Waiter::new(owner, plan.mode, plan.lease_ns, key, hash));
+                    // A session blocking a thread that holds locks of its own.
+                    let thread = if !task && !plan.thread_owned && thread_held() > 0 { thread_owner() } else { 0 };
+                    waiter = Some(Waiter::new(owner, thread, plan.mode, plan.lease_ns, key, hash, task));
                     continue;
                 }
                 break admitted;
@@ -686,47 +801,53 @@ impl LockManager {
                 Admit::Queued => break entry,
             }
         };
-        self.counters.contended.fetch_add(1, Ordering::Relaxed);
-        let (Some(waiter), Some(limits)) = (waiter, plan.wait.as_ref()) else {
-            unreachable!("only a request that may wait is queued");
-        };
+        this.counters.contended.fetch_add(1, Ordering::Relaxed);
+        let waiter = waiter.expect("only a request that may wait is queued");
         // From here the queued waiter keeps the entry alive (its word is not
         // idle), so the epoch guard can go: a long wait must not hold back
-        // reclamation everywhere else.
-        let entry_ptr: *const Entry = entry;
+        // reclamation everywhere else. `Pending` says how the entry is used.
+        let entry = NonNull::from(entry);
         drop(guard);
-        // SAFETY: an entry with a queued waiter is never idle, so it is never
-        // swept. `wait` pins the epoch before each check of the grant and
-        // touches the entry only under that pin; afterwards the grant is
-        // built from the entry only if it is unleased (a held word is never
-        // swept), and from the key if it is leased (it may already be revoked).
-        let entry = unsafe { &*entry_ptr };
         // Only an owner that holds a lock can close a wait cycle; a thread
         // that holds none cannot gain one while it waits, so its wait skips the
         // deadlock search (and the timed park that it needs).
         let search = !plan.thread_owned || thread_held() > 0;
-        let token = self.wait(entry, &waiter, limits, search)?;
-        Ok(grant(entry, token, plan.mode, plan.lease_ns != 0))
+        Ok(Admitted::Queued(Queued { entry, waiter, search }))
     }
 
-    /// `lock_all` for `owner`: sorted, deduplicated, all or nothing.
-    pub(crate) fn lock_all_as<K: AsRef<str>>(
-        &self,
+    /// `lock_all` for `owner`, blocking: sorted, deduplicated, all or nothing.
+    pub(crate) fn lock_all_as<'a, H: Holder<'a>, K: AsRef<str>>(
+        holder: H,
         owner: u64,
         keys: impl IntoIterator<Item = K>,
         plan: &Plan<'_>,
-    ) -> Result<Vec<Grant<'_>>, LockError> {
-        let mut keys: Vec<K> = keys.into_iter().take(LOCK_ALL_KEYS_MAX + 1).collect();
-        if keys.len() > LOCK_ALL_KEYS_MAX {
-            return Err(LockError::InvalidRequest { reason: "lock_all takes at most LOCK_ALL_KEYS_MAX (1024) keys" });
-        }
-        keys.sort_unstable_by(|a, b| a.as_ref().cmp(b.as_ref()));
-        keys.dedup_by(|a, b| a.as_ref() == b.as_ref());
+    ) -> Result<Vec<Grant<'a>>, LockError> {
+        let keys = sorted_keys(keys)?;
         let mut grants = Vec::with_capacity(keys.len());
         for key in &keys {
             // On error, `grants` is dropped and releases what was taken.
-            grants.push(self.acquire_as(owner, key.as_ref(), plan)?);
+            grants.push(Self::acquire_as(holder, owner, key.as_ref(), plan)?);
         }
         Ok(grants)
     }
+}
+
+/// What starting an acquisition gives.
+pub(crate) enum Admitted<'a> {
+    /// The key is held.
+    Granted(Grant<'a>),
+    /// A waiter is queued; wait on it with a [`Pending`].
+    Queued(Queued),
+}
+
+/// The keys of a `lock_all`: at most [`LOCK_ALL_KEYS_MAX`], sorted and
+/// deduplicated, so that concurrent calls take them in one global order.
+pub(crate) fn sorted_keys<K: AsRef<str>>(keys: impl IntoIterator<Item = K>) -> Result<Vec<K>, LockError> {
+    let mut keys: Vec<K> = keys.into_iter().take(LOCK_ALL_KEYS_MAX + 1).collect();
+    if keys.len() > LOCK_ALL_KEYS_MAX {
+        return Err(LockError::InvalidRequest { reason: "lock_all takes at most LOCK_ALL_KEYS_MAX (1024) keys" });
+    }
+    keys.sort_unstable_by(|a, b| a.as_ref().cmp(b.as_ref()));
+    keys.dedup_by(|a, b| a.as_ref() == b.as_ref());
+    Ok(keys)
 }

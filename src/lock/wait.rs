@@ -1,5 +1,5 @@
 //! Slow paths: the FIFO wait queue of each key, direct hand-off to waiters,
-//! lease revocation, and the loop a blocked owner parks in.
+//! and lease revocation. How a queued waiter waits is `pending.rs`.
 //!
 //! Everything here runs under the entry's `queue` mutex, which serialises all
 //! changes of the lock word except the fast paths of `word.rs`. Those only act
@@ -8,28 +8,35 @@
 //! (barging happens only while nobody waits).
 //!
 //! A waiter is granted *by the releaser*: it sets the word to the waiter's
-//! grant, publishes the token in `Waiter::granted` and unparks it. The waiter
+//! grant, publishes the token in `Waiter::granted` and wakes it (a parked
+//! thread or a task, `Waiter::notify`). The waiter
 //! never races for the word after waking, so a grant cannot be lost, and a
 //! waiter that gives up (timeout, interrupt, deadlock) either finds itself
 //! already granted or removes itself under the same mutex, leaving no trace.
 
-use std::time::{Duration, Instant};
+use std::task::Waker;
 
 use crate::error::LockError;
+use crate::sync::slot::WakerSlot;
 use crate::sync::{self, Arc, AtomicU64, Ordering};
 
-use super::cancel::Signal;
-use super::manager::{LockManager, LockMode};
+use super::manager::LockMode;
 use super::word::{
     DEAD, EXCLUSIVE, Entry, LEASED, NESTED, ONE_SHARED, QUEUED, Queue, exclusive_word, held_exclusively_by, is_free,
     payload,
 };
 
-/// One blocked acquisition. Parks on its own address.
+/// One blocked acquisition: a thread parked on the waiter's address, or a
+/// future whose task waits on the waiter's slot.
 #[derive(Debug)]
 pub(crate) struct Waiter {
     /// Who waits.
     pub(crate) owner: u64,
+    /// The parked thread's own owner id, when a session's blocking wait
+    /// parks a thread that holds thread-owned locks: those cannot be
+    /// released while it waits, so the wait stands for that owner too in
+    /// the wait-for graph. 0 otherwise (tasks do not block their thread).
+    pub(crate) thread: u64,
     /// For what.
     pub(crate) mode: LockMode,
     /// Lease to start when granted, in nanoseconds (0: none).
@@ -40,16 +47,52 @@ pub(crate) struct Waiter {
     pub(crate) hash: u64,
     /// 0 while waiting; the granted fencing token once granted (tokens are ≥ 1).
     pub(crate) granted: AtomicU64,
+    /// How to wake it: `None` for a thread parked on [`park_key`](Self::park_key),
+    /// the task's waker for a future.
+    task: Option<WakerSlot>,
 }
 
 impl Waiter {
-    pub(crate) fn new(owner: u64, mode: LockMode, lease_ns: u64, key: &str, hash: u64) -> Arc<Self> {
-        Arc::new(Self { owner, mode, lease_ns, key: key.into(), hash, granted: AtomicU64::new(0) })
+    /// A waiter that parks the calling thread (`task: false`; `thread` as
+    /// the field says) or a future's.
+    pub(crate) fn new(
+        owner: u64,
+        thread: u64,
+        mode: LockMode,
+        lease_ns: u64,
+        key: &str,
+        hash: u64,
+        task: bool,
+    ) -> Arc<Self> {
+        let task = task.then(WakerSlot::default);
+        Arc::new(Self { owner, thread, mode, lease_ns, key: key.into(), hash, granted: AtomicU64::new(0), task })
     }
 
-    /// The address this waiter parks on.
+    /// The owner ids this wait stands for: its owner, and the parked thread's.
+    pub(crate) fn owners(&self) -> impl Iterator<Item = u64> {
+        [self.owner, self.thread].into_iter().filter(|&id| id != 0)
+    }
+
+    /// The address a thread waiter parks on; also the waiter's identity.
     pub(crate) fn park_key(&self) -> usize {
         self as *const Self as usize
+    }
+
+    /// Registers the polling task's waker (task waiters only), before the
+    /// poll checks the grant and the signals (see `sync::slot`).
+    pub(crate) fn register(&self, waker: &Waker) {
+        if let Some(slot) = &self.task {
+            slot.register(waker);
+        }
+    }
+
+    /// Wakes the waiter, whichever kind it is: after its grant, a raised
+    /// signal, or a lease granted ahead of it.
+    pub(crate) fn notify(&self) {
+        match &self.task {
+            None => sync::unpark(self.park_key()),
+            Some(slot) => slot.wake(),
+        }
     }
 
     /// The granted token, if granted.
@@ -77,13 +120,13 @@ pub(crate) enum Admit {
     Dead,
 }
 
-/// Threads to unpark once the queue mutex is released.
+/// Waiters to wake once the queue mutex is released.
 pub(crate) type Wakeups = Vec<Arc<Waiter>>;
 
 /// Wakes granted waiters (after the queue mutex is dropped, to keep it short).
 pub(crate) fn wake(wakeups: Wakeups) {
     for waiter in wakeups {
-        sync::unpark(waiter.park_key());
+        waiter.notify();
     }
 }
 
@@ -387,148 +430,3 @@ impl Entry {
         out.retain(|&id| id != waiter.owner);
     }
 }
-
-/// What a blocked acquisition may be woken by besides its grant.
-pub(crate) struct WaitLimits<'a> {
-    /// Give up with `Timeout` at this instant.
-    pub(crate) deadline: Option<Instant>,
-    /// When the wait that the deadline bounds began (the call), for
-    /// `Timeout { waited }`; `None` without a deadline.
-    pub(crate) since: Option<Instant>,
-    /// Give up with `Interrupted` once this is raised (stays raised).
-    pub(crate) cancel: Option<&'a Signal>,
-    /// Give up with `Interrupted` once this is raised (consumed).
-    pub(crate) interrupt: Option<&'a Signal>,
-}
-
-impl LockManager {
-    /// Parks until `waiter`, queued on `entry`, is granted, or gives up. On
-    /// giving up it leaves the queue with no trace (or keeps the key, if the
-    /// grant won the race). Returns the granted token.
-    ///
-    /// Every iteration pins the epoch *before* it checks for the grant and
-    /// touches `entry` only under that pin, and the thread never parks
-    /// pinned. While the waiter is queued the entry cannot be swept; once it
-    /// is granted a leased grant, the lease may run out and the entry be
-    /// revoked and reclaimed at any moment, so after seeing the grant this
-    /// function no longer touches the entry.
-    pub(crate) fn wait(
-        &self,
-        entry: &Entry,
-        waiter: &Arc<Waiter>,
-        limits: &WaitLimits<'_>,
-        search: bool,
-    ) -> Result<u64, LockError> {
-        let now = Instant::now();
-        // A timeout reports the whole wait, from the call: spinning and
-        // earlier keys of a `lock_all` included.
-        let started = limits.since.unwrap_or(now);
-        if let Some(cancel) = limits.cancel {
-            cancel.register(waiter);
-        }
-        // `None`: a pending interrupt was consumed; the wait is interrupted.
-        let interrupt_since = limits.interrupt.map(|signal| signal.register(waiter));
-        let interrupted = || match (limits.interrupt, interrupt_since) {
-            (Some(signal), Some(Some(generation))) => signal.moved_since(generation),
-            (Some(_), Some(None)) => true,
-            _ => false,
-        };
-        let raised = || limits.cancel.is_some_and(Signal::is_cancelled) || interrupted();
-        // Only a waiter that may close a cycle is a node of the wait-for graph:
-        // one that holds nothing has no blockers that those queued behind it
-        // do not also have (docs/CONCURRENCY.md), so it stays out of the
-        // registry and its mutex.
-        if search {
-            self.deadlocks.register(waiter);
-        }
-        let mut search_interval = self.config.deadlock_threshold;
-        let mut search_at = if search { now.checked_add(search_interval) } else { None };
-
-        let (outcome, pin) = loop {
-            let pin = crossbeam_epoch::pin();
-            if let Some(token) = waiter.granted() {
-                break (Ok(token), pin);
-            }
-            if raised() {
-                break (Err(LockError::Interrupted), pin);
-            }
-            let now = Instant::now();
-            if limits.deadline.is_some_and(|deadline| now >= deadline) {
-                break (Err(LockError::Timeout { waited: now - started }), pin);
-            }
-            if search_at.is_some_and(|at| now >= at) {
-                if let Some(keys) = self.deadlocks.search(waiter, &self.table) {
-                    break (Err(LockError::Deadlock { keys }), pin);
-                }
-                search_interval = (search_interval * 2).min(DEADLOCK_SEARCH_INTERVAL_MAX.max(search_interval));
-                search_at = now.checked_add(search_interval);
-            }
-            let mut wake_at = [limits.deadline, search_at].into_iter().flatten().min();
-            if let Some(lease_ns) = entry.lease_deadline() {
-                let now_ns = self.clock.now_ns();
-                if lease_ns <= now_ns {
-                    self.revoke(entry, now_ns);
-                    continue;
-                }
-                let lease_at = self.clock.instant(lease_ns);
-                wake_at = Some(wake_at.map_or(lease_at, |at| at.min(lease_at)));
-            }
-            drop(pin);
-            sync::park(waiter.park_key(), || waiter.granted().is_none() && !raised(), wake_at);
-        };
-
-        if search {
-            self.deadlocks.deregister(waiter);
-        }
-        for signal in [limits.cancel, limits.interrupt].into_iter().flatten() {
-            signal.deregister(waiter);
-        }
-        let error = match outcome {
-            Ok(token) => {
-                // Granted, though an interrupt may have come too (or been
-                // consumed at registration): it lost the race; keep it for
-                // the session's next wait.
-                if interrupted()
-                    && let Some(interrupt) = limits.interrupt
-                {
-                    interrupt.defer();
-                }
-                return Ok(token);
-            }
-            Err(error) => error,
-        };
-        // Still under the pin taken before we last saw "not granted", so the
-        // entry is alive even if a grant raced us and has since been revoked.
-        let mut wakeups = Wakeups::new();
-        let late_grant = entry.abandon(waiter, self.clock.now_ns(), &mut wakeups);
-        drop(pin);
-        wake(wakeups);
-        if let Some(token) = late_grant {
-            if interrupted() {
-                // The interrupt lost the race; keep it for the session's next wait.
-                if let Some(interrupt) = limits.interrupt {
-                    interrupt.defer();
-                }
-            }
-            return Ok(token);
-        }
-        self.counters.record(&error);
-        Err(error)
-    }
-
-    /// Revokes `entry`'s grant if its lease has run out and wakes whoever gets it.
-    pub(crate) fn revoke(&self, entry: &Entry, now_ns: u64) {
-        let mut wakeups = Wakeups::new();
-        let _pin = crossbeam_epoch::pin();
-        let revoked = {
-            let mut queue = entry.queue.lock();
-            entry.revoke_expired(&mut queue, now_ns, &mut wakeups)
-        };
-        self.counters.count_expired(u64::from(revoked));
-        wake(wakeups);
-    }
-}
-
-/// Searches repeat with doubling intervals up to this, so that a deadlock
-/// formed while a long wait was already under way is still found.
-const DEADLOCK_SEARCH_INTERVAL_MAX: Duration = Duration::from_millis(100);

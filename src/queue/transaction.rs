@@ -6,7 +6,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use crate::error::PublishError;
-use crate::lock::LockSet;
+use crate::lock::{LockSet, SessionOwned};
 use crate::log::topic::TopicLog;
 use crate::log::{Message, Offset};
 
@@ -32,9 +32,10 @@ use crate::log::{Message, Offset};
 /// let engine = Engine::open(dir.path())?;
 /// let orders = engine.topic("orders")?;
 /// let locks = LockManager::new();
+/// let buyer = locks.session();
 /// let mut stock = 1; // what "sku:42" protects
 ///
-/// let tx = orders.transaction(&locks, ["sku:42"], Duration::from_millis(100))?;
+/// let tx = orders.transaction(&buyer, ["sku:42"], Duration::from_millis(100))?;
 /// assert!(stock > 0, "checked under the lock");
 /// let (offsets, held) = tx.commit([
 ///     Message::new("reserve 1").key("stock.sku:42"),
@@ -48,19 +49,19 @@ use crate::log::{Message, Offset};
 /// ```
 #[derive(Debug)]
 #[must_use = "dropping a transaction publishes nothing and releases its locks"]
-pub struct Transaction<'m> {
+pub struct Transaction {
     topic: Arc<TopicLog>,
-    locks: LockSet<'m>,
+    locks: LockSet<'static, SessionOwned>,
 }
 
-impl<'m> Transaction<'m> {
+impl Transaction {
     /// A transaction on `topic` holding `locks`.
-    pub(crate) fn new(topic: Arc<TopicLog>, locks: LockSet<'m>) -> Transaction<'m> {
+    pub(crate) fn new(topic: Arc<TopicLog>, locks: LockSet<'static, SessionOwned>) -> Transaction {
         Transaction { topic, locks }
     }
 
     /// The locks held (for their fencing tokens).
-    pub fn locks(&self) -> &LockSet<'m> {
+    pub fn locks(&self) -> &LockSet<'static, SessionOwned> {
         &self.locks
     }
 
@@ -71,7 +72,7 @@ impl<'m> Transaction<'m> {
     /// [`PublishError`] describes: an `Io` error from a `Sync` topic's sync,
     /// after which readers may see the batch although it is not known to be
     /// durable (and the topic refuses writes until it is reopened).
-    pub fn commit<I>(self, messages: I) -> Result<(Range<Offset>, LockSet<'m>), PublishError>
+    pub fn commit<I>(self, messages: I) -> Result<(Range<Offset>, LockSet<'static, SessionOwned>), PublishError>
     where
         I: IntoIterator,
         I::Item: Into<Message>,

@@ -18,6 +18,7 @@ pub(crate) use loom::thread_local;
 
 use std::time::Instant;
 
+pub(crate) mod slot;
 pub(crate) mod task;
 pub(crate) mod timer;
 

@@ -4,8 +4,9 @@
 //! one process-wide helper thread, so the same future works under tokio,
 //! smol or a plain `block_on`.
 //!
-//! Under loom no time passes: an armed deadline counts as passed at once, as
-//! a timed `park` does (`sync::park`).
+//! Under loom no time passes: an armed deadline never arrives, so a task
+//! waiter is woken only by a notification, and a lost one deadlocks the
+//! model.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -57,10 +58,13 @@ impl Timer {
         }
     }
 
-    /// Under loom an armed deadline has passed at once.
+    /// Under loom no time passes, so a deadline never arrives: a task is
+    /// woken only by a notification, and a lost one leaves the model
+    /// deadlocked, which loom reports. (Models use zero timeouts, which a
+    /// step sees as passed without sleeping.)
     #[cfg(loom)]
-    pub(crate) fn poll_until(&mut self, _cx: &mut Context<'_>, until: Option<Instant>) -> Poll<()> {
-        if until.is_some() { Poll::Ready(()) } else { Poll::Pending }
+    pub(crate) fn poll_until(&mut self, _cx: &mut Context<'_>, _until: Option<Instant>) -> Poll<()> {
+        Poll::Pending
     }
 }
 

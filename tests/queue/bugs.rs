@@ -238,7 +238,7 @@ fn a_transaction_whose_sync_fails_reports_io_publishes_all_or_nothing_and_releas
     let engine = open_sim(&disk);
     let topic = engine.create_topic("orders", sync_topic()).unwrap();
     let locks = LockManager::new();
-    let tx = topic.transaction(&locks, ["sku:1"], WAIT).unwrap();
+    let tx = topic.transaction(&locks.session(), ["sku:1"], WAIT).unwrap();
     disk.fail_after_syncs(0);
     let Err(err) = tx.commit([Message::new("reserve"), Message::new("order")]) else {
         panic!("the commit succeeded on a dead disk");

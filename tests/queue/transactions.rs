@@ -14,7 +14,7 @@ use super::{WAIT, records};
 fn a_transaction_holds_its_locks_across_an_atomic_publish_and_hands_them_back() {
     let (_dir, _engine, topic) = temp_topic("orders");
     let locks = LockManager::new();
-    let tx = topic.transaction(&locks, ["sku:2", "sku:1"], WAIT).unwrap();
+    let tx = topic.transaction(&locks.session(), ["sku:2", "sku:1"], WAIT).unwrap();
     assert_eq!(tx.locks().len(), 2);
     let busy = |key: &'static str| thread::scope(|s| s.spawn(|| locks.try_lock(key).is_err()).join().unwrap());
     assert!(busy("sku:1") && busy("sku:2"), "the keys are locked while the transaction is open");
@@ -33,9 +33,11 @@ fn a_transaction_holds_its_locks_across_an_atomic_publish_and_hands_them_back() 
 fn a_transaction_waits_for_its_locks_and_times_out() {
     let (_dir, _engine, topic) = temp_topic("orders");
     let locks = LockManager::new();
-    let _held = topic.transaction(&locks, ["sku:1"], WAIT).unwrap();
+    let _held = topic.transaction(&locks.session(), ["sku:1"], WAIT).unwrap();
     let other = thread::scope(|s| {
-        s.spawn(|| topic.transaction(&locks, ["sku:1"], Duration::from_millis(20)).map(|_| ())).join().unwrap()
+        s.spawn(|| topic.transaction(&locks.session(), ["sku:1"], Duration::from_millis(20)).map(|_| ()))
+            .join()
+            .unwrap()
     });
     assert!(matches!(other, Err(LockError::Timeout { .. })));
 }
@@ -44,14 +46,14 @@ fn a_transaction_waits_for_its_locks_and_times_out() {
 fn a_refused_batch_publishes_nothing_and_releases_the_locks() {
     let (_dir, _engine, topic) = temp_topic("orders");
     let locks = LockManager::new();
-    let tx = topic.transaction(&locks, ["sku:1"], WAIT).unwrap();
+    let tx = topic.transaction(&locks.session(), ["sku:1"], WAIT).unwrap();
     let Err(err) = tx.commit([Message::new("reserve"), Message::new("order").priority(10)]) else {
         panic!("a batch with a bad priority was published");
     };
     assert!(matches!(err, PublishError::InvalidMessage { .. }));
     assert_eq!(topic.info().next, Offset::new(0));
     assert!(thread::scope(|s| s.spawn(|| locks.try_lock("sku:1").is_ok()).join().unwrap()));
-    let tx = topic.transaction(&locks, ["sku:1"], WAIT).unwrap();
+    let tx = topic.transaction(&locks.session(), ["sku:1"], WAIT).unwrap();
     drop(tx); // dropping publishes nothing either
     assert_eq!(topic.info().next, Offset::new(0));
 }
@@ -66,7 +68,7 @@ fn a_committed_batch_is_all_or_nothing_after_a_power_cut() {
             let topic = engine.topic("orders").unwrap(); // Buffered: the batch is not synced
             topic.publish(b"before").unwrap();
             topic.sync().unwrap();
-            let tx = topic.transaction(&locks, ["sku:1"], WAIT).unwrap();
+            let tx = topic.transaction(&locks.session(), ["sku:1"], WAIT).unwrap();
             let batch: Vec<Message> = (0..50).map(|i| Message::new(vec![b'x'; 200]).key(format!("k{i}"))).collect();
             let (_offsets, _held) = tx.commit(batch).unwrap();
             let cut = disk.power_cut(seed);

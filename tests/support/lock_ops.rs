@@ -59,7 +59,7 @@ pub fn run(data: &[u8]) {
         spin_limit: [0, 1, 4, 10][usize::from((config >> 4) & 3)],
         ..LockConfig::default()
     });
-    let sessions: [Session<'_>; SESSIONS] = std::array::from_fn(|_| locks.session());
+    let sessions: [Session; SESSIONS] = std::array::from_fn(|_| locks.session());
     let mut run =
         Run { locks: &locks, sessions: &sessions, model: Model::default(), guards: Vec::new(), stamps: Vec::new() };
     for step in 0..MAX_OPS {
@@ -318,7 +318,7 @@ struct StampRecord {
 
 struct Run<'m> {
     locks: &'m LockManager,
-    sessions: &'m [Session<'m>; SESSIONS],
+    sessions: &'m [Session; SESSIONS],
     model: Model,
     guards: Vec<Held<'m>>,
     stamps: Vec<StampRecord>,
