@@ -126,10 +126,10 @@ fn compare(seed: u64, image: &SimDisk) -> Result<usize, String> {
                 if (&at.file, at.position) != (&cut.at.file, cut.at.position) {
                     return Err(what(format!("recovery cut at {}:{}", at.file.display(), at.position)));
                 }
-                // A cut at position 0 is in the segment's header (or the
-                // segment does not start where the previous one ended): the
-                // file itself goes too.
-                let removed = cut.later_segments + usize::from(cut.at.position == 0);
+                // A cut in the segment's header (or at a segment that does
+                // not start where the previous one ended): the file itself
+                // goes too.
+                let removed = cut.later_segments + usize::from(cut.removes_its_file());
                 if recovery.segments_removed != removed {
                     return Err(what(format!("recovery removed {} segments", recovery.segments_removed)));
                 }
