@@ -259,19 +259,31 @@ pub struct Cut {
     /// What it means (see the module's documentation).
     pub kind: CutKind,
     /// The file, the byte position of the first invalid frame (or of the
-    /// segment's end), and which check failed.
+    /// segment's end, or the header's byte whose check failed), and which
+    /// check failed: the place recovery's report and errors name.
     pub at: Corruption,
     /// The offset the first unreadable record would have: everything from
     /// it on is lost if the log is cut here.
     pub first_lost: Offset,
-    /// Bytes of that file from the position on (allocated space included).
+    /// Bytes of that file the cut removes (allocated space included): from
+    /// the position on, or all of them for a cut in the header.
     pub bytes_after: u64,
-    /// Segment files after it, which a cut removes. A cut at position 0
-    /// (an invalid header, or a segment that does not start where the one
-    /// before it ended) removes its own file too.
+    /// Segment files after it, which a cut removes. A cut in the header
+    /// ([`Cut::removes_its_file`]) removes its own file too.
     pub later_segments: usize,
     /// Their bytes.
     pub later_bytes: u64,
+}
+
+impl Cut {
+    /// Whether the cut is in its segment's header (a position below the
+    /// header's 32 bytes: an invalid header, or a segment that does not
+    /// start where the one before it ended). Such a segment is invalid as a
+    /// whole: cutting there removes its file too, not only the bytes from
+    /// the position on.
+    pub fn removes_its_file(&self) -> bool {
+        self.at.position < SEGMENT_HEADER_BYTES as u64
+    }
 }
 
 impl VerifyReport {
@@ -787,10 +799,7 @@ impl Records {
             {
                 return Ok(false);
             }
-            Err(fault) => {
-                let (at, reason) = header_fault(fault);
-                return Err(ReadError::Corrupt(corrupt(&path, at, reason)));
-            }
+            Err(fault) => return Err(ReadError::Corrupt(fault.corruption(&path))),
         }
         let (position, position_offset) = seek_in_segment(&*self.fs, &self.dir, &mut seg, offset);
         self.seg = Some(seg);
@@ -1044,21 +1053,12 @@ fn measure_segment(
     }
     let mut seg = SegmentFile::open(&*files.fs, path.to_path_buf(), base)?;
     if let Err(fault) = seg.header()? {
-        let (at, reason) = header_fault(fault);
-        let fault = Some(corrupt(path, at, reason));
+        let fault = Some(fault.corruption(path));
         return Ok(Measured { end: base, bytes: 0, file_bytes, fault, mark_disagrees });
     }
     let scan = scan_segment(&mut seg, base, &mut |_| {})?;
     let fault = scan.ends_early(next_base).map(|(position, reason)| corrupt(path, position as usize, reason));
     Ok(Measured { end: scan.next_offset, bytes: scan.end, file_bytes, fault, mark_disagrees })
-}
-
-/// Where and why a segment's header is refused.
-fn header_fault(fault: HeaderFault) -> (usize, &'static str) {
-    match fault {
-        HeaderFault::Bad { at, reason } => (at, reason),
-        HeaderFault::Newer(_) => (SEGMENT_VERSION_AT, "the segment has a newer format version"),
-    }
 }
 
 /// The note for a clean-shutdown record that cannot describe the last
@@ -1167,14 +1167,17 @@ fn verify_segments(
             verdict.notes.push(OPENED_DURING_CHECK.to_owned());
         }
         let later = &files.bases[i + 1..];
-        verdict.cut = Some(Cut {
+        let mut cut = Cut {
             kind,
             at: corrupt(&path, position as usize, reason),
             first_lost: Offset::new(first_lost),
-            bytes_after: seg.file_bytes().map_err(io)?.saturating_sub(position),
+            bytes_after: 0,
             later_segments: later.len(),
             later_bytes: later.iter().map(|&b| files.fs.file_len(&files.segment_path(b)).unwrap_or(0)).sum(),
-        });
+        };
+        let kept = if cut.removes_its_file() { 0 } else { position };
+        cut.bytes_after = seg.file_bytes().map_err(io)?.saturating_sub(kept);
+        verdict.cut = Some(cut);
         return Ok(());
     }
     Ok(())
@@ -1266,8 +1269,10 @@ fn check_segment(
     };
     if let Err(fault) = header {
         read(seg.read_bytes);
-        // A segment with a bad header is cut whole, at its first byte.
-        return Ok(SegmentCheck::Cut { position: 0, reason: header_fault(fault).1, first_lost: base });
+        // Reported where the header's check failed, as recovery reports it;
+        // the cut removes the whole file.
+        let at = fault.corruption(&seg.path);
+        return Ok(SegmentCheck::Cut { position: at.position, reason: at.reason, first_lost: base });
     }
     let scan = scan_segment(seg, base, &mut read)?;
     verdict.records += scan.next_offset - base;

@@ -126,10 +126,10 @@ fn compare(seed: u64, image: &SimDisk) -> Result<usize, String> {
                 if (&at.file, at.position) != (&cut.at.file, cut.at.position) {
                     return Err(what(format!("recovery cut at {}:{}", at.file.display(), at.position)));
                 }
-                // A cut at position 0 is in the segment's header (or the
-                // segment does not start where the previous one ended): the
-                // file itself goes too.
-                let removed = cut.later_segments + usize::from(cut.at.position == 0);
+                // A cut in the segment's header (or at a segment that does
+                // not start where the previous one ended): the file itself
+                // goes too.
+                let removed = cut.later_segments + usize::from(cut.removes_its_file());
                 if recovery.segments_removed != removed {
                     return Err(what(format!("recovery removed {} segments", recovery.segments_removed)));
                 }
@@ -189,4 +189,49 @@ fn inspect_says_what_recovery_then_does_on_a_fixed_sweep() {
     }
     // The sweep is only worth having if power cuts tear logs.
     assert!(torn > 0, "no torn tail in the sweep: the workload no longer reaches the cases it is for");
+}
+
+/// The regression seed 6176005994998947009, built directly: the newest
+/// segment's header torn after its magic and the first byte of its version
+/// (the rest of the page still zeros, as it was allocated). Recovery refused
+/// the header at its CRC's byte, 24, and removed the file; `inspect` said
+/// the cut was at byte 0 (it had a rule of its own for a cut header).
+#[test]
+fn a_torn_segment_header_is_cut_where_recovery_cuts_it() {
+    let disk = sim_disk();
+    let engine = open_sim(&disk);
+    let config = TopicConfig { segment_bytes: 4096, max_message_bytes: 2048, ..TopicConfig::default() };
+    let topics: Vec<_> = TOPICS.iter().map(|name| engine.create_topic(name, config).unwrap()).collect();
+    for i in 0..20u8 {
+        topics[1].publish([i; 500]).unwrap();
+    }
+    // Killed while running: the checkpoint records no clean shutdown, so
+    // recovery scans the newest segment.
+    let killed = disk.kill_process();
+    drop((topics, engine));
+    let payments = format!("{DATA}/topics/payments/");
+    let mut files = killed.tree(&payments).into_iter().map(|(path, _)| path);
+    let newest = files.rfind(|path| path.extension() == Some("log".as_ref())).expect("a segment");
+    // The same files, the newest segment's header torn.
+    let image = SimDisk::new();
+    for (path, len) in killed.tree(DATA) {
+        match len {
+            None => image.create_dir_all_durable(&path).unwrap(),
+            Some(_) => {
+                let mut bytes = killed.file_bytes(&path).unwrap();
+                if path == newest {
+                    bytes[9..32].fill(0);
+                }
+                image.write_file_durable(&path, &bytes).unwrap();
+            }
+        }
+    }
+    assert_eq!(compare(0, &image), Ok(1));
+    let report = Directory::open_sim(&image, DATA).unwrap().verify(|_, _| {}).unwrap();
+    let cut = report.topics[1].cut.clone().expect("a cut");
+    let at = (cut.at.file.clone(), cut.at.position, cut.at.reason);
+    assert_eq!(at, (newest, 24, "the segment header's CRC does not match"));
+    // The whole file goes, not only the bytes from 24 on.
+    assert!(cut.removes_its_file() && cut.later_segments == 0);
+    assert_eq!(cut.bytes_after, image.file_bytes(&cut.at.file).unwrap().len() as u64);
 }

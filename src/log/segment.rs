@@ -108,14 +108,11 @@ impl Segment {
         let file_len = file.len().map_err(|e| OpenFault::Io(IoError::new("stat", &path, e)))? as usize;
         let file_len = file_len.min(map_len);
         let map = Mapped::new(file);
-        if file_len < SEGMENT_HEADER_BYTES {
-            return Err(OpenFault::Corrupt(corrupt(&path, 0, "the segment is shorter than its header")));
-        }
         // SAFETY: below the file's length; nobody writes a segment being opened.
-        let header = unsafe { map.slice(0, SEGMENT_HEADER_BYTES) };
+        let header = unsafe { map.slice(0, file_len.min(SEGMENT_HEADER_BYTES)) };
         check_header(header, base).map_err(|fault| match fault {
             HeaderFault::Newer(found) => OpenFault::Newer { path: path.clone(), found },
-            HeaderFault::Bad { at, reason } => OpenFault::Corrupt(corrupt(&path, at, reason)),
+            bad => OpenFault::Corrupt(bad.corruption(&path)),
         })?;
         Ok((Segment::from_parts(base, path, map, SEGMENT_HEADER_BYTES, base, 0, vec![]), file_len))
     }
@@ -297,9 +294,33 @@ pub(crate) enum HeaderFault {
     Newer(u32),
 }
 
-/// Checks a segment header against the base offset its file name gives.
+/// Why a segment whose header holds a newer version cannot be read.
+const NEWER_SEGMENT: &str = "the segment has a newer format version";
+
+impl HeaderFault {
+    /// The one report of a refused header, for every reader of segment
+    /// files (recovery, reads, `verify`, `inspect`): the segment file, the
+    /// header's byte where the check failed (a newer version at the version
+    /// field, as for every file: `docs/FORMAT.md`), and why. The log is cut
+    /// there, which removes the whole file: a position below
+    /// `SEGMENT_HEADER_BYTES` is a cut in the header.
+    pub(crate) fn corruption(&self, path: &Path) -> Corruption {
+        match *self {
+            HeaderFault::Bad { at, reason } => corrupt(path, at, reason),
+            HeaderFault::Newer(_) => corrupt(path, SEGMENT_VERSION_AT, NEWER_SEGMENT),
+        }
+    }
+}
+
+/// Checks a segment header against the base offset its file name gives:
+/// the one check of a segment's header. `header` is the file's first bytes
+/// (fewer than a header's if the file is shorter; any after the header's
+/// are ignored).
 pub(crate) fn check_header(header: &[u8], base: u64) -> Result<(), HeaderFault> {
-    if header.len() < SEGMENT_HEADER_BYTES || header[..8] != SEGMENT_MAGIC {
+    let Some(header) = header.get(..SEGMENT_HEADER_BYTES) else {
+        return Err(HeaderFault::Bad { at: 0, reason: "the segment is shorter than its header" });
+    };
+    if header[..8] != SEGMENT_MAGIC {
         return Err(HeaderFault::Bad { at: 0, reason: "not a tollgate segment" });
     }
     let checks = |h: &[u8]| crc(&h[..SEGMENT_CRC_AT]) == u32_at(h, SEGMENT_CRC_AT);

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use super::config::TopicConfig;
 use super::format::*;
-use super::segment::{OpenFault, Scan, Segment, segment_bases};
+use super::segment::{HeaderFault, OpenFault, Scan, Segment, segment_bases};
 use super::slots::{Checkpoint, CommittedOffset, SlotFile, SlotFileCheck, SlotFileError, check_slot_file};
 use super::topic::{Recovered, TopicLog};
 use crate::error::{Corruption, IoError, ReadError, TopicError};
@@ -28,9 +28,7 @@ pub(crate) fn read_fault(fault: OpenFault) -> ReadError {
     match fault {
         OpenFault::Corrupt(c) => ReadError::Corrupt(c),
         OpenFault::Io(e) => ReadError::Io(e),
-        OpenFault::Newer { path, .. } => {
-            ReadError::Corrupt(Corruption { file: path, position: 0, reason: "the segment has a newer format version" })
-        }
+        OpenFault::Newer { path, found } => ReadError::Corrupt(HeaderFault::Newer(found).corruption(&path)),
     }
 }
 
@@ -83,9 +81,12 @@ pub struct RecoveryReport {
     pub bytes_scanned: u64,
     /// Where the log was cut, and why: a torn tail after a crash, or with
     /// [`RecoveryMode::Repair`] a corrupt frame
-    /// anywhere. Everything from there on was removed.
+    /// anywhere. Everything from there on was removed; a cut in a segment's
+    /// header (a position below its 32 bytes, the byte whose check failed)
+    /// removed that whole file.
     pub cut: Option<Corruption>,
-    /// Segment files deleted because they came after the cut.
+    /// Segment files deleted: those after the cut, and the cut one if the
+    /// cut is in its header.
     pub segments_removed: usize,
 }
 
