@@ -165,7 +165,24 @@ impl Subscription {
     }
 }
 
-/// The future of [`Subscription::next_async`].
+/// The future of [`Subscription::next_async`]: the next record, or `None`
+/// on timeout or once the engine is closed.
+///
+/// ```
+/// # let dir = tempfile::tempdir()?;
+/// # let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+/// # runtime.block_on(async {
+/// use std::time::Duration;
+///
+/// let engine = tollgate::Engine::open(dir.path())?;
+/// let orders = engine.topic("orders")?;
+/// let mut billing = orders.subscribe("billing")?;
+/// let next: tollgate::NextRecord<'_> = billing.next_async(Duration::from_millis(5));
+/// assert!(next.await?.is_none()); // nothing published
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[must_use = "futures do nothing unless polled"]
 #[derive(Debug)]
 pub struct NextRecord<'a> {
@@ -187,6 +204,29 @@ impl Future for NextRecord<'_> {
 /// A subscription as a [`Stream`] of records ([`Subscription::records`]).
 /// It owns the subscription: [`subscription_mut`](Records::subscription_mut)
 /// reaches it to commit or seek between items.
+///
+/// ```
+/// # let dir = tempfile::tempdir()?;
+/// # let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+/// # runtime.block_on(async {
+/// use std::future::poll_fn;
+/// use std::pin::Pin;
+/// use futures_core::Stream;
+///
+/// let engine = tollgate::Engine::open(dir.path())?;
+/// let orders = engine.topic("orders")?;
+/// orders.publish(b"order 1001")?;
+/// let mut records = orders.subscribe("billing")?.records();
+/// drop(engine); // closed: the stream yields what was published, then ends
+/// let mut payloads = Vec::new();
+/// while let Some(record) = poll_fn(|cx| Pin::new(&mut records).poll_next(cx)).await {
+///     payloads.push(record?.payload().clone());
+/// }
+/// assert_eq!(payloads, [&b"order 1001"[..]]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[must_use = "streams do nothing unless polled"]
 #[derive(Debug)]
 pub struct Records {

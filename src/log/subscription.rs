@@ -18,7 +18,7 @@ use super::segment::Segment;
 use super::slots::{CommittedOffset, SlotFile};
 use super::topic::TopicLog;
 use crate::error::{CommitError, IoError, ReadError, TopicError};
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::{AtomicU64, Ordering, task};
 
 /// A subscription's position and committed offset, published for
 /// [`Progress`](super::records::Progress) handles on other threads. Only the
@@ -225,7 +225,12 @@ impl Subscription {
     /// The next record, waiting up to `timeout` for one to be published.
     /// Spins briefly, then parks; a publish wakes it within microseconds.
     /// Returns `None` at once if the engine has been closed.
+    ///
+    /// It blocks the thread: in async code use
+    /// [`next_async`](Subscription::next_async). Debug builds assert that it
+    /// is not called inside the poll of one of tollgate's futures.
     pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<Record>, ReadError> {
+        debug_assert!(!task::inside(), "a blocking next_timeout inside a tollgate poll: use next_async");
         let deadline = Instant::now().checked_add(timeout);
         loop {
             if let Some(record) = self.next()? {

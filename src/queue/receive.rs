@@ -190,7 +190,23 @@ impl Drop for Taking {
     }
 }
 
-/// The future of [`Worker::receive_async`].
+/// The future of [`Worker::receive_async`]: the next delivery, or `None` on
+/// timeout or once the engine is closed. It is `Send` and `'static`.
+///
+/// ```
+/// # let dir = tempfile::tempdir()?;
+/// # let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+/// # runtime.block_on(async {
+/// use std::time::Duration;
+///
+/// let engine = tollgate::Engine::open(dir.path())?;
+/// let payments = engine.topic("orders")?.worker("payments")?;
+/// let receive: tollgate::Receive = payments.receive_async(Duration::from_millis(5));
+/// assert!(tokio::spawn(receive).await??.is_none()); // nothing published
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[must_use = "futures do nothing unless polled"]
 #[derive(Debug)]
 pub struct Receive {
@@ -210,7 +226,23 @@ impl Future for Receive {
     }
 }
 
-/// The future of [`Worker::receive_batch_async`].
+/// The future of [`Worker::receive_batch_async`]: up to its `max`
+/// deliveries, empty on timeout or once the engine is closed.
+///
+/// ```
+/// # let dir = tempfile::tempdir()?;
+/// # let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+/// # runtime.block_on(async {
+/// use std::time::Duration;
+///
+/// let engine = tollgate::Engine::open(dir.path())?;
+/// let payments = engine.topic("orders")?.worker("payments")?;
+/// let batch: tollgate::ReceiveBatch = payments.receive_batch_async(8, Duration::from_millis(5));
+/// assert!(batch.await?.is_empty()); // nothing published
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[must_use = "futures do nothing unless polled"]
 #[derive(Debug)]
 pub struct ReceiveBatch {
@@ -232,7 +264,29 @@ impl Future for ReceiveBatch {
     }
 }
 
-/// A worker's messages as a [`Stream`] ([`Worker::deliveries`]).
+/// A worker's messages as a [`Stream`] ([`Worker::deliveries`]): it waits
+/// for each as long as it takes, yields [`QueueError::Deleted`] once if the
+/// topic is deleted, and ends when the engine closes.
+///
+/// ```
+/// # let dir = tempfile::tempdir()?;
+/// # let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+/// # runtime.block_on(async {
+/// use std::future::poll_fn;
+/// use std::pin::Pin;
+/// use futures_core::Stream;
+/// use tollgate::QueueError;
+///
+/// let engine = tollgate::Engine::open(dir.path())?;
+/// let mut deliveries = engine.topic("orders")?.worker("payments")?.deliveries();
+/// engine.delete_topic("orders")?;
+/// let first = poll_fn(|cx| Pin::new(&mut deliveries).poll_next(cx)).await;
+/// assert!(matches!(first, Some(Err(QueueError::Deleted))));
+/// assert!(poll_fn(|cx| Pin::new(&mut deliveries).poll_next(cx)).await.is_none());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[must_use = "streams do nothing unless polled"]
 #[derive(Debug)]
 pub struct Deliveries {

@@ -25,9 +25,23 @@ use crate::sync::timer::Timer;
 use crate::sync::{AtomicBool, AtomicU64, Mutex, Ordering, task};
 
 /// Most handlers a run loop runs at once ([`RunConfig::concurrency`]).
+///
+/// ```
+/// use tollgate::{CONCURRENCY_MAX, RunConfig};
+///
+/// let config = RunConfig { concurrency: CONCURRENCY_MAX, ..RunConfig::default() };
+/// # drop(config);
+/// ```
 pub const CONCURRENCY_MAX: usize = 1024;
 
 /// Most deliveries a run loop takes at once ([`RunConfig::batch`]).
+///
+/// ```
+/// use tollgate::{BATCH_MAX, RunConfig};
+///
+/// let config = RunConfig { batch: BATCH_MAX, ..RunConfig::default() };
+/// # drop(config);
+/// ```
 pub const BATCH_MAX: usize = 1024;
 
 /// How long a run loop waits before receiving again after a receive failed
@@ -106,7 +120,19 @@ impl RunConfig {
     }
 }
 
-/// Why a run loop ended.
+/// Why a run loop ended ([`RunReport::ended`]).
+///
+/// ```
+/// # let dir = tempfile::tempdir()?;
+/// use tollgate::{RunConfig, RunEnd, Settle};
+///
+/// let engine = tollgate::Engine::open(dir.path())?;
+/// let payments = engine.topic("orders")?.worker("payments")?;
+/// engine.delete_topic("orders")?;
+/// let report = payments.run(RunConfig::default(), |_| Settle::Ack)?;
+/// assert_eq!(report.ended, Some(RunEnd::Deleted));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunEnd {
     /// [`Shutdown::stop`] was called.
@@ -119,6 +145,26 @@ pub enum RunEnd {
 
 /// What a run loop did: read while it runs ([`Shutdown::report`]) or
 /// returned when it ends.
+///
+/// ```
+/// # let dir = tempfile::tempdir()?;
+/// use std::time::Duration;
+/// use tollgate::{RunConfig, Settle};
+///
+/// let engine = tollgate::Engine::open(dir.path())?;
+/// let orders = engine.topic("orders")?;
+/// orders.publish(b"order 1001")?;
+/// let payments = orders.worker("payments")?;
+/// let config = RunConfig::default();
+/// let shutdown = config.shutdown.clone();
+/// let report = payments.run(config, |_| {
+///     shutdown.stop();
+///     Settle::Nack { retry_after: Duration::from_secs(1), reason: "later".into() }
+/// })?;
+/// assert_eq!((report.handled, report.nacked, report.errors), (1, 1, 0));
+/// assert_eq!(shutdown.report().nacked, 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RunReport {
@@ -449,7 +495,26 @@ impl Worker {
     }
 }
 
-/// The future of [`Worker::run_async`].
+/// The future of [`Worker::run_async`]: the loop's [`RunReport`] once it
+/// ends. Dropping it before then gives the deliveries in flight back.
+///
+/// ```
+/// # let dir = tempfile::tempdir()?;
+/// # let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+/// # runtime.block_on(async {
+/// use tollgate::{RunConfig, RunEnd, Settle, Shutdown};
+///
+/// let engine = tollgate::Engine::open(dir.path())?;
+/// let payments = engine.topic("orders")?.worker("payments")?;
+/// let shutdown = Shutdown::new();
+/// let config = RunConfig { shutdown: shutdown.clone(), ..RunConfig::default() };
+/// let running = tokio::spawn(payments.run_async(config, |_| std::future::ready(Settle::Ack)));
+/// shutdown.stop();
+/// assert_eq!(running.await??.ended, Some(RunEnd::Stopped));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[must_use = "futures do nothing unless polled"]
 pub struct RunAsync<H, F> {
     taking: Taking,

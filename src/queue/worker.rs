@@ -16,6 +16,7 @@ use super::wake::Ticket;
 use super::window::{QueueMetrics, earliest};
 use crate::error::QueueError;
 use crate::log::doorbell::Doorbell;
+use crate::sync::task;
 
 /// One of a group's competing workers; cheap to clone, usable from any
 /// thread. All workers of a group (clones, or from further
@@ -106,7 +107,13 @@ impl Worker {
     /// first within a priority. Messages whose attempts are used up (after
     /// timeouts, or a crash during their last attempt) are dead-lettered on
     /// the way, by the receiving thread.
+    ///
+    /// It blocks the thread: in async code use
+    /// [`receive_async`](Worker::receive_async). Debug builds assert that it
+    /// is not called inside the poll of one of tollgate's futures (a
+    /// `run_async` handler, say).
     pub fn receive(&self, timeout: Duration) -> Result<Option<Delivery>, QueueError> {
+        debug_assert!(!task::inside(), "a blocking receive inside a tollgate poll: use receive_async");
         let mut taken = Vec::with_capacity(1);
         self.receive_into(1, Instant::now().checked_add(timeout), &|| false, &mut taken)?;
         Ok(taken.pop())
@@ -140,6 +147,7 @@ impl Worker {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn receive_batch(&self, max: usize, timeout: Duration) -> Result<Vec<Delivery>, QueueError> {
+        debug_assert!(!task::inside(), "a blocking receive inside a tollgate poll: use receive_batch_async");
         let mut taken = Vec::with_capacity(max.min(BATCH_CAPACITY));
         self.receive_into(max, Instant::now().checked_add(timeout), &|| false, &mut taken)?;
         Ok(taken)
