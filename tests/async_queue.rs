@@ -528,3 +528,25 @@ fn run_async_with_a_send_handler_is_send() {
     assert_send(&worker.receive_async(LONG));
     assert_send(&worker.deliveries());
 }
+
+/// A blocking receive inside a `run_async` handler (inside tollgate's poll)
+/// would stall the executor's thread: debug builds assert against it, and
+/// the loop counts the handler as panicked and gives its delivery back.
+#[cfg(debug_assertions)]
+#[test]
+fn a_blocking_receive_inside_a_run_async_handler_fails_its_debug_assertion() {
+    let (_dir, _engine, topic) = temp_topic("orders");
+    publish_n(&topic, 0, 1);
+    let worker = topic.worker("payments").unwrap();
+    let probe = topic.worker("probe").unwrap();
+    let config = RunConfig::default();
+    let shutdown = config.shutdown.clone();
+    let handler = move |_: &Delivery| {
+        shutdown.stop();
+        let _ = probe.receive(Duration::ZERO);
+        std::future::ready(Settle::Ack)
+    };
+    let report = block_on(worker.run_async(config, handler)).unwrap();
+    assert_eq!((report.panicked, report.acked), (1, 0));
+    assert_eq!(worker.metrics().in_flight, 0);
+}
