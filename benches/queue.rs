@@ -35,6 +35,11 @@
 //! - `work_queue_buffered_64B`: throughput (elements = messages) with 1 and 2 worker threads (ids
 //!   `<impl>/<workers>`): tollgate `Buffered`, yaque, rusqlite `NORMAL`. The time of a sample runs from the
 //!   first worker's start to the last worker's end.
+//! - `async_receive_ack_buffered_64B`: throughput of one worker draining a `Buffered` queue, blocking
+//!   (`receive(Duration::ZERO)` + `ack`, as in `work_queue_buffered_64B`: `tollgate-blocking/1`) against async
+//!   (`receive_async(Duration::ZERO)`, each future run by a plain thread-parking `block_on`, + `ack`:
+//!   `tollgate-async/1`). The queue is full, so neither waits: the row measures what the async form adds (a
+//!   future, its `Taking` state and the poll-depth marker) to the same look at the group.
 //! - `work_queue_sync_64B`: the same with tollgate `Sync` and rusqlite `FULL`.
 //! - `ack_latency`: the time of the acknowledgement alone, with 1 worker: `Delivery::ack` (`tollgate/buffered`,
 //!   `tollgate/sync`), yaque's `RecvGuard::commit` (`yaque/commit`), and rusqlite's ack transaction
@@ -52,7 +57,7 @@ use criterion::{BenchmarkGroup, BenchmarkId, Criterion, Throughput, criterion_gr
 use hdrhistogram::Histogram;
 
 mod support;
-use support::queue::{Contender, GROUP, PAYLOAD, Sqlite, TOPIC, Tollgate, Yaque, run};
+use support::queue::{Contender, GROUP, PAYLOAD, Sqlite, TOPIC, Tollgate, TollgateAsync, Yaque, run};
 use support::{disk_dir, group, latency_histogram, reporting};
 use tollgate::{Durability, Engine, Worker};
 
@@ -80,6 +85,16 @@ fn work_queue_buffered_64B(c: &mut Criterion) {
         }
         throughput(&mut g, "rusqlite-normal", &Sqlite("NORMAL"), workers);
     }
+    g.finish();
+}
+
+/// Blocking against async receive + ack, one worker, on one `Buffered` queue setup.
+#[allow(non_snake_case)]
+fn async_receive_ack_buffered_64B(c: &mut Criterion) {
+    let mut g = group(c, "async_receive_ack_buffered_64B", Duration::from_secs(4));
+    g.throughput(Throughput::Elements(1));
+    throughput(&mut g, "tollgate-blocking", &Tollgate(Durability::Buffered), 1);
+    throughput(&mut g, "tollgate-async", &TollgateAsync(Durability::Buffered), 1);
     g.finish();
 }
 
@@ -210,6 +225,7 @@ criterion_group! {
     // No plots: a sample's median ack time can be the same in every sample (yaque's commit is 38 ns to the
     // nanosecond), and criterion's plots panic on samples without variance.
     config = Criterion::default().without_plots();
-    targets = work_queue_buffered_64B, work_queue_sync_64B, ack_latency, delayed_delivery_lateness
+    targets = work_queue_buffered_64B, async_receive_ack_buffered_64B, work_queue_sync_64B, ack_latency,
+        delayed_delivery_lateness
 }
 criterion_main!(benches);

@@ -178,6 +178,9 @@ pub enum Error {
     /// A worker's receive, or the settling of a delivery, failed.
     #[error(transparent)]
     Queue(#[from] QueueError),
+    /// A worker's run loop could not run.
+    #[error(transparent)]
+    Run(#[from] RunError),
     /// A backup failed.
     #[error(transparent)]
     Backup(#[from] BackupError),
@@ -434,6 +437,39 @@ pub enum QueueError {
     /// restart.
     #[error("the engine was closed")]
     Closed,
+}
+
+/// Why a worker's run loop ([`Worker::run`](crate::Worker::run),
+/// [`Worker::run_async`](crate::Worker::run_async)) could not run. Errors
+/// while it runs are counted in its [`RunReport`](crate::RunReport) instead.
+///
+/// ```
+/// use tollgate::{RunConfig, RunError};
+///
+/// # let dir = tempfile::tempdir()?;
+/// let engine = tollgate::Engine::open(dir.path())?;
+/// let worker = engine.topic("orders")?.worker("payments")?;
+/// let config = RunConfig { concurrency: 0, ..RunConfig::default() };
+/// let error = worker.run(config, |_| tollgate::Settle::Ack).unwrap_err();
+/// assert!(matches!(error, RunError::Config { option: "concurrency", .. }));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// A [`RunConfig`](crate::RunConfig) value is out of its range.
+    #[error("the run option {option} is {value}; it must be 1 to {max}")]
+    Config {
+        /// The option at fault.
+        option: &'static str,
+        /// Its value.
+        value: usize,
+        /// The most it may be.
+        max: usize,
+    },
+    /// The run loop's future was polled again after it completed.
+    #[error("the run loop has already finished")]
+    Finished,
 }
 
 /// A routing-key pattern that does not parse (see [`KeyPattern`](crate::KeyPattern)).

@@ -90,7 +90,7 @@ pub struct ReadmeDoctests;
 pub use engine::{BackupReport, Engine, EngineConfig, LOCK_WAIT_DEFAULT, Topic};
 pub use error::{
     BackupError, CommitError, ConfigError, Corruption, Error, Escaped, IoError, LockError, OpenError, PatternError,
-    PublishError, QueueError, ReadError, SymlinkError, TopicError,
+    PublishError, QueueError, ReadError, RunError, SymlinkError, TopicError,
 };
 pub use lock::*;
 pub use log::*;

@@ -87,6 +87,58 @@ impl Consumer for Worker {
     }
 }
 
+/// tollgate's async receive: the same queue as [`Tollgate`], drained with `Worker::receive_async`, each
+/// future run by a plain `block_on` (the calling thread parks while it is pending).
+pub struct TollgateAsync(pub Durability);
+
+/// A worker that receives through `receive_async`.
+pub struct AsyncWorker(Worker);
+
+impl Contender for TollgateAsync {
+    type Consumer = AsyncWorker;
+    type Keep = (Engine, tollgate::Topic);
+
+    fn open(&self, dir: &Path, messages: u64, workers: usize) -> (Self::Keep, Vec<AsyncWorker>) {
+        let (keep, workers) = Tollgate(self.0).open(dir, messages, workers);
+        (keep, workers.into_iter().map(AsyncWorker).collect())
+    }
+}
+
+impl Consumer for AsyncWorker {
+    #[inline]
+    fn consume(&mut self, time_ack: bool) -> Option<Duration> {
+        let delivery = block_on(self.0.receive_async(Duration::ZERO)).expect("receive")?;
+        black_box(delivery.payload().as_ref());
+        Some(timed(time_ack, || delivery.ack().expect("ack")))
+    }
+}
+
+/// Unparks the thread blocked on a future.
+struct Unparker(thread::Thread);
+
+impl std::task::Wake for Unparker {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// Runs `future` on this thread, parking while it is pending; the waker is made once per thread.
+fn block_on<F: Future>(future: F) -> F::Output {
+    thread_local! {
+        static WAKER: Waker = Waker::from(std::sync::Arc::new(Unparker(thread::current())));
+    }
+    WAKER.with(|waker| {
+        let mut cx = Context::from_waker(waker);
+        let mut future = pin!(future);
+        loop {
+            if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+                return output;
+            }
+            thread::park();
+        }
+    })
+}
+
 /// yaque: one queue, one receiver.
 pub struct Yaque;
 

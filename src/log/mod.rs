@@ -13,8 +13,9 @@
 //! - `slots.rs`: checksummed small files (two-slot offsets and checkpoint; write-once meta).
 //! - `topic.rs`: appending, reading, rolling, group commit, retention, close.
 //! - `recovery.rs`: opening a topic directory after a clean or unclean shutdown.
-//! - `doorbell.rs`: the committed offset, and parking until it moves (no lost wake-ups).
+//! - `doorbell.rs`: the committed offset, and waiting until it moves, as a thread or a task (no lost wake-ups).
 //! - `subscription.rs`: consumer groups: cursors, waiting, commits.
+//! - `records.rs`: a subscription's async forms: `next_async`, the `Records` stream, `Progress`.
 //! - `backup.rs`: a topic's side of a backup: the cut, and the copy of the log up to it.
 
 pub(crate) mod backup;
@@ -25,6 +26,7 @@ pub(crate) mod format;
 pub(crate) mod names;
 pub(crate) mod pattern;
 pub(crate) mod record;
+pub(crate) mod records;
 pub(crate) mod recovery;
 pub(crate) mod scan;
 pub(crate) mod segment;
@@ -35,6 +37,7 @@ pub(crate) mod topic;
 pub use config::{Durability, FLUSH_INTERVAL_MIN, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, TopicConfig};
 pub use pattern::KeyPattern;
 pub use record::{Headers, Message, Offset, Record};
+pub use records::{NextRecord, Progress, Records};
 pub use recovery::{RecoveryMode, RecoveryReport};
 pub use subscription::{StartAt, Subscription};
 pub use topic::TopicInfo;

@@ -18,6 +18,22 @@ use super::segment::Segment;
 use super::slots::{CommittedOffset, SlotFile};
 use super::topic::TopicLog;
 use crate::error::{CommitError, IoError, ReadError, TopicError};
+use crate::sync::{AtomicU64, Ordering, task};
+
+/// A subscription's position and committed offset, published for
+/// [`Progress`](super::records::Progress) handles on other threads. Only the
+/// subscription writes them (Relaxed: each is one number, read on its own).
+#[derive(Debug)]
+pub(super) struct Shared {
+    pub(super) position: AtomicU64,
+    pub(super) committed: AtomicU64,
+}
+
+impl Shared {
+    fn new(position: u64, committed: u64) -> Shared {
+        Shared { position: AtomicU64::new(position), committed: AtomicU64::new(committed) }
+    }
+}
 
 /// Where a group with no committed offset starts reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -58,11 +74,13 @@ const SPINS_BEFORE_PARK: u32 = 200;
 /// ```
 #[derive(Debug)]
 pub struct Subscription {
-    reader: Reader,
+    pub(super) reader: Reader,
     group: String,
     offsets: SlotFile<CommittedOffset>,
     committed: u64,
     filter: Option<KeyPattern>,
+    /// The position and committed offset, for [`Progress`] handles.
+    pub(super) shared: Arc<Shared>,
 }
 
 /// A cursor over a topic's records, decoding each frame once: the part of a
@@ -130,7 +148,8 @@ impl Subscription {
             }
         };
         let reader = Reader::new(inner.clone(), next);
-        Ok(Subscription { reader, group: group.to_owned(), offsets, committed, filter: None })
+        let shared = Arc::new(Shared::new(next, committed));
+        Ok(Subscription { reader, group: group.to_owned(), offsets, committed, filter: None, shared })
     }
 
     /// The group's name.
@@ -188,6 +207,12 @@ impl Subscription {
     // Not `Iterator::next`: it can fail, and `None` means "nothing yet", not "done".
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<Record>, ReadError> {
+        let next = self.next_matching();
+        self.shared.position.store(self.reader.next, Ordering::Relaxed);
+        next
+    }
+
+    fn next_matching(&mut self) -> Result<Option<Record>, ReadError> {
         loop {
             let Some(record) = self.reader.next()? else { return Ok(None) };
             match &self.filter {
@@ -200,7 +225,12 @@ impl Subscription {
     /// The next record, waiting up to `timeout` for one to be published.
     /// Spins briefly, then parks; a publish wakes it within microseconds.
     /// Returns `None` at once if the engine has been closed.
+    ///
+    /// It blocks the thread: in async code use
+    /// [`next_async`](Subscription::next_async). Debug builds assert that it
+    /// is not called inside the poll of one of tollgate's futures.
     pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<Record>, ReadError> {
+        debug_assert!(!task::inside(), "a blocking next_timeout inside a tollgate poll: use next_async");
         let deadline = Instant::now().checked_add(timeout);
         loop {
             if let Some(record) = self.next()? {
@@ -223,7 +253,9 @@ impl Subscription {
     /// Moves the position to `offset`, which must be between the oldest
     /// retained offset and the end of the log.
     pub fn seek(&mut self, offset: Offset) -> Result<(), ReadError> {
-        self.reader.seek(offset.get())
+        self.reader.seek(offset.get())?;
+        self.shared.position.store(self.reader.next, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Commits the position: the group has processed every record before it.
@@ -251,6 +283,7 @@ impl Subscription {
         }
         self.offsets.write(CommittedOffset { offset, at_us: now_us() })?;
         self.committed = offset;
+        self.shared.committed.store(offset, Ordering::Relaxed);
         Ok(())
     }
 }

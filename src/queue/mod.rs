@@ -3,7 +3,9 @@
 //! and publishing under locks.
 //!
 //! - `config.rs`: `QueueConfig`, its limits and its text form.
-//! - `worker.rs`: `Worker`: the receive loop, parking for work, the group's metrics.
+//! - `worker.rs`: `Worker`: a look at the group, the blocking receives, parking for work, the group's metrics.
+//! - `run.rs`: run loops: `Worker::run` and `run_async`, `Settle`, `RunConfig`, `Shutdown`, `RunReport`.
+//! - `receive.rs`: a worker's async forms: `receive_async`, `receive_batch_async`, the `Deliveries` stream.
 //! - `delivery.rs`: `Delivery` and its settles: ack, nack, reject, extend, drop.
 //! - `group.rs`: `Group`: opening it, the state behind its one mutex, journaling and syncing.
 //! - `window.rs`: the window state machine (ready, delayed, in flight, leaving) and its counts, without I/O.
@@ -19,6 +21,8 @@ mod delivery;
 pub(crate) mod group;
 pub(crate) mod journal;
 mod ranges;
+mod receive;
+mod run;
 mod transaction;
 mod wake;
 mod window;
@@ -26,6 +30,8 @@ mod worker;
 
 pub use config::{ATTEMPTS_MAX, DELAY_MAX, PRIORITY_MAX, QueueConfig, VISIBILITY_MAX, WINDOW_MAX};
 pub use delivery::Delivery;
+pub use receive::{Deliveries, Receive, ReceiveBatch};
+pub use run::{BATCH_MAX, CONCURRENCY_MAX, RunAsync, RunConfig, RunEnd, RunReport, Settle, Shutdown};
 pub use transaction::Transaction;
 pub use window::QueueMetrics;
 pub use worker::Worker;

@@ -47,8 +47,9 @@ impl Idle {
     /// whether the caller must ring the doorbell the workers park on. A
     /// worker counted idle before this critical section sees the new epoch
     /// in its validation (the parking lot's bucket lock orders the
-    /// validation after the ring) or is parked and woken by the ring; one
-    /// that comes after it sees the change itself, under the lock.
+    /// validation after the ring; for a task, the doorbell's task list's
+    /// mutex does) or is parked and woken by the ring; one that comes after
+    /// it sees the change itself, under the lock.
     pub(super) fn wake(&self, epoch: &Epoch) -> bool {
         if self.workers == 0 {
             return false;
