@@ -15,6 +15,7 @@ use tollgate::{CancelToken, LockError, LockManager, LockRequest};
 
 #[path = "support/block_on.rs"]
 mod executor;
+#[allow(dead_code)] // only `below` is used here
 #[path = "support/rng.rs"]
 mod rng;
 
