@@ -534,6 +534,7 @@ fn run_async_with_a_send_handler_is_send() {
 /// the loop counts the handler as panicked and gives its delivery back.
 #[cfg(debug_assertions)]
 #[test]
+#[cfg(debug_assertions)]
 fn a_blocking_receive_inside_a_run_async_handler_fails_its_debug_assertion() {
     let (_dir, _engine, topic) = temp_topic("orders");
     publish_n(&topic, 0, 1);
@@ -549,4 +550,33 @@ fn a_blocking_receive_inside_a_run_async_handler_fails_its_debug_assertion() {
     let report = block_on(worker.run_async(config, handler)).unwrap();
     assert_eq!((report.panicked, report.acked), (1, 0));
     assert_eq!(worker.metrics().in_flight, 0);
+}
+
+#[test]
+fn a_thread_owned_lock_inside_a_run_async_handler_is_refused_and_a_session_lock_is_not() {
+    // Every task an executor runs on this thread would share a thread-owned
+    // lock; inside tollgate's polls it is refused.
+    let (_dir, _engine, topic) = temp_topic("orders");
+    publish_n(&topic, 0, 1);
+    let worker = topic.worker("payments").unwrap();
+    let locks = tollgate::LockManager::new();
+    let config = RunConfig::default();
+    let shutdown = config.shutdown.clone();
+    let outcomes = Arc::new(Mutex::new(Vec::new()));
+    let handler = {
+        let outcomes = Arc::clone(&outcomes);
+        move |_: &Delivery| {
+            shutdown.stop();
+            let thread_owned = locks.lock("order:1").map(drop);
+            let session = locks.session();
+            let session_owned = session.try_lock("order:1").map(drop);
+            outcomes.lock().unwrap().push((thread_owned, session_owned));
+            std::future::ready(Settle::Ack)
+        }
+    };
+    let report = block_on(worker.run_async(config, handler)).unwrap();
+    assert_eq!(report.acked, 1);
+    assert_eq!(*outcomes.lock().unwrap(), [(Err(tollgate::LockError::ThreadOwnerInTask), Ok(()))]);
+    // Outside a poll the same thread may lock as itself.
+    assert!(tollgate::LockManager::new().lock("order:1").is_ok());
 }

@@ -393,6 +393,11 @@ impl Engine {
             let end = (!log.recovery().clean).then(|| log.committed().load());
             recover_groups(&*shared.storage, &topic_dir, end, log.oldest(), mode)?;
         }
+        if shared.flusher_thread.lock().is_some() {
+            // Tasks waiting for a `Sync` publish ask the flusher to sync.
+            let flusher = Arc::clone(&shared.flusher);
+            log.set_sync_requester(Box::new(move || flusher.request()));
+        }
         let open = Arc::new(OpenTopic::new(log, Arc::downgrade(&self.shared)));
         topics.insert(name.to_owned(), open.clone());
         shared.flusher.add(&open);

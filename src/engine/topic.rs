@@ -14,7 +14,7 @@ use crate::error::{LockError, PublishError, ReadError, TopicError};
 use crate::lock::{LockRequest, Session};
 use crate::log::names::{check_group_name, check_new_name, check_topic_name};
 use crate::log::topic::TopicLog;
-use crate::log::{Message, Offset, Record, RecoveryReport, StartAt, Subscription, TopicInfo};
+use crate::log::{Message, Offset, Publish, Record, RecoveryReport, StartAt, Subscription, TopicInfo};
 use crate::queue::dead_letter::dead_letter_config;
 use crate::queue::group::Group;
 use crate::queue::journal::GroupFiles;
@@ -105,6 +105,43 @@ impl Topic {
         I::Item: Into<Message>,
     {
         self.log().publish_batch(messages)
+    }
+
+    /// The async form of [`publish`](Self::publish): appends at the first
+    /// poll and, on a `Sync` topic, resolves once the record is durable,
+    /// without blocking the thread (the engine's flusher thread runs the
+    /// sync, shared with concurrent publishers). See [`Publish`].
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// use tollgate::{Durability, Engine, TopicConfig};
+    ///
+    /// let engine = Engine::open(dir.path())?;
+    /// let orders = engine.create_topic("orders", TopicConfig { durability: Durability::Sync, ..TopicConfig::default() })?;
+    /// # tokio::runtime::Builder::new_current_thread().build()?.block_on(async {
+    /// let offset = orders.publish_async("order 1001").await?; // durable now
+    /// assert!(orders.info().durable > offset);
+    /// # Ok::<(), tollgate::PublishError>(())
+    /// # })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn publish_async(&self, payload: impl Into<bytes::Bytes>) -> Publish<Offset> {
+        Publish::new(self.log().clone(), vec![Message::new(payload)], |offsets| offsets.start)
+    }
+
+    /// The async form of [`publish_message`](Self::publish_message).
+    pub fn publish_message_async(&self, message: Message) -> Publish<Offset> {
+        Publish::new(self.log().clone(), vec![message], |offsets| offsets.start)
+    }
+
+    /// The async form of [`publish_batch`](Self::publish_batch): one atomic
+    /// frame, durable together on a `Sync` topic.
+    pub fn publish_batch_async<I>(&self, messages: I) -> Publish<Range<Offset>>
+    where
+        I: IntoIterator,
+        I::Item: Into<Message>,
+    {
+        Publish::new(self.log().clone(), messages.into_iter().map(Into::into).collect(), |offsets| offsets)
     }
 
     /// The record at `offset`.

@@ -12,6 +12,7 @@
 //! - `pattern.rs`: `KeyPattern`, RabbitMQ topic-binding patterns over record keys.
 //! - `slots.rs`: checksummed small files (two-slot offsets and checkpoint; write-once meta).
 //! - `topic.rs`: appending, reading, rolling, group commit, retention, close.
+//! - `publish.rs`: `Publish`, a publish from async code (the flusher leads a `Sync` topic's sync).
 //! - `recovery.rs`: opening a topic directory after a clean or unclean shutdown.
 //! - `doorbell.rs`: the committed offset, and waiting until it moves, as a thread or a task (no lost wake-ups).
 //! - `subscription.rs`: consumer groups: cursors, waiting, commits.
@@ -25,6 +26,7 @@ pub(crate) mod doorbell;
 pub(crate) mod format;
 pub(crate) mod names;
 pub(crate) mod pattern;
+pub(crate) mod publish;
 pub(crate) mod record;
 pub(crate) mod records;
 pub(crate) mod recovery;
@@ -36,6 +38,7 @@ pub(crate) mod topic;
 
 pub use config::{Durability, FLUSH_INTERVAL_MIN, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, TopicConfig};
 pub use pattern::KeyPattern;
+pub use publish::Publish;
 pub use record::{Headers, Message, Offset, Record};
 pub use records::{NextRecord, Progress, Records};
 pub use recovery::{RecoveryMode, RecoveryReport};

@@ -9,8 +9,8 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, RwLock};
@@ -106,8 +106,15 @@ pub(crate) struct TopicLog {
     /// Offset after the last published record; readers see records below
     /// it, and caught-up subscribers wait on it.
     pub(super) committed: Doorbell,
-    /// Records below this offset are durable.
-    pub(super) durable: AtomicU64,
+    /// Records below this offset are durable; tasks waiting for a `Sync`
+    /// publish to be durable wait on it (`publish.rs`). Raised under `flush`.
+    pub(super) durable: Doorbell,
+    /// The highest end a task asked to be made durable, and how it asks the
+    /// engine's flusher to sync (`None`: no flusher; the task syncs itself).
+    pub(super) sync_wanted: AtomicU64,
+    sync_requester: OnceLock<SyncRequester>,
+    /// Why the last sync failed, for the tasks that waited on it.
+    sync_failure: Mutex<Option<PublishError>>,
     /// Base of the first segment not known to be synced.
     pub(super) recovery_point: AtomicU64,
     /// An I/O error left the tail in doubt: no more writes.
@@ -125,6 +132,15 @@ pub(crate) struct TopicLog {
     pub(super) retention_pins: AtomicU64,
     /// What opening the topic found.
     pub(super) recovery: RecoveryReport,
+}
+
+/// How a topic asks the engine's flusher to sync it.
+struct SyncRequester(Box<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for SyncRequester {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SyncRequester")
+    }
 }
 
 /// What recovery hands over to build a topic's log around
@@ -202,7 +218,7 @@ impl TopicLog {
 
     /// Whether an I/O error left the tail in doubt (no more writes).
     #[inline]
-    fn is_poisoned(&self) -> bool {
+    pub(super) fn is_poisoned(&self) -> bool {
         self.poisoned.load(Ordering::Acquire)
     }
 
@@ -219,6 +235,7 @@ impl TopicLog {
             self.deleted.store(true, Ordering::Release);
         }
         self.committed.wake();
+        self.durable.wake();
         Ok(())
     }
 
@@ -265,7 +282,10 @@ impl TopicLog {
             flush: Mutex::new(flush),
             segments: RwLock::new(segments),
             committed: Doorbell::new(next),
-            durable: AtomicU64::new(next),
+            durable: Doorbell::new(next),
+            sync_wanted: AtomicU64::new(0),
+            sync_requester: OnceLock::new(),
+            sync_failure: Mutex::new(None),
             recovery_point: AtomicU64::new(active.base),
             poisoned: AtomicBool::new(false),
             closed: AtomicBool::new(false),
@@ -308,7 +328,14 @@ impl TopicLog {
         I: IntoIterator,
         I::Item: Into<Message>,
     {
-        let messages: Vec<Message> = messages.into_iter().map(Into::into).collect();
+        let (first, end) = self.append_batch(messages.into_iter().map(Into::into).collect())?;
+        self.made_durable(end)?;
+        Ok(Offset::new(first)..Offset::new(end))
+    }
+
+    /// Appends `messages` as one frame and returns their offsets, without
+    /// waiting for durability.
+    pub(super) fn append_batch(&self, messages: Vec<Message>) -> Result<(u64, u64), PublishError> {
         if messages.is_empty() {
             return Err(PublishError::InvalidMessage { reason: "a batch needs at least one message" });
         }
@@ -333,9 +360,7 @@ impl TopicLog {
                 entries = rest;
             }
         })?;
-        let end = first + messages.len() as u64;
-        self.made_durable(end)?;
-        Ok(Offset::new(first)..Offset::new(end))
+        Ok((first, first + messages.len() as u64))
     }
 
     /// The record at `offset`.
@@ -369,7 +394,7 @@ impl TopicLog {
             config: self.config,
             oldest: Offset::new(oldest),
             next: Offset::new(self.committed.load()),
-            durable: Offset::new(self.durable.load(Ordering::Acquire)),
+            durable: Offset::new(self.durable.load()),
             segments: segments.len(),
             bytes,
         }
@@ -525,16 +550,16 @@ impl TopicLog {
     #[inline]
     fn made_durable(&self, end: u64) -> Result<(), PublishError> {
         match self.config.durability {
-            Durability::Sync if self.durable.load(Ordering::Acquire) < end => self.sync_through(end),
+            Durability::Sync if self.durable.load() < end => self.sync_through(end),
             _ => Ok(()),
         }
     }
 
     /// Group commit: the first caller syncs everything published so far;
     /// callers that queued behind it find their records already durable.
-    fn sync_through(&self, end: u64) -> Result<(), PublishError> {
+    pub(super) fn sync_through(&self, end: u64) -> Result<(), PublishError> {
         let mut flush = self.flush.lock();
-        if self.durable.load(Ordering::Acquire) >= end {
+        if self.durable.load() >= end {
             return Ok(());
         }
         self.sync_locked(&mut flush, true)
@@ -555,9 +580,12 @@ impl TopicLog {
             return Err(PublishError::PreviousIo);
         }
         let result = self.sync_unpoisoned(flush, active);
-        if result.is_err() {
+        if let Err(error) = &result {
             // The tail's state on disk is unknown: refuse writes after it.
+            *self.sync_failure.lock() = Some(error.clone());
             self.poisoned.store(true, Ordering::Release);
+            // Tasks waiting for durability see the failure.
+            self.durable.wake();
         }
         result
     }
@@ -596,14 +624,14 @@ impl TopicLog {
             flush.checkpoint.write(Checkpoint { recovery_point, clean: None })?;
             self.recovery_point.store(recovery_point, Ordering::Release);
             self.append.lock().unsynced.drain(..unsynced.len());
-            self.durable.fetch_max(seg.base, Ordering::AcqRel);
+            self.raise_durable(seg.base);
         }
         if active {
             let from = if flush.segment_base == seg.base { flush.flushed_to } else { 0 };
             seg.map().file().flush(from, position - from).map_err(|e| IoError::new("sync", &seg.path, e))?;
             flush.segment_base = seg.base;
             flush.flushed_to = position;
-            self.durable.fetch_max(next, Ordering::AcqRel);
+            self.raise_durable(next);
         }
         if active {
             // Only a sync of everything restarts the interval: syncing
@@ -611,6 +639,45 @@ impl TopicLog {
             flush.last_flush = Instant::now();
         }
         Ok(())
+    }
+
+    /// Raises the durable mark to `end` (if higher) and wakes the tasks
+    /// waiting on it. Under `flush`, so the mark only grows.
+    fn raise_durable(&self, end: u64) {
+        if end > self.durable.load() {
+            self.durable.set(end);
+            self.durable.notify();
+        }
+    }
+
+    /// Has `sync` run on the engine's flusher thread when a task asks for a
+    /// `Sync` publish to be made durable (`request_sync`). Set once, when
+    /// the engine opens the topic with a flusher thread.
+    pub(crate) fn set_sync_requester(&self, request: Box<dyn Fn() + Send + Sync>) {
+        let _ = self.sync_requester.set(SyncRequester(request));
+    }
+
+    /// Asks for records below `end` to be made durable by the flusher.
+    /// Returns `false` if there is no flusher: the caller syncs itself.
+    pub(super) fn request_sync(&self, end: u64) -> bool {
+        let Some(SyncRequester(request)) = self.sync_requester.get() else { return false };
+        self.sync_wanted.fetch_max(end, Ordering::AcqRel);
+        request();
+        true
+    }
+
+    /// For the flusher: syncs what tasks asked for, if it is not durable yet.
+    /// A failure poisons the topic and reaches the waiting tasks.
+    pub(crate) fn sync_requested(&self) {
+        let wanted = self.sync_wanted.load(Ordering::Acquire);
+        if wanted > self.durable.load() && !self.is_closed() {
+            let _ = self.sync_through(wanted);
+        }
+    }
+
+    /// Why the last sync failed, if one did (the topic is then poisoned).
+    pub(super) fn sync_failure(&self) -> Option<PublishError> {
+        self.sync_failure.lock().clone()
     }
 
     /// Background work: the interval flush, syncing sealed segments, and
@@ -827,8 +894,10 @@ impl TopicLog {
             let _ = flush.checkpoint.write(clean);
         }
         drop(flush);
-        // Whatever happened above: parked subscribers and workers leave.
+        // Whatever happened above: parked subscribers and workers leave, and
+        // tasks waiting for durability see the mark or the closed topic.
         self.committed.wake();
+        self.durable.wake();
     }
 }
 

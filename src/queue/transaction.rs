@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::error::PublishError;
 use crate::lock::{LockSet, SessionOwned};
 use crate::log::topic::TopicLog;
-use crate::log::{Message, Offset};
+use crate::log::{Message, Offset, Publish};
 
 /// Locks held for a publish to one topic, from [`Topic::transaction`](crate::Topic::transaction).
 ///
@@ -79,5 +79,22 @@ impl Transaction {
     {
         let offsets = self.topic.publish_batch(messages)?;
         Ok((offsets, self.locks))
+    }
+
+    /// The async form of [`commit`](Self::commit): on a `Sync` topic it waits
+    /// for the batch to be durable without blocking the thread (see
+    /// [`Publish`]). Dropping the future before its first poll publishes
+    /// nothing and releases the locks.
+    pub fn commit_async<I>(
+        self,
+        messages: I,
+    ) -> impl Future<Output = Result<(Range<Offset>, LockSet<'static, SessionOwned>), PublishError>> + Send + 'static
+    where
+        I: IntoIterator,
+        I::Item: Into<Message>,
+    {
+        let publish = Publish::new(self.topic, messages.into_iter().map(Into::into).collect(), |offsets| offsets);
+        let locks = self.locks;
+        async move { Ok((publish.await?, locks)) }
     }
 }

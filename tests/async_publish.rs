@@ -1,0 +1,151 @@
+//! Publishing from async code: on a `Sync` topic a `publish_async` resolves
+//! once the record is durable (a power cut right after loses nothing), the
+//! engine's flusher runs the sync (or the task itself, without a flusher),
+//! a failed sync reaches the waiting task, and a transaction commits
+//! asynchronously. Under tokio and a hand-written `block_on`.
+#![cfg(not(loom))]
+
+use std::future::Future;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+use std::thread;
+use std::time::Duration;
+
+#[path = "support/block_on.rs"]
+mod block_on;
+#[allow(dead_code)] // each test binary uses some of it
+#[path = "support/fixture.rs"]
+mod fixture;
+
+use block_on::block_on;
+use fixture::{DATA, open_sim, sim_disk, sync_topic, temp_topic};
+use tollgate::{Engine, EngineConfig, LockManager, Message, Offset, PublishError};
+
+fn multi_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+#[test]
+fn a_publish_async_on_a_buffered_topic_resolves_at_its_first_poll() {
+    let (_dir, _engine, topic) = temp_topic("orders");
+    let mut publish = pin!(topic.publish_async("order 1"));
+    let Poll::Ready(Ok(offset)) = publish.as_mut().poll(&mut Context::from_waker(Waker::noop())) else {
+        panic!("a buffered publish waited");
+    };
+    assert_eq!(offset, Offset::new(0));
+    let batch = block_on(topic.publish_batch_async([Message::new("a").key("k"), Message::new("b")])).unwrap();
+    assert_eq!((batch.start.get(), batch.end.get()), (1, 3));
+    assert_eq!(topic.read(Offset::new(1)).unwrap().key(), Some("k"));
+    // Nothing is published before the first poll.
+    drop(topic.publish_async("never"));
+    assert_eq!(topic.info().next, Offset::new(3));
+}
+
+#[test]
+fn sync_publishes_from_many_tasks_are_durable_when_they_resolve() {
+    for seed in 0..4 {
+        let disk = sim_disk();
+        let engine = open_sim(&disk);
+        let topic = engine.create_topic("orders", sync_topic()).unwrap();
+        let runtime = multi_thread();
+        let offsets: Vec<Offset> = runtime.block_on(async {
+            let tasks: Vec<_> = (0..16)
+                .map(|i| {
+                    let topic = topic.clone();
+                    tokio::spawn(async move { topic.publish_async(format!("order {i}")).await.unwrap() })
+                })
+                .collect();
+            let mut offsets = Vec::new();
+            for task in tasks {
+                offsets.push(task.await.unwrap());
+            }
+            offsets
+        });
+        let end = offsets.iter().map(|o| o.get() + 1).max().unwrap();
+        assert!(topic.info().durable.get() >= end);
+        // A power cut now keeps every record whose publish resolved.
+        let cut = disk.power_cut(seed);
+        drop((topic, engine));
+        let engine = open_sim(&cut);
+        assert!(
+            engine.topic("orders").unwrap().info().next.get() >= end,
+            "seed {seed}: an acknowledged record was lost"
+        );
+    }
+}
+
+#[test]
+fn without_a_flusher_thread_the_task_syncs_itself() {
+    let disk = sim_disk();
+    let engine = Engine::open_sim_without_flusher(&disk, DATA, EngineConfig::default()).unwrap();
+    let topic = engine.create_topic("orders", sync_topic()).unwrap();
+    let offset = block_on(topic.publish_async("order 1")).unwrap();
+    assert!(topic.info().durable > offset);
+    let cut = disk.power_cut(1);
+    drop((topic, engine));
+    assert_eq!(open_sim(&cut).topic("orders").unwrap().info().next, Offset::new(1));
+}
+
+#[test]
+fn a_failed_sync_reaches_the_waiting_task_as_io_and_later_publishes_as_previous_io() {
+    let disk = sim_disk();
+    let engine = open_sim(&disk);
+    let topic = engine.create_topic("orders", sync_topic()).unwrap();
+    disk.fail_after_syncs(0);
+    let outcome = block_on(topic.publish_async("order 1"));
+    assert!(matches!(outcome, Err(PublishError::Io(_))), "{outcome:?}");
+    assert_eq!(block_on(topic.publish_async("order 2")), Err(PublishError::PreviousIo));
+    assert_eq!(topic.publish("order 3"), Err(PublishError::PreviousIo));
+}
+
+#[test]
+fn a_publish_future_dropped_while_it_waits_keeps_its_record_which_still_becomes_durable() {
+    let disk = sim_disk();
+    let engine = open_sim(&disk);
+    let topic = engine.create_topic("orders", sync_topic()).unwrap();
+    let mut publish = Box::pin(topic.publish_async("order 1"));
+    // The first poll appends; it may or may not find the sync done already.
+    let first = publish.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+    drop(publish);
+    assert_eq!(topic.info().next, Offset::new(1), "the record was appended at the first poll");
+    if first.is_pending() {
+        // The flusher still runs the sync that was asked for.
+        while topic.info().durable < Offset::new(1) {
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
+    assert!(topic.info().durable >= Offset::new(1));
+}
+
+#[test]
+fn a_transaction_commits_asynchronously_and_hands_back_its_locks() {
+    let disk = sim_disk();
+    let engine = open_sim(&disk);
+    let topic = engine.create_topic("orders", sync_topic()).unwrap();
+    let locks = LockManager::new();
+    let runtime = multi_thread();
+    let (offsets, held) = runtime.block_on(async {
+        let buyer = locks.session();
+        let tx = topic.transaction_async(&buyer, ["sku:1", "sku:2"], Duration::from_secs(1)).await.unwrap();
+        tx.commit_async([Message::new("reserve").key("stock.sku:1"), Message::new("order 7")]).await.unwrap()
+    });
+    assert_eq!((offsets.start.get(), offsets.end.get()), (0, 2));
+    assert_eq!(held.len(), 2);
+    assert!(locks.session().try_lock("sku:1").is_err(), "still held after the commit");
+    drop(held);
+    assert!(locks.session().try_lock("sku:1").is_ok());
+    let cut = disk.power_cut(3);
+    drop((topic, engine));
+    assert_eq!(open_sim(&cut).topic("orders").unwrap().info().next, Offset::new(2));
+}
+
+#[test]
+fn the_publish_futures_are_send() {
+    fn assert_send<T: Send>(_: &T) {}
+    let (_dir, _engine, topic) = temp_topic("orders");
+    assert_send(&topic.publish_async("x"));
+    let locks = LockManager::new();
+    let buyer = locks.session();
+    let tx = topic.transaction(&buyer, ["k"], Duration::from_secs(1)).unwrap();
+    assert_send(&tx.commit_async(["x"]));
+}
