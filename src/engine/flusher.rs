@@ -70,7 +70,7 @@ impl Flusher {
         };
         // Syncs that tasks wait for come first.
         for topic in &topics {
-            topic.log.sync_requested();
+            topic.sync_requested();
         }
         let mut wait = FLUSHER_TICK;
         for topic in topics {

@@ -60,6 +60,16 @@ impl OpenTopic {
         OpenTopic { log: Arc::new(log), groups: Mutex::new(HashMap::new()), engine }
     }
 
+    /// Syncs what tasks wait for: the log, and the journal entries of its
+    /// worker groups (errors reach the waiting tasks).
+    pub(crate) fn sync_requested(&self) {
+        self.log.sync_requested();
+        let groups: Vec<Arc<Group>> = self.groups.lock().values().filter_map(Weak::upgrade).collect();
+        for group in groups {
+            group.sync_requested();
+        }
+    }
+
     /// Syncs the journals of the open worker groups (errors are kept by
     /// each journal and reported by its group's next settle).
     pub(crate) fn sync_groups(&self) {

@@ -660,8 +660,18 @@ impl TopicLog {
     /// Asks for records below `end` to be made durable by the flusher.
     /// Returns `false` if there is no flusher: the caller syncs itself.
     pub(super) fn request_sync(&self, end: u64) -> bool {
-        let Some(SyncRequester(request)) = self.sync_requester.get() else { return false };
+        if self.sync_requester.get().is_none() {
+            return false;
+        }
         self.sync_wanted.fetch_max(end, Ordering::AcqRel);
+        self.request_flusher()
+    }
+
+    /// Asks the engine's flusher for a pass now (a task waits for something
+    /// on this topic to be synced, such as a worker group's journal).
+    /// Returns `false` if there is no flusher: the caller syncs itself.
+    pub(crate) fn request_flusher(&self) -> bool {
+        let Some(SyncRequester(request)) = self.sync_requester.get() else { return false };
         request();
         true
     }

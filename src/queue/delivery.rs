@@ -71,16 +71,11 @@ impl Delivery {
     /// [`Durability::Sync`](crate::Durability::Sync) on the topic, the
     /// acknowledgement is on disk when this returns; otherwise it survives a
     /// crash of the process at once, and a power cut once synced (see the
-    /// README's delivery guarantees).
+    /// README's delivery guarantees). [`ack_async`](Self::ack_async) waits
+    /// without blocking the thread.
     pub fn ack(mut self) -> Result<(), QueueError> {
-        self.done = true;
-        let group = self.group.clone();
-        let sync = {
-            let mut state = group.state.lock();
-            state.check_mine(self.offset().get(), self.token)?;
-            state.settle(&group, self.offset().get(), Settled::Acked)?
-        };
-        made_durable(sync)
+        let decided = self.decide(How::Ack)?;
+        self.finish_blocking(decided)
     }
 
     /// Gives the message back as a failed attempt, to be delivered again
@@ -92,64 +87,86 @@ impl Delivery {
     /// [`QueueError::TooLong`] and changes nothing: the message stays in
     /// flight until its deadline.
     pub fn nack(mut self, retry_after: Duration, reason: &str) -> Result<(), QueueError> {
+        let decided = self.decide(How::Nack { retry_after, reason: reason.into() })?;
+        self.finish_blocking(decided)
+    }
+
+    /// Refuses the message: it goes to the dead-letter topic now, with
+    /// `reason`, whatever attempts it has left.
+    pub fn reject(mut self, reason: &str) -> Result<(), QueueError> {
+        let decided = self.decide(How::Reject { reason: reason.into() })?;
+        self.finish_blocking(decided)
+    }
+
+    /// Settles the message `how` under the group lock; returns what the
+    /// settle still waits for. The delivery is done from here on, whatever
+    /// happens.
+    pub(super) fn decide(&mut self, how: How) -> Result<Decided, QueueError> {
         self.done = true;
-        if retry_after > DELAY_MAX {
+        if let How::Nack { retry_after, .. } = how
+            && retry_after > DELAY_MAX
+        {
             return Err(QueueError::TooLong { requested: retry_after, max: DELAY_MAX });
         }
         let group = self.group.clone();
         let offset = self.offset().get();
         let mut state = group.state.lock();
         state.check_mine(offset, self.token)?;
-        if self.attempt >= group.config.max_attempts {
-            // Decided under the same lock as the check: a nack in time is
-            // never turned into `Expired`.
-            let sync = state.leave_for_dead_letter(&group, offset)?;
-            drop(state);
-            return self.dead_letter_now(sync, reason);
+        match how {
+            How::Ack => Ok(Decided::Durable(state.settle(&group, offset, Settled::Acked)?)),
+            How::Nack { reason, .. } if self.attempt >= group.config.max_attempts => {
+                // Decided under the same lock as the check: a nack in time is
+                // never turned into `Expired`.
+                Ok(Decided::DeadLetter(state.leave_for_dead_letter(&group, offset)?, reason))
+            }
+            How::Nack { retry_after, reason } => {
+                let (retry_at_us, written) = if retry_after.is_zero() {
+                    (0, 0)
+                } else {
+                    let retry_at_us = group.topic.clock().now_us().saturating_add(retry_after.as_micros() as u64);
+                    (retry_at_us, state.append(&group, Entry::Nacked { offset, retry_at_us })?)
+                };
+                state.window.give_back(offset, retry_at_us, reason.into(), group.topic.clock().now_us());
+                group.wake_idle(&state);
+                // On a Sync topic the retry time is on disk when the nack returns.
+                Ok(Decided::Durable(state.sync_point(written)))
+            }
+            How::Reject { reason } => Ok(Decided::DeadLetter(state.leave_for_dead_letter(&group, offset)?, reason)),
         }
-        let (retry_at_us, written) = if retry_after.is_zero() {
-            (0, 0)
-        } else {
-            let retry_at_us = group.topic.clock().now_us().saturating_add(retry_after.as_micros() as u64);
-            (retry_at_us, state.append(&group, Entry::Nacked { offset, retry_at_us })?)
-        };
-        state.window.give_back(offset, retry_at_us, reason.into(), group.topic.clock().now_us());
-        group.wake_idle(&state);
-        let sync = state.sync_point(written);
-        drop(state);
-        // On a Sync topic the retry time is on disk when this returns.
-        made_durable(sync)
     }
 
-    /// Refuses the message: it goes to the dead-letter topic now, with
-    /// `reason`, whatever attempts it has left.
-    pub fn reject(mut self, reason: &str) -> Result<(), QueueError> {
-        self.done = true;
-        let group = self.group.clone();
-        let offset = self.offset().get();
-        let sync = {
-            let mut state = group.state.lock();
-            state.check_mine(offset, self.token)?;
-            state.leave_for_dead_letter(&group, offset)?
-        };
-        self.dead_letter_now(sync, reason)
+    /// Waits for what `decided` needs, blocking the thread.
+    fn finish_blocking(self, decided: Decided) -> Result<(), QueueError> {
+        match decided {
+            Decided::Durable(sync) => made_durable(sync),
+            Decided::DeadLetter(sync, reason) => {
+                let synced = made_durable(sync);
+                self.dead_letter_after(synced, &reason)
+            }
+        }
     }
 
     /// Dead-letters the message (a reject, or a nack of the last attempt),
     /// once the decision to (journaled by
     /// `GroupState::leave_for_dead_letter`) is as durable as the topic's
-    /// durability promises. If that sync fails, the message goes back to
-    /// the group, held back for a while, and the next worker to receive it
-    /// dead-letters it: it is never handed out again.
-    fn dead_letter_now(self, sync: SyncPoint, reason: &str) -> Result<(), QueueError> {
+    /// durability promises: `synced` says whether it is. If that sync
+    /// failed, the message goes back to the group, held back for a while,
+    /// and the next worker to receive it dead-letters it: it is never handed
+    /// out again.
+    pub(super) fn dead_letter_after(self, synced: Result<(), QueueError>, reason: &str) -> Result<(), QueueError> {
         let group = &self.group;
-        if let Err(e) = made_durable(sync) {
+        if let Err(e) = synced {
             let mut state = group.state.lock();
             state.hold_back(self.offset().get(), reason.into());
             group.wake_idle(&state);
             return Err(e);
         }
         group.dead_letter(self.record.clone(), self.attempt, reason)
+    }
+
+    /// The group's topic (for the flusher a settling task asks to sync).
+    pub(super) fn group(&self) -> &Group {
+        &self.group
     }
 
     /// Moves the visibility deadline to `by` from now (SQS's
@@ -173,6 +190,22 @@ impl Delivery {
         self.deadline = deadline;
         Ok(())
     }
+}
+
+/// How a delivery is settled.
+#[derive(Debug)]
+pub(super) enum How {
+    Ack,
+    Nack { retry_after: Duration, reason: Box<str> },
+    Reject { reason: Box<str> },
+}
+
+/// What a settle waits for once decided under the group lock.
+pub(super) enum Decided {
+    /// The journal synced through its entries (on a `Sync` topic).
+    Durable(SyncPoint),
+    /// The same, then the dead letter published, with this reason.
+    DeadLetter(SyncPoint, Box<str>),
 }
 
 impl Drop for Delivery {

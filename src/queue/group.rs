@@ -157,6 +157,13 @@ impl Group {
         FrozenGroup { _state: self.state.lock() }
     }
 
+    /// For the engine's flusher: syncs the journal entries that tasks wait
+    /// for (`JournalFile::poll_synced`).
+    pub(crate) fn sync_requested(&self) {
+        let journal = self.state.lock().journal.clone();
+        journal.sync_requested();
+    }
+
     /// Syncs everything journaled so far, and the journal's synced mark.
     pub(crate) fn sync(&self) -> Result<(), IoError> {
         let journal = self.state.lock().journal.clone();

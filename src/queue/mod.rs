@@ -7,6 +7,7 @@
 //! - `run.rs`: run loops: `Worker::run` and `run_async`, `Settle`, `RunConfig`, `Shutdown`, `RunReport`.
 //! - `receive.rs`: a worker's async forms: `receive_async`, `receive_batch_async`, the `Deliveries` stream.
 //! - `delivery.rs`: `Delivery` and its settles: ack, nack, reject, extend, drop.
+//! - `settle.rs`: `Settling`, the async settles (the flusher syncs the journal for a `Sync` topic).
 //! - `group.rs`: `Group`: opening it, the state behind its one mutex, journaling and syncing.
 //! - `window.rs`: the window state machine (ready, delayed, in flight, leaving) and its counts, without I/O.
 //! - `wake.rs`: the wake-up protocol between waiting workers and give-backs, with its loom model.
@@ -23,6 +24,7 @@ pub(crate) mod journal;
 mod ranges;
 mod receive;
 mod run;
+mod settle;
 mod transaction;
 mod wake;
 mod window;
@@ -32,6 +34,7 @@ pub use config::{ATTEMPTS_MAX, DELAY_MAX, PRIORITY_MAX, QueueConfig, VISIBILITY_
 pub use delivery::Delivery;
 pub use receive::{Deliveries, Receive, ReceiveBatch};
 pub use run::{BATCH_MAX, CONCURRENCY_MAX, RunAsync, RunConfig, RunEnd, RunReport, Settle, Shutdown};
+pub use settle::Settling;
 pub use transaction::Transaction;
 pub use window::QueueMetrics;
 pub use worker::Worker;

@@ -6,12 +6,14 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
 
 use parking_lot::Mutex;
 
 use super::entry::Entry;
 use super::recovery::mark_crc;
 use crate::error::IoError;
+use crate::log::doorbell::{Doorbell, Listening};
 use crate::log::format::*;
 use crate::storage::{Mapped, Storage};
 
@@ -50,6 +52,11 @@ pub(in crate::queue) struct JournalFile {
     /// sync succeeding proves nothing. No more syncs succeed; the group
     /// compacts before its next entry.
     failed: AtomicBool,
+    /// `synced.entries`, rung when it grows, when a sync fails and when the
+    /// journal retires: tasks waiting for a settle to be durable wait on it.
+    synced_bell: Doorbell,
+    /// The most entries a task asked the flusher to sync.
+    wanted: AtomicU64,
 }
 
 impl JournalFile {
@@ -88,6 +95,8 @@ impl JournalFile {
             synced: Mutex::new(Synced::default()),
             retired: AtomicBool::new(false),
             failed: AtomicBool::new(false),
+            synced_bell: Doorbell::new(0),
+            wanted: AtomicU64::new(0),
         })
     }
 
@@ -146,7 +155,52 @@ impl JournalFile {
         self.flush(from, to - from)?;
         synced.entries = written;
         self.write_mark(&mut synced);
+        // Under `synced`: the bell's value only grows.
+        self.synced_bell.set(written);
+        self.synced_bell.notify();
         Ok(())
+    }
+
+    /// The task's form of [`sync_through`](Self::sync_through): `Ready` once
+    /// the first `upto` entries are durable (or the journal retired, its
+    /// entries being in a synced state file), or with the error if a sync
+    /// failed. `request` asks the engine's flusher to sync; it returns
+    /// `false` if there is none, and the task then syncs itself.
+    pub(in crate::queue) fn poll_synced(
+        &self,
+        cx: &mut Context<'_>,
+        upto: u64,
+        listening: &mut Listening,
+        request: impl Fn() -> bool,
+    ) -> Poll<Result<(), IoError>> {
+        loop {
+            if self.retired.load(Ordering::Acquire) || self.synced_bell.load() >= upto {
+                self.synced_bell.forget(listening);
+                return Poll::Ready(Ok(()));
+            }
+            self.wanted.fetch_max(upto, Ordering::AcqRel);
+            if self.failed.load(Ordering::Acquire) || !request() {
+                self.synced_bell.forget(listening);
+                return Poll::Ready(self.sync_through(upto));
+            }
+            let stop = || self.failed.load(Ordering::Acquire) || self.retired.load(Ordering::Acquire);
+            if self.synced_bell.poll_wait(listening, cx, upto - 1, stop).is_pending() {
+                return Poll::Pending;
+            }
+        }
+    }
+
+    /// Gives up a task's wait (its future was dropped).
+    pub(in crate::queue) fn forget(&self, listening: &mut Listening) {
+        self.synced_bell.forget(listening);
+    }
+
+    /// For the flusher: syncs what tasks asked for. A failure is kept by
+    /// the journal and reaches the tasks through `poll_synced`.
+    pub(in crate::queue) fn sync_requested(&self) {
+        if self.wanted.load(Ordering::Acquire) > self.synced_bell.load() {
+            let _ = self.sync_through(self.wanted.load(Ordering::Acquire));
+        }
     }
 
     /// Makes every entry written so far durable, and the synced mark that
@@ -183,6 +237,7 @@ impl JournalFile {
     fn flush(&self, at: usize, len: usize) -> Result<(), IoError> {
         self.map.file().flush(at, len).map_err(|e| {
             self.failed.store(true, Ordering::Release);
+            self.synced_bell.wake();
             IoError::new("sync", &self.path, e)
         })
     }
@@ -195,6 +250,7 @@ impl JournalFile {
     /// Everything written is now in a synced state file.
     pub(in crate::queue) fn retire(&self) {
         self.retired.store(true, Ordering::Release);
+        self.synced_bell.wake();
     }
 }
 

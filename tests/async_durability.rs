@@ -1,8 +1,9 @@
-//! Publishing from async code: on a `Sync` topic a `publish_async` resolves
-//! once the record is durable (a power cut right after loses nothing), the
-//! engine's flusher runs the sync (or the task itself, without a flusher),
-//! a failed sync reaches the waiting task, and a transaction commits
-//! asynchronously. Under tokio and a hand-written `block_on`.
+//! The durability waits of async code: on a `Sync` topic a `publish_async`
+//! or an `ack_async` resolves once it is durable (a power cut right after
+//! loses nothing), the engine's flusher runs the sync (or the task itself,
+//! without a flusher), a failed sync reaches the waiting task, and a
+//! transaction commits asynchronously. Under tokio and a hand-written
+//! `block_on`.
 #![cfg(not(loom))]
 
 use std::future::Future;
@@ -19,7 +20,7 @@ mod fixture;
 
 use block_on::block_on;
 use fixture::{DATA, open_sim, sim_disk, sync_topic, temp_topic};
-use tollgate::{Engine, EngineConfig, LockManager, Message, Offset, PublishError};
+use tollgate::{Engine, EngineConfig, LockManager, Message, Offset, PublishError, QueueError};
 
 fn multi_thread() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
@@ -148,4 +149,98 @@ fn the_publish_futures_are_send() {
     let buyer = locks.session();
     let tx = topic.transaction(&buyer, ["k"], Duration::from_secs(1)).unwrap();
     assert_send(&tx.commit_async(["x"]));
+}
+
+#[test]
+fn acks_from_many_tasks_on_a_sync_topic_survive_a_power_cut_once_resolved() {
+    for seed in 0..8 {
+        let disk = sim_disk();
+        let engine = open_sim(&disk);
+        let topic = engine.create_topic("orders", sync_topic()).unwrap();
+        for i in 0..20 {
+            topic.publish(format!("order {i}")).unwrap();
+        }
+        let worker = topic.worker("payments").unwrap();
+        let runtime = multi_thread();
+        runtime.block_on(async {
+            // Every receive first (each syncs the journal), then the acks
+            // at once: only their own syncs make them durable.
+            let mut deliveries = Vec::new();
+            for _ in 0..20 {
+                deliveries.push(worker.receive_async(Duration::from_secs(5)).await.unwrap().expect("a message"));
+            }
+            let tasks: Vec<_> = deliveries
+                .into_iter()
+                .map(|delivery| tokio::spawn(async move { delivery.ack_async().await.unwrap() }))
+                .collect();
+            for task in tasks {
+                task.await.unwrap();
+            }
+        });
+        assert_eq!(worker.metrics().acked, 20);
+        let cut = disk.power_cut(seed);
+        drop((worker, topic, engine));
+        let engine = open_sim(&cut);
+        let worker = engine.topic("orders").unwrap().worker("payments").unwrap();
+        assert!(worker.receive(Duration::ZERO).unwrap().is_none(), "seed {seed}: an acknowledged message came back");
+    }
+}
+
+#[test]
+fn a_reject_async_dead_letters_and_a_nack_async_retries_on_a_sync_topic() {
+    let disk = sim_disk();
+    let engine = open_sim(&disk);
+    let topic = engine.create_topic("orders", sync_topic()).unwrap();
+    topic.publish("bad").unwrap();
+    topic.publish("retry").unwrap();
+    let worker = topic.worker("payments").unwrap();
+    block_on(async {
+        let bad = worker.receive_async(Duration::from_secs(5)).await.unwrap().unwrap();
+        bad.reject_async("malformed").await.unwrap();
+        let retry = worker.receive_async(Duration::from_secs(5)).await.unwrap().unwrap();
+        retry.nack_async(Duration::ZERO, "try again").await.unwrap();
+        let again = worker.receive_async(Duration::from_secs(5)).await.unwrap().unwrap();
+        assert_eq!((again.payload().as_ref(), again.attempt()), (&b"retry"[..], 2));
+        again.ack_async().await.unwrap();
+    });
+    let dead = engine.topic("orders.dlq").unwrap().read(Offset::new(0)).unwrap();
+    assert_eq!(dead.header("tollgate.dlq.reason"), Some(&b"malformed"[..]));
+    let metrics = worker.metrics();
+    assert_eq!((metrics.acked, metrics.dead_lettered, metrics.in_flight), (1, 1, 0));
+}
+
+#[test]
+fn an_ack_async_without_a_flusher_syncs_itself_and_a_settle_dropped_unpolled_gives_the_message_back() {
+    let disk = sim_disk();
+    let engine = Engine::open_sim_without_flusher(&disk, DATA, EngineConfig::default()).unwrap();
+    let topic = engine.create_topic("orders", sync_topic()).unwrap();
+    topic.publish("order 1").unwrap();
+    topic.publish("order 2").unwrap();
+    let worker = topic.worker("payments").unwrap();
+    let first = worker.receive(Duration::ZERO).unwrap().unwrap();
+    block_on(first.ack_async()).unwrap();
+    let second = worker.receive(Duration::ZERO).unwrap().unwrap();
+    drop(second.ack_async()); // never polled: nothing settled
+    let again = worker.receive(Duration::ZERO).unwrap().expect("the message came back");
+    assert_eq!((again.offset(), again.attempt()), (Offset::new(1), 2));
+    drop(again);
+    let cut = disk.power_cut(2);
+    drop((worker, topic, engine));
+    let engine = open_sim(&cut);
+    let worker = engine.topic("orders").unwrap().worker("payments").unwrap();
+    let redelivered = worker.receive(Duration::ZERO).unwrap().expect("order 2 was never acked");
+    assert_eq!(redelivered.offset(), Offset::new(1), "the acked order 1 came back");
+}
+
+#[test]
+fn a_failed_journal_sync_reaches_the_settling_task() {
+    let disk = sim_disk();
+    let engine = open_sim(&disk);
+    let topic = engine.create_topic("orders", sync_topic()).unwrap();
+    topic.publish("order 1").unwrap();
+    let worker = topic.worker("payments").unwrap();
+    let delivery = worker.receive(Duration::ZERO).unwrap().unwrap();
+    disk.fail_after_syncs(0);
+    let outcome = block_on(delivery.ack_async());
+    assert!(matches!(outcome, Err(QueueError::Io(_))), "{outcome:?}");
 }
