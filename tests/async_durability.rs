@@ -1,6 +1,6 @@
 //! The durability waits of async code: on a `Sync` topic a `publish_async`
-//! or an `ack_async` resolves once it is durable (a power cut right after
-//! loses nothing), the engine's flusher runs the sync (or the task itself,
+//! or an `ack_async`, and on any topic a `commit_async`, resolves once it is
+//! durable (a power cut right after loses nothing), the engine's flusher runs the sync (or the task itself,
 //! without a flusher), a failed sync reaches the waiting task, and a
 //! transaction commits asynchronously. Under tokio and a hand-written
 //! `block_on`.
@@ -20,7 +20,7 @@ mod fixture;
 
 use block_on::block_on;
 use fixture::{DATA, open_sim, sim_disk, sync_topic, temp_topic};
-use tollgate::{Engine, EngineConfig, LockManager, Message, Offset, PublishError, QueueError};
+use tollgate::{CommitError, Engine, EngineConfig, LockManager, Message, Offset, PublishError, QueueError};
 
 fn multi_thread() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
@@ -243,4 +243,67 @@ fn a_failed_journal_sync_reaches_the_settling_task() {
     disk.fail_after_syncs(0);
     let outcome = block_on(delivery.ack_async());
     assert!(matches!(outcome, Err(QueueError::Io(_))), "{outcome:?}");
+}
+
+#[test]
+fn a_commit_async_is_on_disk_when_it_resolves_with_or_without_a_flusher() {
+    for flusher in [true, false] {
+        let disk = sim_disk();
+        let engine = if flusher {
+            open_sim(&disk)
+        } else {
+            Engine::open_sim_without_flusher(&disk, DATA, EngineConfig::default()).unwrap()
+        };
+        let topic = engine.topic("orders").unwrap();
+        for i in 0..5 {
+            topic.publish(format!("order {i}")).unwrap();
+        }
+        topic.sync().unwrap();
+        let mut emails = topic.subscribe("emails").unwrap();
+        block_on(async {
+            for _ in 0..3 {
+                emails.next().unwrap().unwrap();
+                emails.commit_async().await.unwrap();
+            }
+        });
+        assert_eq!(emails.committed(), Offset::new(3));
+        let cut = disk.power_cut(5);
+        drop((emails, topic, engine));
+        let engine = open_sim(&cut);
+        let emails = engine.topic("orders").unwrap().subscribe("emails").unwrap();
+        assert_eq!(emails.committed(), Offset::new(3), "flusher: {flusher}");
+    }
+}
+
+#[test]
+fn a_blocking_commit_after_a_dropped_async_one_is_never_overwritten_by_it() {
+    let disk = sim_disk();
+    let engine = open_sim(&disk);
+    let topic = engine.topic("orders").unwrap();
+    for i in 0..5 {
+        topic.publish(format!("order {i}")).unwrap();
+    }
+    let mut emails = topic.subscribe("emails").unwrap();
+    {
+        // Asked for at its first poll, then dropped: the flusher may or may
+        // not have written it yet.
+        let mut commit = Box::pin(emails.commit_at_async(Offset::new(1)));
+        let _ = commit.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+    }
+    emails.commit_at(Offset::new(4)).unwrap();
+    block_on(emails.commit_at_async(Offset::new(4))).unwrap(); // the flusher has run since
+    drop(emails);
+    let emails = topic.subscribe("emails").unwrap();
+    assert_eq!(emails.committed(), Offset::new(4));
+}
+
+#[test]
+fn a_commit_async_after_the_engine_closed_or_beyond_the_end_fails() {
+    let (_dir, engine, topic) = temp_topic("orders");
+    topic.publish("order 1").unwrap();
+    let mut emails = topic.subscribe("emails").unwrap();
+    let beyond = block_on(emails.commit_at_async(Offset::new(2)));
+    assert_eq!(beyond, Err(CommitError::BeyondEnd { requested: 2, end: 1 }));
+    drop((topic, engine));
+    assert_eq!(block_on(emails.commit_async()), Err(CommitError::Closed));
 }

@@ -16,11 +16,13 @@
 //! - `recovery.rs`: opening a topic directory after a clean or unclean shutdown.
 //! - `doorbell.rs`: the committed offset, and waiting until it moves, as a thread or a task (no lost wake-ups).
 //! - `subscription.rs`: consumer groups: cursors, waiting, commits.
+//! - `commit.rs`: a group's offset file, and `commit_async` (the flusher writes it for tasks).
 //! - `records.rs`: a subscription's async forms: `next_async`, the `Records` stream, `Progress`.
 //! - `backup.rs`: a topic's side of a backup: the cut, and the copy of the log up to it.
 
 pub(crate) mod backup;
 pub(crate) mod clock;
+pub(crate) mod commit;
 pub(crate) mod config;
 pub(crate) mod doorbell;
 pub(crate) mod format;
@@ -36,6 +38,7 @@ pub(crate) mod slots;
 pub(crate) mod subscription;
 pub(crate) mod topic;
 
+pub use commit::Commit;
 pub use config::{Durability, FLUSH_INTERVAL_MIN, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, TopicConfig};
 pub use pattern::KeyPattern;
 pub use publish::Publish;

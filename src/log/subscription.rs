@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::commit::CommitSlot;
 use super::format::*;
 use super::names::{check_group_name, check_new_name};
 use super::pattern::KeyPattern;
@@ -76,7 +77,8 @@ const SPINS_BEFORE_PARK: u32 = 200;
 pub struct Subscription {
     pub(super) reader: Reader,
     group: String,
-    offsets: SlotFile<CommittedOffset>,
+    /// The group's offset file (also written by the flusher, `commit.rs`).
+    pub(super) offsets: Arc<CommitSlot>,
     committed: u64,
     filter: Option<KeyPattern>,
     /// The position and committed offset, for [`Progress`] handles.
@@ -149,6 +151,7 @@ impl Subscription {
         };
         let reader = Reader::new(inner.clone(), next);
         let shared = Arc::new(Shared::new(next, committed));
+        let offsets = Arc::new(CommitSlot::new(offsets));
         Ok(Subscription { reader, group: group.to_owned(), offsets, committed, filter: None, shared })
     }
 
@@ -267,10 +270,19 @@ impl Subscription {
     /// Commits `offset`: the group has processed every record before it.
     pub fn commit_at(&mut self, offset: Offset) -> Result<(), CommitError> {
         let offset = offset.get();
-        let topic = &*self.reader.topic;
+        let topic = self.reader.topic.clone();
         // Open while the offset is written: a backup's cut closes it
         // (`TopicLog::freeze`), so a commit is wholly before or after it.
         let _gate = topic.commits.read();
+        self.check_commit(offset)?;
+        self.offsets.write(CommittedOffset { offset, at_us: now_us() })?;
+        self.committed_at(offset);
+        Ok(())
+    }
+
+    /// Whether `offset` may be committed now.
+    pub(super) fn check_commit(&self, offset: u64) -> Result<(), CommitError> {
+        let topic = &*self.reader.topic;
         let end = topic.committed.load();
         if offset > end {
             return Err(CommitError::BeyondEnd { requested: offset, end });
@@ -281,10 +293,13 @@ impl Subscription {
         if topic.is_closed() {
             return Err(CommitError::Closed);
         }
-        self.offsets.write(CommittedOffset { offset, at_us: now_us() })?;
+        Ok(())
+    }
+
+    /// Notes that `offset` is committed on disk.
+    pub(super) fn committed_at(&mut self, offset: u64) {
         self.committed = offset;
         self.shared.committed.store(offset, Ordering::Relaxed);
-        Ok(())
     }
 }
 

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Mutex, RwLock};
 
 use super::clock::Clock;
+use super::commit::CommitSlot;
 use super::config::{Durability, TopicConfig};
 use super::doorbell::Doorbell;
 use super::format::*;
@@ -115,6 +116,9 @@ pub(crate) struct TopicLog {
     sync_requester: OnceLock<SyncRequester>,
     /// Why the last sync failed, for the tasks that waited on it.
     sync_failure: Mutex<Option<PublishError>>,
+    /// Consumer-group offset files with a task's commit to write
+    /// (`commit.rs`), for the flusher.
+    pending_commits: Mutex<Vec<Arc<CommitSlot>>>,
     /// Base of the first segment not known to be synced.
     pub(super) recovery_point: AtomicU64,
     /// An I/O error left the tail in doubt: no more writes.
@@ -234,8 +238,7 @@ impl TopicLog {
             rename()?;
             self.deleted.store(true, Ordering::Release);
         }
-        self.committed.wake();
-        self.durable.wake();
+        self.wake_durability_waiters();
         Ok(())
     }
 
@@ -286,6 +289,7 @@ impl TopicLog {
             sync_wanted: AtomicU64::new(0),
             sync_requester: OnceLock::new(),
             sync_failure: Mutex::new(None),
+            pending_commits: Mutex::new(Vec::new()),
             recovery_point: AtomicU64::new(active.base),
             poisoned: AtomicBool::new(false),
             closed: AtomicBool::new(false),
@@ -676,13 +680,38 @@ impl TopicLog {
         true
     }
 
-    /// For the flusher: syncs what tasks asked for, if it is not durable yet.
-    /// A failure poisons the topic and reaches the waiting tasks.
+    /// For the flusher: syncs what tasks asked for, if it is not durable
+    /// yet, and writes the consumer-group commits they asked for. A failure
+    /// poisons the topic (or fails the commit) and reaches the waiting tasks.
     pub(crate) fn sync_requested(&self) {
         let wanted = self.sync_wanted.load(Ordering::Acquire);
         if wanted > self.durable.load() && !self.is_closed() {
             let _ = self.sync_through(wanted);
         }
+        let commits = std::mem::take(&mut *self.pending_commits.lock());
+        for slot in commits {
+            slot.write_requested(self);
+        }
+    }
+
+    /// Wakes every waiter of this topic (it closed or was deleted): parked
+    /// subscribers and workers, and tasks waiting for a sync or a commit.
+    fn wake_durability_waiters(&self) {
+        self.committed.wake();
+        self.durable.wake();
+        for slot in std::mem::take(&mut *self.pending_commits.lock()) {
+            slot.wake();
+        }
+    }
+
+    /// Hands a task's commit on `slot` to the flusher.
+    pub(super) fn queue_commit(&self, slot: Arc<CommitSlot>) {
+        self.pending_commits.lock().push(slot);
+    }
+
+    /// Whether tasks' syncs and commits run on an engine's flusher thread.
+    pub(super) fn has_flusher(&self) -> bool {
+        self.sync_requester.get().is_some()
     }
 
     /// Why the last sync failed, if one did (the topic is then poisoned).
@@ -906,8 +935,7 @@ impl TopicLog {
         drop(flush);
         // Whatever happened above: parked subscribers and workers leave, and
         // tasks waiting for durability see the mark or the closed topic.
-        self.committed.wake();
-        self.durable.wake();
+        self.wake_durability_waiters();
     }
 }
 
