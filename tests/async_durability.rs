@@ -307,3 +307,22 @@ fn a_commit_async_after_the_engine_closed_or_beyond_the_end_fails() {
     drop((topic, engine));
     assert_eq!(block_on(emails.commit_async()), Err(CommitError::Closed));
 }
+
+#[test]
+fn a_receive_async_on_a_sync_topic_hands_out_a_delivery_only_once_its_attempt_is_on_disk() {
+    for seed in 0..6 {
+        let disk = sim_disk();
+        let engine = open_sim(&disk);
+        let topic = engine.create_topic("orders", sync_topic()).unwrap();
+        topic.publish("order 1").unwrap();
+        let worker = topic.worker("payments").unwrap();
+        let delivery = multi_thread().block_on(worker.receive_async(Duration::from_secs(5))).unwrap().unwrap();
+        assert_eq!(delivery.attempt(), 1);
+        let cut = disk.power_cut(seed);
+        drop((delivery, worker, topic, engine));
+        let engine = open_sim(&cut);
+        let worker = engine.topic("orders").unwrap().worker("payments").unwrap();
+        let again = worker.receive(Duration::ZERO).unwrap().expect("the message comes back");
+        assert_eq!(again.attempt(), 2, "seed {seed}: the first attempt was not on disk when it was handed out");
+    }
+}

@@ -8,12 +8,14 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_core::Stream;
 
 use super::delivery::Delivery;
+use super::journal::JournalFile;
 use super::worker::{Look, Wait, Worker};
 use crate::error::QueueError;
 use crate::log::doorbell::Listening;
@@ -28,10 +30,11 @@ impl Worker {
     /// The future waits on the topic's doorbell and a runtime-free timer, so
     /// it works under any executor. Dropping it before it completes leaves
     /// no trace: the worker leaves the group's idle count, and no message is
-    /// taken except in the poll that returns it. On a
-    /// [`Durability::Sync`](crate::Durability::Sync) topic the journal sync
-    /// of the delivery's attempt runs inside that poll, blocking the
-    /// executor's thread for its duration.
+    /// taken except in the poll that returns it (a delivery taken while its
+    /// attempt is being synced goes back if the future is dropped). On a
+    /// [`Durability::Sync`](crate::Durability::Sync) topic the attempt is on
+    /// disk before the delivery is returned; the engine's flusher thread
+    /// runs that journal sync, so the executor's thread never blocks on it.
     ///
     /// ```
     /// # let dir = tempfile::tempdir()?;
@@ -119,7 +122,8 @@ impl Worker {
 }
 
 /// A task taking messages: the worker, its deadline, and, while it waits,
-/// its idle registration, its place on the doorbell and its timer.
+/// its idle registration, its place on the doorbell and its timer; or, on a
+/// `Sync` topic, the deliveries taken and the journal sync they wait for.
 #[derive(Debug)]
 pub(super) struct Taking {
     worker: Worker,
@@ -128,11 +132,52 @@ pub(super) struct Taking {
     idle: Option<Wait>,
     listening: Listening,
     timer: Timer,
+    /// Taken, not yet handed out: their attempts are being synced.
+    unsynced: Vec<Delivery>,
+    syncing: Option<Syncing>,
+}
+
+/// Deliveries' attempts being synced by the engine's flusher.
+#[derive(Debug)]
+struct Syncing {
+    journal: Arc<JournalFile>,
+    upto: u64,
+    listening: Listening,
 }
 
 impl Taking {
     pub(super) fn new(worker: Worker, deadline: Option<Instant>) -> Taking {
-        Taking { worker, deadline, idle: None, listening: Listening::default(), timer: Timer::new() }
+        Taking {
+            worker,
+            deadline,
+            idle: None,
+            listening: Listening::default(),
+            timer: Timer::new(),
+            unsynced: Vec::new(),
+            syncing: None,
+        }
+    }
+
+    /// Hands out the deliveries taken once their attempts are on disk
+    /// (the flusher syncs the journal; without one, the task does). If the
+    /// sync fails, dropping them gives them back.
+    fn poll_synced(&mut self, cx: &mut Context<'_>, taken: &mut Vec<Delivery>) -> Poll<Result<(), QueueError>> {
+        let Some(syncing) = &mut self.syncing else { return Poll::Ready(Ok(())) };
+        let topic = self.worker.topic_log();
+        let synced = std::task::ready!(
+            syncing.journal.poll_synced(cx, syncing.upto, &mut syncing.listening, || { topic.request_flusher() })
+        );
+        self.syncing = None;
+        match synced {
+            Ok(()) => {
+                taken.append(&mut self.unsynced);
+                Poll::Ready(Ok(()))
+            }
+            Err(error) => {
+                self.unsynced.clear();
+                Poll::Ready(Err(error.into()))
+            }
+        }
     }
 
     /// Takes up to `max` messages into `taken`: `Ready` with some, or with
@@ -146,6 +191,9 @@ impl Taking {
         halt: &dyn Fn() -> bool,
         taken: &mut Vec<Delivery>,
     ) -> Poll<Result<(), QueueError>> {
+        if self.syncing.is_some() {
+            return self.poll_synced(cx, taken);
+        }
         loop {
             if let Some(wait) = self.idle {
                 // Without a deadline (a stream) a simulated clock's give-up
@@ -167,8 +215,15 @@ impl Taking {
             if max == 0 || halt() {
                 return Poll::Ready(Ok(()));
             }
-            match self.worker.look(max, self.deadline, taken)? {
-                Look::Taken | Look::Closed => return Poll::Ready(Ok(())),
+            match self.worker.look(max, self.deadline, &mut self.unsynced, false)? {
+                Look::Taken(Some((journal, upto))) => {
+                    self.syncing = Some(Syncing { journal, upto, listening: Listening::default() });
+                    return self.poll_synced(cx, taken);
+                }
+                Look::Taken(None) | Look::Closed => {
+                    taken.append(&mut self.unsynced);
+                    return Poll::Ready(Ok(()));
+                }
                 Look::Again => {}
                 Look::Idle(wait) => self.idle = Some(wait),
             }
@@ -187,6 +242,10 @@ impl Taking {
 impl Drop for Taking {
     fn drop(&mut self) {
         self.leave();
+        // Deliveries taken but not handed out go back as they drop.
+        if let Some(syncing) = &mut self.syncing {
+            syncing.journal.forget(&mut syncing.listening);
+        }
     }
 }
 

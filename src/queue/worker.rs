@@ -11,11 +11,12 @@ use std::time::{Duration, Instant};
 
 use super::config::QueueConfig;
 use super::delivery::Delivery;
-use super::group::{Group, Take, made_durable};
+use super::group::{Group, SyncPoint, Take, made_durable};
 use super::wake::Ticket;
 use super::window::{QueueMetrics, earliest};
 use crate::error::QueueError;
 use crate::log::doorbell::Doorbell;
+use crate::log::topic::TopicLog;
 use crate::sync::task;
 
 /// One of a group's competing workers; cheap to clone, usable from any
@@ -60,8 +61,9 @@ const BATCH_CAPACITY: usize = 64;
 
 /// What one look at the group found ([`Worker::look`]).
 pub(super) enum Look {
-    /// Messages were taken.
-    Taken,
+    /// Messages were taken; with a sync point, they may be handed out once
+    /// the journal is synced through it (a look that did not sync itself).
+    Taken(SyncPoint),
     /// The engine is closed.
     Closed,
     /// Nothing was taken, but a message was dead-lettered: look again.
@@ -166,8 +168,8 @@ impl Worker {
         let group = &*self.group;
         let topic = &*group.topic;
         while max > 0 && !halt() {
-            match self.look(max, deadline, taken)? {
-                Look::Taken | Look::Closed => return Ok(()),
+            match self.look(max, deadline, taken, true)? {
+                Look::Taken(_) | Look::Closed => return Ok(()),
                 Look::Again => {}
                 Look::Idle(wait) => {
                     if !wait.give_up {
@@ -190,12 +192,15 @@ impl Worker {
     /// dead-letters a message out of attempts, or, with nothing to take,
     /// counts the worker idle and says what to wait for. The caller of an
     /// `Idle` look must call [`leave_idle`](Worker::leave_idle) after its
-    /// wait (and before it looks again).
+    /// wait (and before it looks again). With `sync_now` false, a `Sync`
+    /// topic's journal sync is left to the caller (`Look::Taken`'s point):
+    /// a task waits for it without blocking its thread.
     pub(super) fn look(
         &self,
         max: usize,
         deadline: Option<Instant>,
         taken: &mut Vec<Delivery>,
+        sync_now: bool,
     ) -> Result<Look, QueueError> {
         let group = &self.group;
         let topic = &*group.topic;
@@ -247,7 +252,7 @@ impl Worker {
         }
         // On a Sync topic the attempts are on disk before the worker sees
         // the messages; if that fails, dropping the deliveries gives them back.
-        if let Err(e) = made_durable(sync) {
+        if sync_now && let Err(e) = made_durable(sync.take()) {
             taken.truncate(first);
             return Err(e);
         }
@@ -262,7 +267,12 @@ impl Worker {
                 group.state.lock().hold_back(record.offset().get(), reason);
             }
         }
-        Ok(if taken.len() > first { Look::Taken } else { Look::Again })
+        Ok(if taken.len() > first { Look::Taken(sync) } else { Look::Again })
+    }
+
+    /// The topic's log (for the flusher a task asks to sync).
+    pub(super) fn topic_log(&self) -> &TopicLog {
+        &self.group.topic
     }
 
     /// After the wait of an `Idle` look (or instead of it).
