@@ -196,3 +196,12 @@ fn catalog(topic: &Topic, config: &Config) -> Result<Catalog, BoxError> {
     let first = ledger::records(topic).next().ok_or("the catalog topic is empty")??;
     Ok(Catalog::decode(first.payload()).ok_or("the catalog record does not parse")?)
 }
+
+/// Reads the ledger of the data directory `data_dir` (which no process
+/// holds open), for checking a run after it stopped or was killed.
+pub fn read_ledger(data_dir: &std::path::Path) -> Result<Ledger, BoxError> {
+    let engine = Engine::open(data_dir)?;
+    let first = ledger::records(&engine.topic(CATALOG)?).next().ok_or("no catalog: never started")??;
+    let catalog = Catalog::decode(first.payload()).ok_or("the catalog record does not parse")?;
+    Ok(Ledger::read(&catalog, &engine.topic(ORDERS)?, &engine.topic(PAYMENTS)?)?)
+}
