@@ -44,7 +44,7 @@ async fn concurrent_checkouts_never_oversell_and_lose_no_order() {
     assert_eq!(seen.transport_errors, 0);
     assert_eq!(seen.unexpected(), 0, "responses other than 201, 409, 503: {:?}", seen.statuses);
     assert_eq!(seen.statuses.values().sum::<u64>(), CLIENTS * REQUESTS_PER_CLIENT);
-    assert!(seen.statuses.get(&409).is_some(), "the stock is small enough to run out: {:?}", seen.statuses);
+    assert!(seen.statuses.contains_key(&409), "the stock is small enough to run out: {:?}", seen.statuses);
 
     // Bad input is a 400, never a panic; statuses are served.
     let bad = http.send(Method::POST, "/checkout", Some(&json!({ "lines": "none" }))).await.expect("an answer");
