@@ -82,7 +82,7 @@ pub async fn checkout(shop: &Shop, request: CheckoutRequest) -> Outcome {
         return Outcome::OutOfStock(line.sku.clone()); // dropping `tx` publishes nothing and unlocks
     }
     let order = Order { order: shop.next_order.fetch_add(1, Ordering::Relaxed), lines: request.lines };
-    let held = match tx.commit([order.message(RESERVED), order.message(CREATED)]) {
+    let held = match tx.commit_async([order.message(RESERVED), order.message(CREATED)]).await {
         Ok((_, held)) => held,
         Err(error) => {
             shop.error("publishing an order", error);

@@ -27,7 +27,7 @@ pub async fn run(shop: Arc<Shop>, subscription: Subscription, mut stop: watch::R
     loop {
         tokio::select! {
             _ = stop.changed() => break,
-            _ = tick.tick() => commit(&shop, records.subscription_mut()),
+            _ = tick.tick() => commit(&shop, records.subscription_mut()).await,
             next = poll_fn(|cx| Pin::new(&mut records).poll_next(cx)) => match next {
                 None => break, // the engine closed
                 Some(Ok(record)) => {
@@ -52,14 +52,14 @@ pub async fn run(shop: Arc<Shop>, subscription: Subscription, mut stop: watch::R
             },
         }
     }
-    commit(&shop, records.subscription_mut());
+    commit(&shop, records.subscription_mut()).await;
 }
 
-/// Commits the group's position if it moved. The commit writes a small slot
-/// file on the executor's thread: brief, and at most every `COMMIT_EVERY`.
-fn commit(shop: &Shop, subscription: &mut Subscription) {
+/// Commits the group's position if it moved (the engine's flusher thread
+/// writes the offset file; this task only waits for it).
+async fn commit(shop: &Shop, subscription: &mut Subscription) {
     if subscription.position() != subscription.committed()
-        && let Err(error) = subscription.commit()
+        && let Err(error) = subscription.commit_async().await
     {
         shop.error("committing notifications", error);
     }

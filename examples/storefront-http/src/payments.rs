@@ -76,7 +76,7 @@ async fn charge(shop: &Shop, payload: &[u8]) -> Settle {
     } else {
         (SETTLED, Status::Paid)
     };
-    if let Err(error) = shop.payments.publish_message(order.message(record)) {
+    if let Err(error) = shop.payments.publish_message_async(order.message(record)).await {
         shop.error("publishing a payment", &error);
         return retry(error);
     }
@@ -98,7 +98,7 @@ async fn release(shop: &Shop, session: &Session, order: &Order) -> Result<(), St
         .transaction_async(session, &keys, LockRequest::exclusive().timeout(LOCK_WAIT))
         .await
         .map_err(|error| error.to_string())?;
-    let (_, held) = tx.commit([order.message(RELEASED)]).map_err(|error| {
+    let (_, held) = tx.commit_async([order.message(RELEASED)]).await.map_err(|error| {
         shop.error("releasing stock", &error);
         error.to_string()
     })?;
