@@ -1,24 +1,32 @@
 //! Deadlines for futures, with no runtime: a future that must wake at an
 //! instant (a timeout, a deadlock search, a lease's end, a delayed message)
-//! arms a [`Timer`] in its `poll`. The wake-up comes from `futures-timer`'s
-//! one process-wide helper thread, so the same future works under tokio,
-//! smol or a plain `block_on`.
+//! arms a [`Timer`] in its `poll`. One process-wide thread, `tollgate-timer`
+//! (started on first use), keeps the armed deadlines in a heap and wakes each
+//! task when its instant passes, so the same future works under tokio, smol
+//! or a plain `block_on`.
+//!
+//! Disarming is cheap on purpose: a future that got what it waited for
+//! drops its timer on the hot path of a lock hand-off, so dropping only
+//! removes its waker under the timer's mutex and never wakes the thread;
+//! the heap entry is skipped when its instant comes (or purged once dead
+//! entries outnumber live ones). Arming wakes the thread only when the new
+//! instant is earlier than the one it sleeps until. (`futures-timer`, which
+//! wakes its thread on every drop, made a hand-off to a task 1.5× slower:
+//! docs/BENCHMARKS.md.)
 //!
 //! Under loom no time passes: an armed deadline never arrives, so a task
 //! waiter is woken only by a notification, and a lost one deadlocks the
 //! model.
 
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 /// A re-armable deadline for one future. Dropping it disarms it.
 #[derive(Debug, Default)]
 pub(crate) struct Timer {
-    /// The deadline armed, and its delay on the helper thread.
+    /// The deadline armed, its id in the wheel, and the waker registered.
     #[cfg(not(loom))]
-    armed: Option<(Instant, futures_timer::Delay)>,
+    armed: Option<(Instant, u64, Waker)>,
 }
 
 impl Timer {
@@ -31,30 +39,29 @@ impl Timer {
     /// the task to be woken then. `Ready` once `until` has passed.
     #[cfg(not(loom))]
     pub(crate) fn poll_until(&mut self, cx: &mut Context<'_>, until: Option<Instant>) -> Poll<()> {
-        let Some(until) = until else {
-            self.armed = None;
-            return Poll::Pending;
+        let Some(until) = until.filter(|&until| Instant::now() < until) else {
+            self.disarm();
+            return if until.is_some() { Poll::Ready(()) } else { Poll::Pending };
         };
-        let now = Instant::now();
-        if now >= until {
-            self.armed = None;
-            return Poll::Ready(());
+        match &mut self.armed {
+            Some((at, _, waker)) if *at == until && waker.will_wake(cx.waker()) => {}
+            Some((at, id, waker)) if *at == until => {
+                waker.clone_from(cx.waker());
+                wheel::rewake(*id, cx.waker());
+            }
+            _ => {
+                self.disarm();
+                let id = wheel::arm(until, cx.waker());
+                self.armed = Some((until, id, cx.waker().clone()));
+            }
         }
-        let delay = match &mut self.armed {
-            Some((at, delay)) if *at == until => delay,
-            armed => {
-                let (_, delay) = armed.insert((until, futures_timer::Delay::new(until - now)));
-                delay
-            }
-        };
-        match Pin::new(delay).poll(cx) {
-            Poll::Ready(()) => {
-                // The helper thread may fire a little early by our clock:
-                // ready only once the instant has passed, else wait again.
-                self.armed = None;
-                if Instant::now() >= until { Poll::Ready(()) } else { self.poll_until(cx, Some(until)) }
-            }
-            Poll::Pending => Poll::Pending,
+        Poll::Pending
+    }
+
+    #[cfg(not(loom))]
+    fn disarm(&mut self) {
+        if let Some((_, id, _)) = self.armed.take() {
+            wheel::disarm(id);
         }
     }
 
@@ -65,6 +72,122 @@ impl Timer {
     #[cfg(loom)]
     pub(crate) fn poll_until(&mut self, _cx: &mut Context<'_>, _until: Option<Instant>) -> Poll<()> {
         Poll::Pending
+    }
+}
+
+#[cfg(not(loom))]
+impl Drop for Timer {
+    fn drop(&mut self) {
+        self.disarm();
+    }
+}
+
+/// The process-wide deadlines and the thread that fires them.
+#[cfg(not(loom))]
+mod wheel {
+    use std::cmp::Reverse;
+    use std::collections::{BinaryHeap, HashMap};
+    use std::sync::OnceLock;
+    use std::task::Waker;
+    use std::time::Instant;
+
+    use parking_lot::{Condvar, Mutex};
+
+    struct Wheel {
+        state: Mutex<State>,
+        changed: Condvar,
+    }
+
+    #[derive(Default)]
+    struct State {
+        /// Armed instants, by id; entries whose id has no waker are dead.
+        heap: BinaryHeap<Reverse<(Instant, u64)>>,
+        wakers: HashMap<u64, Waker>,
+        next_id: u64,
+        /// What the thread sleeps until (`None`: until notified).
+        sleeping_until: Option<Instant>,
+    }
+
+    fn wheel() -> &'static Wheel {
+        static WHEEL: OnceLock<&'static Wheel> = OnceLock::new();
+        WHEEL.get_or_init(|| {
+            let wheel: &'static Wheel =
+                Box::leak(Box::new(Wheel { state: Mutex::new(State::default()), changed: Condvar::new() }));
+            std::thread::Builder::new()
+                .name("tollgate-timer".into())
+                .spawn(move || wheel.run())
+                .expect("tollgate: cannot start the timer thread");
+            wheel
+        })
+    }
+
+    /// Arms a deadline; returns its id.
+    pub(super) fn arm(at: Instant, waker: &Waker) -> u64 {
+        let wheel = wheel();
+        let mut state = wheel.state.lock();
+        let id = state.next_id;
+        state.next_id += 1;
+        state.heap.push(Reverse((at, id)));
+        state.wakers.insert(id, waker.clone());
+        if state.heap.len() > 1024 && state.heap.len() > 2 * state.wakers.len() {
+            // Mostly dead entries: keep the live ones.
+            let State { heap, wakers, .. } = &mut *state;
+            heap.retain(|Reverse((_, id))| wakers.contains_key(id));
+        }
+        if state.sleeping_until.is_none_or(|until| at < until) {
+            wheel.changed.notify_one();
+        }
+        id
+    }
+
+    /// Replaces the waker of deadline `id`.
+    pub(super) fn rewake(id: u64, waker: &Waker) {
+        if let Some(registered) = wheel().state.lock().wakers.get_mut(&id) {
+            registered.clone_from(waker);
+        }
+    }
+
+    /// Heap entries and live deadlines, for tests.
+    #[cfg(test)]
+    pub(super) fn entries() -> (usize, usize) {
+        let state = wheel().state.lock();
+        (state.heap.len(), state.wakers.len())
+    }
+
+    /// Disarms deadline `id`, without waking the thread.
+    pub(super) fn disarm(id: u64) {
+        let waker = wheel().state.lock().wakers.remove(&id);
+        drop(waker); // outside the lock
+    }
+
+    impl Wheel {
+        fn run(&self) {
+            let mut due = Vec::new();
+            let mut state = self.state.lock();
+            loop {
+                let now = Instant::now();
+                while let Some(&Reverse((at, id))) = state.heap.peek() {
+                    if at > now {
+                        break;
+                    }
+                    state.heap.pop();
+                    due.extend(state.wakers.remove(&id));
+                }
+                if !due.is_empty() {
+                    drop(state);
+                    due.drain(..).for_each(Waker::wake);
+                    state = self.state.lock();
+                    continue;
+                }
+                state.sleeping_until = state.heap.peek().map(|Reverse((at, _))| *at);
+                match state.sleeping_until {
+                    Some(until) => {
+                        self.changed.wait_until(&mut state, until);
+                    }
+                    None => self.changed.wait(&mut state),
+                }
+            }
+        }
     }
 }
 
@@ -107,6 +230,20 @@ mod tests {
         }
         assert!(Instant::now() >= until, "woken before the deadline");
         assert_eq!(timer.poll_until(&mut cx, Some(until)), Poll::Ready(()));
+    }
+
+    #[test]
+    fn disarmed_far_deadlines_do_not_pile_up() {
+        let (_, waker) = counting_waker();
+        let mut cx = Context::from_waker(&waker);
+        let far = Instant::now() + Duration::from_secs(3600);
+        for i in 0..10_000u32 {
+            let mut timer = Timer::new();
+            assert_eq!(timer.poll_until(&mut cx, Some(far + Duration::from_nanos(u64::from(i)))), Poll::Pending);
+        }
+        let (heap, live) = wheel::entries();
+        // Other tests may arm timers meanwhile; the bound still holds.
+        assert!(heap <= (2 * live).max(1024) + 1, "{heap} heap entries for {live} live deadlines");
     }
 
     #[test]
