@@ -259,7 +259,11 @@ where
 {
     let guard = hold.await;
     let waiter = tokio::spawn(wait);
-    tokio::time::sleep(ASYNC_QUEUE_WAIT).await;
+    // Blocks this worker thread so that the pause is 200 us, not tokio's
+    // 1 ms timer tick; the other worker steals the waiter meanwhile. A
+    // tollgate waiter thus queues, but does not reach its first deadlock
+    // search (1 ms): the row measures the hand-off alone.
+    std::thread::sleep(ASYNC_QUEUE_WAIT);
     let t0 = Instant::now();
     drop(guard);
     let t1 = waiter.await.unwrap();

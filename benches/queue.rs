@@ -37,9 +37,12 @@
 //!   first worker's start to the last worker's end.
 //! - `async_receive_ack_buffered_64B`: throughput of one worker draining a `Buffered` queue, blocking
 //!   (`receive(Duration::ZERO)` + `ack`, as in `work_queue_buffered_64B`: `tollgate-blocking/1`) against async
-//!   (`receive_async(Duration::ZERO)`, each future run by a plain thread-parking `block_on`, + `ack`:
+//!   (`receive_async(Duration::ZERO)` + `ack_async`, each future run by a plain thread-parking `block_on`:
 //!   `tollgate-async/1`). The queue is full, so neither waits: the row measures what the async form adds (a
 //!   future, its `Taking` state and the poll-depth marker) to the same look at the group.
+//! - `async_receive_ack_sync_64B`: the same on a `Sync` queue, with 1 and 2 workers. A blocking worker runs
+//!   its journal syncs itself; an async one asks the engine's flusher thread and waits for its mark (no task
+//!   runs an `msync`), so the row measures that hand-off.
 //! - `work_queue_sync_64B`: the same with tollgate `Sync` and rusqlite `FULL`.
 //! - `ack_latency`: the time of the acknowledgement alone, with 1 worker: `Delivery::ack` (`tollgate/buffered`,
 //!   `tollgate/sync`), yaque's `RecvGuard::commit` (`yaque/commit`), and rusqlite's ack transaction
@@ -95,6 +98,18 @@ fn async_receive_ack_buffered_64B(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
     throughput(&mut g, "tollgate-blocking", &Tollgate(Durability::Buffered), 1);
     throughput(&mut g, "tollgate-async", &TollgateAsync(Durability::Buffered), 1);
+    g.finish();
+}
+
+/// Blocking against async receive + ack on a `Sync` queue: the flusher runs the async side's syncs.
+#[allow(non_snake_case)]
+fn async_receive_ack_sync_64B(c: &mut Criterion) {
+    let mut g = group(c, "async_receive_ack_sync_64B", Duration::from_secs(8));
+    g.throughput(Throughput::Elements(1));
+    for workers in [1, 2] {
+        throughput(&mut g, "tollgate-blocking", &Tollgate(Durability::Sync), workers);
+        throughput(&mut g, "tollgate-async", &TollgateAsync(Durability::Sync), workers);
+    }
     g.finish();
 }
 
@@ -225,7 +240,8 @@ criterion_group! {
     // No plots: a sample's median ack time can be the same in every sample (yaque's commit is 38 ns to the
     // nanosecond), and criterion's plots panic on samples without variance.
     config = Criterion::default().without_plots();
-    targets = work_queue_buffered_64B, async_receive_ack_buffered_64B, work_queue_sync_64B, ack_latency,
+    targets = work_queue_buffered_64B, async_receive_ack_buffered_64B, async_receive_ack_sync_64B, work_queue_sync_64B,
+        ack_latency,
         delayed_delivery_lateness
 }
 criterion_main!(benches);

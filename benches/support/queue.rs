@@ -91,7 +91,7 @@ impl Consumer for Worker {
 /// future run by a plain `block_on` (the calling thread parks while it is pending).
 pub struct TollgateAsync(pub Durability);
 
-/// A worker that receives through `receive_async`.
+/// A worker that receives through `receive_async` and acks through `ack_async`.
 pub struct AsyncWorker(Worker);
 
 impl Contender for TollgateAsync {
@@ -109,7 +109,7 @@ impl Consumer for AsyncWorker {
     fn consume(&mut self, time_ack: bool) -> Option<Duration> {
         let delivery = block_on(self.0.receive_async(Duration::ZERO)).expect("receive")?;
         black_box(delivery.payload().as_ref());
-        Some(timed(time_ack, || delivery.ack().expect("ack")))
+        Some(timed(time_ack, || block_on(delivery.ack_async()).expect("ack")))
     }
 }
 
