@@ -31,9 +31,8 @@
 use std::future::Future;
 use std::hint::black_box;
 use std::pin::pin;
-use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use criterion::{BenchmarkId, measurement::WallTime};
@@ -41,8 +40,8 @@ use tollgate::{LockManager, LockRequest};
 
 mod support;
 use support::locks::{
-    CondvarLocks, DashLocks, KeyedLock, cycle_keys, disjoint_key_sets, existing_key, fresh_key, fresh_keys, lockable,
-    parking_lot, tollgate, tollgate_session, with_handoff,
+    AsyncHandoffs, CondvarLocks, DashLocks, KeyedLock, cycle_keys, disjoint_key_sets, existing_key, fresh_key,
+    fresh_keys, lockable, parking_lot, tollgate, tollgate_session, with_handoff,
 };
 use support::{Budget, run_threads};
 
@@ -249,78 +248,15 @@ fn async_uncontended(c: &mut Criterion) {
     g.finish();
 }
 
-/// One hand-off to a waiting task: `hold` takes the lock in the holder task, a waiter task is spawned and given
-/// [`ASYNC_QUEUE_WAIT`] to queue, then the holder notes `t0` and releases; the waiter notes `t1` once it holds
-/// the lock. Returns `t1 - t0`.
-async fn async_handoff_once<G, H, W>(hold: H, wait: W) -> Duration
-where
-    H: Future<Output = G>,
-    W: Future<Output = Instant> + Send + 'static,
-{
-    let guard = hold.await;
-    let waiter = tokio::spawn(wait);
-    // Blocks this worker thread so that the pause is 200 us, not tokio's
-    // 1 ms timer tick; the other worker steals the waiter meanwhile. A
-    // tollgate waiter thus queues, but does not reach its first deadlock
-    // search (1 ms): the row measures the hand-off alone.
-    std::thread::sleep(ASYNC_QUEUE_WAIT);
-    let t0 = Instant::now();
-    drop(guard);
-    let t1 = waiter.await.unwrap();
-    t1.saturating_duration_since(t0)
-}
-
-/// How long a waiter task is given to queue before the holder releases.
-const ASYNC_QUEUE_WAIT: Duration = Duration::from_micros(200);
-
 fn async_handoff(c: &mut Criterion) {
     let mut g = c.benchmark_group("async_handoff");
     g.sample_size(10)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))
         .sampling_mode(SamplingMode::Flat);
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let locks = LockManager::new();
-    let holder = locks.session();
-    g.bench_function("tollgate", |b| {
-        b.iter_custom(|iters| {
-            runtime.block_on(async {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let locks = locks.clone();
-                    let wait = async move {
-                        let session = locks.session();
-                        let guard = session.lock_async("sku:hot").await.unwrap();
-                        let t1 = Instant::now();
-                        drop(guard);
-                        t1
-                    };
-                    let hold = async { holder.lock_async("sku:hot").await.unwrap() };
-                    total += async_handoff_once(hold, wait).await;
-                }
-                total
-            })
-        });
-    });
-    let mutex = Arc::new(tokio::sync::Mutex::new(()));
-    g.bench_function("tokio_mutex", |b| {
-        b.iter_custom(|iters| {
-            runtime.block_on(async {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let waiter = Arc::clone(&mutex);
-                    let wait = async move {
-                        let guard = waiter.lock().await;
-                        let t1 = Instant::now();
-                        drop(guard);
-                        t1
-                    };
-                    total += async_handoff_once(mutex.lock(), wait).await;
-                }
-                total
-            })
-        });
-    });
+    let handoffs = AsyncHandoffs::new();
+    g.bench_function("tollgate", |b| b.iter_custom(|iters| handoffs.tollgate(iters)));
+    g.bench_function("tokio_mutex", |b| b.iter_custom(|iters| handoffs.tokio_mutex(iters)));
     g.finish();
 }
 

@@ -28,8 +28,8 @@ use tollgate::Durability;
 
 mod support;
 use support::locks::{
-    CondvarLocks, DashLocks, KeyedLock, cycle_keys, disjoint_key_sets, existing_key, fresh_key, fresh_keys, lockable,
-    parking_lot, tollgate, with_handoff,
+    AsyncHandoffs, CondvarLocks, DashLocks, KeyedLock, cycle_keys, disjoint_key_sets, existing_key, fresh_key,
+    fresh_keys, lockable, parking_lot, tollgate, with_handoff,
 };
 use support::log::{
     Channel, CommitLogStore, FjallStore, SYNC_BATCH, Sqlite, Store, TollgateLog, Yaque, append_run, channel_one_way,
@@ -152,6 +152,14 @@ fn handoff<L: KeyedLock>(locks: L, plan: &Plan) -> Vec<f64> {
     })
 }
 
+/// Mean ns of a hand-off to a waiting task, by `handoffs` (see [`AsyncHandoffs`]).
+fn async_handoff(handoffs: impl Fn(u64) -> Duration, plan: &Plan) -> Vec<f64> {
+    let mut times = Vec::new();
+    let (calls, _, _) = run_for(plan.budget(), |_| times.push(handoffs(1)));
+    let timed = &times[times.len() - calls as usize..];
+    vec![timed.iter().sum::<Duration>().as_nanos() as f64 / calls as f64]
+}
+
 /// Total M lock + unlock per second of 2 threads on keys of their own, and that throughput over 1 thread's.
 fn disjoint<L: KeyedLock>(locks: L, plan: &Plan) -> Vec<f64> {
     let keys = disjoint_key_sets(&locks, 2);
@@ -200,7 +208,7 @@ fn row(case: &'static str, unit: &'static str, better: Better) -> Row {
 }
 
 /// The cases, in the order each round runs them.
-fn cases(fresh: &[String]) -> Vec<Case<'_>> {
+fn cases<'a>(fresh: &'a [String], handoffs: &'a AsyncHandoffs) -> Vec<Case<'a>> {
     let (mut yaque_rate, mut sqlite_rate, mut tollgate_rate) = (None, None, None);
     vec![
         Case {
@@ -226,6 +234,13 @@ fn cases(fresh: &[String]) -> Vec<Case<'_>> {
             contenders: vec![
                 each("tollgate", |plan| handoff(tollgate(), plan)),
                 each("parking_lot", |plan| handoff(parking_lot(), plan)),
+            ],
+        },
+        Case {
+            rows: vec![row("hand-off to a waiting task (async)", "ns/op", Better::Lower)],
+            contenders: vec![
+                each("tollgate", move |plan| async_handoff(|n| handoffs.tollgate(n), plan)),
+                each("tokio_mutex", move |plan| async_handoff(|n| handoffs.tokio_mutex(n), plan)),
             ],
         },
         Case {
@@ -472,7 +487,8 @@ fn main() {
     let plan = if flag("--test") || !flag("--bench") { Plan::SMOKE } else { Plan::FULL };
     let filters: Vec<&String> = args.iter().filter(|arg| !arg.starts_with('-')).collect();
     let fresh = fresh_keys();
-    let mut cases = cases(&fresh);
+    let handoffs = AsyncHandoffs::new();
+    let mut cases = cases(&fresh, &handoffs);
     cases.retain(|case| {
         filters.is_empty() || case.rows.iter().any(|row| filters.iter().any(|f| row.case.contains(f.as_str())))
     });

@@ -1,7 +1,7 @@
 //! Async lock acquisition by sessions: the same queue, hand-off, leases,
 //! interruption and deadlock detection as blocking waits, mixed on one key;
 //! a dropped future leaves no trace; tasks on one thread exclude each other.
-//! Under tokio (both runtimes) and a hand-written `block_on`.
+//! Under tokio (both runtimes), smol and a hand-written `block_on`.
 
 use std::future::Future;
 use std::pin::pin;
@@ -428,4 +428,58 @@ fn the_async_futures_are_send() {
     let session = locks.session();
     assert_send(&session.lock_async("k"));
     assert_send(&session.lock_all_async(vec!["a".to_owned()], Duration::from_secs(1)));
+}
+
+#[test]
+fn under_smol_tasks_and_a_thread_share_one_key_and_a_queue_drains() {
+    // The third runtime: smol's executor on two threads of its own.
+    let locks = LockManager::new();
+    let counts = Arc::new(Exclusion::default());
+    let executor = Arc::new(smol::Executor::new());
+    let (stop, stopped) = smol::channel::unbounded::<()>();
+    let threads: Vec<_> = (0..2)
+        .map(|_| {
+            let (executor, stopped) = (Arc::clone(&executor), stopped.clone());
+            thread::spawn(move || smol::block_on(executor.run(stopped.recv())))
+        })
+        .collect();
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let (locks, counts) = (locks.clone(), Arc::clone(&counts));
+            executor.spawn(async move {
+                let session = locks.session();
+                for _ in 0..100 {
+                    let guard = session.lock_for_async("sku:1", Duration::from_secs(60)).await.unwrap();
+                    counts.enter(0);
+                    smol::future::yield_now().await;
+                    counts.leave(0);
+                    drop(guard);
+                }
+            })
+        })
+        .collect();
+    let blocking = {
+        let (locks, counts) = (locks.clone(), Arc::clone(&counts));
+        thread::spawn(move || {
+            for _ in 0..100 {
+                let guard = locks.lock("sku:1").unwrap();
+                counts.enter(0);
+                counts.leave(0);
+                drop(guard);
+            }
+        })
+    };
+    smol::block_on(async {
+        for task in tasks {
+            task.await;
+        }
+    });
+    blocking.join().unwrap();
+    drop(stop);
+    for thread in threads {
+        thread.join().unwrap().unwrap_err(); // the channel closed
+    }
+    assert_eq!(counts.violations.load(Ordering::SeqCst), 0);
+    assert_eq!(counts.granted.load(Ordering::SeqCst), 500);
+    assert_eq!(locks.stats().waiting, 0);
 }

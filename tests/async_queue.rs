@@ -1,5 +1,5 @@
 //! The async forms of subscriptions and workers, under tokio's
-//! current-thread and multi-thread runtimes and a plain hand-written
+//! current-thread and multi-thread runtimes, smol, and a plain hand-written
 //! `block_on` (`tests/support/block_on.rs`: no runtime at all):
 //!
 //! - a stream yields every record (or message) in order and ends on close;
@@ -94,6 +94,37 @@ fn records_stream_yields_everything_in_order_and_ends_on_close_on_a_current_thre
 fn records_stream_yields_everything_in_order_and_ends_on_close_on_a_multi_thread_runtime() {
     let (_dir, engine, topic) = temp_topic("orders");
     multi_thread().block_on(async { tokio::spawn(read_stream_to_close(topic, engine)).await.unwrap() });
+}
+
+#[test]
+fn records_stream_yields_everything_in_order_and_ends_on_close_under_smol() {
+    let (_dir, engine, topic) = temp_topic("orders");
+    smol::block_on(smol::spawn(read_stream_to_close(topic, engine)));
+}
+
+#[test]
+fn run_async_drains_a_queue_under_smol() {
+    let (_dir, _engine, topic) = temp_topic("orders");
+    publish_n(&topic, 0, 50);
+    let worker = topic.worker("payments").unwrap();
+    let config = RunConfig { concurrency: 4, ..RunConfig::default() };
+    let shutdown = config.shutdown.clone();
+    let handled = Arc::new(AtomicUsize::new(0));
+    let handler = {
+        let handled = Arc::clone(&handled);
+        move |_: &Delivery| {
+            if handled.fetch_add(1, Ordering::SeqCst) + 1 == 50 {
+                shutdown.stop();
+            }
+            async {
+                smol::future::yield_now().await;
+                Settle::Ack
+            }
+        }
+    };
+    let report = smol::block_on(smol::spawn(worker.run_async(config, handler))).unwrap();
+    assert_eq!((report.acked, report.ended), (50, Some(RunEnd::Stopped)));
+    assert_eq!(worker.metrics().in_flight, 0);
 }
 
 #[test]

@@ -7,6 +7,7 @@
 //! `parking_lot` (one `parking_lot::Mutex<()>`, no key at all) where a single lock makes sense.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::hint::black_box;
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar};
@@ -257,4 +258,79 @@ pub fn with_handoff<L: KeyedLock, R>(locks: &L, measure: impl FnOnce(&mut dyn Fn
         drop(go);
         result
     })
+}
+
+/// Hand-offs to a waiting task on a 2-worker tokio runtime: the holder task takes the lock, spawns a waiter task,
+/// pauses [`PARK_WAIT`] (a blocking sleep: tokio's own timer would pause a whole 1 ms tick, long enough for a
+/// tollgate waiter's first deadlock search), notes `t0` and releases; the waiter notes `t1` once it holds the lock.
+/// Only `t1 - t0` is measured. The same for a tollgate session's `lock_async` and `tokio::sync::Mutex::lock`.
+pub struct AsyncHandoffs {
+    runtime: tokio::runtime::Runtime,
+    locks: LockManager,
+    mutex: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Default for AsyncHandoffs {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl AsyncHandoffs {
+    pub fn new() -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        Self { runtime, locks: LockManager::new(), mutex: Arc::new(tokio::sync::Mutex::new(())) }
+    }
+
+    /// The total time of `n` hand-offs between tollgate sessions.
+    pub fn tollgate(&self, n: u64) -> Duration {
+        let holder = self.locks.session();
+        self.runtime.block_on(async {
+            let mut total = Duration::ZERO;
+            for _ in 0..n {
+                let locks = self.locks.clone();
+                let wait = async move {
+                    let session = locks.session();
+                    let guard = session.lock_async(HANDOFF_KEY).await.unwrap();
+                    let t1 = Instant::now();
+                    drop(guard);
+                    t1
+                };
+                let hold = async { holder.lock_async(HANDOFF_KEY).await.unwrap() };
+                total += Self::once(hold, wait).await;
+            }
+            total
+        })
+    }
+
+    /// The total time of `n` hand-offs of a `tokio::sync::Mutex`.
+    pub fn tokio_mutex(&self, n: u64) -> Duration {
+        self.runtime.block_on(async {
+            let mut total = Duration::ZERO;
+            for _ in 0..n {
+                let waiter = Arc::clone(&self.mutex);
+                let wait = async move {
+                    let guard = waiter.lock().await;
+                    let t1 = Instant::now();
+                    drop(guard);
+                    t1
+                };
+                total += Self::once(self.mutex.lock(), wait).await;
+            }
+            total
+        })
+    }
+
+    async fn once<G, W>(hold: impl Future<Output = G>, wait: W) -> Duration
+    where
+        W: Future<Output = Instant> + Send + 'static,
+    {
+        let guard = hold.await;
+        let waiter = tokio::spawn(wait);
+        thread::sleep(PARK_WAIT);
+        let t0 = Instant::now();
+        drop(guard);
+        let t1 = waiter.await.unwrap();
+        t1.saturating_duration_since(t0)
+    }
 }
