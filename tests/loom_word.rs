@@ -8,7 +8,7 @@ use std::time::Duration;
 use loom::cell::UnsafeCell;
 use loom::sync::Arc;
 use loom::thread;
-use tollgate::{LockError, LockManager, LockRequest};
+use tollgate::{LockError, LockRequest};
 
 #[path = "support/loom.rs"]
 mod support;
@@ -94,18 +94,21 @@ fn timeout_racing_a_grant_leaves_no_trace() {
 #[test]
 fn one_owner_on_two_threads_keeps_exclusion() {
     loom::model(|| {
-        // 'static so that the session's guards can move to loom threads.
-        let locks: &'static LockManager = Box::leak(Box::new(manager()));
-        let session: &'static tollgate::Session<'static> = Box::leak(Box::new(locks.session()));
-        let data: &'static UnsafeCell<u32> = Box::leak(Box::new(UnsafeCell::new(0)));
+        let locks = manager();
+        let session = locks.session();
+        let data = Arc::new(UnsafeCell::new(0u32));
         let held = session.lock("k").unwrap();
+        // Session guards are 'static: this one moves to another loom thread.
         let mover = thread::spawn(move || drop(held));
-        let other = thread::spawn(move || {
-            if let Ok(guard) = locks.try_lock("k") {
-                data.with_mut(|value| unsafe { *value += 1 });
-                drop(guard);
-            }
-        });
+        let other = {
+            let (locks, data) = (locks.clone(), Arc::clone(&data));
+            thread::spawn(move || {
+                if let Ok(guard) = locks.try_lock("k") {
+                    data.with_mut(|value| unsafe { *value += 1 });
+                    drop(guard);
+                }
+            })
+        };
         let nested = session.lock("k").unwrap();
         data.with_mut(|value| unsafe { *value += 1 });
         drop(nested);

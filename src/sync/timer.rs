@@ -18,7 +18,9 @@
 //! waiter is woken only by a notification, and a lost one deadlocks the
 //! model.
 
-use std::task::{Context, Poll, Waker};
+#[cfg(not(loom))]
+use std::task::Waker;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 /// A re-armable deadline for one future. Dropping it disarms it.
