@@ -40,9 +40,9 @@
 //! any fails.
 //!
 //! ```text
-//! cargo run --release --example storefront
-//! cargo run --release --example storefront -- --buyers 16 --seconds 10 --durability sync
-//! cargo run --release --example storefront -- --data-dir /tmp/sale --keep   # kill -9 it, run again
+//! cargo run --release -p tollgate-storefront
+//! cargo run --release -p tollgate-storefront -- --buyers 16 --seconds 10 --durability sync
+//! cargo run --release -p tollgate-storefront -- --data-dir /tmp/sale --keep   # kill -9 it, run again
 //! ```
 //!
 //! The example's modules, in reading order:
