@@ -64,6 +64,9 @@ impl OpenTopic {
     /// worker groups (errors reach the waiting tasks).
     pub(crate) fn sync_requested(&self) {
         self.log.sync_requested();
+        if !self.log.take_group_sync_request() {
+            return;
+        }
         let groups: Vec<Arc<Group>> = self.groups.lock().values().filter_map(Weak::upgrade).collect();
         for group in groups {
             group.sync_requested();

@@ -119,6 +119,10 @@ pub(crate) struct TopicLog {
     /// Consumer-group offset files with a task's commit to write
     /// (`commit.rs`), for the flusher.
     pending_commits: Mutex<Vec<Arc<CommitSlot>>>,
+    /// A task waits for a worker group's journal sync: the flusher's next
+    /// pass looks at the groups (only then, so that it holds none of them
+    /// when nobody asked).
+    group_sync_wanted: AtomicBool,
     /// Base of the first segment not known to be synced.
     pub(super) recovery_point: AtomicU64,
     /// An I/O error left the tail in doubt: no more writes.
@@ -290,6 +294,7 @@ impl TopicLog {
             sync_requester: OnceLock::new(),
             sync_failure: Mutex::new(None),
             pending_commits: Mutex::new(Vec::new()),
+            group_sync_wanted: AtomicBool::new(false),
             recovery_point: AtomicU64::new(active.base),
             poisoned: AtomicBool::new(false),
             closed: AtomicBool::new(false),
@@ -704,13 +709,29 @@ impl TopicLog {
         }
     }
 
+    /// Asks the flusher to sync the worker groups' journals through what
+    /// tasks wait for. Returns `false` if there is no flusher.
+    pub(crate) fn request_group_sync(&self) -> bool {
+        if !self.has_flusher() {
+            return false;
+        }
+        self.group_sync_wanted.store(true, Ordering::Release);
+        self.request_flusher()
+    }
+
+    /// For the flusher: whether a task asked for a group's journal sync since
+    /// the last call.
+    pub(crate) fn take_group_sync_request(&self) -> bool {
+        self.group_sync_wanted.swap(false, Ordering::AcqRel)
+    }
+
     /// Hands a task's commit on `slot` to the flusher.
     pub(super) fn queue_commit(&self, slot: Arc<CommitSlot>) {
         self.pending_commits.lock().push(slot);
     }
 
     /// Whether tasks' syncs and commits run on an engine's flusher thread.
-    pub(super) fn has_flusher(&self) -> bool {
+    pub(crate) fn has_flusher(&self) -> bool {
         self.sync_requester.get().is_some()
     }
 

@@ -165,7 +165,7 @@ impl Taking {
         let Some(syncing) = &mut self.syncing else { return Poll::Ready(Ok(())) };
         let topic = self.worker.topic_log();
         let synced = std::task::ready!(
-            syncing.journal.poll_synced(cx, syncing.upto, &mut syncing.listening, || { topic.request_flusher() })
+            syncing.journal.poll_synced(cx, syncing.upto, &mut syncing.listening, || { topic.request_group_sync() })
         );
         self.syncing = None;
         match synced {

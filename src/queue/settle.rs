@@ -5,7 +5,7 @@
 //! The settle is decided under the group lock at the first poll, exactly as
 //! the blocking form decides it. On a `Sync` topic it then waits for the
 //! journal entries it wrote to be durable without blocking the thread: the
-//! task asks the engine's flusher for a pass (`TopicLog::request_flusher`),
+//! task asks the engine's flusher for a pass (`TopicLog::request_group_sync`),
 //! the flusher syncs the journal through what tasks asked for (group commit,
 //! shared with blocking settles), and the journal's synced mark rings the
 //! task (`JournalFile::poll_synced`). Without a flusher thread the task
@@ -71,7 +71,7 @@ impl Future for Settling {
         let delivery = this.delivery.as_ref().expect("a settle in progress has its delivery");
         let topic = &delivery.group().topic;
         let synced = std::task::ready!(
-            waiting.journal.poll_synced(cx, waiting.upto, &mut waiting.listening, || { topic.request_flusher() })
+            waiting.journal.poll_synced(cx, waiting.upto, &mut waiting.listening, || { topic.request_group_sync() })
         );
         let dead_letter = waiting.dead_letter.take();
         this.waiting = None;
