@@ -391,10 +391,7 @@ fn a_timed_async_wait_times_out_and_counts_from_its_first_poll() {
     let first = wait.as_mut().poll(&mut Context::from_waker(Waker::noop()));
     // Timed out at once only if the poll itself outlasted the timeout (a
     // very slow machine): never because of the sleep before it.
-    assert!(
-        first.is_pending() || first_poll.elapsed() >= timeout,
-        "the timeout counted from the future's creation"
-    );
+    assert!(first.is_pending() || first_poll.elapsed() >= timeout, "the timeout counted from the future's creation");
     let outcome = match first {
         Poll::Ready(outcome) => outcome,
         Poll::Pending => block_on(wait),
