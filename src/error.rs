@@ -151,6 +151,58 @@ pub enum LockError {
     /// `spawn_blocking` for blocking code.
     #[error("a thread-owned lock was requested inside an async task: use a Session")]
     ThreadOwnerInTask,
+    /// The PostgreSQL backend could not reach the database, or the database
+    /// refused the operation. See [`BackendError`] for what is known of the
+    /// operation's outcome.
+    #[error(transparent)]
+    Backend(BackendError),
+}
+
+/// The database behind the PostgreSQL backend failed an operation.
+///
+/// An operation that failed with [`BackendErrorKind::Unavailable`] may or
+/// may not have taken effect: the connection was lost while it ran, or
+/// could not be made. The backend reconnects on the next call. Grants and
+/// waits of a client that can no longer reach the database end when its
+/// heartbeat lapses (`PgConfig::client_ttl`): its locks then pass to others
+/// with higher fencing tokens.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("PostgreSQL backend: {kind}: {message}")]
+pub struct BackendError {
+    /// What kind of failure it was.
+    pub kind: BackendErrorKind,
+    /// What the client library or the server said.
+    pub message: String,
+}
+
+/// The kinds of [`BackendError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackendErrorKind {
+    /// The database could not be reached, or the connection was lost
+    /// during the operation (which may or may not have taken effect).
+    /// Retrying later is the remedy.
+    #[error("the database is unavailable")]
+    Unavailable,
+    /// The operation did not finish within `PgConfig::operation_timeout`.
+    /// It may or may not have taken effect.
+    #[error("the operation timed out")]
+    TimedOut,
+    /// This client's heartbeat lapsed: the database treats it as dead, so
+    /// its grants were void and may belong to others now. New grants are
+    /// made under a new client registration.
+    #[error("this client's registration expired")]
+    ClientExpired,
+    /// The server refused the statement (a bug, or a schema changed by hand).
+    #[error("the database refused the operation")]
+    Refused,
+}
+
+impl BackendError {
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn new(kind: BackendErrorKind, message: impl Into<String>) -> Self {
+        Self { kind, message: message.into() }
+    }
 }
 
 /// Any error tollgate returns.
@@ -312,6 +364,42 @@ pub enum OpenError {
     /// Reading or creating the directory failed.
     #[error(transparent)]
     Io(#[from] IoError),
+    /// The PostgreSQL database's tollgate schema is newer than this build:
+    /// a newer release migrated it. Nothing was changed.
+    #[error("schema {schema:?} has version {found}; this build knows up to {supported}")]
+    SchemaTooNew {
+        /// The schema.
+        schema: String,
+        /// Its version.
+        found: i32,
+        /// The newest version this build knows.
+        supported: i32,
+    },
+    /// The PostgreSQL database's tollgate schema is older than this build
+    /// and `PgConfig::migrate` is off: run the migrations first
+    /// (`tollgate pg migrate`). Nothing was changed.
+    #[error("schema {schema:?} has version {found}; this build needs {required}: migrate it first")]
+    SchemaOutdated {
+        /// The schema.
+        schema: String,
+        /// Its version (0: not created).
+        found: i32,
+        /// The version this build needs.
+        required: i32,
+    },
+    /// The `postgres://` URL or the `PgConfig` is not valid.
+    #[error("invalid PostgreSQL configuration: {reason}")]
+    InvalidPgConfig {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A `postgres://` backend was asked for in a build without the
+    /// `postgres` feature.
+    #[error("this build of tollgate has no PostgreSQL backend: enable the `postgres` feature")]
+    PostgresNotBuilt,
+    /// Connecting to PostgreSQL, or setting up the schema, failed.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
 }
 
 /// Why creating, opening, deleting or subscribing to a topic failed. Nothing

@@ -78,6 +78,8 @@ pub mod fuzzing;
 pub mod inspect;
 mod lock;
 mod log;
+#[cfg(feature = "postgres")]
+mod pg;
 mod queue;
 mod storage;
 mod sync;
@@ -89,11 +91,13 @@ pub struct ReadmeDoctests;
 
 pub use engine::{BackupReport, Engine, EngineConfig, LOCK_WAIT_DEFAULT, Topic};
 pub use error::{
-    BackupError, CommitError, ConfigError, Corruption, Error, Escaped, IoError, LockError, OpenError, PatternError,
-    PublishError, QueueError, ReadError, RunError, SymlinkError, TopicError,
+    BackendError, BackendErrorKind, BackupError, CommitError, ConfigError, Corruption, Error, Escaped, IoError,
+    LockError, OpenError, PatternError, PublishError, QueueError, ReadError, RunError, SymlinkError, TopicError,
 };
 pub use lock::*;
 pub use log::*;
+#[cfg(feature = "postgres")]
+pub use pg::{PgConfig, SCHEMA_NAME_MAX};
 pub use queue::*;
 #[cfg(feature = "sim")]
 pub use storage::SimDisk;

@@ -15,12 +15,13 @@ const RULES: &[(&str, &[&str])] = &[
     ("sync", &[]),
     ("error", &[]),
     ("storage", &["error", "sync"]),
-    ("lock", &["error", "sync"]),
+    ("pg", &["error", "sync"]),
+    ("lock", &["error", "pg", "sync"]),
     ("log", &["error", "storage", "sync"]),
-    ("queue", &["error", "lock", "log", "storage", "sync"]),
+    ("queue", &["error", "lock", "log", "pg", "storage", "sync"]),
     ("inspect", &["error", "log", "queue", "storage", "sync"]),
     ("fuzzing", &["error", "inspect", "log", "queue", "storage"]),
-    ("engine", &["error", "lock", "log", "queue", "storage", "sync"]),
+    ("engine", &["error", "lock", "log", "pg", "queue", "storage", "sync"]),
 ];
 
 #[test]

@@ -26,9 +26,10 @@ use crate::error::LockError;
 use crate::sync::Arc;
 use crate::sync::timer::Timer;
 
-use super::guard::{Grant, Holder, LockGuard, LockSet, Session, SessionOwned, SessionState};
-use super::manager::{Admitted, Inner, LockRequest, Plan, Window, sorted_keys};
+use super::guard::{Grant, Holder, LockGuard, LockSet, Session, SessionOwned, SessionState, Target};
+use super::manager::{Admitted, Inner, LockRequest, Plan, Window, check_key, sorted_keys};
 use super::pending::{Pending, Step, WaitLimits};
+use super::remote;
 
 /// The wait for one key, across polls.
 #[derive(Default)]
@@ -113,8 +114,14 @@ pub struct Acquire<'a> {
     /// Fixed at the first poll: a timeout counts from there.
     window: Option<Window>,
     wait: KeyWait,
+    /// A PostgreSQL manager's acquisition, once started.
+    remote: Option<Remote<'a, Grant<'static>>>,
     done: bool,
 }
+
+/// An acquisition on a PostgreSQL manager (`remote.rs`): dropping it leaves
+/// no trace in the database either.
+type Remote<'a, T> = Pin<Box<dyn Future<Output = Result<T, LockError>> + Send + 'a>>;
 
 impl Future for Acquire<'_> {
     type Output = Result<LockGuard<'static, SessionOwned>, LockError>;
@@ -123,6 +130,26 @@ impl Future for Acquire<'_> {
         let this = self.get_mut();
         assert!(!this.done, "`Acquire` polled after it resolved");
         let window = *this.window.get_or_insert_with(|| this.request.window());
+        if let Some(store) = &this.session.inner().remote {
+            let (key, request) = (this.key, &this.request);
+            let future = this.remote.get_or_insert_with(|| {
+                let (store, session, request) =
+                    (std::sync::Arc::clone(store), Arc::clone(this.session), request.clone());
+                Box::pin(async move {
+                    check_key(key)?;
+                    let plan = Plan::with_window(&request, window, Some(session.interrupt_signal()), false)?;
+                    let owner = remote::Owner { kind: 's', id: session.owner() };
+                    let wait = plan.wait.as_ref();
+                    let (grant, token, mode) =
+                        remote::acquire(&store, owner, key, plan.mode, plan.lease_ns, wait).await?;
+                    Ok(Grant::new(&session, Target::Remote(Box::new(grant)), owner.id, token, mode))
+                })
+            });
+            let result = std::task::ready!(future.as_mut().poll(cx));
+            this.remote = None;
+            this.done = true;
+            return Poll::Ready(result.map(LockGuard::new));
+        }
         let result = std::task::ready!(this.wait.poll(cx, this.session, this.key, &this.request, window));
         this.done = true;
         Poll::Ready(result.map(LockGuard::new))
@@ -159,6 +186,7 @@ pub struct AcquireAll<'a, K> {
     window: Option<Window>,
     grants: Vec<Grant<'static>>,
     wait: KeyWait,
+    remote: Option<Remote<'a, Vec<Grant<'static>>>>,
     done: bool,
 }
 
@@ -179,6 +207,30 @@ impl<K: AsRef<str>> Future for AcquireAll<'_, K> {
             }
         };
         let window = *this.window.get_or_insert_with(|| this.request.window());
+        if let Some(store) = &this.session.inner().remote {
+            let request = &this.request;
+            let future = this.remote.get_or_insert_with(|| {
+                let (store, session, request) =
+                    (std::sync::Arc::clone(store), Arc::clone(this.session), request.clone());
+                let keys = keys.iter().map(|key| check_key(key.as_ref()).map(|()| key.as_ref().to_owned()));
+                let keys = keys.collect::<Result<Vec<_>, _>>();
+                Box::pin(async move {
+                    let keys = keys?;
+                    let plan = Plan::with_window(&request, window, Some(session.interrupt_signal()), false)?;
+                    let owner = remote::Owner { kind: 's', id: session.owner() };
+                    let wait = plan.wait.as_ref();
+                    let granted = remote::acquire_all(&store, owner, &keys, plan.mode, plan.lease_ns, wait).await?;
+                    let grants = granted.into_iter().map(|(grant, token)| {
+                        Grant::new(&session, Target::Remote(Box::new(grant)), owner.id, token, plan.mode)
+                    });
+                    Ok(grants.collect())
+                })
+            });
+            let result = std::task::ready!(future.as_mut().poll(cx));
+            this.remote = None;
+            this.done = true;
+            return Poll::Ready(result.map(LockSet::new));
+        }
         while let Some(key) = keys.get(this.grants.len()) {
             match std::task::ready!(this.wait.poll(cx, this.session, key.as_ref(), &this.request, window)) {
                 Ok(grant) => this.grants.push(grant),
@@ -251,7 +303,15 @@ impl Session {
     /// Takes `key` as `request` describes; a timeout counts from the first
     /// poll.
     pub fn acquire_async<'a>(&'a self, key: &'a str, request: LockRequest) -> Acquire<'a> {
-        Acquire { session: self.state(), key, request, window: None, wait: KeyWait::default(), done: false }
+        Acquire {
+            session: self.state(),
+            key,
+            request,
+            window: None,
+            wait: KeyWait::default(),
+            remote: None,
+            done: false,
+        }
     }
 
     /// Takes all of `keys` exclusively, or none, waiting at most `timeout`
@@ -278,6 +338,7 @@ impl Session {
             window: None,
             grants: Vec::new(),
             wait: KeyWait::default(),
+            remote: None,
             done: false,
         }
     }

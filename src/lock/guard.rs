@@ -18,6 +18,7 @@ use crate::sync::{Arc, Ordering, fence, thread_local};
 
 use super::cancel::Signal;
 use super::manager::{Inner, LEASE_MAX, LockManager, LockMode, LockRequest, Plan};
+use super::remote::{self, RemoteGrant};
 use super::wait::{Released, Wakeups, wake};
 use super::word::{Entry, OWNER_ID_MAX};
 
@@ -131,6 +132,8 @@ enum Handle {
     /// A leased grant can be revoked, after which its entry may be reclaimed,
     /// so it is looked up again by key.
     Leased(Box<LeasedKey>),
+    /// A grant kept in PostgreSQL.
+    Remote(Box<RemoteGrant>),
 }
 
 struct LeasedKey {
@@ -145,6 +148,8 @@ pub(crate) enum Target<'e> {
     /// The key of a leased grant. Never the entry: by the time the grant is
     /// built, the lease may have run out and the entry been reclaimed.
     Leased { key: &'e str, hash: u64 },
+    /// A grant kept in PostgreSQL.
+    Remote(Box<RemoteGrant>),
 }
 
 /// How a grant reaches its manager to release: a thread's grant borrows the
@@ -226,6 +231,7 @@ impl<'a> Grant<'a> {
         let handle = match target {
             Target::Held(entry) => Handle::Held(NonNull::from(entry)),
             Target::Leased { key, hash } => Handle::Leased(Box::new(LeasedKey { key: key.into(), hash })),
+            Target::Remote(grant) => Handle::Remote(grant),
         };
         let manager = holder.manager_ref();
         if let ManagerRef::Thread(_) = manager {
@@ -240,6 +246,7 @@ impl<'a> Grant<'a> {
             // by consuming themselves), so its entry is alive.
             Handle::Held(entry) => unsafe { entry.as_ref().key.as_str() },
             Handle::Leased(leased) => &leased.key,
+            Handle::Remote(grant) => grant.key(),
         }
     }
 
@@ -281,6 +288,9 @@ impl<'a> Grant<'a> {
     #[cold]
     #[inline(never)]
     fn release_slow(&self) -> Result<(), LockError> {
+        if let Handle::Remote(grant) = &self.handle {
+            return remote::release_blocking(grant);
+        }
         let manager = self.manager.inner();
         let (owner, token) = (self.owner, self.token);
         let mut wakeups = Wakeups::new();
@@ -307,6 +317,7 @@ impl<'a> Grant<'a> {
                     entry.release_exclusive(owner, token, manager.clock.now_ns(), &mut expired, &mut wakeups)
                 })
                 .unwrap_or(Released::LeaseExpired),
+            Handle::Remote(_) => unreachable!("released above"),
         };
         wake(wakeups);
         manager.counters.count_expired(expired);
@@ -317,12 +328,17 @@ impl<'a> Grant<'a> {
     }
 
     fn renew(&self, lease: Duration) -> Result<(), LockError> {
-        let Handle::Leased(leased) = &self.handle else {
+        if let Handle::Held(_) = &self.handle {
             return Err(LockError::NoLease);
-        };
+        }
         if lease.is_zero() || lease > LEASE_MAX {
             return Err(LockError::InvalidRequest { reason: "a lease must be longer than zero and at most LEASE_MAX" });
         }
+        let leased = match &self.handle {
+            Handle::Leased(leased) => leased,
+            Handle::Remote(grant) => return remote::renew_blocking(grant, lease),
+            Handle::Held(_) => unreachable!("answered above"),
+        };
         let manager = self.manager.inner();
         let (mut expired, mut wakeups) = (0, Wakeups::new());
         let outcome = self

@@ -18,6 +18,7 @@ use super::guard::{
     thread_owner_outside_tasks,
 };
 use super::pending::{Queued, WaitLimits};
+use super::remote;
 use super::table::{Found, Table};
 use super::wait::{Admit, Waiter, Wakeups, wake};
 use super::word::{Entry, Fast, LEASED, QUEUED, held_exclusively_by};
@@ -204,6 +205,8 @@ enum StampKind {
     Absent,
     /// The key was held exclusively: never valid.
     Invalid,
+    /// A PostgreSQL manager's: `token` is the key's version, as its bits.
+    Remote,
 }
 
 /// Counters and a snapshot of a [`LockManager`], from [`LockManager::stats`].
@@ -411,6 +414,9 @@ pub(crate) struct Inner {
     pub(crate) clock: Clock,
     pub(crate) deadlocks: Deadlocks,
     pub(crate) counters: Counters,
+    /// The PostgreSQL lock tables, for a manager from
+    /// [`LockManager::connect`] (the table above is then unused).
+    pub(crate) remote: Option<std::sync::Arc<remote::Store>>,
 }
 
 impl std::fmt::Debug for LockManager {
@@ -443,8 +449,49 @@ impl LockManager {
             clock: Clock { base: Instant::now() },
             deadlocks: Deadlocks::default(),
             counters: Counters::default(),
+            remote: None,
         };
         Self { inner: Arc::new(inner) }
+    }
+
+    /// A manager whose locks are kept in PostgreSQL (feature `postgres`),
+    /// shared by every process connected to the same database and schema.
+    /// The API is the same as the embedded manager's; docs/POSTGRES.md
+    /// lists where the guarantees differ (latency, fairness, what survives
+    /// which crash).
+    ///
+    /// Connecting creates or upgrades the schema (unless
+    /// [`PgConfig::migrate`](crate::PgConfig::migrate) is off), registers
+    /// this process, and starts its heartbeat and its `LISTEN` connection.
+    /// Each lock operation is then one round trip. Locks of a process that
+    /// dies pass on after [`PgConfig::client_ttl`](crate::PgConfig::client_ttl),
+    /// with higher fencing tokens.
+    ///
+    /// ```no_run
+    /// use tollgate::{LockManager, PgConfig};
+    ///
+    /// let locks = LockManager::connect(PgConfig::new("postgres://shop@db.internal/shop")?)?;
+    /// let guard = locks.lock("sku:42")?; // held across every process on this database
+    /// drop(guard);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[cfg(feature = "postgres")]
+    pub fn connect(config: crate::PgConfig) -> Result<Self, crate::OpenError> {
+        let store = crate::pg::runtime::block_on(crate::pg::locks::LockStore::connect(config))?;
+        let inner = Inner {
+            table: Table::new(1, 0),
+            config: LockConfig::default(),
+            clock: Clock { base: Instant::now() },
+            deadlocks: Deadlocks::default(),
+            counters: Counters::default(),
+            remote: Some(std::sync::Arc::new(store)),
+        };
+        Ok(Self { inner: Arc::new(inner) })
+    }
+
+    /// Whether this manager's locks are kept in PostgreSQL.
+    pub fn is_remote(&self) -> bool {
+        self.inner.remote.is_some()
     }
 
     /// Takes `key` exclusively for the current thread, waiting as long as it
@@ -538,6 +585,12 @@ impl LockManager {
     /// }
     /// ```
     pub fn stamp<'k>(&self, key: &'k str) -> Stamp<'k> {
+        if let Some(store) = &self.inner.remote {
+            return match remote::stamp(store, key) {
+                Some(version) => Stamp { key, hash: 0, token: version as u64, kind: StampKind::Remote },
+                None => Stamp { key, hash: 0, token: 0, kind: StampKind::Invalid },
+            };
+        }
         let hash = self.inner.table.hash(key);
         loop {
             let guard = epoch::pin();
@@ -560,6 +613,12 @@ impl LockManager {
     pub fn validate(&self, stamp: &Stamp<'_>) -> bool {
         match stamp.kind {
             StampKind::Invalid => false,
+            StampKind::Remote => self
+                .inner
+                .remote
+                .as_ref()
+                .and_then(|store| remote::stamp(store, stamp.key))
+                .is_some_and(|version| version as u64 == stamp.token),
             StampKind::Present => {
                 let guard = epoch::pin();
                 self.inner.table.find(stamp.key, stamp.hash, &guard).is_some_and(|entry| entry.validate(stamp.token))
@@ -629,6 +688,12 @@ impl Inner {
         plan: &Plan<'_>,
     ) -> Result<Grant<'a>, LockError> {
         check_key(key)?;
+        if let Some(store) = &holder.inner().remote {
+            let owner = remote::Owner { kind: if plan.thread_owned { 't' } else { 's' }, id: owner };
+            let (grant, token, mode) =
+                remote::acquire_blocking(store, owner, key, plan.mode, plan.lease_ns, plan.wait.as_ref())?;
+            return Ok(Grant::new(holder, Target::Remote(Box::new(grant)), owner.id, token, mode));
+        }
         let hash = holder.inner().table.hash(key);
         if let Some(grant) = Self::acquire_fast(holder, owner, key, hash, plan) {
             return Ok(grant);
@@ -823,6 +888,17 @@ impl Inner {
         plan: &Plan<'_>,
     ) -> Result<Vec<Grant<'a>>, LockError> {
         let keys = sorted_keys(keys)?;
+        if let Some(store) = &holder.inner().remote {
+            let keys = keys.iter().map(|key| check_key(key.as_ref()).map(|()| key.as_ref().to_owned()));
+            let keys = keys.collect::<Result<Vec<_>, _>>()?;
+            let owner = remote::Owner { kind: if plan.thread_owned { 't' } else { 's' }, id: owner };
+            let granted =
+                remote::acquire_all_blocking(store, owner, &keys, plan.mode, plan.lease_ns, plan.wait.as_ref())?;
+            let grants = granted
+                .into_iter()
+                .map(|(grant, token)| Grant::new(holder, Target::Remote(Box::new(grant)), owner.id, token, plan.mode));
+            return Ok(grants.collect());
+        }
         let mut grants = Vec::with_capacity(keys.len());
         for key in &keys {
             // On error, `grants` is dropped and releases what was taken.

@@ -10,6 +10,7 @@
 //! - `cancel.rs`: cancel tokens and session interrupts.
 //! - `guard.rs`: owners, fencing tokens, guards and sessions.
 //! - `future.rs`: the async forms of a session's acquisitions.
+//! - `remote.rs`: the same operations on locks kept in PostgreSQL (feature `postgres`).
 
 mod cancel;
 mod deadlock;
@@ -17,6 +18,7 @@ mod future;
 mod guard;
 mod manager;
 mod pending;
+mod remote;
 mod table;
 mod wait;
 mod word;

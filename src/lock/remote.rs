@@ -1,0 +1,565 @@
+//! Locks kept in PostgreSQL (feature `postgres`): how a manager connected
+//! with [`LockManager::connect`](crate::LockManager::connect) acquires,
+//! waits, releases and renews. The tables and the one-call-per-operation
+//! functions are `pg/locks.rs`; docs/POSTGRES.md is the design.
+//!
+//! An acquisition is a loop of attempts. Before each attempt the waiter
+//! registers its interest in the key's notifications, so a release that
+//! commits after the attempt wakes it. Between attempts it sleeps until the
+//! first of: a notification for the key, the moment a blocking holder's
+//! lease or client may expire (the attempt says when), its own deadline,
+//! or its cancel token or session interrupt. Threads and tasks run the same
+//! future; a thread polls it with `block_on`.
+//!
+//! A dropped future leaves no trace in the database: a queued wait is given
+//! up, and an attempt still in flight is finished on the backend's runtime,
+//! its grant (if it got one) released.
+
+#[cfg(feature = "postgres")]
+pub(crate) use imp::*;
+#[cfg(not(feature = "postgres"))]
+pub(crate) use stub::*;
+
+/// Who acquires: a thread (`'t'`) or a session (`'s'`), by owner id.
+#[derive(Debug, Clone, Copy)]
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+pub(crate) struct Owner {
+    pub(crate) kind: char,
+    pub(crate) id: u64,
+}
+
+/// Without the feature: no store can exist, so the manager's
+/// `Option<Arc<Store>>` is always `None` and these are never called.
+#[cfg(not(feature = "postgres"))]
+mod stub {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::Owner;
+    use crate::error::LockError;
+    use crate::lock::manager::LockMode;
+    use crate::lock::pending::WaitLimits;
+
+    #[derive(Debug)]
+    pub(crate) enum Store {}
+
+    #[derive(Debug)]
+    pub(crate) enum RemoteGrant {}
+
+    impl RemoteGrant {
+        pub(crate) fn key(&self) -> &str {
+            match *self {}
+        }
+    }
+
+    pub(crate) type Acquired = (RemoteGrant, u64, LockMode);
+
+    pub(crate) async fn acquire(
+        store: &Arc<Store>,
+        _: Owner,
+        _: &str,
+        _: LockMode,
+        _: u64,
+        _: Option<&WaitLimits<'_>>,
+    ) -> Result<Acquired, LockError> {
+        match **store {}
+    }
+
+    pub(crate) fn acquire_blocking(
+        store: &Arc<Store>,
+        _: Owner,
+        _: &str,
+        _: LockMode,
+        _: u64,
+        _: Option<&WaitLimits<'_>>,
+    ) -> Result<Acquired, LockError> {
+        match **store {}
+    }
+
+    pub(crate) async fn acquire_all(
+        store: &Arc<Store>,
+        _: Owner,
+        _: &[String],
+        _: LockMode,
+        _: u64,
+        _: Option<&WaitLimits<'_>>,
+    ) -> Result<Vec<(RemoteGrant, u64)>, LockError> {
+        match **store {}
+    }
+
+    pub(crate) fn acquire_all_blocking(
+        store: &Arc<Store>,
+        _: Owner,
+        _: &[String],
+        _: LockMode,
+        _: u64,
+        _: Option<&WaitLimits<'_>>,
+    ) -> Result<Vec<(RemoteGrant, u64)>, LockError> {
+        match **store {}
+    }
+
+    pub(crate) fn release_blocking(grant: &RemoteGrant) -> Result<(), LockError> {
+        match *grant {}
+    }
+
+    pub(crate) fn renew_blocking(grant: &RemoteGrant, _: Duration) -> Result<(), LockError> {
+        match *grant {}
+    }
+
+    pub(crate) fn stamp(store: &Store, _: &str) -> Option<i64> {
+        match *store {}
+    }
+}
+
+#[cfg(feature = "postgres")]
+mod imp {
+    use std::future::{Future, poll_fn};
+    use std::pin::Pin;
+    use std::sync::Arc;
+    use std::task::{Context, Poll};
+    use std::time::{Duration, Instant};
+
+    use crate::error::{BackendError, BackendErrorKind, LockError};
+    use crate::lock::manager::LockMode;
+    use crate::lock::pending::WaitLimits;
+    use crate::lock::wait::Waiter;
+    use crate::pg::listen::Interest;
+    pub(crate) use crate::pg::locks::LockStore as Store;
+    use crate::pg::locks::{Attempt, AttemptAll};
+    use crate::pg::runtime;
+    use crate::sync::timer::Timer;
+
+    use super::Owner;
+
+    /// A remote grant: what releasing it needs.
+    #[derive(Debug)]
+    pub(crate) struct RemoteGrant {
+        pub(crate) store: Arc<Store>,
+        pub(crate) key: Box<str>,
+        pub(crate) owner: String,
+    }
+
+    impl RemoteGrant {
+        pub(crate) fn key(&self) -> &str {
+            &self.key
+        }
+    }
+
+    /// A grant, its fencing token and the mode it is held in.
+    pub(crate) type Acquired = (RemoteGrant, u64, LockMode);
+
+    /// [`acquire`] for a thread: parks it between polls.
+    pub(crate) fn acquire_blocking(
+        store: &Arc<Store>,
+        owner: Owner,
+        key: &str,
+        mode: LockMode,
+        lease_ns: u64,
+        wait: Option<&WaitLimits<'_>>,
+    ) -> Result<Acquired, LockError> {
+        runtime::block_on(acquire(store, owner, key, mode, lease_ns, wait))
+    }
+
+    /// [`acquire_all`] for a thread.
+    pub(crate) fn acquire_all_blocking(
+        store: &Arc<Store>,
+        owner: Owner,
+        keys: &[String],
+        mode: LockMode,
+        lease_ns: u64,
+        wait: Option<&WaitLimits<'_>>,
+    ) -> Result<Vec<(RemoteGrant, u64)>, LockError> {
+        runtime::block_on(acquire_all(store, owner, keys, mode, lease_ns, wait))
+    }
+
+    /// [`release`] for a thread (and for guards dropped anywhere).
+    pub(crate) fn release_blocking(grant: &RemoteGrant) -> Result<(), LockError> {
+        runtime::block_on(release(grant))
+    }
+
+    /// [`renew`] for a thread.
+    pub(crate) fn renew_blocking(grant: &RemoteGrant, lease: Duration) -> Result<(), LockError> {
+        runtime::block_on(renew(grant, lease))
+    }
+
+    /// Acquires `key`: one attempt if `wait` is `None`, else attempts and
+    /// waits as the module describes. Returns the grant and its token.
+    pub(crate) async fn acquire(
+        store: &Arc<Store>,
+        owner: Owner,
+        key: &str,
+        mode: LockMode,
+        lease_ns: u64,
+        wait: Option<&WaitLimits<'_>>,
+    ) -> Result<Acquired, LockError> {
+        let exclusive = mode == LockMode::Exclusive;
+        let lease = (lease_ns != 0).then(|| Duration::from_nanos(lease_ns));
+        let signals = Signals::register(wait, mode, key);
+        let queue_on_failure = wait.is_some();
+        let mut queued: Option<Queued> = None;
+        loop {
+            if signals.raised() {
+                return Err(LockError::Interrupted);
+            }
+            let who = store.owner(owner.kind, owner.id);
+            let interest = wait.map(|_| store.interest(key));
+            let attempt = {
+                let (store, key, who) = (Arc::clone(store), key.to_owned(), who.clone());
+                InFlight::new(async move {
+                    let outcome = store.acquire(&key, &who, exclusive, lease, queue_on_failure).await;
+                    Finished { outcome, store, keys: vec![key], owner: who }
+                })
+            };
+            let outcome = within(store.operation_timeout(), attempt).await?;
+            match outcome {
+                Attempt::Granted { fence, nested } => {
+                    if let Some(queued) = queued.as_mut() {
+                        queued.done = true;
+                    }
+                    let mode = if nested { LockMode::Exclusive } else { mode };
+                    return Ok((RemoteGrant { store: Arc::clone(store), key: key.into(), owner: who }, fence, mode));
+                }
+                Attempt::Upgrade => return Err(LockError::Upgrade),
+                Attempt::Deadlock(keys) => {
+                    if let Some(queued) = queued.as_mut() {
+                        queued.done = true;
+                    }
+                    return Err(LockError::Deadlock { keys });
+                }
+                Attempt::ClientExpired => continue,
+                Attempt::Busy { retry } => {
+                    let Some(limits) = wait else { return Err(LockError::WouldBlock) };
+                    let queue = queued.get_or_insert_with(|| Queued::new(store, key, &who));
+                    queue.owner.clone_from(&who);
+                    let interest = interest.expect("a waiting attempt registers its interest");
+                    match sleep(&interest, &signals, limits.deadline, retry).await {
+                        Woken::Retry => {}
+                        Woken::Deadline => {
+                            queue.give_up().await;
+                            let waited = limits.since.map_or(Duration::ZERO, |since| since.elapsed());
+                            return Err(LockError::Timeout { waited });
+                        }
+                        Woken::Signal => {
+                            queue.give_up().await;
+                            return Err(LockError::Interrupted);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Acquires every key of `keys` (sorted, distinct) or none.
+    pub(crate) async fn acquire_all(
+        store: &Arc<Store>,
+        owner: Owner,
+        keys: &[String],
+        mode: LockMode,
+        lease_ns: u64,
+        wait: Option<&WaitLimits<'_>>,
+    ) -> Result<Vec<(RemoteGrant, u64)>, LockError> {
+        let exclusive = mode == LockMode::Exclusive;
+        let lease = (lease_ns != 0).then(|| Duration::from_nanos(lease_ns));
+        let first = keys.first().map_or("", String::as_str);
+        let signals = Signals::register(wait, mode, first);
+        let watch_on_failure = wait.is_some();
+        let mut watching: Option<(Vec<String>, String)> = None;
+        let result = loop {
+            if signals.raised() {
+                break Err(LockError::Interrupted);
+            }
+            let who = store.owner(owner.kind, owner.id);
+            let interests: Vec<Interest> =
+                if wait.is_some() { keys.iter().map(|key| store.interest(key)).collect() } else { Vec::new() };
+            let attempt = {
+                let (store, keys, who) = (Arc::clone(store), keys.to_vec(), who.clone());
+                InFlight::new(async move {
+                    let outcome = store.acquire_all(&keys, &who, exclusive, lease, watch_on_failure).await;
+                    Finished { outcome, store, keys, owner: who }
+                })
+            };
+            match within(store.operation_timeout(), attempt).await {
+                Err(error) => break Err(error),
+                Ok(AttemptAll::Granted(fences)) => {
+                    let grants = keys
+                        .iter()
+                        .zip(fences)
+                        .map(|(key, fence)| {
+                            let grant =
+                                RemoteGrant { store: Arc::clone(store), key: key.as_str().into(), owner: who.clone() };
+                            (grant, fence)
+                        })
+                        .collect();
+                    return Ok(grants);
+                }
+                Ok(AttemptAll::Upgrade) => break Err(LockError::Upgrade),
+                Ok(AttemptAll::ClientExpired) => continue,
+                Ok(AttemptAll::Busy { retry }) => {
+                    let Some(limits) = wait else { break Err(LockError::WouldBlock) };
+                    watching = Some((keys.to_vec(), who));
+                    match sleep_any(&interests, &signals, limits.deadline, retry).await {
+                        Woken::Retry => {}
+                        Woken::Deadline => {
+                            let waited = limits.since.map_or(Duration::ZERO, |since| since.elapsed());
+                            break Err(LockError::Timeout { waited });
+                        }
+                        Woken::Signal => break Err(LockError::Interrupted),
+                    }
+                }
+            }
+        };
+        if let Some((keys, who)) = watching {
+            let _ = store.give_up_all(&keys, &who).await;
+        }
+        result
+    }
+
+    /// Releases one level of `grant`. `LeaseExpired` if it was void.
+    pub(crate) async fn release(grant: &RemoteGrant) -> Result<(), LockError> {
+        let call = grant.store.release(&grant.key, &grant.owner);
+        match within(grant.store.operation_timeout(), call).await? {
+            true => Ok(()),
+            false => Err(LockError::LeaseExpired),
+        }
+    }
+
+    /// Moves `grant`'s lease to `lease` from now.
+    pub(crate) async fn renew(grant: &RemoteGrant, lease: Duration) -> Result<(), LockError> {
+        let call = grant.store.renew(&grant.key, &grant.owner, lease);
+        match within(grant.store.operation_timeout(), call).await? {
+            None => Ok(()),
+            Some(true) => Err(LockError::LeaseExpired),
+            Some(false) => Err(LockError::NoLease),
+        }
+    }
+
+    /// The stamp of `key`, `None` when held exclusively or unreachable.
+    pub(crate) fn stamp(store: &Store, key: &str) -> Option<i64> {
+        runtime::block_on(within(store.operation_timeout(), store.stamp(key))).ok().flatten()
+    }
+
+    /// The waiter's place in a key's queue, given up if the wait ends
+    /// without a grant, or if the future waiting is dropped.
+    struct Queued {
+        store: Arc<Store>,
+        key: String,
+        owner: String,
+        done: bool,
+    }
+
+    impl Queued {
+        fn new(store: &Arc<Store>, key: &str, owner: &str) -> Self {
+            Queued { store: Arc::clone(store), key: key.into(), owner: owner.into(), done: false }
+        }
+
+        async fn give_up(&mut self) {
+            self.done = true;
+            let _ = within(self.store.operation_timeout(), self.store.give_up(&self.key, &self.owner)).await;
+        }
+    }
+
+    impl Drop for Queued {
+        fn drop(&mut self) {
+            if !self.done {
+                let (store, key, owner) = (Arc::clone(&self.store), std::mem::take(&mut self.key), self.owner.clone());
+                runtime::detach(async move {
+                    let _ = store.give_up(&key, &owner).await;
+                });
+            }
+        }
+    }
+
+    /// The cancel token and session interrupt of a wait, watched through a
+    /// task waiter registered with them.
+    struct Signals<'l> {
+        limits: Option<&'l WaitLimits<'l>>,
+        waiter: Arc<Waiter>,
+        interrupt_since: Option<Option<u64>>,
+    }
+
+    impl<'l> Signals<'l> {
+        fn register(limits: Option<&'l WaitLimits<'l>>, mode: LockMode, key: &str) -> Self {
+            let waiter = Waiter::new(0, 0, mode, 0, key, 0, true);
+            let mut interrupt_since = None;
+            if let Some(limits) = limits {
+                if let Some(cancel) = limits.cancel {
+                    cancel.register(&waiter);
+                }
+                interrupt_since = limits.interrupt.map(|signal| signal.register(&waiter));
+            }
+            Signals { limits, waiter, interrupt_since }
+        }
+
+        fn poll_register(&self, cx: &Context<'_>) {
+            self.waiter.register(cx.waker());
+        }
+
+        fn raised(&self) -> bool {
+            let Some(limits) = self.limits else { return false };
+            let interrupted = match (limits.interrupt, self.interrupt_since) {
+                (Some(signal), Some(Some(generation))) => signal.moved_since(generation),
+                (Some(_), Some(None)) => true,
+                _ => false,
+            };
+            interrupted || limits.cancel.is_some_and(|signal| signal.is_cancelled())
+        }
+    }
+
+    impl Drop for Signals<'_> {
+        fn drop(&mut self) {
+            if let Some(limits) = self.limits {
+                if let Some(cancel) = limits.cancel {
+                    cancel.deregister(&self.waiter);
+                }
+                if let Some(interrupt) = limits.interrupt {
+                    interrupt.deregister(&self.waiter);
+                }
+            }
+        }
+    }
+
+    enum Woken {
+        Retry,
+        Deadline,
+        Signal,
+    }
+
+    /// Sleeps until a notification, the retry moment, the deadline or a signal.
+    async fn sleep(
+        interest: &Interest,
+        signals: &Signals<'_>,
+        deadline: Option<Instant>,
+        retry: Option<Duration>,
+    ) -> Woken {
+        sleep_any(std::slice::from_ref(interest), signals, deadline, retry).await
+    }
+
+    async fn sleep_any(
+        interests: &[Interest],
+        signals: &Signals<'_>,
+        deadline: Option<Instant>,
+        retry: Option<Duration>,
+    ) -> Woken {
+        let retry_at = retry.and_then(|retry| Instant::now().checked_add(retry));
+        let wake_at = match (deadline, retry_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let mut timer = Timer::new();
+        poll_fn(|cx| {
+            signals.poll_register(cx);
+            if signals.raised() {
+                return Poll::Ready(Woken::Signal);
+            }
+            if interests.iter().any(|interest| interest.poll_rung(cx).is_ready()) {
+                return Poll::Ready(Woken::Retry);
+            }
+            if timer.poll_until(cx, wake_at).is_ready() {
+                let deadline_passed = deadline.is_some_and(|deadline| Instant::now() >= deadline);
+                return Poll::Ready(if deadline_passed { Woken::Deadline } else { Woken::Retry });
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// An attempt's outcome, with what undoing it needs.
+    struct Finished<T> {
+        outcome: Result<T, BackendError>,
+        store: Arc<Store>,
+        keys: Vec<String>,
+        owner: String,
+    }
+
+    /// The outcomes of the two kinds of attempt.
+    trait Outcome: Send + 'static {
+        /// Whether the attempt was granted.
+        fn granted(&self) -> bool;
+        /// Whether a failed attempt queued (one key) rather than watched (`lock_all`).
+        const QUEUES: bool;
+    }
+
+    impl Outcome for Attempt {
+        fn granted(&self) -> bool {
+            matches!(self, Attempt::Granted { .. })
+        }
+        const QUEUES: bool = true;
+    }
+
+    impl Outcome for AttemptAll {
+        fn granted(&self) -> bool {
+            matches!(self, AttemptAll::Granted(_))
+        }
+        const QUEUES: bool = false;
+    }
+
+    /// An acquisition attempt in flight. Dropped before it finished (its
+    /// waiting future was dropped, or it timed out), it is finished on the
+    /// backend's runtime, and a grant it got is released: the attempt
+    /// leaves nothing behind.
+    struct InFlight<T: Outcome> {
+        call: Option<Pin<Box<dyn Future<Output = Finished<T>> + Send>>>,
+    }
+
+    impl<T: Outcome> InFlight<T> {
+        fn new<F>(call: F) -> Self
+        where
+            F: Future<Output = Finished<T>> + Send + 'static,
+        {
+            InFlight { call: Some(Box::pin(call)) }
+        }
+    }
+
+    impl<T: Outcome> Future for InFlight<T> {
+        type Output = Result<T, BackendError>;
+
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+            let call = self.call.as_mut().expect("polled after completion");
+            let finished = std::task::ready!(call.as_mut().poll(cx));
+            self.call = None;
+            Poll::Ready(finished.outcome)
+        }
+    }
+
+    impl<T: Outcome> Drop for InFlight<T> {
+        fn drop(&mut self) {
+            let Some(call) = self.call.take() else { return };
+            runtime::detach(async move {
+                let Finished { outcome, store, keys, owner } = call.await;
+                if outcome.as_ref().is_ok_and(Outcome::granted) {
+                    for key in &keys {
+                        let _ = store.release(key, &owner).await;
+                    }
+                }
+                if T::QUEUES {
+                    let _ = store.give_up(&keys[0], &owner).await;
+                } else {
+                    let _ = store.give_up_all(&keys, &owner).await;
+                }
+            });
+        }
+    }
+
+    /// Runs `call`, failing with `TimedOut` after `limit`. A signal raised
+    /// meanwhile does not cut an attempt short: its outcome decides.
+    pub(crate) async fn within<F, T>(limit: Duration, call: F) -> Result<T, LockError>
+    where
+        F: Future<Output = Result<T, BackendError>>,
+    {
+        let deadline = Instant::now().checked_add(limit);
+        let mut call = std::pin::pin!(call);
+        let mut timer = Timer::new();
+        poll_fn(|cx| {
+            if let Poll::Ready(outcome) = call.as_mut().poll(cx) {
+                return Poll::Ready(outcome.map_err(LockError::Backend));
+            }
+            if timer.poll_until(cx, deadline).is_ready() {
+                let error =
+                    BackendError::new(BackendErrorKind::TimedOut, format!("no answer within {} ms", limit.as_millis()));
+                return Poll::Ready(Err(LockError::Backend(error)));
+            }
+            Poll::Pending
+        })
+        .await
+    }
+}
