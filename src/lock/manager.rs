@@ -639,7 +639,27 @@ impl LockManager {
     }
 
     /// Counters since creation, and a snapshot of what is held now.
+    ///
+    /// On a PostgreSQL manager the snapshot (`grants`, `held`, `waiting`,
+    /// `entries`) is the database's, across every process of the schema,
+    /// read with one query (zeros if it cannot be reached); the counters
+    /// (`timeouts`, `interrupts`, `deadlocks`) are this handle's.
     pub fn stats(&self) -> LockStats {
+        let counters = &self.inner.counters;
+        if let Some(store) = &self.inner.remote {
+            let [grants, held, waiting, entries] = remote::stats(store);
+            return LockStats {
+                grants,
+                contended: counters.contended.load(Ordering::Relaxed),
+                timeouts: counters.timeouts.load(Ordering::Relaxed),
+                interrupts: counters.interrupts.load(Ordering::Relaxed),
+                deadlocks: counters.deadlocks.load(Ordering::Relaxed),
+                leases_expired: counters.leases_expired.load(Ordering::Relaxed),
+                held,
+                waiting,
+                entries,
+            };
+        }
         let (mut grants, mut held, mut waiting) = (0, 0, 0);
         let (entries, retired) = self.inner.table.for_each(|entry| {
             waiting += entry.queue.lock().len() as u64;
@@ -651,7 +671,6 @@ impl LockManager {
                 held += super::word::payload(word);
             }
         });
-        let counters = &self.inner.counters;
         LockStats {
             grants: grants + retired,
             contended: counters.contended.load(Ordering::Relaxed),
@@ -690,8 +709,8 @@ impl Inner {
         check_key(key)?;
         if let Some(store) = &holder.inner().remote {
             let owner = remote::Owner { kind: if plan.thread_owned { 't' } else { 's' }, id: owner };
-            let (grant, token, mode) =
-                remote::acquire_blocking(store, owner, key, plan.mode, plan.lease_ns, plan.wait.as_ref())?;
+            let acquired = remote::acquire_blocking(store, owner, key, plan.mode, plan.lease_ns, plan.wait.as_ref());
+            let (grant, token, mode) = acquired.inspect_err(|error| holder.inner().counters.record(error))?;
             return Ok(Grant::new(holder, Target::Remote(Box::new(grant)), owner.id, token, mode));
         }
         let hash = holder.inner().table.hash(key);

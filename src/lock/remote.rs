@@ -109,6 +109,10 @@ mod stub {
     pub(crate) fn stamp(store: &Store, _: &str) -> Option<i64> {
         match *store {}
     }
+
+    pub(crate) fn stats(store: &Store) -> [u64; 4] {
+        match *store {}
+    }
 }
 
 #[cfg(feature = "postgres")]
@@ -116,6 +120,7 @@ mod imp {
     use std::future::{Future, poll_fn};
     use std::pin::Pin;
     use std::sync::Arc;
+    use std::sync::atomic::{AtomicI64, Ordering};
     use std::task::{Context, Poll};
     use std::time::{Duration, Instant};
 
@@ -137,6 +142,14 @@ mod imp {
         pub(crate) store: Arc<Store>,
         pub(crate) key: Box<str>,
         pub(crate) owner: String,
+        /// This acquisition's id among the owner's nested acquisitions.
+        pub(crate) level: i64,
+    }
+
+    /// A new acquisition id, unique in this process (and so per owner).
+    fn next_level() -> i64 {
+        static NEXT: AtomicI64 = AtomicI64::new(1);
+        NEXT.fetch_add(1, Ordering::Relaxed)
     }
 
     impl RemoteGrant {
@@ -196,6 +209,7 @@ mod imp {
         let lease = (lease_ns != 0).then(|| Duration::from_nanos(lease_ns));
         let signals = Signals::register(wait, mode, key);
         let queue_on_failure = wait.is_some();
+        let level = next_level();
         let mut queued: Option<Queued> = None;
         loop {
             if signals.raised() {
@@ -206,8 +220,8 @@ mod imp {
             let attempt = {
                 let (store, key, who) = (Arc::clone(store), key.to_owned(), who.clone());
                 InFlight::new(async move {
-                    let outcome = store.acquire(&key, &who, exclusive, lease, queue_on_failure).await;
-                    Finished { outcome, store, keys: vec![key], owner: who }
+                    let outcome = store.acquire(&key, &who, exclusive, lease, queue_on_failure, level).await;
+                    Finished { outcome, store, keys: vec![key], owner: who, level }
                 })
             };
             let outcome = within(store.operation_timeout(), attempt).await?;
@@ -217,7 +231,8 @@ mod imp {
                         queued.done = true;
                     }
                     let mode = if nested { LockMode::Exclusive } else { mode };
-                    return Ok((RemoteGrant { store: Arc::clone(store), key: key.into(), owner: who }, fence, mode));
+                    let grant = RemoteGrant { store: Arc::clone(store), key: key.into(), owner: who, level };
+                    return Ok((grant, fence, mode));
                 }
                 Attempt::Upgrade => return Err(LockError::Upgrade),
                 Attempt::Deadlock(keys) => {
@@ -263,6 +278,7 @@ mod imp {
         let first = keys.first().map_or("", String::as_str);
         let signals = Signals::register(wait, mode, first);
         let watch_on_failure = wait.is_some();
+        let level = next_level();
         let mut watching: Option<(Vec<String>, String)> = None;
         let result = loop {
             if signals.raised() {
@@ -274,8 +290,8 @@ mod imp {
             let attempt = {
                 let (store, keys, who) = (Arc::clone(store), keys.to_vec(), who.clone());
                 InFlight::new(async move {
-                    let outcome = store.acquire_all(&keys, &who, exclusive, lease, watch_on_failure).await;
-                    Finished { outcome, store, keys, owner: who }
+                    let outcome = store.acquire_all(&keys, &who, exclusive, lease, watch_on_failure, level).await;
+                    Finished { outcome, store, keys, owner: who, level }
                 })
             };
             match within(store.operation_timeout(), attempt).await {
@@ -285,8 +301,12 @@ mod imp {
                         .iter()
                         .zip(fences)
                         .map(|(key, fence)| {
-                            let grant =
-                                RemoteGrant { store: Arc::clone(store), key: key.as_str().into(), owner: who.clone() };
+                            let grant = RemoteGrant {
+                                store: Arc::clone(store),
+                                key: key.as_str().into(),
+                                owner: who.clone(),
+                                level,
+                            };
                             (grant, fence)
                         })
                         .collect();
@@ -314,12 +334,43 @@ mod imp {
         result
     }
 
-    /// Releases one level of `grant`. `LeaseExpired` if it was void.
+    /// Releases `grant`. `LeaseExpired` if it was void. If the database
+    /// cannot answer, the release is retried in the background until it
+    /// does (a release is harmless to repeat), and the caller gets the error.
     pub(crate) async fn release(grant: &RemoteGrant) -> Result<(), LockError> {
-        let call = grant.store.release(&grant.key, &grant.owner);
-        match within(grant.store.operation_timeout(), call).await? {
-            true => Ok(()),
-            false => Err(LockError::LeaseExpired),
+        let call = grant.store.release(&grant.key, &grant.owner, grant.level);
+        match within(grant.store.operation_timeout(), call).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(LockError::LeaseExpired),
+            Err(error) => {
+                let (store, keys) = (Arc::clone(&grant.store), vec![grant.key.to_string()]);
+                runtime::detach(undo(store, keys, grant.owner.clone(), grant.level, None));
+                Err(error)
+            }
+        }
+    }
+
+    /// Releases acquisition `level` of `keys` and leaves their queues (or
+    /// stops watching them, `queued: Some(false)`), retrying until the
+    /// database answers or the owner's registration has surely lapsed.
+    async fn undo(store: Arc<Store>, keys: Vec<String>, owner: String, level: i64, queued: Option<bool>) {
+        let mut backoff = Duration::from_millis(100);
+        let give_up_by = Instant::now() + store.client_ttl() * 2;
+        loop {
+            let mut done = true;
+            for key in &keys {
+                done &= store.release(key, &owner, level).await.is_ok();
+            }
+            done &= match queued {
+                Some(true) => store.give_up(&keys[0], &owner).await.is_ok(),
+                Some(false) => store.give_up_all(&keys, &owner).await.is_ok(),
+                None => true,
+            };
+            if done || Instant::now() >= give_up_by {
+                return;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
         }
     }
 
@@ -331,6 +382,12 @@ mod imp {
             Some(true) => Err(LockError::LeaseExpired),
             Some(false) => Err(LockError::NoLease),
         }
+    }
+
+    /// Grants, held, waiting and entries, across every process; zeros if
+    /// the database cannot be reached.
+    pub(crate) fn stats(store: &Store) -> [u64; 4] {
+        runtime::block_on(within(store.operation_timeout(), store.stats())).unwrap_or_default()
     }
 
     /// The stamp of `key`, `None` when held exclusively or unreachable.
@@ -469,27 +526,29 @@ mod imp {
         store: Arc<Store>,
         keys: Vec<String>,
         owner: String,
+        level: i64,
+    }
+
+    impl<T: Outcome> Finished<T> {
+        /// Undoes the attempt in the background: whatever it was granted
+        /// (releasing a level is harmless to repeat), and its place in the
+        /// queue.
+        fn undo(self) {
+            runtime::detach(undo(self.store, self.keys, self.owner, self.level, Some(T::QUEUES)));
+        }
     }
 
     /// The outcomes of the two kinds of attempt.
     trait Outcome: Send + 'static {
-        /// Whether the attempt was granted.
-        fn granted(&self) -> bool;
         /// Whether a failed attempt queued (one key) rather than watched (`lock_all`).
         const QUEUES: bool;
     }
 
     impl Outcome for Attempt {
-        fn granted(&self) -> bool {
-            matches!(self, Attempt::Granted { .. })
-        }
         const QUEUES: bool = true;
     }
 
     impl Outcome for AttemptAll {
-        fn granted(&self) -> bool {
-            matches!(self, AttemptAll::Granted(_))
-        }
         const QUEUES: bool = false;
     }
 
@@ -515,28 +574,21 @@ mod imp {
 
         fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
             let call = self.call.as_mut().expect("polled after completion");
-            let finished = std::task::ready!(call.as_mut().poll(cx));
+            let Finished { outcome, store, keys, owner, level } = std::task::ready!(call.as_mut().poll(cx));
             self.call = None;
-            Poll::Ready(finished.outcome)
+            if outcome.is_err() {
+                // The connection went while the attempt ran: it may have
+                // been granted. Undo it, whichever it was.
+                runtime::detach(undo(store, keys, owner, level, Some(T::QUEUES)));
+            }
+            Poll::Ready(outcome)
         }
     }
 
     impl<T: Outcome> Drop for InFlight<T> {
         fn drop(&mut self) {
             let Some(call) = self.call.take() else { return };
-            runtime::detach(async move {
-                let Finished { outcome, store, keys, owner } = call.await;
-                if outcome.as_ref().is_ok_and(Outcome::granted) {
-                    for key in &keys {
-                        let _ = store.release(key, &owner).await;
-                    }
-                }
-                if T::QUEUES {
-                    let _ = store.give_up(&keys[0], &owner).await;
-                } else {
-                    let _ = store.give_up_all(&keys, &owner).await;
-                }
-            });
+            runtime::detach(async move { call.await.undo() });
         }
     }
 

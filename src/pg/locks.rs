@@ -69,13 +69,19 @@ impl LockStore {
         self.listener.interest(Channel::Lock, key)
     }
 
+    /// How long this process's registration outlives its last heartbeat.
+    pub(crate) fn client_ttl(&self) -> Duration {
+        self.db.config().client_ttl
+    }
+
     /// The configured operation timeout.
     pub(crate) fn operation_timeout(&self) -> Duration {
         self.db.config().operation_timeout
     }
 
-    /// One attempt to take `key` for `owner`; if `wait`, a failed attempt
-    /// queues the owner (or keeps its place).
+    /// One attempt to take `key` for `owner` as acquisition `level` (an id
+    /// unique to the acquisition: retrying with it is harmless); if `wait`,
+    /// a failed attempt queues the owner (or keeps its place).
     pub(crate) async fn acquire(
         &self,
         key: &str,
@@ -83,14 +89,15 @@ impl LockStore {
         exclusive: bool,
         lease: Option<Duration>,
         wait: bool,
+        level: i64,
     ) -> Result<Attempt, BackendError> {
         let client = self.registration.id();
         let lease = lease.map(millis);
         let row = self
             .db
             .query_one(
-                "SELECT outcome, fence, retry_ms, cycle FROM tg.acquire($1, $2, $3, $4, $5, $6)",
-                &[&key, &owner, &client, &exclusive, &lease, &wait],
+                "SELECT outcome, fence, retry_ms, cycle FROM tg.acquire($1, $2, $3, $4, $5, $6, $7)",
+                &[&key, &owner, &client, &exclusive, &lease, &wait, &level],
             )
             .await?;
         let outcome: i16 = row.get(0);
@@ -116,14 +123,15 @@ impl LockStore {
         exclusive: bool,
         lease: Option<Duration>,
         wait: bool,
+        level: i64,
     ) -> Result<AttemptAll, BackendError> {
         let client = self.registration.id();
         let lease = lease.map(millis);
         let row = self
             .db
             .query_one(
-                "SELECT outcome, fences, retry_ms FROM tg.acquire_all($1, $2, $3, $4, $5, $6)",
-                &[&keys, &owner, &client, &exclusive, &lease, &wait],
+                "SELECT outcome, fences, retry_ms FROM tg.acquire_all($1, $2, $3, $4, $5, $6, $7)",
+                &[&keys, &owner, &client, &exclusive, &lease, &wait, &level],
             )
             .await?;
         let outcome: i16 = row.get(0);
@@ -152,10 +160,11 @@ impl LockStore {
         self.db.query("SELECT tg.give_up_all($1, $2)", &[&keys, &owner]).await.map(drop)
     }
 
-    /// Releases one level of `owner`'s grant of `key`. `false` if the grant
-    /// was void (its lease or its client expired).
-    pub(crate) async fn release(&self, key: &str, owner: &str) -> Result<bool, BackendError> {
-        let row = self.db.query_one("SELECT tg.release($1, $2)", &[&key, &owner]).await?;
+    /// Releases acquisition `level` of `owner`'s grant of `key`. `false` if
+    /// the grant was void (its lease or its client expired) or the level
+    /// was released already. Retrying is harmless.
+    pub(crate) async fn release(&self, key: &str, owner: &str, level: i64) -> Result<bool, BackendError> {
+        let row = self.db.query_one("SELECT tg.release($1, $2, $3)", &[&key, &owner, &level]).await?;
         Ok(row.get::<_, i16>(0) == 0)
     }
 
@@ -169,6 +178,13 @@ impl LockStore {
             1 => Some(true),
             _ => Some(false),
         })
+    }
+
+    /// Tokens handed out, live grants, queued waiters and key rows, across
+    /// every client of the schema.
+    pub(crate) async fn stats(&self) -> Result<[u64; 4], BackendError> {
+        let row = self.db.query_one("SELECT grants, held, waiting, entries FROM tg.stats()", &[]).await?;
+        Ok(std::array::from_fn(|i| row.get::<_, i64>(i).max(0) as u64))
     }
 
     /// The key's stamp: `None` while it is held exclusively.

@@ -27,14 +27,16 @@ CREATE TABLE tg.lock_key (
     version bigint NOT NULL DEFAULT 0
 );
 
--- Who holds what. A shared key has one row per owner; count is the owner's
--- nesting depth.
+-- Who holds what. A shared key has one row per owner. levels names each
+-- acquisition the owner made of the key (a client-chosen id): a nested
+-- acquisition adds one, a release removes its own, so that retrying an
+-- acquisition or a release whose answer was lost changes nothing.
 CREATE TABLE tg.holder (
     key text NOT NULL,
     owner text NOT NULL,
     client bigint NOT NULL,
     exclusive boolean NOT NULL,
-    count integer NOT NULL,
+    levels bigint[] NOT NULL,
     fence bigint NOT NULL,
     lease_until timestamptz,
     PRIMARY KEY (key, owner)
@@ -170,7 +172,7 @@ $$;
 --   outcome 4: deadlock: waiting would close a cycle; cycle is its keys
 --   outcome 5: the client has expired: it may not take new grants
 CREATE FUNCTION tg.acquire(
-    p_key text, p_owner text, p_client bigint, p_exclusive boolean, p_lease_ms bigint, p_wait boolean,
+    p_key text, p_owner text, p_client bigint, p_exclusive boolean, p_lease_ms bigint, p_wait boolean, p_level bigint,
     OUT outcome smallint, OUT fence bigint, OUT retry_ms bigint, OUT cycle text[]
 )
 LANGUAGE plpgsql AS $$
@@ -187,15 +189,19 @@ BEGIN
     freed := tg.enter(p_key, now_);
     SELECT * INTO mine FROM tg.holder h WHERE h.key = p_key AND h.owner = p_owner;
     IF FOUND THEN
-        IF mine.exclusive THEN
-            UPDATE tg.holder h SET count = h.count + 1 WHERE h.key = p_key AND h.owner = p_owner;
+        IF p_level = ANY (mine.levels) THEN
+            -- A retry of an acquisition that was granted.
+            outcome := CASE WHEN mine.exclusive THEN 1 ELSE 0 END;
+            fence := mine.fence;
+        ELSIF mine.exclusive THEN
+            UPDATE tg.holder h SET levels = h.levels || p_level WHERE h.key = p_key AND h.owner = p_owner;
             outcome := 1;
             fence := mine.fence;
         ELSIF p_exclusive THEN
             outcome := 3;
         ELSE
             fence := nextval('tg.fence');
-            UPDATE tg.holder h SET count = h.count + 1, fence = acquire.fence
+            UPDATE tg.holder h SET levels = h.levels || p_level, fence = acquire.fence
             WHERE h.key = p_key AND h.owner = p_owner;
             outcome := 0;
         END IF;
@@ -211,8 +217,8 @@ BEGIN
           AND (my_seq IS NULL OR w.seq < my_seq)
     ) THEN
         fence := nextval('tg.fence');
-        INSERT INTO tg.holder (key, owner, client, exclusive, count, fence, lease_until)
-        VALUES (p_key, p_owner, p_client, p_exclusive, 1, fence,
+        INSERT INTO tg.holder (key, owner, client, exclusive, levels, fence, lease_until)
+        VALUES (p_key, p_owner, p_client, p_exclusive, ARRAY[p_level], fence,
                 CASE WHEN p_lease_ms IS NULL THEN NULL ELSE now_ + p_lease_ms * interval '1 millisecond' END);
         IF p_exclusive THEN
             UPDATE tg.lock_key k SET version = fence WHERE k.key = p_key;
@@ -260,10 +266,12 @@ BEGIN
 END
 $$;
 
--- Releases one level of p_owner's grant of p_key.
---   0: released (or one nesting level of it)
---   1: the grant was void: its lease or its client expired
-CREATE FUNCTION tg.release(p_key text, p_owner text) RETURNS smallint
+-- Releases acquisition p_level of p_owner's grant of p_key (the key is
+-- free once no level is left).
+--   0: released
+--   1: the grant was void (its lease or its client expired), or this level
+--      was released already
+CREATE FUNCTION tg.release(p_key text, p_owner text, p_level bigint) RETURNS smallint
 LANGUAGE plpgsql AS $$
 DECLARE
     now_ timestamptz := clock_timestamp();
@@ -271,7 +279,7 @@ DECLARE
 BEGIN
     PERFORM 1 FROM tg.lock_key WHERE key = p_key FOR UPDATE;
     SELECT * INTO mine FROM tg.holder h WHERE h.key = p_key AND h.owner = p_owner;
-    IF NOT FOUND THEN
+    IF NOT FOUND OR NOT p_level = ANY (mine.levels) THEN
         RETURN 1;
     END IF;
     IF (mine.lease_until IS NOT NULL AND mine.lease_until <= now_) OR NOT tg.alive(mine.client, now_) THEN
@@ -279,8 +287,8 @@ BEGIN
         PERFORM tg.wake(p_key);
         RETURN 1;
     END IF;
-    IF mine.count > 1 THEN
-        UPDATE tg.holder SET count = count - 1 WHERE key = p_key AND owner = p_owner;
+    IF cardinality(mine.levels) > 1 THEN
+        UPDATE tg.holder SET levels = array_remove(levels, p_level) WHERE key = p_key AND owner = p_owner;
     ELSE
         DELETE FROM tg.holder WHERE key = p_key AND owner = p_owner;
         PERFORM tg.wake(p_key);
@@ -320,7 +328,7 @@ $$;
 --   outcome 5: the client has expired
 CREATE FUNCTION tg.acquire_all(
     p_keys text[], p_owner text, p_client bigint, p_exclusive boolean, p_lease_ms bigint, p_wait boolean,
-    OUT outcome smallint, OUT fences bigint[], OUT retry_ms bigint
+    p_level bigint, OUT outcome smallint, OUT fences bigint[], OUT retry_ms bigint
 )
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -367,15 +375,17 @@ BEGIN
     fences := ARRAY[]::bigint[];
     FOREACH k IN ARRAY p_keys LOOP
         SELECT * INTO mine FROM tg.holder h WHERE h.key = k AND h.owner = p_owner;
-        IF FOUND AND mine.exclusive THEN
-            UPDATE tg.holder h SET count = h.count + 1 WHERE h.key = k AND h.owner = p_owner;
+        IF FOUND AND p_level = ANY (mine.levels) THEN
+            f := mine.fence;
+        ELSIF FOUND AND mine.exclusive THEN
+            UPDATE tg.holder h SET levels = h.levels || p_level WHERE h.key = k AND h.owner = p_owner;
             f := mine.fence;
         ELSE
             f := nextval('tg.fence');
-            INSERT INTO tg.holder (key, owner, client, exclusive, count, fence, lease_until)
-            VALUES (k, p_owner, p_client, p_exclusive, 1, f,
+            INSERT INTO tg.holder (key, owner, client, exclusive, levels, fence, lease_until)
+            VALUES (k, p_owner, p_client, p_exclusive, ARRAY[p_level], f,
                     CASE WHEN p_lease_ms IS NULL THEN NULL ELSE now_ + p_lease_ms * interval '1 millisecond' END)
-            ON CONFLICT (key, owner) DO UPDATE SET count = tg.holder.count + 1, fence = EXCLUDED.fence;
+            ON CONFLICT (key, owner) DO UPDATE SET levels = tg.holder.levels || p_level, fence = EXCLUDED.fence;
             IF p_exclusive THEN
                 UPDATE tg.lock_key SET version = f WHERE key = k;
             END IF;
@@ -417,4 +427,16 @@ LANGUAGE sql STABLE AS $$
             (SELECT -1 - floor FROM tg.lock_floor)
         )
     END
+$$;
+
+-- What the lock tables hold now, across every client: fencing tokens handed
+-- out (grants), live grants, queued waiters, and key rows.
+CREATE FUNCTION tg.stats(OUT grants bigint, OUT held bigint, OUT waiting bigint, OUT entries bigint)
+LANGUAGE sql STABLE AS $$
+    SELECT
+        (SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM tg.fence),
+        (SELECT count(*) FROM tg.holder h
+         WHERE (h.lease_until IS NULL OR h.lease_until > clock_timestamp()) AND tg.alive(h.client, clock_timestamp())),
+        (SELECT count(*) FROM tg.waiter w WHERE w.queued AND tg.alive(w.client, clock_timestamp())),
+        (SELECT count(*) FROM tg.lock_key)
 $$;
