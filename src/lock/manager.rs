@@ -686,7 +686,14 @@ impl LockManager {
 
     /// Reclaims the entries of every key that nobody holds or waits for, now.
     /// (Inserts reclaim them anyway once a shard's idle budget is used up.)
+    ///
+    /// On a PostgreSQL manager this deletes the database's rows of keys
+    /// that no process holds or waits for (one statement; run it now and
+    /// then, as the cleanup job of docs/POSTGRES.md does).
     pub fn shrink(&self) {
+        if let Some(store) = &self.inner.remote {
+            return remote::shrink(store);
+        }
         self.inner.table.shrink();
     }
 

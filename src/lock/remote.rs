@@ -113,6 +113,10 @@ mod stub {
     pub(crate) fn stats(store: &Store) -> [u64; 4] {
         match *store {}
     }
+
+    pub(crate) fn shrink(store: &Store) {
+        match *store {}
+    }
 }
 
 #[cfg(feature = "postgres")]
@@ -216,7 +220,7 @@ mod imp {
                 return Err(LockError::Interrupted);
             }
             let who = store.owner(owner.kind, owner.id);
-            let interest = wait.map(|_| store.interest(key));
+            let interest = wait.map(|_| store.interest(key, Some(&who)));
             let attempt = {
                 let (store, key, who) = (Arc::clone(store), key.to_owned(), who.clone());
                 InFlight::new(async move {
@@ -230,6 +234,7 @@ mod imp {
                     if let Some(queued) = queued.as_mut() {
                         queued.done = true;
                     }
+                    signals.keep_if_raised();
                     let mode = if nested { LockMode::Exclusive } else { mode };
                     let grant = RemoteGrant { store: Arc::clone(store), key: key.into(), owner: who, level };
                     return Ok((grant, fence, mode));
@@ -286,7 +291,7 @@ mod imp {
             }
             let who = store.owner(owner.kind, owner.id);
             let interests: Vec<Interest> =
-                if wait.is_some() { keys.iter().map(|key| store.interest(key)).collect() } else { Vec::new() };
+                if wait.is_some() { keys.iter().map(|key| store.interest(key, None)).collect() } else { Vec::new() };
             let attempt = {
                 let (store, keys, who) = (Arc::clone(store), keys.to_vec(), who.clone());
                 InFlight::new(async move {
@@ -297,6 +302,7 @@ mod imp {
             match within(store.operation_timeout(), attempt).await {
                 Err(error) => break Err(error),
                 Ok(AttemptAll::Granted(fences)) => {
+                    signals.keep_if_raised();
                     let grants = keys
                         .iter()
                         .zip(fences)
@@ -390,6 +396,12 @@ mod imp {
         runtime::block_on(within(store.operation_timeout(), store.stats())).unwrap_or_default()
     }
 
+    /// Deletes the database's rows of idle keys (a no-op if it cannot be
+    /// reached: the next call does it).
+    pub(crate) fn shrink(store: &Store) {
+        let _ = runtime::block_on(within(store.operation_timeout(), store.shrink()));
+    }
+
     /// The stamp of `key`, `None` when held exclusively or unreachable.
     pub(crate) fn stamp(store: &Store, key: &str) -> Option<i64> {
         runtime::block_on(within(store.operation_timeout(), store.stamp(key))).ok().flatten()
@@ -451,14 +463,28 @@ mod imp {
             self.waiter.register(cx.waker());
         }
 
-        fn raised(&self) -> bool {
+        fn interrupted(&self) -> bool {
             let Some(limits) = self.limits else { return false };
-            let interrupted = match (limits.interrupt, self.interrupt_since) {
+            match (limits.interrupt, self.interrupt_since) {
                 (Some(signal), Some(Some(generation))) => signal.moved_since(generation),
                 (Some(_), Some(None)) => true,
                 _ => false,
-            };
-            interrupted || limits.cancel.is_some_and(|signal| signal.is_cancelled())
+            }
+        }
+
+        fn raised(&self) -> bool {
+            self.interrupted()
+                || self.limits.and_then(|limits| limits.cancel).is_some_and(|signal| signal.is_cancelled())
+        }
+
+        /// After a grant: an interrupt raised during the wait is left for
+        /// the session's next wait, as the embedded manager does.
+        fn keep_if_raised(&self) {
+            if self.interrupted()
+                && let Some(signal) = self.limits.and_then(|limits| limits.interrupt)
+            {
+                signal.defer();
+            }
         }
     }
 

@@ -61,7 +61,8 @@ impl Bell {
     }
 }
 
-type Waits = HashMap<(Channel, Box<str>), Vec<Arc<Bell>>>;
+/// The bells of each key, with the owner each waits as (if any).
+type Waits = HashMap<(Channel, Box<str>), Vec<(Option<Box<str>>, Arc<Bell>)>>;
 
 #[derive(Debug)]
 struct Shared {
@@ -70,16 +71,32 @@ struct Shared {
 }
 
 impl Shared {
-    fn dispatch(&self, channel: &str, key: &str) {
+    /// Rings the bells of a notification: `key`, or `key\x01owner` when
+    /// only that owner (and interests with no owner) can act on it.
+    fn dispatch(&self, channel: &str, payload: &str) {
         let Some(&(_, channel)) = self.names.iter().find(|(name, _)| name == channel) else { return };
-        let bells = self.waits.lock().get(&(channel, key.into())).cloned().unwrap_or_default();
+        let (key, only) = match payload.rsplit_once('\u{1}') {
+            Some((key, owner)) => (key, Some(owner)),
+            None => (payload, None),
+        };
+        let bells: Vec<Arc<Bell>> = match self.waits.lock().get(&(channel, key.into())) {
+            None => return,
+            Some(bells) => bells
+                .iter()
+                .filter(|(owner, _)| match (only, owner) {
+                    (Some(only), Some(owner)) => **owner == *only,
+                    _ => true,
+                })
+                .map(|(_, bell)| Arc::clone(bell))
+                .collect(),
+        };
         for bell in bells {
             bell.ring();
         }
     }
 
     fn ring_all(&self) {
-        let bells: Vec<_> = self.waits.lock().values().flatten().cloned().collect();
+        let bells: Vec<_> = self.waits.lock().values().flatten().map(|(_, bell)| Arc::clone(bell)).collect();
         for bell in bells {
             bell.ring();
         }
@@ -136,11 +153,14 @@ impl Listener {
         Ok(Listener { shared, _stop: stop })
     }
 
-    /// A registration for notifications of `key` on `channel`. Register
-    /// before the attempt whose failure the wait follows.
-    pub(crate) fn interest(&self, channel: Channel, key: &str) -> Interest {
+    /// A registration for notifications of `key` on `channel`, waiting as
+    /// `owner` (notifications meant for another owner pass it by; `None`
+    /// hears them all). Register before the attempt whose failure the wait
+    /// follows.
+    pub(crate) fn interest(&self, channel: Channel, key: &str, owner: Option<&str>) -> Interest {
         let bell = Arc::new(Bell::default());
-        self.shared.waits.lock().entry((channel, key.into())).or_default().push(Arc::clone(&bell));
+        let entry = (owner.map(Into::into), Arc::clone(&bell));
+        self.shared.waits.lock().entry((channel, key.into())).or_default().push(entry);
         Interest { shared: Arc::downgrade(&self.shared), channel, key: key.into(), bell }
     }
 }
@@ -191,7 +211,7 @@ impl Drop for Interest {
         let mut waits = shared.waits.lock();
         let key = (self.channel, std::mem::take(&mut self.key));
         if let Some(bells) = waits.get_mut(&key) {
-            bells.retain(|bell| !Arc::ptr_eq(bell, &self.bell));
+            bells.retain(|(_, bell)| !Arc::ptr_eq(bell, &self.bell));
             if bells.is_empty() {
                 waits.remove(&key);
             }

@@ -64,9 +64,11 @@ impl LockStore {
         format!("{}/{kind}{id}", self.registration.id())
     }
 
-    /// A registration for releases of `key`.
-    pub(crate) fn interest(&self, key: &str) -> Interest {
-        self.listener.interest(Channel::Lock, key)
+    /// A registration for releases of `key`, for `owner` if it queues (a
+    /// release that only the first waiter can use wakes only that one), or
+    /// for any release (`None`: a `lock_all` watching the key).
+    pub(crate) fn interest(&self, key: &str, owner: Option<&str>) -> Interest {
+        self.listener.interest(Channel::Lock, key, owner)
     }
 
     /// How long this process's registration outlives its last heartbeat.
@@ -185,6 +187,11 @@ impl LockStore {
     pub(crate) async fn stats(&self) -> Result<[u64; 4], BackendError> {
         let row = self.db.query_one("SELECT grants, held, waiting, entries FROM tg.stats()", &[]).await?;
         Ok(std::array::from_fn(|i| row.get::<_, i64>(i).max(0) as u64))
+    }
+
+    /// Deletes the rows of idle keys; returns how many.
+    pub(crate) async fn shrink(&self) -> Result<u64, BackendError> {
+        Ok(self.db.query_one("SELECT tg.shrink()", &[]).await?.get::<_, i64>(0).max(0) as u64)
     }
 
     /// The key's stamp: `None` while it is held exclusively.

@@ -83,11 +83,24 @@ LANGUAGE sql AS $$
     SELECT EXISTS (SELECT 1 FROM renewed)
 $$;
 
--- Wakes the processes waiting for `p_key` (at commit), if any waits.
+-- Wakes the waiters of `p_key` (at commit), if any waits. When the first
+-- queued waiter wants the key exclusively and nobody watches it (lock_all),
+-- only that waiter can be served next: the payload names it (after a \x01),
+-- so that the other waiters sleep on. Otherwise every waiter retries.
 CREATE FUNCTION tg.wake(p_key text) RETURNS void
 LANGUAGE plpgsql AS $$
+DECLARE
+    head tg.waiter%ROWTYPE;
 BEGIN
-    IF EXISTS (SELECT 1 FROM tg.waiter WHERE key = p_key) THEN
+    IF NOT EXISTS (SELECT 1 FROM tg.waiter WHERE key = p_key) THEN
+        RETURN;
+    END IF;
+    SELECT * INTO head FROM tg.waiter w
+    WHERE w.key = p_key AND w.queued AND tg.alive(w.client, clock_timestamp())
+    ORDER BY w.seq LIMIT 1;
+    IF FOUND AND head.exclusive AND NOT EXISTS (SELECT 1 FROM tg.waiter w WHERE w.key = p_key AND NOT w.queued) THEN
+        PERFORM pg_notify('tg.lock', p_key || chr(1) || head.owner);
+    ELSE
         PERFORM pg_notify('tg.lock', p_key);
     END IF;
 END
@@ -115,8 +128,13 @@ LANGUAGE plpgsql AS $$
 DECLARE
     gone integer;
 BEGIN
-    INSERT INTO tg.lock_key (key) VALUES (p_key) ON CONFLICT DO NOTHING;
-    PERFORM 1 FROM tg.lock_key WHERE key = p_key FOR UPDATE;
+    -- A row deleted by tg.shrink between the insert and the lock is
+    -- inserted again.
+    LOOP
+        INSERT INTO tg.lock_key (key) VALUES (p_key) ON CONFLICT DO NOTHING;
+        PERFORM 1 FROM tg.lock_key WHERE key = p_key FOR UPDATE;
+        EXIT WHEN FOUND;
+    END LOOP;
     DELETE FROM tg.holder h
     WHERE h.key = p_key
       AND ((h.lease_until IS NOT NULL AND h.lease_until <= now_) OR NOT tg.alive(h.client, now_));
@@ -439,4 +457,31 @@ LANGUAGE sql STABLE AS $$
          WHERE (h.lease_until IS NULL OR h.lease_until > clock_timestamp()) AND tg.alive(h.client, clock_timestamp())),
         (SELECT count(*) FROM tg.waiter w WHERE w.queued AND tg.alive(w.client, clock_timestamp())),
         (SELECT count(*) FROM tg.lock_key)
+$$;
+
+-- Deletes the rows of keys nobody holds or waits for (their next
+-- acquisition creates them again), raising the stamp floor past their
+-- versions. Returns how many were deleted.
+CREATE FUNCTION tg.shrink() RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    gone bigint;
+    top bigint;
+BEGIN
+    WITH idle AS (
+        SELECT k.key FROM tg.lock_key k
+        WHERE NOT EXISTS (SELECT 1 FROM tg.holder h WHERE h.key = k.key)
+          AND NOT EXISTS (SELECT 1 FROM tg.waiter w WHERE w.key = k.key)
+        FOR UPDATE SKIP LOCKED
+    ), deleted AS (
+        DELETE FROM tg.lock_key k USING idle WHERE k.key = idle.key
+          AND NOT EXISTS (SELECT 1 FROM tg.holder h WHERE h.key = k.key)
+        RETURNING k.version
+    )
+    SELECT count(*), max(version) INTO gone, top FROM deleted;
+    IF top IS NOT NULL THEN
+        UPDATE tg.lock_floor SET floor = greatest(floor, top);
+    END IF;
+    RETURN gone;
+END
 $$;
