@@ -355,7 +355,11 @@ CREATE FUNCTION tg.subscription_start(
     OUT start bigint, OUT committed bigint, OUT oldest bigint, OUT next_offset bigint
 )
 LANGUAGE sql STABLE AS $$
-    SELECT coalesce(least(c.committed, t.next_offset), CASE WHEN p_latest THEN t.next_offset ELSE t.oldest END),
+    SELECT CASE
+               WHEN c.committed IS NOT NULL THEN least(c.committed, t.next_offset)
+               WHEN p_latest THEN t.next_offset
+               ELSE t.oldest
+           END,
            c.committed, t.oldest, t.next_offset
     FROM tg.topic t LEFT JOIN tg.consumer c ON c.topic = t.id AND c."group" = p_group
     WHERE t.id = p_topic
@@ -550,7 +554,10 @@ LANGUAGE sql STABLE AS $$
     SELECT CASE
         WHEN EXISTS (SELECT 1 FROM tg.job w WHERE w.work_group = p_group AND w.state = 0) THEN 0
         ELSE (
-            SELECT greatest(0, ceil(extract(epoch FROM (min(w.visible_at) - clock_timestamp())) * 1000))::bigint
+            -- greatest() would turn no job (NULL) into 0.
+            SELECT CASE WHEN min(w.visible_at) IS NOT NULL THEN
+                greatest(0, ceil(extract(epoch FROM (min(w.visible_at) - clock_timestamp())) * 1000))::bigint
+            END
             FROM tg.job w WHERE w.work_group = p_group AND w.state <> 0
         )
     END
