@@ -625,9 +625,10 @@ impl TopicStore {
     }
 
     /// Retention: deletes, topic by topic, the oldest messages past their
-    /// topic's retention that no worker group still has a job for, `batch`
-    /// at most per topic and transaction, until none is left (or `rounds`
-    /// transactions ran). What each topic lost, in topic order.
+    /// topic's retention that no worker group still has a job for, at most
+    /// `batch` per transaction (the topics it looks at wait for it), until
+    /// none is left or `rounds` transactions ran. What each topic lost, by
+    /// name.
     pub(crate) async fn cleanup(&self, batch: u32, rounds: u32) -> Result<Vec<Cleaned>, BackendError> {
         let limit = i32::try_from(batch.max(1)).unwrap_or(i32::MAX);
         let mut cleaned: BTreeMap<String, (u64, u64)> = BTreeMap::new();
@@ -1542,6 +1543,29 @@ mod tests {
         // 4 and 5; 6 is young.
         assert_eq!(store.cleanup(100, 10).await.unwrap(), [Cleaned { topic: "logs".into(), deleted: 2, oldest: 6 }]);
         assert_eq!(read_all(&store, logs, 6).await.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn one_cleanup_call_deletes_at_most_its_batch_across_topics() {
+        let (store, _) = store().await;
+        let keep_one = TopicSettings { retention_messages: Some(1), ..TopicSettings::default() };
+        let a = topic_with(&store, "a", keep_one).await;
+        let b = topic_with(&store, "b", keep_one).await;
+        publish(&store, a, &vec![message("m"); 6]).await;
+        publish(&store, b, &vec![message("m"); 6]).await;
+        // One transaction of 3: all from the first topic.
+        assert_eq!(store.cleanup(3, 1).await.unwrap(), [Cleaned { topic: "a".into(), deleted: 3, oldest: 3 }]);
+        assert_eq!(store.bounds(b).await.unwrap(), Some(0..6));
+        // Then 3 at a time until nothing is due: a's last 2, b's 5.
+        let cleaned = store.cleanup(3, 10).await.unwrap();
+        assert_eq!(
+            cleaned,
+            [
+                Cleaned { topic: "a".into(), deleted: 2, oldest: 5 },
+                Cleaned { topic: "b".into(), deleted: 5, oldest: 5 }
+            ]
+        );
+        assert_eq!(store.cleanup(3, 10).await.unwrap(), []);
     }
 
     #[tokio::test]

@@ -784,16 +784,21 @@ $$;
 -- prefix goes, so that the retained messages stay dense: the first message
 -- that is within retention or still has a job stops it. Subscriptions are
 -- not waited for (as in the embedded log: a subscription behind the oldest
--- retained offset is told so). At most p_limit messages per topic per
--- call; a topic a publisher holds now is left for the next call. A row per
+-- retained offset is told so).
+--
+-- Each topic looked at stays locked until the call's transaction ends
+-- (publishers of it wait), so a call deletes at most p_limit messages in
+-- all, topic by topic in id order; call it again while a row says more. A
+-- topic a publisher holds now is skipped, left for a later call. A row per
 -- topic that lost messages: how many, its oldest offset now, and whether
--- more may be due (the limit was reached).
+-- more may be due (the limit stopped it).
 CREATE FUNCTION tg.cleanup(p_limit integer)
 RETURNS TABLE (topic text, deleted bigint, oldest bigint, more boolean)
 LANGUAGE plpgsql AS $$
 DECLARE
     candidate integer;
     t tg.topic%ROWTYPE;
+    budget bigint := greatest(p_limit, 0);
     upper_ bigint;
     bound bigint;
 BEGIN
@@ -802,11 +807,12 @@ BEGIN
         WHERE x.retention_ms IS NOT NULL OR x.retention_messages IS NOT NULL
         ORDER BY x.id
     LOOP
+        EXIT WHEN budget = 0;
         -- Locked, so that no worker group is created (and backfilled from
         -- the messages about to go) meanwhile.
         SELECT * INTO t FROM tg.topic x WHERE x.id = candidate FOR NO KEY UPDATE SKIP LOCKED;
         CONTINUE WHEN NOT FOUND;
-        upper_ := least(t.next_offset, t.oldest + greatest(p_limit, 0));
+        upper_ := least(t.next_offset, t.oldest + budget);
         IF t.retention_messages IS NOT NULL THEN
             upper_ := least(upper_, t.next_offset - t.retention_messages);
         END IF;
@@ -825,7 +831,8 @@ BEGIN
         UPDATE tg.topic x SET oldest = upper_ WHERE x.id = t.id;
         topic := t.name;
         oldest := upper_;
-        more := upper_ = t.oldest + p_limit;
+        more := upper_ = t.oldest + budget;
+        budget := budget - (upper_ - t.oldest);
         RETURN NEXT;
     END LOOP;
 END
