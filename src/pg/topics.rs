@@ -924,6 +924,31 @@ mod tests {
         client.query_one("SHOW synchronous_commit", &[]).await.unwrap().get(0)
     }
 
+    #[tokio::test]
+    async fn a_schema_at_version_1_is_upgraded_with_its_locks_kept() {
+        let config = test_config();
+        let raw = db::connect(&config).await.unwrap();
+        let version_1 = format!(
+            "CREATE SCHEMA {}; \
+             CREATE TABLE tg.schema_version (version integer PRIMARY KEY, name text NOT NULL, \
+                 applied_at timestamptz NOT NULL DEFAULT clock_timestamp()); \
+             {} \
+             INSERT INTO tg.schema_version (version, name) VALUES (1, 'locks'); \
+             INSERT INTO tg.lock_key (key, version) VALUES ('kept', 7);",
+            config.schema_name(),
+            include_str!("sql/1_locks.sql")
+        );
+        raw.batch_execute(&config.qualify(&version_1)).await.unwrap();
+        let store = TopicStore::connect(config.clone()).await.expect("upgraded");
+        let orders = topic(&store, "orders").await;
+        assert_eq!(publish(&store, orders, &[message("m")]).await, 0..1);
+        let versions = raw.query(&config.qualify("SELECT version FROM tg.schema_version ORDER BY 1"), &[]).await;
+        let versions: Vec<i32> = versions.unwrap().iter().map(|row| row.get(0)).collect();
+        assert_eq!(versions, [1, 2]);
+        let kept = raw.query_one(&config.qualify("SELECT version FROM tg.lock_key WHERE key = 'kept'"), &[]).await;
+        assert_eq!(kept.unwrap().get::<_, i64>(0), 7);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_publishers_get_dense_offsets_that_readers_see_in_order() {
         const PUBLISHERS: u64 = 4;
