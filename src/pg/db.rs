@@ -156,5 +156,12 @@ pub(crate) fn classify(error: tokio_postgres::Error) -> BackendError {
         Some(_) => BackendErrorKind::Refused,
         None => BackendErrorKind::Unavailable,
     };
-    BackendError::new(kind, error.to_string())
+    // The library's own text for a server's error is only "db error": the
+    // server's message and SQLSTATE (40001, a serialization failure to
+    // retry, say) are what a caller needs.
+    let message = match error.as_db_error() {
+        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        None => error.to_string(),
+    };
+    BackendError::new(kind, message)
 }

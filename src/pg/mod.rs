@@ -9,6 +9,8 @@
 //! - `schema.rs`: versioned migrations; refuses a newer schema.
 //! - `client.rs`: this process's registration and its heartbeat.
 //! - `locks.rs`: one call per lock operation (`sql/1_locks.sql`).
+//! - `topics.rs`: one call per topic, subscription and worker-group
+//!   operation (`sql/2_queues.sql`).
 
 pub(crate) mod client;
 pub(crate) mod db;
@@ -16,6 +18,7 @@ pub(crate) mod listen;
 pub(crate) mod locks;
 pub(crate) mod runtime;
 pub(crate) mod schema;
+pub(crate) mod topics;
 
 use std::fmt;
 use std::str::FromStr;

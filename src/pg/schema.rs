@@ -14,7 +14,8 @@ use super::db::{self, classify};
 use crate::error::{BackendError, OpenError};
 
 /// The migrations, in order: version, name, SQL (with `tg.` for the schema).
-const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "locks", include_str!("sql/1_locks.sql"))];
+const MIGRATIONS: &[(i32, &str, &str)] =
+    &[(1, "locks", include_str!("sql/1_locks.sql")), (2, "queues", include_str!("sql/2_queues.sql"))];
 
 /// The version this build works with.
 pub(crate) const LATEST: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
