@@ -477,7 +477,14 @@ impl LockManager {
     /// ```
     #[cfg(feature = "postgres")]
     pub fn connect(config: crate::PgConfig) -> Result<Self, crate::OpenError> {
-        let store = crate::pg::runtime::block_on(crate::pg::locks::LockStore::connect(config))?;
+        let link = crate::pg::runtime::block_on(crate::pg::link::Link::connect(config))?;
+        Ok(Self::on_link(link))
+    }
+
+    /// A PostgreSQL manager over a link shared with others (an engine's).
+    #[cfg(feature = "postgres")]
+    pub(crate) fn on_link(link: std::sync::Arc<crate::pg::link::Link>) -> Self {
+        let store = crate::pg::locks::LockStore::new(link);
         let inner = Inner {
             table: Table::new(1, 0),
             config: LockConfig::default(),
@@ -486,7 +493,7 @@ impl LockManager {
             counters: Counters::default(),
             remote: Some(std::sync::Arc::new(store)),
         };
-        Ok(Self { inner: Arc::new(inner) })
+        Self { inner: Arc::new(inner) }
     }
 
     /// Whether this manager's locks are kept in PostgreSQL.

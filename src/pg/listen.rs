@@ -30,15 +30,19 @@ use crate::error::BackendError;
 pub(crate) enum Channel {
     /// A lock key was released (or its holder found dead).
     Lock,
+    /// A topic was published to, or a delivery given back: the payload is
+    /// the topic's id.
+    Topic,
 }
 
 impl Channel {
-    const ALL: [Channel; 1] = [Channel::Lock];
+    const ALL: [Channel; 2] = [Channel::Lock, Channel::Topic];
 
     /// The channel's name in the database, as the schema's functions use it.
     fn name(self, config: &PgConfig) -> String {
         match self {
             Channel::Lock => config.qualify("tg.lock"),
+            Channel::Topic => config.qualify("tg.topic"),
         }
     }
 }

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::PgConfig;
-use super::client::{Registration, millis};
+use super::client::millis;
 use super::db::Db;
-use super::listen::{Channel, Interest, Listener};
-use super::schema;
+use super::link::Link;
+use super::listen::{Channel, Interest};
 use crate::error::{BackendError, BackendErrorKind, OpenError};
 
 /// The outcome of one acquisition attempt.
@@ -44,31 +44,31 @@ pub(crate) enum AttemptAll {
 /// The lock tables of one schema, as this process uses them.
 #[derive(Debug)]
 pub(crate) struct LockStore {
+    link: Arc<Link>,
     db: Arc<Db>,
-    listener: Listener,
-    registration: Registration,
 }
 
 impl LockStore {
-    /// Prepares the schema, registers this process and starts listening.
+    /// The lock tables reached through `link`.
+    pub(crate) fn new(link: Arc<Link>) -> LockStore {
+        LockStore { db: Arc::clone(&link.db), link }
+    }
+
+    /// Connects a link of its own (see [`Link::connect`]).
     pub(crate) async fn connect(config: PgConfig) -> Result<LockStore, OpenError> {
-        schema::prepare(&config).await?;
-        let listener = Listener::start(&config).await?;
-        let db = Arc::new(Db::new(config));
-        let registration = Registration::start(Arc::clone(&db)).await?;
-        Ok(LockStore { db, listener, registration })
+        Ok(LockStore::new(Link::connect(config).await?))
     }
 
     /// The owner string of a thread (`'t'`) or session (`'s'`) of this process.
     pub(crate) fn owner(&self, kind: char, id: u64) -> String {
-        format!("{}/{kind}{id}", self.registration.id())
+        format!("{}/{kind}{id}", self.link.registration.id())
     }
 
     /// A registration for releases of `key`, for `owner` if it queues (a
     /// release that only the first waiter can use wakes only that one), or
     /// for any release (`None`: a `lock_all` watching the key).
     pub(crate) fn interest(&self, key: &str, owner: Option<&str>) -> Interest {
-        self.listener.interest(Channel::Lock, key, owner)
+        self.link.interest(Channel::Lock, key, owner)
     }
 
     /// How long this process's registration outlives its last heartbeat.
@@ -93,7 +93,7 @@ impl LockStore {
         wait: bool,
         level: i64,
     ) -> Result<Attempt, BackendError> {
-        let client = self.registration.id();
+        let client = self.link.registration.id();
         let lease = lease.map(millis);
         let row = self
             .db
@@ -109,7 +109,7 @@ impl LockStore {
             3 => Attempt::Upgrade,
             4 => Attempt::Deadlock(row.get::<_, Option<Vec<String>>>(3).unwrap_or_default()),
             5 => {
-                self.registration.renew(client).await?;
+                self.link.registration.renew(client).await?;
                 Attempt::ClientExpired
             }
             other => return Err(unexpected("acquire", other)),
@@ -127,7 +127,7 @@ impl LockStore {
         wait: bool,
         level: i64,
     ) -> Result<AttemptAll, BackendError> {
-        let client = self.registration.id();
+        let client = self.link.registration.id();
         let lease = lease.map(millis);
         let row = self
             .db
@@ -145,7 +145,7 @@ impl LockStore {
             2 => AttemptAll::Busy { retry: retry(row.get(2)) },
             3 => AttemptAll::Upgrade,
             5 => {
-                self.registration.renew(client).await?;
+                self.link.registration.renew(client).await?;
                 AttemptAll::ClientExpired
             }
             other => return Err(unexpected("acquire_all", other)),

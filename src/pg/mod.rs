@@ -8,12 +8,14 @@
 //! - `listen.rs`: the `LISTEN` connection and the waits on its notifications.
 //! - `schema.rs`: versioned migrations; refuses a newer schema.
 //! - `client.rs`: this process's registration and its heartbeat.
+//! - `link.rs`: the connections, listener and registration a backend shares.
 //! - `locks.rs`: one call per lock operation (`sql/1_locks.sql`).
 //! - `topics.rs`: one call per topic, subscription and worker-group
 //!   operation (`sql/2_queues.sql`).
 
 pub(crate) mod client;
 pub(crate) mod db;
+pub(crate) mod link;
 pub(crate) mod listen;
 pub(crate) mod locks;
 pub(crate) mod runtime;
