@@ -5,12 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::PgConfig;
 use super::client::millis;
 use super::db::Db;
 use super::link::Link;
 use super::listen::{Channel, Interest};
-use crate::error::{BackendError, BackendErrorKind, OpenError};
+use crate::error::{BackendError, BackendErrorKind};
 
 /// The outcome of one acquisition attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,11 +51,6 @@ impl LockStore {
     /// The lock tables reached through `link`.
     pub(crate) fn new(link: Arc<Link>) -> LockStore {
         LockStore { db: Arc::clone(&link.db), link }
-    }
-
-    /// Connects a link of its own (see [`Link::connect`]).
-    pub(crate) async fn connect(config: PgConfig) -> Result<LockStore, OpenError> {
-        Ok(LockStore::new(Link::connect(config).await?))
     }
 
     /// The owner string of a thread (`'t'`) or session (`'s'`) of this process.
