@@ -395,6 +395,17 @@ impl<'a, O: OwnerKind> LockGuard<'a, O> {
         FencingToken(self.grant.token)
     }
 
+    /// For a grant kept in PostgreSQL: the key, the owner string and the
+    /// acquisition's level, which a publish under the lock checks in the
+    /// same transaction (the holder row must still be there, live).
+    #[allow(dead_code, reason = "used by the PostgreSQL topics, being built")]
+    pub(crate) fn remote(&self) -> Option<&RemoteGrant> {
+        match &self.grant.handle {
+            Handle::Remote(grant) => Some(grant),
+            _ => None,
+        }
+    }
+
     /// Extends the lease to `lease` from now. Fails with
     /// [`LockError::LeaseExpired`] if the lease already ran out (the grant is
     /// then void), [`LockError::NoLease`] for a grant without a lease.

@@ -18,7 +18,7 @@ mod future;
 mod guard;
 mod manager;
 mod pending;
-mod remote;
+pub(crate) mod remote;
 mod table;
 mod wait;
 mod word;
