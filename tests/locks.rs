@@ -1,6 +1,13 @@
 //! One test per rule of the lock manager (README.md, "What is guaranteed", "Locks"). Tests never assert
 //! on timing: where one thread must be blocked before another acts, they poll
 //! `stats().waiting`.
+//!
+//! The conformance suite of the locks: each rule that takes a
+//! `LockManager` runs on the embedded manager and, with the `postgres`
+//! feature, on a PostgreSQL one (a throwaway server, `tests/support/backends.rs`),
+//! so that the backends cannot drift. The rest test what only the embedded
+//! manager has (its table's configuration and reclamation, spinning, a
+//! thread's own locks blocking its sessions).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -9,6 +16,9 @@ use std::thread;
 use std::time::Duration;
 
 use tollgate::{CancelToken, LockConfig, LockError, LockManager, LockMode, LockRequest};
+
+#[path = "support/backends.rs"]
+mod backends;
 
 /// Polls until `condition` holds (panics after a minute: a hang is a bug).
 fn eventually(mut condition: impl FnMut() -> bool) {
@@ -25,9 +35,7 @@ fn waiting(locks: &LockManager) -> u64 {
     locks.stats().waiting
 }
 
-#[test]
-fn exclusive_lock_excludes_other_owners() {
-    let locks = LockManager::new();
+fn exclusive_lock_excludes_other_owners(locks: LockManager) {
     let guard = locks.lock("sku:42").unwrap();
     thread::scope(|s| {
         let other = s.spawn(|| locks.try_lock("sku:42").map(|_| ()));
@@ -39,17 +47,16 @@ fn exclusive_lock_excludes_other_owners() {
     assert!(session.try_lock("sku:42").is_ok());
 }
 
-#[test]
-fn exclusive_lock_serialises_critical_sections() {
+fn exclusive_lock_serialises_critical_sections(locks: LockManager) {
     const THREADS: usize = 8;
     const ROUNDS: usize = if cfg!(miri) { 20 } else { 2_000 };
-    let locks = LockManager::new();
+    let rounds = if locks.is_remote() { 60 } else { ROUNDS };
     let inside = AtomicU64::new(0);
     let violations = AtomicU64::new(0);
     thread::scope(|s| {
         for _ in 0..THREADS {
             s.spawn(|| {
-                for _ in 0..ROUNDS {
+                for _ in 0..rounds {
                     let _guard = locks.lock("hot").unwrap();
                     if inside.fetch_add(1, Ordering::SeqCst) != 0 {
                         violations.fetch_add(1, Ordering::SeqCst);
@@ -63,9 +70,7 @@ fn exclusive_lock_serialises_critical_sections() {
     assert_eq!(locks.stats().held, 0);
 }
 
-#[test]
-fn shared_lock_admits_many_readers_and_excludes_writers() {
-    let locks = LockManager::new();
+fn shared_lock_admits_many_readers_and_excludes_writers(locks: LockManager) {
     let sessions: Vec<_> = (0..6).map(|_| locks.session()).collect();
     let readers: Vec<_> =
         sessions.iter().map(|session| session.acquire("price:42", LockRequest::shared().no_wait()).unwrap()).collect();
@@ -98,9 +103,7 @@ fn idle_keys_are_reclaimed() {
     assert_eq!(locks.stats().entries, 0);
 }
 
-#[test]
-fn only_the_owner_releases_and_a_stale_guard_cannot_release_the_new_grant() {
-    let locks = LockManager::new();
+fn only_the_owner_releases_and_a_stale_guard_cannot_release_the_new_grant(locks: LockManager) {
     let first = locks.session();
     let second = locks.session();
     let stale = first.acquire("sku:7", LockRequest::exclusive().lease(Duration::from_millis(1))).unwrap();
@@ -114,9 +117,7 @@ fn only_the_owner_releases_and_a_stale_guard_cannot_release_the_new_grant() {
     assert!(first.try_lock("sku:7").is_ok());
 }
 
-#[test]
-fn reentrant_lock_is_released_by_the_last_guard() {
-    let locks = LockManager::new();
+fn reentrant_lock_is_released_by_the_last_guard(locks: LockManager) {
     let outer = locks.lock("cart:7").unwrap();
     let inner = locks.lock("cart:7").unwrap();
     let shared = locks.acquire("cart:7", LockRequest::shared()).unwrap();
@@ -131,9 +132,7 @@ fn reentrant_lock_is_released_by_the_last_guard() {
     assert!(other.try_lock("cart:7").is_ok());
 }
 
-#[test]
-fn reentrant_shared_lock_is_granted_even_with_a_writer_queued() {
-    let locks = LockManager::new();
+fn reentrant_shared_lock_is_granted_even_with_a_writer_queued(locks: LockManager) {
     let reader = locks.session();
     let first = reader.acquire("stock", LockRequest::shared()).unwrap();
     thread::scope(|s| {
@@ -153,10 +152,9 @@ fn reentrant_shared_lock_is_granted_even_with_a_writer_queued() {
 /// leaked. (The race this guards against, a release freeing the word while a
 /// nested acquisition raised the depth, is reproduced deterministically by the
 /// loom model `one_owner_on_two_threads_keeps_exclusion`.)
-#[test]
-fn one_session_on_two_threads_nests_and_releases_safely() {
+fn one_session_on_two_threads_nests_and_releases_safely(locks: LockManager) {
     const ROUNDS: usize = if cfg!(miri) { 20 } else { 50_000 };
-    let locks = LockManager::new();
+    let rounds = if locks.is_remote() { 100 } else { ROUNDS };
     let session = locks.session();
     let session_inside = AtomicU64::new(0);
     let violations = AtomicU64::new(0);
@@ -165,7 +163,7 @@ fn one_session_on_two_threads_nests_and_releases_safely() {
         let workers: Vec<_> = (0..3)
             .map(|_| {
                 s.spawn(|| {
-                    for _ in 0..ROUNDS {
+                    for _ in 0..rounds {
                         let outer = session.lock("shared-owner").unwrap();
                         session_inside.fetch_add(1, Ordering::SeqCst);
                         let inner = session.lock("shared-owner").unwrap();
@@ -197,16 +195,12 @@ fn one_session_on_two_threads_nests_and_releases_safely() {
     assert!(locks.session().try_lock("shared-owner").is_ok(), "the key leaked");
 }
 
-#[test]
-fn upgrading_a_shared_lock_is_refused() {
-    let locks = LockManager::new();
+fn upgrading_a_shared_lock_is_refused(locks: LockManager) {
     let _shared = locks.acquire("stock", LockRequest::shared()).unwrap();
     assert_eq!(locks.lock("stock").map(|_| ()), Err(LockError::Upgrade));
 }
 
-#[test]
-fn session_locks_belong_to_the_session_on_any_thread() {
-    let locks = LockManager::new();
+fn session_locks_belong_to_the_session_on_any_thread(locks: LockManager) {
     let session = locks.session();
     let guard = session.lock("cart:9").unwrap();
     let token = guard.fencing_token();
@@ -225,9 +219,7 @@ fn session_locks_belong_to_the_session_on_any_thread() {
     assert!(locks.try_lock("cart:9").is_ok());
 }
 
-#[test]
-fn timed_out_waiter_leaves_no_trace() {
-    let locks = LockManager::new();
+fn timed_out_waiter_leaves_no_trace(locks: LockManager) {
     let holder = locks.session();
     let guard = holder.lock("sku:1").unwrap();
     let error = locks.lock_for("sku:1", Duration::from_millis(5)).unwrap_err();
@@ -239,9 +231,7 @@ fn timed_out_waiter_leaves_no_trace() {
     assert_eq!(locks.stats().timeouts, 1);
 }
 
-#[test]
-fn cancel_token_interrupts_a_wait() {
-    let locks = LockManager::new();
+fn cancel_token_interrupts_a_wait(locks: LockManager) {
     let holder = locks.session();
     let _guard = holder.lock("sku:2").unwrap();
     let token = CancelToken::new();
@@ -259,9 +249,7 @@ fn cancel_token_interrupts_a_wait() {
     );
 }
 
-#[test]
-fn session_interrupt_wakes_its_wait() {
-    let locks = LockManager::new();
+fn session_interrupt_wakes_its_wait(locks: LockManager) {
     let holder = locks.lock("sku:3").unwrap();
     let session = locks.session();
     thread::scope(|s| {
@@ -278,9 +266,7 @@ fn session_interrupt_wakes_its_wait() {
 
 /// Regression: the first interrupted wait used to consume the interrupt, so
 /// a session's other blocked waits slept on.
-#[test]
-fn session_interrupt_wakes_all_its_waits() {
-    let locks = LockManager::new();
+fn session_interrupt_wakes_all_its_waits(locks: LockManager) {
     let holder = locks.lock("sku:many").unwrap();
     let session = locks.session();
     thread::scope(|s| {
@@ -297,9 +283,7 @@ fn session_interrupt_wakes_all_its_waits() {
     assert!(session.try_lock("sku:many").is_ok());
 }
 
-#[test]
-fn session_interrupt_before_a_wait_fails_that_wait() {
-    let locks = LockManager::new();
+fn session_interrupt_before_a_wait_fails_that_wait(locks: LockManager) {
     let _holder = locks.lock("sku:4").unwrap();
     let session = locks.session();
     session.interrupt();
@@ -311,9 +295,7 @@ fn session_interrupt_before_a_wait_fails_that_wait() {
 /// granted returned at once, without looking at the interrupt it had been
 /// woken for (or had consumed when it registered). A race: the count of
 /// lost interrupts must be zero; how many rounds hit the window varies.
-#[test]
-fn an_interrupt_that_loses_to_a_grant_is_kept_for_the_next_wait() {
-    let locks = LockManager::new();
+fn an_interrupt_that_loses_to_a_grant_is_kept_for_the_next_wait(locks: LockManager) {
     let session = locks.session();
     let (mut interrupted, mut granted, mut lost) = (0, 0, 0);
     let _other = locks.lock("sku:race-other").unwrap();
@@ -344,9 +326,7 @@ fn an_interrupt_that_loses_to_a_grant_is_kept_for_the_next_wait() {
     assert_eq!(lost, 0, "interrupts lost: {lost} (interrupted {interrupted}, granted {granted})");
 }
 
-#[test]
-fn lease_expiry_grants_next_waiter() {
-    let locks = LockManager::new();
+fn lease_expiry_grants_next_waiter(locks: LockManager) {
     let stalled = locks.session();
     let guard = stalled.acquire("sku:5", LockRequest::exclusive().lease(Duration::from_millis(20))).unwrap();
     // The holder never releases; a blocked waiter still gets the key.
@@ -360,9 +340,7 @@ fn lease_expiry_grants_next_waiter() {
 /// Regression: a waiter that holds nothing parks with no deadline. When the
 /// key was handed to a leased waiter ahead of it that then stalled, nobody
 /// woke it to revoke the lease, and it waited until someone else touched the key.
-#[test]
-fn waiter_behind_a_leased_hand_off_gets_the_key_when_the_lease_ends() {
-    let locks = LockManager::new();
+fn waiter_behind_a_leased_hand_off_gets_the_key_when_the_lease_ends(locks: LockManager) {
     let holder = locks.session();
     let stalled = locks.session();
     let guard = holder.lock("sku:lease-queue").unwrap();
@@ -383,9 +361,7 @@ fn waiter_behind_a_leased_hand_off_gets_the_key_when_the_lease_ends() {
     });
 }
 
-#[test]
-fn lease_renewal_keeps_the_grant() {
-    let locks = LockManager::new();
+fn lease_renewal_keeps_the_grant(locks: LockManager) {
     let session = locks.session();
     let guard = session.acquire("sku:6", LockRequest::exclusive().lease(Duration::from_secs(60))).unwrap();
     guard.renew(Duration::from_secs(60)).unwrap();
@@ -395,9 +371,7 @@ fn lease_renewal_keeps_the_grant() {
     assert_eq!(unleased.renew(Duration::from_secs(1)), Err(LockError::NoLease));
 }
 
-#[test]
-fn expired_lease_lets_try_lock_in_without_a_waiter() {
-    let locks = LockManager::new();
+fn expired_lease_lets_try_lock_in_without_a_waiter(locks: LockManager) {
     let session = locks.session();
     let guard = session.acquire("sku:8", LockRequest::exclusive().lease(Duration::from_millis(1))).unwrap();
     eventually(|| locks.try_lock("sku:8").is_ok());
@@ -433,10 +407,8 @@ fn fencing_tokens_strictly_increase_across_expiry_and_reclamation() {
     }
 }
 
-#[test]
-fn waiters_are_granted_in_arrival_order() {
+fn waiters_are_granted_in_arrival_order(locks: LockManager) {
     const WAITERS: usize = 6;
-    let locks = LockManager::new();
     let holder = locks.session();
     let guard = holder.lock("sku:fifo").unwrap();
     let (order_tx, order_rx) = mpsc::channel();
@@ -457,9 +429,7 @@ fn waiters_are_granted_in_arrival_order() {
     assert_eq!(order_rx.iter().collect::<Vec<_>>(), (0..WAITERS).collect::<Vec<_>>());
 }
 
-#[test]
-fn nobody_barges_past_a_queued_waiter() {
-    let locks = LockManager::new();
+fn nobody_barges_past_a_queued_waiter(locks: LockManager) {
     let holder = locks.session();
     let guard = holder.lock("sku:queue").unwrap();
     let waiter_has_it = AtomicBool::new(false);
@@ -484,9 +454,7 @@ fn nobody_barges_past_a_queued_waiter() {
     assert!(locks.try_lock("sku:queue").is_ok());
 }
 
-#[test]
-fn deadlock_makes_one_waiter_the_victim_naming_the_keys() {
-    let locks = LockManager::new();
+fn deadlock_makes_one_waiter_the_victim_naming_the_keys(locks: LockManager) {
     let a = locks.session();
     let b = locks.session();
     let a_holds = a.lock("sku:1").unwrap();
@@ -513,9 +481,7 @@ fn deadlock_makes_one_waiter_the_victim_naming_the_keys() {
     assert_eq!(locks.stats().deadlocks, 1);
 }
 
-#[test]
-fn deadlock_between_threads_is_detected() {
-    let locks = LockManager::new();
+fn deadlock_between_threads_is_detected(locks: LockManager) {
     let barrier = std::sync::Barrier::new(2);
     let results = thread::scope(|s| {
         let spawn = |first: &'static str, second: &'static str| {
@@ -573,9 +539,7 @@ fn a_cycle_through_a_thread_blocked_as_a_session_is_detected() {
     assert_eq!(victims, 1, "{results:?}");
 }
 
-#[test]
-fn deadlock_over_three_owners_is_detected() {
-    let locks = LockManager::new();
+fn deadlock_over_three_owners_is_detected(locks: LockManager) {
     let sessions: Vec<_> = (0..3).map(|_| locks.session()).collect();
     let held: Vec<_> = sessions.iter().enumerate().map(|(i, s)| s.lock(&format!("k{i}")).unwrap()).collect();
     let results = thread::scope(|s| {
@@ -598,9 +562,7 @@ fn deadlock_over_three_owners_is_detected() {
     assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 2);
 }
 
-#[test]
-fn lock_all_is_all_or_nothing() {
-    let locks = LockManager::new();
+fn lock_all_is_all_or_nothing(locks: LockManager) {
     let other = locks.session();
     let blocker = other.lock("sku:2").unwrap();
     let error = locks.lock_all(["sku:3", "sku:1", "sku:2"], Duration::from_millis(5)).unwrap_err();
@@ -616,9 +578,7 @@ fn lock_all_is_all_or_nothing() {
     assert_eq!(locks.stats().held, 0);
 }
 
-#[test]
-fn acquire_all_applies_the_request_to_every_key() {
-    let locks = LockManager::new();
+fn acquire_all_applies_the_request_to_every_key(locks: LockManager) {
     let session = locks.session();
     let request = LockRequest::exclusive().timeout(Duration::from_millis(50)).lease(Duration::from_secs(60));
     let set = session.acquire_all(["b", "a", "c"], request).unwrap();
@@ -657,9 +617,7 @@ fn lock_all_never_deadlocks_with_lock_all() {
     assert_eq!(locks.stats().deadlocks, 0);
 }
 
-#[test]
-fn stamp_validates_only_without_an_exclusive_grant_since() {
-    let locks = LockManager::new();
+fn stamp_validates_only_without_an_exclusive_grant_since(locks: LockManager) {
     // Absent key.
     let stamp = locks.stamp("price:1");
     assert!(locks.validate(&stamp));
@@ -683,16 +641,15 @@ fn stamp_validates_only_without_an_exclusive_grant_since() {
     assert!(!locks.validate(&stamp));
 }
 
-#[test]
-fn optimistic_reads_never_validate_a_torn_pair() {
+fn optimistic_reads_never_validate_a_torn_pair(locks: LockManager) {
     const ROUNDS: u64 = if cfg!(miri) { 50 } else { 200_000 };
-    let locks = LockManager::new();
+    let rounds = if locks.is_remote() { 300 } else { ROUNDS };
     let pair = [AtomicU64::new(0), AtomicU64::new(0)];
     let torn_validated = AtomicU64::new(0);
     let done = AtomicBool::new(false);
     thread::scope(|s| {
         s.spawn(|| {
-            for i in 1..=ROUNDS {
+            for i in 1..=rounds {
                 let _guard = locks.lock("pair").unwrap();
                 pair[0].store(i, Ordering::Relaxed);
                 pair[1].store(i, Ordering::Relaxed);
@@ -712,9 +669,7 @@ fn optimistic_reads_never_validate_a_torn_pair() {
     assert_eq!(torn_validated.load(Ordering::SeqCst), 0);
 }
 
-#[test]
-fn stats_count_grants_and_holders() {
-    let locks = LockManager::new();
+fn stats_count_grants_and_holders(locks: LockManager) {
     let a = locks.lock("a").unwrap();
     let b1 = locks.acquire("b", LockRequest::shared()).unwrap();
     let other = locks.session();
@@ -727,9 +682,7 @@ fn stats_count_grants_and_holders() {
     assert_eq!((stats.grants, stats.held, stats.entries), (3, 0, 0), "grants survive reclamation");
 }
 
-#[test]
-fn bad_keys_and_requests_are_refused() {
-    let locks = LockManager::new();
+fn bad_keys_and_requests_are_refused(locks: LockManager) {
     assert!(matches!(locks.lock(""), Err(LockError::InvalidKey { .. })));
     assert!(matches!(locks.lock(&"k".repeat(tollgate::KEY_BYTES_MAX + 1)), Err(LockError::InvalidKey { .. })));
     // Keys round-trip whether stored inside the entry (short) or on the heap.
@@ -767,11 +720,10 @@ fn errors_read_as_sentences() {
     assert_eq!(error.to_string(), "the key is held by another owner");
 }
 
-#[test]
-fn session_guards_are_static_and_outlive_every_manager_handle() {
+fn session_guards_are_static_and_outlive_every_manager_handle(locks: LockManager) {
     // What `Arc<LockManager>` with `spawn_blocking` needs: a guard that
     // borrows nothing, moved into a `'static` closure.
-    let locks = Arc::new(LockManager::new());
+    let locks = Arc::new(locks);
     let session = locks.session();
     let guard = session.lock("sku:1").unwrap();
     let token = guard.fencing_token();
@@ -783,8 +735,9 @@ fn session_guards_are_static_and_outlive_every_manager_handle() {
     assert_eq!(moved.join().unwrap(), Ok(()));
     let again = session.lock("sku:1").unwrap();
     assert!(again.fencing_token() > token);
-    // Clones of a manager are one manager.
-    let locks = LockManager::new();
+}
+
+fn clones_of_a_manager_are_one_manager(locks: LockManager) {
     let clone = locks.clone();
     let _held = locks.lock("sku:2").unwrap();
     let other = thread::spawn(move || clone.try_lock("sku:2").map(|_| ()));
@@ -851,3 +804,38 @@ fn a_timeout_reports_the_whole_wait() {
         assert!(waited >= timeout, "waited {waited:?} for a {timeout:?} timeout");
     }
 }
+
+backends::on_every_backend!(
+    exclusive_lock_excludes_other_owners,
+    exclusive_lock_serialises_critical_sections,
+    shared_lock_admits_many_readers_and_excludes_writers,
+    only_the_owner_releases_and_a_stale_guard_cannot_release_the_new_grant,
+    reentrant_lock_is_released_by_the_last_guard,
+    reentrant_shared_lock_is_granted_even_with_a_writer_queued,
+    one_session_on_two_threads_nests_and_releases_safely,
+    upgrading_a_shared_lock_is_refused,
+    session_locks_belong_to_the_session_on_any_thread,
+    timed_out_waiter_leaves_no_trace,
+    cancel_token_interrupts_a_wait,
+    session_interrupt_wakes_its_wait,
+    session_interrupt_wakes_all_its_waits,
+    session_interrupt_before_a_wait_fails_that_wait,
+    an_interrupt_that_loses_to_a_grant_is_kept_for_the_next_wait,
+    lease_expiry_grants_next_waiter,
+    waiter_behind_a_leased_hand_off_gets_the_key_when_the_lease_ends,
+    lease_renewal_keeps_the_grant,
+    expired_lease_lets_try_lock_in_without_a_waiter,
+    waiters_are_granted_in_arrival_order,
+    nobody_barges_past_a_queued_waiter,
+    deadlock_makes_one_waiter_the_victim_naming_the_keys,
+    deadlock_between_threads_is_detected,
+    deadlock_over_three_owners_is_detected,
+    lock_all_is_all_or_nothing,
+    acquire_all_applies_the_request_to_every_key,
+    stamp_validates_only_without_an_exclusive_grant_since,
+    optimistic_reads_never_validate_a_torn_pair,
+    stats_count_grants_and_holders,
+    bad_keys_and_requests_are_refused,
+    session_guards_are_static_and_outlive_every_manager_handle,
+    clones_of_a_manager_are_one_manager,
+);

@@ -289,7 +289,11 @@ impl<'a> Grant<'a> {
     #[inline(never)]
     fn release_slow(&self) -> Result<(), LockError> {
         if let Handle::Remote(grant) = &self.handle {
-            return remote::release_blocking(grant);
+            let released = remote::release_blocking(grant);
+            if released == Err(LockError::LeaseExpired) {
+                self.manager.inner().counters.count_expired(1);
+            }
+            return released;
         }
         let manager = self.manager.inner();
         let (owner, token) = (self.owner, self.token);

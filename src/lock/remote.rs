@@ -249,7 +249,7 @@ mod imp {
                 Attempt::ClientExpired => continue,
                 Attempt::Busy { retry } => {
                     let Some(limits) = wait else { return Err(LockError::WouldBlock) };
-                    let queue = queued.get_or_insert_with(|| Queued::new(store, key, &who));
+                    let queue = queued.get_or_insert_with(|| Queued::new(store, key, &who, level));
                     queue.owner.clone_from(&who);
                     let interest = interest.expect("a waiting attempt registers its interest");
                     match sleep(&interest, &signals, limits.deadline, retry).await {
@@ -335,7 +335,7 @@ mod imp {
             }
         };
         if let Some((keys, who)) = watching {
-            let _ = store.give_up_all(&keys, &who).await;
+            let _ = store.give_up_all(&keys, &who, level).await;
         }
         result
     }
@@ -368,8 +368,8 @@ mod imp {
                 done &= store.release(key, &owner, level).await.is_ok();
             }
             done &= match queued {
-                Some(true) => store.give_up(&keys[0], &owner).await.is_ok(),
-                Some(false) => store.give_up_all(&keys, &owner).await.is_ok(),
+                Some(true) => store.give_up(&keys[0], &owner, level).await.is_ok(),
+                Some(false) => store.give_up_all(&keys, &owner, level).await.is_ok(),
                 None => true,
             };
             if done || Instant::now() >= give_up_by {
@@ -413,27 +413,30 @@ mod imp {
         store: Arc<Store>,
         key: String,
         owner: String,
+        level: i64,
         done: bool,
     }
 
     impl Queued {
-        fn new(store: &Arc<Store>, key: &str, owner: &str) -> Self {
-            Queued { store: Arc::clone(store), key: key.into(), owner: owner.into(), done: false }
+        fn new(store: &Arc<Store>, key: &str, owner: &str, level: i64) -> Self {
+            Queued { store: Arc::clone(store), key: key.into(), owner: owner.into(), level, done: false }
         }
 
         async fn give_up(&mut self) {
             self.done = true;
-            let _ = within(self.store.operation_timeout(), self.store.give_up(&self.key, &self.owner)).await;
+            let call = self.store.give_up(&self.key, &self.owner, self.level);
+            if within(self.store.operation_timeout(), call).await.is_err() {
+                let (store, keys) = (Arc::clone(&self.store), vec![std::mem::take(&mut self.key)]);
+                runtime::detach(undo(store, keys, self.owner.clone(), self.level, Some(true)));
+            }
         }
     }
 
     impl Drop for Queued {
         fn drop(&mut self) {
             if !self.done {
-                let (store, key, owner) = (Arc::clone(&self.store), std::mem::take(&mut self.key), self.owner.clone());
-                runtime::detach(async move {
-                    let _ = store.give_up(&key, &owner).await;
-                });
+                let (store, keys) = (Arc::clone(&self.store), vec![std::mem::take(&mut self.key)]);
+                runtime::detach(undo(store, keys, self.owner.clone(), self.level, Some(true)));
             }
         }
     }

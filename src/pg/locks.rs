@@ -146,14 +146,14 @@ impl LockStore {
         })
     }
 
-    /// Leaves the queue of `key` (a wait that gave up).
-    pub(crate) async fn give_up(&self, key: &str, owner: &str) -> Result<(), BackendError> {
-        self.db.query("SELECT tg.give_up($1, $2)", &[&key, &owner]).await.map(drop)
+    /// Leaves the queue of `key` (wait `level`, which gave up).
+    pub(crate) async fn give_up(&self, key: &str, owner: &str, level: i64) -> Result<(), BackendError> {
+        self.db.query("SELECT tg.give_up($1, $2, $3)", &[&key, &owner, &level]).await.map(drop)
     }
 
-    /// Stops watching `keys` (a `lock_all` that gave up).
-    pub(crate) async fn give_up_all(&self, keys: &[String], owner: &str) -> Result<(), BackendError> {
-        self.db.query("SELECT tg.give_up_all($1, $2)", &[&keys, &owner]).await.map(drop)
+    /// Stops watching `keys` (the `lock_all` of `level`, which gave up).
+    pub(crate) async fn give_up_all(&self, keys: &[String], owner: &str, level: i64) -> Result<(), BackendError> {
+        self.db.query("SELECT tg.give_up_all($1, $2, $3)", &[&keys, &owner, &level]).await.map(drop)
     }
 
     /// Releases acquisition `level` of `owner`'s grant of `key`. `false` if

@@ -780,7 +780,6 @@ fn unexpected_rows(call: &str) -> BackendError {
 #[cfg(test)]
 mod tests {
     use std::collections::{BTreeMap, HashMap};
-    use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::{SystemTime, UNIX_EPOCH};
 
     use parking_lot::Mutex;
@@ -790,23 +789,17 @@ mod tests {
     use crate::log::KeyPattern;
     use crate::pg::db;
 
-    /// The server the tests run against: `TOLLGATE_PG_URL`.
+    /// The server the tests run against: a throwaway one
+    /// (`tollgate-pgtemp`), or `TOLLGATE_PG_URL`.
     fn test_url() -> String {
-        std::env::var("TOLLGATE_PG_URL").unwrap_or_else(|_| {
-            panic!(
-                "the PostgreSQL tests need a server: set TOLLGATE_PG_URL, e.g. \
-                 postgres://postgres@127.0.0.1:5432/postgres (each test works in a schema of its own)"
-            )
-        })
+        tollgate_pgtemp::server().url()
     }
 
     /// Settings for a schema of the test's own.
     fn test_config() -> PgConfig {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let seconds = SystemTime::now().duration_since(UNIX_EPOCH).expect("after 1970").as_secs();
-        let schema = format!("tq_{}_{seconds}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let schema = tollgate_pgtemp::server().schema_name();
         PgConfig::new(&test_url())
-            .expect("TOLLGATE_PG_URL parses")
+            .expect("the test server's URL parses")
             .schema(&schema)
             .expect("a valid name")
             .connections(2)

@@ -43,17 +43,20 @@ CREATE TABLE tg.holder (
 );
 CREATE INDEX holder_owner ON tg.holder (owner);
 
--- Who waits for what. queued: a FIFO waiter (served in seq order, and an
--- edge of the wait-for graph); otherwise a lock_all watcher, which holds
--- nothing while it waits and only asks to be notified.
+-- Who waits for what: one row per wait (an owner's acquisition, by its
+-- level: two threads of one session may wait for one key). queued: a FIFO
+-- waiter (served in seq order, and an edge of the wait-for graph);
+-- otherwise a lock_all watcher, which holds nothing while it waits and only
+-- asks to be notified.
 CREATE TABLE tg.waiter (
     key text NOT NULL,
     owner text NOT NULL,
+    level bigint NOT NULL,
     client bigint NOT NULL,
     exclusive boolean NOT NULL,
     queued boolean NOT NULL,
     seq bigint NOT NULL,
-    PRIMARY KEY (key, owner)
+    PRIMARY KEY (key, owner, level)
 );
 CREATE INDEX waiter_owner ON tg.waiter (owner);
 
@@ -223,10 +226,11 @@ BEGIN
             WHERE h.key = p_key AND h.owner = p_owner;
             outcome := 0;
         END IF;
-        DELETE FROM tg.waiter w WHERE w.key = p_key AND w.owner = p_owner;
+        DELETE FROM tg.waiter w WHERE w.key = p_key AND w.owner = p_owner AND w.level = p_level;
         RETURN;
     END IF;
-    SELECT w.seq INTO my_seq FROM tg.waiter w WHERE w.key = p_key AND w.owner = p_owner AND w.queued;
+    SELECT w.seq INTO my_seq FROM tg.waiter w
+    WHERE w.key = p_key AND w.owner = p_owner AND w.level = p_level AND w.queued;
     IF NOT EXISTS (
         SELECT 1 FROM tg.holder h WHERE h.key = p_key AND (p_exclusive OR h.exclusive)
     ) AND NOT EXISTS (
@@ -241,7 +245,7 @@ BEGIN
         IF p_exclusive THEN
             UPDATE tg.lock_key k SET version = fence WHERE k.key = p_key;
         END IF;
-        DELETE FROM tg.waiter w WHERE w.key = p_key AND w.owner = p_owner;
+        DELETE FROM tg.waiter w WHERE w.key = p_key AND w.owner = p_owner AND w.level = p_level;
         -- Shared waiters queued behind us may be grantable too.
         IF NOT p_exclusive AND my_seq IS NOT NULL THEN
             PERFORM tg.wake(p_key);
@@ -256,15 +260,14 @@ BEGIN
     outcome := 2;
     retry_ms := tg.retry_ms(p_key, p_owner, p_exclusive, now_);
     IF p_wait AND my_seq IS NULL THEN
-        INSERT INTO tg.waiter (key, owner, client, exclusive, queued, seq)
-        VALUES (p_key, p_owner, p_client, p_exclusive, true, nextval('tg.wait_seq'))
-        ON CONFLICT (key, owner) DO UPDATE SET queued = true, exclusive = EXCLUDED.exclusive, seq = EXCLUDED.seq;
+        INSERT INTO tg.waiter (key, owner, level, client, exclusive, queued, seq)
+        VALUES (p_key, p_owner, p_level, p_client, p_exclusive, true, nextval('tg.wait_seq'));
         -- One constant for every deadlock check: checks are serialized, so
         -- the wait that closes a cycle sees every other wait of it.
         PERFORM pg_advisory_xact_lock(7386028463207301120);
         cycle := tg.find_cycle(p_owner, now_);
         IF cycle IS NOT NULL THEN
-            DELETE FROM tg.waiter w WHERE w.key = p_key AND w.owner = p_owner;
+            DELETE FROM tg.waiter w WHERE w.key = p_key AND w.owner = p_owner AND w.level = p_level;
             outcome := 4;
             retry_ms := NULL;
         END IF;
@@ -274,10 +277,10 @@ $$;
 
 -- Stops waiting for p_key (a timeout, an interrupt, a dropped future). Wakes
 -- the waiters queued behind it.
-CREATE FUNCTION tg.give_up(p_key text, p_owner text) RETURNS void
+CREATE FUNCTION tg.give_up(p_key text, p_owner text, p_level bigint) RETURNS void
 LANGUAGE plpgsql AS $$
 BEGIN
-    DELETE FROM tg.waiter WHERE key = p_key AND owner = p_owner;
+    DELETE FROM tg.waiter WHERE key = p_key AND owner = p_owner AND level = p_level;
     IF FOUND THEN
         PERFORM tg.wake(p_key);
     END IF;
@@ -383,9 +386,9 @@ BEGIN
                 retry_ms := wait_ms;
             END IF;
             IF p_wait THEN
-                INSERT INTO tg.waiter (key, owner, client, exclusive, queued, seq)
-                VALUES (k, p_owner, p_client, p_exclusive, false, 0)
-                ON CONFLICT (key, owner) DO NOTHING;
+                INSERT INTO tg.waiter (key, owner, level, client, exclusive, queued, seq)
+                VALUES (k, p_owner, p_level, p_client, p_exclusive, false, 0)
+                ON CONFLICT (key, owner, level) DO NOTHING;
             END IF;
         END LOOP;
         RETURN;
@@ -410,15 +413,15 @@ BEGIN
         END IF;
         fences := fences || f;
     END LOOP;
-    DELETE FROM tg.waiter w WHERE w.owner = p_owner AND w.key = ANY (p_keys) AND NOT w.queued;
+    DELETE FROM tg.waiter w WHERE w.owner = p_owner AND w.level = p_level AND w.key = ANY (p_keys);
     outcome := 0;
 END
 $$;
 
 -- Stops watching p_keys (a lock_all that gave up).
-CREATE FUNCTION tg.give_up_all(p_keys text[], p_owner text) RETURNS void
+CREATE FUNCTION tg.give_up_all(p_keys text[], p_owner text, p_level bigint) RETURNS void
 LANGUAGE sql AS $$
-    DELETE FROM tg.waiter WHERE owner = p_owner AND key = ANY (p_keys) AND NOT queued
+    DELETE FROM tg.waiter WHERE owner = p_owner AND level = p_level AND key = ANY (p_keys)
 $$;
 
 -- The highest version of a lock_key row the cleanup deleted: a key without

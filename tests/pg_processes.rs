@@ -1,0 +1,236 @@
+//! Locks shared by several OS processes through PostgreSQL, with a real
+//! server (a throwaway one from `tollgate-pgtemp`, or `TOLLGATE_PG_URL`).
+//!
+//! This test binary is its own harness (`harness = false`): run plainly it
+//! is the parent, which runs each scenario by starting copies of itself as
+//! children (`TOLLGATE_CHILD=<role>`), and fails if any scenario does.
+//!
+//! - Mutual exclusion: 3 processes × 150 critical sections on one key,
+//!   each a read-modify-write of a counter file plus an "inside" marker
+//!   that only one process may hold. Lost updates and overlaps are counted.
+//! - A `kill -9`'d holder: its key passes to a waiter in another process
+//!   once its client registration lapses, with a higher fencing token.
+//! - PostgreSQL restarted (crash, `-m immediate`) while 3 processes lock:
+//!   they get typed errors (`LockError::Backend`), reconnect, and finish,
+//!   still with no overlap.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tollgate::{LockError, LockManager, PgConfig};
+
+const ROUNDS: u64 = 150;
+
+fn main() {
+    match std::env::var("TOLLGATE_CHILD") {
+        Ok(role) => child(&role),
+        Err(_) => parent(),
+    }
+}
+
+fn parent() {
+    let server = tollgate_pgtemp::server();
+    let scenarios: [(&str, fn(&tollgate_pgtemp::Server)); 3] = [
+        ("three processes exclude each other on one key", mutual_exclusion),
+        ("a kill -9'd holder's key passes on with a higher fencing token", killed_holder),
+        ("a PostgreSQL crash and restart under load: typed errors, then recovery", server_restart),
+    ];
+    let mut failed = 0;
+    for (name, scenario) in scenarios {
+        let started = Instant::now();
+        match std::panic::catch_unwind(|| scenario(server)) {
+            Ok(()) => println!("test {name} ... ok ({:.1} s)", started.elapsed().as_secs_f64()),
+            Err(_) => {
+                println!("test {name} ... FAILED");
+                failed += 1;
+            }
+        }
+    }
+    println!("test result: {} passed; {failed} failed", 3 - failed);
+    if failed > 0 {
+        std::process::exit(1);
+    }
+}
+
+/// What every child needs to connect.
+struct Setup {
+    url: String,
+    schema: String,
+    dir: PathBuf,
+}
+
+impl Setup {
+    fn new(server: &tollgate_pgtemp::Server) -> Setup {
+        let dir = tempfile::tempdir().expect("a temporary directory").keep();
+        Setup { url: server.url(), schema: server.schema_name(), dir }
+    }
+
+    fn spawn(&self, role: &str, index: usize) -> Child {
+        Command::new(std::env::current_exe().expect("the test binary"))
+            .env("TOLLGATE_CHILD", role)
+            .env("CHILD_URL", &self.url)
+            .env("CHILD_SCHEMA", &self.schema)
+            .env("CHILD_DIR", &self.dir)
+            .env("CHILD_INDEX", index.to_string())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("a child process")
+    }
+}
+
+/// The child's manager: a short client TTL, so a killed child's keys pass
+/// on within seconds.
+fn child_manager() -> LockManager {
+    let url = std::env::var("CHILD_URL").expect("CHILD_URL");
+    let schema = std::env::var("CHILD_SCHEMA").expect("CHILD_SCHEMA");
+    let config = PgConfig::new(&url)
+        .and_then(|c| c.schema(&schema))
+        .expect("a valid configuration")
+        .client_ttl(Duration::from_secs(2))
+        .operation_timeout(Duration::from_secs(5))
+        .label(&format!("child {}", std::env::var("CHILD_INDEX").unwrap_or_default()));
+    // Children may start while the server restarts: retry the connection.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match LockManager::connect(config.clone()) {
+            Ok(locks) => return locks,
+            Err(error) if Instant::now() < deadline => {
+                eprintln!("connect: {error}; retrying");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(error) => panic!("could not connect: {error}"),
+        }
+    }
+}
+
+fn child(role: &str) {
+    let dir = PathBuf::from(std::env::var("CHILD_DIR").expect("CHILD_DIR"));
+    let locks = child_manager();
+    match role {
+        "count" => count(&locks, &dir, false),
+        "count-through-restarts" => count(&locks, &dir, true),
+        "hold" => {
+            let guard = locks.lock("held").expect("the first holder gets the key");
+            println!("fence {}", guard.fencing_token().get());
+            std::io::stdout().flush().expect("stdout");
+            // Until killed.
+            loop {
+                std::thread::sleep(Duration::from_secs(60));
+            }
+        }
+        "wait" => {
+            let guard = locks.lock_for("held", Duration::from_secs(60)).expect("the key passes on");
+            println!("fence {}", guard.fencing_token().get());
+        }
+        other => panic!("unknown role {other}"),
+    }
+}
+
+/// `ROUNDS` critical sections on "counter": each checks and takes the
+/// "inside" marker, increments the counter file, and drops the marker.
+/// Prints the violations seen, and (through restarts) the typed errors.
+fn count(locks: &LockManager, dir: &Path, through_restarts: bool) {
+    let (mut overlaps, mut errors, mut done) = (0u64, 0u64, 0u64);
+    while done < ROUNDS {
+        let guard = match locks.lock_for("counter", Duration::from_secs(30)) {
+            Ok(guard) => guard,
+            Err(LockError::Backend(error)) if through_restarts => {
+                errors += 1;
+                eprintln!("typed error: {error}");
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+            Err(error) => panic!("lock: {error}"),
+        };
+        let marker = dir.join("inside");
+        if fs::OpenOptions::new().write(true).create_new(true).open(&marker).is_err() {
+            overlaps += 1;
+        }
+        let counter = dir.join("counter");
+        let value: u64 = fs::read_to_string(&counter).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+        std::thread::yield_now();
+        fs::write(&counter, (value + 1).to_string()).expect("write the counter");
+        let _ = fs::remove_file(&marker);
+        done += 1;
+        match guard.release() {
+            Ok(()) => {}
+            // The release may be lost with the connection; the grant then
+            // ends with this client's registration or is released later.
+            Err(LockError::Backend(_)) if through_restarts => errors += 1,
+            Err(error) => panic!("release: {error}"),
+        }
+    }
+    println!("overlaps {overlaps} errors {errors}");
+}
+
+/// The numbers a child printed on its "name value" lines.
+fn report(child: Child) -> Vec<(String, u64)> {
+    let output = child.wait_with_output().expect("the child's output");
+    assert!(output.status.success(), "a child failed: {:?}", output.status);
+    let mut values = Vec::new();
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        for pair in words.chunks(2) {
+            if let [name, value] = pair
+                && let Ok(value) = value.parse()
+            {
+                values.push((name.to_string(), value));
+            }
+        }
+    }
+    values
+}
+
+fn value(values: &[(String, u64)], name: &str) -> u64 {
+    values.iter().find(|(n, _)| n == name).map(|&(_, v)| v).unwrap_or_else(|| panic!("no {name} in {values:?}"))
+}
+
+fn mutual_exclusion(server: &tollgate_pgtemp::Server) {
+    let setup = Setup::new(server);
+    let children: Vec<Child> = (0..3).map(|i| setup.spawn("count", i)).collect();
+    let overlaps: u64 = children.into_iter().map(|c| value(&report(c), "overlaps")).sum();
+    let counter: u64 = fs::read_to_string(setup.dir.join("counter")).expect("the counter").trim().parse().unwrap();
+    println!("  3 processes × {ROUNDS}: counter {counter}, overlaps {overlaps}");
+    assert_eq!(overlaps, 0, "two processes were inside at once");
+    assert_eq!(counter, 3 * ROUNDS, "lost updates: the lock did not exclude");
+}
+
+fn killed_holder(server: &tollgate_pgtemp::Server) {
+    let setup = Setup::new(server);
+    let mut holder = setup.spawn("hold", 0);
+    let mut line = String::new();
+    BufReader::new(holder.stdout.as_mut().expect("piped")).read_line(&mut line).expect("the holder's fence");
+    let first: u64 = line.trim().strip_prefix("fence ").expect("a fence line").parse().unwrap();
+    let waiter = setup.spawn("wait", 1);
+    // Let the waiter queue behind the live holder, then kill the holder.
+    std::thread::sleep(Duration::from_millis(500));
+    let killed_at = Instant::now();
+    holder.kill().expect("kill -9 the holder");
+    holder.wait().expect("reap the holder");
+    let second = value(&report(waiter), "fence");
+    println!(
+        "  holder's fence {first}; the waiter's {second}, {:.1} s after the kill",
+        killed_at.elapsed().as_secs_f64()
+    );
+    assert!(second > first, "the next grant must carry a higher fencing token");
+}
+
+fn server_restart(server: &tollgate_pgtemp::Server) {
+    let setup = Setup::new(server);
+    let children: Vec<Child> = (0..3).map(|i| setup.spawn("count-through-restarts", i)).collect();
+    // Crash the server while they run, twice.
+    for _ in 0..2 {
+        std::thread::sleep(Duration::from_millis(700));
+        server.restart_immediate();
+    }
+    let reports: Vec<_> = children.into_iter().map(report).collect();
+    let overlaps: u64 = reports.iter().map(|r| value(r, "overlaps")).sum();
+    let errors: u64 = reports.iter().map(|r| value(r, "errors")).sum();
+    let counter: u64 = fs::read_to_string(setup.dir.join("counter")).expect("the counter").trim().parse().unwrap();
+    println!("  through 2 crashes: counter {counter}, overlaps {overlaps}, typed errors {errors}");
+    assert_eq!(overlaps, 0, "two processes were inside at once");
+    assert_eq!(counter, 3 * ROUNDS);
+}
