@@ -31,9 +31,12 @@ fn main() {
     }
 }
 
+/// One scenario, run by the parent against the shared server.
+type Scenario = fn(&tollgate_pgtemp::Server);
+
 fn parent() {
     let server = tollgate_pgtemp::server();
-    let scenarios: [(&str, fn(&tollgate_pgtemp::Server)); 3] = [
+    let scenarios: [(&str, Scenario); 3] = [
         ("three processes exclude each other on one key", mutual_exclusion),
         ("a kill -9'd holder's key passes on with a higher fencing token", killed_holder),
         ("a PostgreSQL crash and restart under load: typed errors, then recovery", server_restart),
