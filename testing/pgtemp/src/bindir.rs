@@ -13,12 +13,51 @@ pub(crate) const NOT_FOUND: &str = "PostgreSQL server binaries (initdb, pg_ctl) 
 
 /// The directory that holds `initdb` and `pg_ctl`: `pg_config --bindir`, else the newest
 /// `/usr/lib/postgresql/*/bin` (Debian, Ubuntu), else the directory of the `initdb` on `PATH`.
+///
+/// When there is none and this process may install packages (root, with
+/// `apt-get`), it installs Debian's `postgresql` first, once per machine (a
+/// lock file keeps concurrent test binaries from installing twice), so that
+/// `cargo test --all-features` works on a fresh Debian or Ubuntu machine.
+/// Set `TOLLGATE_PGTEMP_NO_INSTALL` to fail with the instruction instead.
 pub(crate) fn find() -> Result<PathBuf, String> {
+    locate().or_else(|| install().then(locate).flatten()).ok_or_else(|| NOT_FOUND.to_string())
+}
+
+fn locate() -> Option<PathBuf> {
     pg_config_bindir()
         .filter(|dir| has_server(dir))
         .or_else(|| newest_under(Path::new("/usr/lib/postgresql")))
         .or_else(|| first_on(&env::var_os("PATH")?).filter(|dir| has_server(dir)))
-        .ok_or_else(|| NOT_FOUND.to_string())
+}
+
+/// Installs Debian's `postgresql` package if this process is root and has
+/// `apt-get`; whether it tried. Its output goes to the test's stderr.
+fn install() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    let apt = Path::new("/usr/bin/apt-get").is_file();
+    if !root || !apt || env::var_os("TOLLGATE_PGTEMP_NO_INSTALL").is_some() {
+        return false;
+    }
+    // One installer at a time: the others wait on the lock, then find it installed.
+    let Ok(lock) = fs::File::create(env::temp_dir().join("tollgate-pgtemp-install.lock")) else { return false };
+    if lock.lock().is_err() {
+        return false;
+    }
+    if locate().is_some() {
+        return true;
+    }
+    eprintln!("tollgate-pgtemp: PostgreSQL not found; installing Debian's postgresql (apt-get)");
+    let run = |args: &[&str]| {
+        Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success())
+    };
+    run(&["update", "-q"]) && run(&["install", "-y", "-q", "postgresql"])
 }
 
 /// Whether `dir` holds both programs this crate runs (`pg_ctl` finds `postgres` next to itself).
