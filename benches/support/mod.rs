@@ -7,7 +7,8 @@
 //!   (the scorecard);
 //! - `locks.rs`: the keyed-lock contenders and the lock operations measured;
 //! - `log.rs`: the append stores and the publish → subscriber latency runs;
-//! - `queue.rs`: the work-queue contenders and the drain of a filled queue.
+//! - `queue.rs`: the work-queue contenders and the drain of a filled queue;
+//! - `redis.rs`: a throwaway Redis server for the comparisons with Redis.
 
 // Each criterion bench uses only its part of this module; the scorecard uses every part but criterion's.
 #![allow(dead_code)]
@@ -15,6 +16,7 @@
 pub mod locks;
 pub mod log;
 pub mod queue;
+pub mod redis;
 
 use std::path::Path;
 use std::sync::Barrier;

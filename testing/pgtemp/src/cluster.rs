@@ -45,7 +45,8 @@ pub(crate) struct Cluster {
 
 impl Cluster {
     /// Runs `initdb` in a new temporary directory and starts the server on a free port.
-    pub(crate) fn create() -> Result<Cluster, String> {
+    /// A new cluster, started; with `fsync` off unless `durable`.
+    pub(crate) fn create(durable: bool) -> Result<Cluster, String> {
         let bindir = bindir::find()?;
         let owner = if is_root() { Some(postgres_user()?) } else { None };
         let dir = tempfile::Builder::new()
@@ -59,7 +60,7 @@ impl Cluster {
         // From here on, dropping `cluster` (an error) makes the watchdog remove the directory.
         let mut cluster = Cluster { bindir, dir, port: 0, owner, lock: Mutex::new(()), _watchdog: watchdog };
         cluster.initdb()?;
-        cluster.configure()?;
+        cluster.configure(durable)?;
         for attempt in 1..=START_TRIES {
             cluster.port = free_port()?;
             match cluster.start() {
@@ -141,7 +142,8 @@ impl Cluster {
     }
 
     /// Settings for every start; the port alone is given to `pg_ctl start`, in case `create` has to try another.
-    fn configure(&self) -> Result<(), String> {
+    fn configure(&self, durable: bool) -> Result<(), String> {
+        let fsync = if durable { "on" } else { "off" };
         let settings = format!(
             "\n# tollgate-pgtemp: a throwaway server for tests.\n\
              listen_addresses = '127.0.0.1'\n\
@@ -150,7 +152,8 @@ impl Cluster {
              # Only an operating system crash or power loss can lose data without fsync, never a crash of\n\
              # PostgreSQL (`restart_immediate`): the page cache survives that. Tests do not need the former, and\n\
              # are faster without fsync. synchronous_commit keeps its default (on).\n\
-             fsync = off\n",
+             # A durable server (`durable_server`, for benchmarks) keeps fsync on.\n\
+             fsync = {fsync}\n",
             quote(&self.dir)
         );
         let conf = self.data().join("postgresql.conf");

@@ -47,6 +47,8 @@ const URL_VAR: &str = "TOLLGATE_PG_URL";
 
 /// This process's server, or why it has none (every later call fails with the same message, at once).
 static SERVER: OnceLock<Result<Server, String>> = OnceLock::new();
+/// This process's durable server (fsync on), for benchmarks.
+static DURABLE: OnceLock<Result<Server, String>> = OnceLock::new();
 
 /// This process's PostgreSQL server, started by the first call; later and concurrent calls get the same one.
 ///
@@ -59,7 +61,18 @@ static SERVER: OnceLock<Result<Server, String>> = OnceLock::new();
 /// output and the end of the server's log). Later calls panic with the same message.
 #[track_caller]
 pub fn server() -> &'static Server {
-    match SERVER.get_or_init(Server::launch) {
+    match SERVER.get_or_init(|| Server::launch(false)) {
+        Ok(server) => server,
+        Err(e) => panic!("tollgate-pgtemp: {e}"),
+    }
+}
+
+/// Like [`server()`], but a second server of this process with `fsync = on`, as a production server runs:
+/// what benchmarks that compare durable commits measure against. Its data directory is in the temporary
+/// directory, which must be on a real disk for the numbers to mean anything. `TOLLGATE_PG_URL` replaces it too.
+#[track_caller]
+pub fn durable_server() -> &'static Server {
+    match DURABLE.get_or_init(|| Server::launch(true)) {
         Ok(server) => server,
         Err(e) => panic!("tollgate-pgtemp: {e}"),
     }
@@ -83,13 +96,13 @@ enum Kind {
 }
 
 impl Server {
-    fn launch() -> Result<Server, String> {
+    fn launch(durable: bool) -> Result<Server, String> {
         let launched = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_secs());
         let kind = match env::var(URL_VAR) {
             Ok(url) if !url.is_empty() => Kind::External(url),
             Err(env::VarError::NotUnicode(_)) => return Err(format!("{URL_VAR} is not valid UTF-8")),
             _ => {
-                let cluster = Cluster::create()?;
+                let cluster = Cluster::create(durable)?;
                 remove_at_exit();
                 Kind::Throwaway(cluster)
             }
@@ -172,8 +185,10 @@ impl Server {
 /// Has the exit handler stop the server and remove its directory (statics are never dropped).
 fn remove_at_exit() {
     extern "C" fn remove() {
-        if let Some(Ok(Server { kind: Kind::Throwaway(cluster), .. })) = SERVER.get() {
-            cluster.remove();
+        for server in [&SERVER, &DURABLE] {
+            if let Some(Ok(Server { kind: Kind::Throwaway(cluster), .. })) = server.get() {
+                cluster.remove();
+            }
         }
     }
     // SAFETY: `remove` takes nothing and returns nothing, as atexit requires, and cannot unwind: `Cluster::remove`
