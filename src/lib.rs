@@ -97,7 +97,7 @@ pub use error::{
 pub use lock::*;
 pub use log::*;
 #[cfg(feature = "postgres")]
-pub use pg::{PgConfig, SCHEMA_NAME_MAX};
+pub use pg::{PgConfig, SCHEMA_NAME_MAX, SchemaStatus};
 pub use queue::*;
 #[cfg(feature = "sim")]
 pub use storage::SimDisk;

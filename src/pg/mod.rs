@@ -152,10 +152,45 @@ impl PgConfig {
         &self.schema
     }
 
+    /// Creates or upgrades the schema to this build's version now, whatever
+    /// [`migrate`](Self::migrate) says (what `tollgate pg migrate` runs).
+    /// Each version is applied in one transaction, under a lock that makes
+    /// concurrent migrators apply it once. A schema newer than this build
+    /// is refused ([`OpenError::SchemaTooNew`]) and left as it is.
+    pub fn migrate_now(&self) -> Result<SchemaStatus, OpenError> {
+        let mut config = self.clone();
+        config.migrate = true;
+        let applied = runtime::block_on(schema::prepare(&config))?;
+        let found = applied.first().map_or(schema::LATEST, |first| first - 1);
+        Ok(SchemaStatus { schema: self.schema.clone(), found, latest: schema::LATEST, applied })
+    }
+
+    /// The schema's version, read without changing anything (what `tollgate
+    /// pg status` shows).
+    pub fn schema_status(&self) -> Result<SchemaStatus, OpenError> {
+        let found = runtime::block_on(schema::version(self))?;
+        Ok(SchemaStatus { schema: self.schema.clone(), found, latest: schema::LATEST, applied: Vec::new() })
+    }
+
     /// `template` with this schema's name in place of `tg.`.
     pub(crate) fn qualify(&self, template: &str) -> String {
         template.replace("tg.", &format!("{}.", self.schema))
     }
+}
+
+/// A schema's version, from [`PgConfig::migrate_now`] or
+/// [`PgConfig::schema_status`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SchemaStatus {
+    /// The schema.
+    pub schema: String,
+    /// Its version before the call (0: it did not exist).
+    pub found: i32,
+    /// The version this build works with.
+    pub latest: i32,
+    /// The versions the call applied, in order.
+    pub applied: Vec<i32>,
 }
 
 impl fmt::Debug for PgConfig {

@@ -27,12 +27,15 @@ pub(crate) async fn prepare(config: &PgConfig) -> Result<Vec<i32>, OpenError> {
     prepare_on(&mut client, config).await
 }
 
-async fn prepare_on(client: &mut Client, config: &PgConfig) -> Result<Vec<i32>, OpenError> {
-    let schema = &config.schema;
+/// The schema's version (0: not created), read without changing anything.
+pub(crate) async fn version(config: &PgConfig) -> Result<i32, OpenError> {
+    let mut client = db::connect(config).await?;
     let tx = client.transaction().await.map_err(classify)?;
-    tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&format!("tollgate.migrate.{schema}")])
-        .await
-        .map_err(classify)?;
+    Ok(version_in(&tx, config).await?)
+}
+
+async fn version_in(tx: &tokio_postgres::Transaction<'_>, config: &PgConfig) -> Result<i32, BackendError> {
+    let schema = &config.schema;
     let exists: bool = tx
         .query_one("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)", &[schema])
         .await
@@ -56,6 +59,16 @@ async fn prepare_on(client: &mut Client, config: &PgConfig) -> Result<Vec<i32>, 
     } else {
         0
     };
+    Ok(found)
+}
+
+async fn prepare_on(client: &mut Client, config: &PgConfig) -> Result<Vec<i32>, OpenError> {
+    let schema = &config.schema;
+    let tx = client.transaction().await.map_err(classify)?;
+    tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&format!("tollgate.migrate.{schema}")])
+        .await
+        .map_err(classify)?;
+    let found = version_in(&tx, config).await?;
     if found > LATEST {
         return Err(OpenError::SchemaTooNew { schema: schema.clone(), found, supported: LATEST });
     }

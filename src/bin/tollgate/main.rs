@@ -35,6 +35,8 @@ mod bench;
 mod dump;
 mod inspect;
 mod open;
+#[cfg(feature = "postgres")]
+mod pg;
 mod record;
 mod repair;
 mod tail;
@@ -173,6 +175,12 @@ enum Command {
         /// Where the copy goes.
         dest: PathBuf,
     },
+    /// The PostgreSQL backend's schema (builds with the `postgres` feature).
+    #[cfg(feature = "postgres")]
+    Pg {
+        #[command(subcommand)]
+        command: PgCommand,
+    },
     /// Measure tollgate on this machine: locks, publishing, consuming, latency.
     ///
     /// Works in a fresh directory that is removed afterwards. The numbers
@@ -186,6 +194,34 @@ enum Command {
         /// temporary directory). Its disk sets the sync latency.
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
+    },
+}
+
+/// `tollgate pg` commands.
+#[cfg(feature = "postgres")]
+#[derive(Subcommand)]
+enum PgCommand {
+    /// Create the schema, or upgrade it to this build's version.
+    ///
+    /// Each version is applied in one transaction; concurrent migrators
+    /// (several processes starting) apply it once. A schema newer than this
+    /// build is refused and left as it is.
+    Migrate {
+        /// The database: `postgres://user:password@host:port/database`.
+        url: String,
+        /// The schema holding tollgate's tables.
+        #[arg(long, default_value = "tollgate")]
+        schema: String,
+    },
+    /// Show the schema's version and whether this build can use it.
+    ///
+    /// Exits 2 if the schema is newer than this build.
+    Status {
+        /// The database: `postgres://user:password@host:port/database`.
+        url: String,
+        /// The schema holding tollgate's tables.
+        #[arg(long, default_value = "tollgate")]
+        schema: String,
     },
 }
 
@@ -204,6 +240,10 @@ fn main() -> ExitCode {
         Command::Repair { dir, yes } => repair::repair(&dir, yes),
         Command::Backup { dir, dest } => backup::backup(&dir, &dest),
         Command::Bench { seconds, dir } => bench::bench(seconds, dir),
+        #[cfg(feature = "postgres")]
+        Command::Pg { command: PgCommand::Migrate { url, schema } } => pg::migrate(&url, &schema),
+        #[cfg(feature = "postgres")]
+        Command::Pg { command: PgCommand::Status { url, schema } } => pg::status(&url, &schema),
     };
     match result {
         Ok(code) => ExitCode::from(code),
