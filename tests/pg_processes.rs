@@ -8,8 +8,8 @@
 //! - Mutual exclusion: 3 processes × 150 critical sections on one key,
 //!   each a read-modify-write of a counter file plus an "inside" marker
 //!   that only one process may hold. Lost updates and overlaps are counted.
-//! - A `kill -9`'d holder: its key passes to a waiter in another process
-//!   once its client registration lapses, with a higher fencing token.
+//! - A `kill -9`'d holder of a leased lock: its key passes to a waiter in
+//!   another process once the lease ends, with a higher fencing token.
 //! - PostgreSQL restarted (crash, `-m immediate`) while 3 processes lock:
 //!   they get typed errors (`LockError::Backend`), reconnect, and finish,
 //!   still with no overlap.
@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tollgate::{LockError, LockManager, PgConfig};
+use tollgate::{LockError, LockManager, LockRequest, PgConfig};
 
 const ROUNDS: u64 = 150;
 
@@ -116,7 +116,10 @@ fn child(role: &str) {
         "count" => count(&locks, &dir, false),
         "count-through-restarts" => count(&locks, &dir, true),
         "hold" => {
-            let guard = locks.lock("held").expect("the first holder gets the key");
+            // A lease shorter than the client's TTL: the key passes on when
+            // the lease ends, whether or not the killed client is noticed.
+            let request = LockRequest::exclusive().lease(Duration::from_millis(1500));
+            let guard = locks.acquire("held", request).expect("the first holder gets the key");
             println!("fence {}", guard.fencing_token().get());
             std::io::stdout().flush().expect("stdout");
             // Until killed.
