@@ -140,8 +140,8 @@ impl Future for Acquire<'_> {
                     let plan = Plan::with_window(&request, window, Some(session.interrupt_signal()), false)?;
                     let owner = remote::Owner { kind: 's', id: session.owner() };
                     let wait = plan.wait.as_ref();
-                    let (grant, token, mode) =
-                        remote::acquire(&store, owner, key, plan.mode, plan.lease_ns, wait).await?;
+                    let acquired = remote::acquire(&store, owner, key, plan.mode, plan.lease_ns, wait).await;
+                    let (grant, token, mode) = acquired.inspect_err(|e| (&session).inner().counters.record(e))?;
                     Ok(Grant::new(&session, Target::Remote(Box::new(grant)), owner.id, token, mode))
                 })
             });
@@ -219,7 +219,8 @@ impl<K: AsRef<str>> Future for AcquireAll<'_, K> {
                     let plan = Plan::with_window(&request, window, Some(session.interrupt_signal()), false)?;
                     let owner = remote::Owner { kind: 's', id: session.owner() };
                     let wait = plan.wait.as_ref();
-                    let granted = remote::acquire_all(&store, owner, &keys, plan.mode, plan.lease_ns, wait).await?;
+                    let granted = remote::acquire_all(&store, owner, &keys, plan.mode, plan.lease_ns, wait).await;
+                    let granted = granted.inspect_err(|e| (&session).inner().counters.record(e))?;
                     let grants = granted.into_iter().map(|(grant, token)| {
                         Grant::new(&session, Target::Remote(Box::new(grant)), owner.id, token, plan.mode)
                     });
