@@ -26,7 +26,7 @@ use crate::error::LockError;
 use crate::sync::Arc;
 use crate::sync::timer::Timer;
 
-use super::guard::{Grant, Holder, LockGuard, LockSet, Session, SessionOwned, SessionState, Target};
+use super::guard::{Grant, Holder, LockGuard, LockSet, Session, SessionOwned, SessionState};
 use super::manager::{Admitted, Inner, LockRequest, Plan, Window, check_key, sorted_keys};
 use super::pending::{Pending, Step, WaitLimits};
 use super::remote;
@@ -142,7 +142,7 @@ impl Future for Acquire<'_> {
                     let wait = plan.wait.as_ref();
                     let acquired = remote::acquire(&store, owner, key, plan.mode, plan.lease_ns, wait).await;
                     let (grant, token, mode) = acquired.inspect_err(|e| (&session).inner().counters.record(e))?;
-                    Ok(Grant::new(&session, Target::Remote(Box::new(grant)), owner.id, token, mode))
+                    Ok(Grant::remote(&session, grant, owner.id, token, mode))
                 })
             });
             let result = std::task::ready!(future.as_mut().poll(cx));
@@ -221,9 +221,9 @@ impl<K: AsRef<str>> Future for AcquireAll<'_, K> {
                     let wait = plan.wait.as_ref();
                     let granted = remote::acquire_all(&store, owner, &keys, plan.mode, plan.lease_ns, wait).await;
                     let granted = granted.inspect_err(|e| (&session).inner().counters.record(e))?;
-                    let grants = granted.into_iter().map(|(grant, token)| {
-                        Grant::new(&session, Target::Remote(Box::new(grant)), owner.id, token, plan.mode)
-                    });
+                    let grants = granted
+                        .into_iter()
+                        .map(|(grant, token)| Grant::remote(&session, grant, owner.id, token, plan.mode));
                     Ok(grants.collect())
                 })
             });

@@ -148,8 +148,6 @@ pub(crate) enum Target<'e> {
     /// The key of a leased grant. Never the entry: by the time the grant is
     /// built, the lease may have run out and the entry been reclaimed.
     Leased { key: &'e str, hash: u64 },
-    /// A grant kept in PostgreSQL.
-    Remote(Box<RemoteGrant>),
 }
 
 /// How a grant reaches its manager to release: a thread's grant borrows the
@@ -231,13 +229,24 @@ impl<'a> Grant<'a> {
         let handle = match target {
             Target::Held(entry) => Handle::Held(NonNull::from(entry)),
             Target::Leased { key, hash } => Handle::Leased(Box::new(LeasedKey { key: key.into(), hash })),
-            Target::Remote(grant) => Handle::Remote(grant),
         };
         let manager = holder.manager_ref();
         if let ManagerRef::Thread(_) = manager {
             count_thread_held(true);
         }
         Self { manager, handle, owner, token, mode, released: false }
+    }
+
+    /// A grant kept in PostgreSQL (out of line: the embedded paths never
+    /// make one).
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn remote<H: Holder<'a>>(holder: H, grant: RemoteGrant, owner: u64, token: u64, mode: LockMode) -> Self {
+        let manager = holder.manager_ref();
+        if let ManagerRef::Thread(_) = manager {
+            count_thread_held(true);
+        }
+        Self { manager, handle: Handle::Remote(Box::new(grant)), owner, token, mode, released: false }
     }
 
     fn key(&self) -> &str {

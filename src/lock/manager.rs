@@ -721,17 +721,30 @@ impl Inner {
         plan: &Plan<'_>,
     ) -> Result<Grant<'a>, LockError> {
         check_key(key)?;
-        if let Some(store) = &holder.inner().remote {
-            let owner = remote::Owner { kind: if plan.thread_owned { 't' } else { 's' }, id: owner };
-            let acquired = remote::acquire_blocking(store, owner, key, plan.mode, plan.lease_ns, plan.wait.as_ref());
-            let (grant, token, mode) = acquired.inspect_err(|error| holder.inner().counters.record(error))?;
-            return Ok(Grant::new(holder, Target::Remote(Box::new(grant)), owner.id, token, mode));
+        if holder.inner().remote.is_some() {
+            return Self::acquire_remote(holder, owner, key, plan);
         }
         let hash = holder.inner().table.hash(key);
         if let Some(grant) = Self::acquire_fast(holder, owner, key, hash, plan) {
             return Ok(grant);
         }
         Self::acquire_slow(holder, owner, key, hash, plan)
+    }
+
+    /// [`acquire_as`](Self::acquire_as) on a PostgreSQL manager.
+    #[cold]
+    #[inline(never)]
+    fn acquire_remote<'a, H: Holder<'a>>(
+        holder: H,
+        owner: u64,
+        key: &str,
+        plan: &Plan<'_>,
+    ) -> Result<Grant<'a>, LockError> {
+        let store = holder.inner().remote.as_ref().expect("a PostgreSQL manager");
+        let owner = remote::Owner { kind: if plan.thread_owned { 't' } else { 's' }, id: owner };
+        let acquired = remote::acquire_blocking(store, owner, key, plan.mode, plan.lease_ns, plan.wait.as_ref());
+        let (grant, token, mode) = acquired.inspect_err(|error| holder.inner().counters.record(error))?;
+        Ok(Grant::remote(holder, grant, owner.id, token, mode))
     }
 
     /// The lock-free grant on an existing entry, if the plan allows it and
@@ -927,9 +940,8 @@ impl Inner {
             let owner = remote::Owner { kind: if plan.thread_owned { 't' } else { 's' }, id: owner };
             let granted =
                 remote::acquire_all_blocking(store, owner, &keys, plan.mode, plan.lease_ns, plan.wait.as_ref())?;
-            let grants = granted
-                .into_iter()
-                .map(|(grant, token)| Grant::new(holder, Target::Remote(Box::new(grant)), owner.id, token, plan.mode));
+            let grants =
+                granted.into_iter().map(|(grant, token)| Grant::remote(holder, grant, owner.id, token, plan.mode));
             return Ok(grants.collect());
         }
         let mut grants = Vec::with_capacity(keys.len());

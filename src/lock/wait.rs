@@ -124,7 +124,13 @@ pub(crate) enum Admit {
 pub(crate) type Wakeups = Vec<Arc<Waiter>>;
 
 /// Wakes granted waiters (after the queue mutex is dropped, to keep it short).
+/// Inline, and at once done when there is nobody to wake: the common case of
+/// an uncontended slow-path grant (a session's exclusive lock).
+#[inline]
 pub(crate) fn wake(wakeups: Wakeups) {
+    if wakeups.is_empty() {
+        return;
+    }
     for waiter in wakeups {
         waiter.notify();
     }
