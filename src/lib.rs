@@ -89,7 +89,7 @@ mod sync;
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
-pub use engine::{BackupReport, Engine, EngineConfig, LOCK_WAIT_DEFAULT, Topic};
+pub use engine::{Backend, BackupReport, Engine, EngineConfig, LOCK_WAIT_DEFAULT, Topic};
 pub use error::{
     BackendError, BackendErrorKind, BackupError, CommitError, ConfigError, Corruption, Error, Escaped, IoError,
     LockError, OpenError, PatternError, PublishError, QueueError, ReadError, RunError, SymlinkError, TopicError,
@@ -101,3 +101,8 @@ pub use pg::{PgConfig, SCHEMA_NAME_MAX};
 pub use queue::*;
 #[cfg(feature = "sim")]
 pub use storage::SimDisk;
+/// The PostgreSQL client tollgate is built with (feature `postgres`), for
+/// [`Topic::publish_in`]: name its types through this re-export, so that
+/// the client and its transactions are of the same version.
+#[cfg(feature = "postgres")]
+pub use tokio_postgres;

@@ -649,6 +649,103 @@ impl TopicStore {
     }
 }
 
+/// What a publish under locks did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum LockedPublish {
+    /// Published at these offsets.
+    Published(Range<u64>),
+    /// The lock on this key was no longer held: nothing was published.
+    LockLost(String),
+    /// There is no such topic.
+    NoTopic,
+}
+
+/// A lock a publish checks: key, owner and acquisition level.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HeldLock {
+    pub(crate) key: String,
+    pub(crate) owner: String,
+    pub(crate) level: i64,
+}
+
+const PUBLISH_LOCKED: &str = "SELECT first_offset, count, lost_key FROM \
+                              tg.publish_locked($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
+
+impl TopicStore {
+    /// The configured operation timeout.
+    pub(crate) fn operation_timeout(&self) -> Duration {
+        self.db.config().operation_timeout
+    }
+
+    /// Publishes `messages` as [`publish`](Self::publish) does, in the same
+    /// transaction as a check that every lock of `locks` is still held.
+    pub(crate) async fn publish_locked(
+        &self,
+        topic: TopicId,
+        messages: &[Outgoing],
+        locks: &[HeldLock],
+    ) -> Result<LockedPublish, BackendError> {
+        let batch = Batch::new(messages);
+        let keys: Vec<&str> = locks.iter().map(|l| l.key.as_str()).collect();
+        let owners: Vec<&str> = locks.iter().map(|l| l.owner.as_str()).collect();
+        let levels: Vec<i64> = locks.iter().map(|l| l.level).collect();
+        let autocommit = true;
+        let [a, b, c, d, e, f, g, h, i] = batch.params(&topic.0, &autocommit);
+        let rows = self.db.query(PUBLISH_LOCKED, &[a, b, c, d, e, f, g, h, i, &keys, &owners, &levels]).await?;
+        let row = rows.first().ok_or_else(|| unexpected_rows("publish_locked"))?;
+        if let Some(key) = row.get::<_, Option<String>>(2) {
+            return Ok(LockedPublish::LockLost(key));
+        }
+        Ok(match row.get::<_, Option<i64>>(0) {
+            None => LockedPublish::NoTopic,
+            Some(first) => {
+                let first = offset(first);
+                LockedPublish::Published(first..first + offset(i64::from(row.get::<_, i32>(1))))
+            }
+        })
+    }
+
+    /// The names of the topics, sorted.
+    pub(crate) async fn topic_names(&self) -> Result<Vec<String>, BackendError> {
+        let rows = self.db.query("SELECT tg.topic_names()", &[]).await?;
+        Ok(rows.iter().map(|row| row.get(0)).collect())
+    }
+
+    /// Deletes topic `name` and everything of it. `Ok(Some(true))`:
+    /// deleted; `Ok(None)`: no such topic; `Ok(Some(false))`: another
+    /// topic's worker group dead-letters to it (nothing deleted).
+    pub(crate) async fn delete_topic(&self, name: &str) -> Result<Option<bool>, BackendError> {
+        let row = self.db.query_one("SELECT tg.delete_topic($1)", &[&name]).await?;
+        Ok(match row.get::<_, i16>(0) {
+            0 => Some(true),
+            1 => None,
+            2 => Some(false),
+            other => return Err(unexpected("delete_topic", other)),
+        })
+    }
+}
+
+/// Runs `call`, failing with [`BackendErrorKind::TimedOut`] after `limit`.
+pub(crate) async fn within<F, T>(limit: Duration, call: F) -> Result<T, BackendError>
+where
+    F: std::future::Future<Output = Result<T, BackendError>>,
+{
+    let deadline = std::time::Instant::now().checked_add(limit);
+    let mut call = std::pin::pin!(call);
+    let mut timer = crate::sync::timer::Timer::new();
+    std::future::poll_fn(|cx| {
+        if let std::task::Poll::Ready(outcome) = call.as_mut().poll(cx) {
+            return std::task::Poll::Ready(outcome);
+        }
+        if timer.poll_until(cx, deadline).is_ready() {
+            let message = format!("no answer within {} ms", limit.as_millis());
+            return std::task::Poll::Ready(Err(BackendError::new(BackendErrorKind::TimedOut, message)));
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}
+
 /// A batch's messages as the arrays `tg.publish` takes, borrowed from them.
 struct Batch<'a> {
     keys: Vec<Option<&'a str>>,
