@@ -26,6 +26,7 @@ use crate::error::OpenError;
 /// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
+#[allow(clippy::large_enum_variant, reason = "a start-up value, made once")]
 pub enum Backend {
     /// A data directory, opened with [`Engine::open`].
     Embedded(PathBuf),

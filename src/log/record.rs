@@ -112,6 +112,7 @@ impl Message {
     /// Its key, reserved headers, user headers and payload (for a backend
     /// that stores them as columns).
     #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    #[allow(clippy::type_complexity, reason = "the four parts, named by the doc")]
     pub(crate) fn parts(&self) -> (Option<&str>, &[(&'static str, Bytes)], &[(String, Bytes)], &Bytes) {
         (self.key.as_deref(), &self.system, &self.headers, &self.payload)
     }
