@@ -645,7 +645,7 @@ pub enum PublishError {
         /// The key whose lock was lost.
         key: String,
     },
-    /// The operation needs another backend: [`Topic::publish_in`](crate::Topic::publish_in)
+    /// The operation needs another backend: `Topic::publish_in`
     /// on an embedded topic, say.
     #[error("{operation} is not supported by the {backend} backend")]
     Unsupported {

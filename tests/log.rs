@@ -1115,3 +1115,11 @@ fn seeking_and_filters(store: Store) {
     assert_eq!(sub.seek(Offset::new(5)), Err(ReadError::NotWritten { requested: 5, next: 4 }));
     assert_eq!(sub.group(), "audit");
 }
+
+#[cfg(not(feature = "postgres"))]
+#[test]
+fn a_postgres_backend_needs_the_feature() {
+    let refused = "postgres://shop@db/shop".parse::<tollgate::Backend>();
+    assert!(matches!(refused, Err(OpenError::PostgresNotBuilt)), "{refused:?}");
+    assert!(matches!("data".parse::<tollgate::Backend>(), Ok(tollgate::Backend::Embedded(_))));
+}

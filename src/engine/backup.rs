@@ -57,7 +57,7 @@ impl Engine {
     /// topic that was not open waits to be opened until it is copied.
     /// `docs/OPERATIONS.md` has the design and how to restore.
     ///
-    /// A PostgreSQL engine ([`Engine::connect`]) fails with
+    /// A PostgreSQL engine (`Engine::connect`) fails with
     /// [`BackupError::Unsupported`]: back the database up with its own
     /// tools (`pg_dump`, or base backups with WAL archiving).
     ///

@@ -359,7 +359,7 @@ impl Engine {
     }
 
     /// Whether the engine keeps its topics in PostgreSQL
-    /// ([`Engine::connect`]) rather than in a data directory.
+    /// (`Engine::connect`, feature `postgres`) rather than in a data directory.
     pub fn is_remote(&self) -> bool {
         self.embedded().is_none()
     }

@@ -5,7 +5,7 @@
 //! link ([`Engine::locks`]). Topics it opened are shared by their handles.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 
@@ -19,6 +19,7 @@ use crate::pg::PgConfig;
 use crate::pg::link::Link;
 use crate::pg::runtime;
 use crate::pg::topics::{TopicStore, within};
+use crate::queue::remote::RemoteGroup;
 
 /// A PostgreSQL engine's state, shared by its clones.
 #[derive(Debug)]
@@ -27,7 +28,16 @@ pub(crate) struct RemoteEngine {
     store: Arc<TopicStore>,
     pub(super) locks: LockManager,
     /// The topics opened, by name.
-    topics: Mutex<HashMap<String, Arc<RemoteTopic>>>,
+    topics: Mutex<HashMap<String, Arc<RemoteEntry>>>,
+}
+
+/// A PostgreSQL topic as the engine holds it: the topic, and the worker
+/// groups its handles opened in this process (their workers share one
+/// group: its counts, the bell a run loop's stop rings).
+#[derive(Debug)]
+pub(crate) struct RemoteEntry {
+    pub(crate) topic: Arc<RemoteTopic>,
+    pub(crate) groups: Mutex<HashMap<String, Weak<RemoteGroup>>>,
 }
 
 impl Engine {
@@ -98,7 +108,7 @@ impl RemoteEngine {
             }
         };
         let mut topics = self.topics.lock();
-        if let Some(open) = topics.get(name).filter(|open| open.id == info.id) {
+        if let Some(open) = topics.get(name).filter(|open| open.topic.id == info.id) {
             return Ok(Topic::remote(Arc::clone(open)));
         }
         let topic = Arc::new(RemoteTopic::new(
@@ -109,8 +119,9 @@ impl RemoteEngine {
             config_of(&info.settings),
             info.oldest..info.end,
         ));
-        topics.insert(name.to_owned(), Arc::clone(&topic));
-        Ok(Topic::remote(topic))
+        let entry = Arc::new(RemoteEntry { topic, groups: Mutex::new(HashMap::new()) });
+        topics.insert(name.to_owned(), Arc::clone(&entry));
+        Ok(Topic::remote(entry))
     }
 
     /// The names of the topics, sorted.

@@ -11,7 +11,7 @@ use parking_lot::Mutex;
 
 use super::{Engine, Shared};
 use crate::error::{LockError, PublishError, ReadError, TopicError};
-use crate::lock::{LockRequest, Session};
+use crate::lock::{LockRequest, LockSet, Session, SessionOwned};
 use crate::log::names::{check_group_name, check_new_name, check_topic_name};
 #[cfg(feature = "postgres")]
 use crate::log::remote::RemoteTopic;
@@ -51,7 +51,7 @@ pub struct Topic {
 enum Kind {
     Embedded(Arc<OpenTopic>),
     #[cfg(feature = "postgres")]
-    Postgres(Arc<RemoteTopic>),
+    Postgres(Arc<super::remote::RemoteEntry>),
 }
 
 /// A topic as the engine holds it while it is open.
@@ -100,8 +100,17 @@ impl Topic {
     }
 
     #[cfg(feature = "postgres")]
-    pub(crate) fn remote(topic: Arc<RemoteTopic>) -> Topic {
-        Topic { kind: Kind::Postgres(topic) }
+    pub(crate) fn remote(entry: Arc<super::remote::RemoteEntry>) -> Topic {
+        Topic { kind: Kind::Postgres(entry) }
+    }
+
+    /// The PostgreSQL topic, if it is one.
+    #[cfg(feature = "postgres")]
+    fn remote_topic(&self) -> Option<&Arc<RemoteTopic>> {
+        match &self.kind {
+            Kind::Postgres(entry) => Some(&entry.topic),
+            Kind::Embedded(_) => None,
+        }
     }
 
     /// The embedded topic's log. Only called on the embedded paths.
@@ -118,7 +127,7 @@ impl Topic {
         match &self.kind {
             Kind::Embedded(entry) => entry.log.name(),
             #[cfg(feature = "postgres")]
-            Kind::Postgres(topic) => &topic.name,
+            Kind::Postgres(entry) => &entry.topic.name,
         }
     }
 
@@ -128,9 +137,9 @@ impl Topic {
         match &self.kind {
             Kind::Embedded(entry) => entry.log.publish(payload),
             #[cfg(feature = "postgres")]
-            Kind::Postgres(topic) => {
+            Kind::Postgres(entry) => {
                 let message = Message::new(bytes::Bytes::copy_from_slice(payload.as_ref()));
-                Ok(topic.publish_batch(vec![message])?.start)
+                Ok(entry.topic.publish_batch(vec![message])?.start)
             }
         }
     }
@@ -140,7 +149,7 @@ impl Topic {
         match &self.kind {
             Kind::Embedded(entry) => entry.log.publish_message(message),
             #[cfg(feature = "postgres")]
-            Kind::Postgres(topic) => Ok(topic.publish_batch(vec![message])?.start),
+            Kind::Postgres(entry) => Ok(entry.topic.publish_batch(vec![message])?.start),
         }
     }
 
@@ -156,7 +165,7 @@ impl Topic {
         match &self.kind {
             Kind::Embedded(entry) => entry.log.publish_batch(messages),
             #[cfg(feature = "postgres")]
-            Kind::Postgres(topic) => topic.publish_batch(messages.into_iter().map(Into::into).collect()),
+            Kind::Postgres(entry) => entry.topic.publish_batch(messages.into_iter().map(Into::into).collect()),
         }
     }
 
@@ -202,7 +211,7 @@ impl Topic {
         match &self.kind {
             Kind::Embedded(entry) => Publish::new(entry.log.clone(), messages, finish),
             #[cfg(feature = "postgres")]
-            Kind::Postgres(topic) => Publish::remote(topic.publish_call(messages), finish),
+            Kind::Postgres(entry) => Publish::remote(entry.topic.publish_call(messages), finish),
         }
     }
 
@@ -211,7 +220,7 @@ impl Topic {
         match &self.kind {
             Kind::Embedded(entry) => entry.log.read(offset),
             #[cfg(feature = "postgres")]
-            Kind::Postgres(topic) => topic.read(offset),
+            Kind::Postgres(entry) => entry.topic.read(offset),
         }
     }
 
@@ -223,7 +232,7 @@ impl Topic {
         match &self.kind {
             Kind::Embedded(entry) => entry.log.recovery(),
             #[cfg(feature = "postgres")]
-            Kind::Postgres(topic) => topic.recovery(),
+            Kind::Postgres(entry) => entry.topic.recovery(),
         }
     }
 
@@ -247,7 +256,7 @@ impl Topic {
         match &self.kind {
             Kind::Embedded(entry) => entry.log.info(),
             #[cfg(feature = "postgres")]
-            Kind::Postgres(topic) => topic.info(),
+            Kind::Postgres(entry) => entry.topic.info(),
         }
     }
 
@@ -259,7 +268,56 @@ impl Topic {
         match &self.kind {
             Kind::Embedded(entry) => entry.log.verify(),
             #[cfg(feature = "postgres")]
-            Kind::Postgres(topic) => topic.verify(),
+            Kind::Postgres(entry) => entry.topic.verify(),
+        }
+    }
+
+    /// Publishes `messages` inside the caller's own PostgreSQL transaction
+    /// (the outbox; feature `postgres`): they commit or roll back with the
+    /// caller's rows, at dense offsets, and each worker group of the topic
+    /// gets them once the caller commits. `client` is a
+    /// [`tokio_postgres::Transaction`](crate::tokio_postgres::Transaction)
+    /// (or a client inside `BEGIN`), on the engine's database and schema;
+    /// name its types through [`tollgate::tokio_postgres`](crate::tokio_postgres).
+    /// The topic's row stays locked until the caller's transaction ends,
+    /// holding up the topic's other publishers: make it the transaction's
+    /// last statement. On an embedded topic it fails with
+    /// [`PublishError::Unsupported`].
+    ///
+    /// ```no_run
+    /// use tollgate::tokio_postgres::{self, NoTls};
+    /// use tollgate::{Engine, Message, PgConfig};
+    ///
+    /// # async fn order(url: &str) -> Result<(), Box<dyn std::error::Error>> {
+    /// let engine = Engine::connect(PgConfig::new(url)?)?;
+    /// let orders = engine.topic("orders")?;
+    /// let (mut client, connection) = tokio_postgres::connect(url, NoTls).await?;
+    /// tokio::spawn(connection);
+    /// let tx = client.transaction().await?;
+    /// tx.execute("INSERT INTO shop_order (id) VALUES (1001)", &[]).await?;
+    /// orders.publish_in(&tx, [Message::new("order 1001")]).await?;
+    /// tx.commit().await?; // the order row and its message, or neither
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "postgres")]
+    pub fn publish_in<'a, C, I>(
+        &self,
+        client: &'a C,
+        messages: I,
+    ) -> impl Future<Output = Result<Range<Offset>, PublishError>> + 'a
+    where
+        C: tokio_postgres::GenericClient + Sync,
+        I: IntoIterator,
+        I::Item: Into<Message>,
+    {
+        let messages: Vec<Message> = messages.into_iter().map(Into::into).collect();
+        let topic = self.remote_topic().cloned();
+        async move {
+            let Some(topic) = topic else {
+                return Err(PublishError::Unsupported { backend: "embedded", operation: "Topic::publish_in" });
+            };
+            topic.publish_in(client, messages).await
         }
     }
 
@@ -277,7 +335,7 @@ impl Topic {
         match &self.kind {
             Kind::Embedded(entry) => Subscription::open(&entry.log, group, start),
             #[cfg(feature = "postgres")]
-            Kind::Postgres(topic) => Subscription::open_remote(topic, group, start),
+            Kind::Postgres(entry) => Subscription::open_remote(&entry.topic, group, start),
         }
     }
 
@@ -297,9 +355,7 @@ impl Topic {
         let entry = match &self.kind {
             Kind::Embedded(entry) => entry,
             #[cfg(feature = "postgres")]
-            Kind::Postgres(_) => {
-                return Err(TopicError::Unsupported { backend: "postgres", setting: "worker groups (not built yet)" });
-            }
+            Kind::Postgres(entry) => return remote_worker(entry, group, config),
         };
         check_group_name(group)?;
         config.validate().map_err(|reason| TopicError::InvalidConfig { reason })?;
@@ -382,11 +438,28 @@ impl Topic {
         keys: impl IntoIterator<Item = K>,
         request: impl Into<LockRequest>,
     ) -> Result<Transaction, LockError> {
-        #[cfg(feature = "postgres")]
-        if let Kind::Postgres(_) = &self.kind {
-            return Err(LockError::InvalidRequest { reason: "transactions on PostgreSQL topics are not built yet" });
+        self.check_session(session)?;
+        let locks = session.acquire_all(keys, request.into())?;
+        Ok(self.transaction_of(locks))
+    }
+
+    /// Refuses a session whose locks are kept by another backend than the
+    /// topic: the commit could not check them.
+    fn check_session(&self, session: &Session) -> Result<(), LockError> {
+        if session.is_remote() != matches!(self.kind, Kind::Embedded(_)) {
+            return Ok(());
         }
-        Ok(Transaction::new(self.log().clone(), session.acquire_all(keys, request.into())?))
+        Err(LockError::InvalidRequest {
+            reason: "the session's lock manager and the topic are of different backends: use Engine::locks",
+        })
+    }
+
+    fn transaction_of(&self, locks: LockSet<'static, SessionOwned>) -> Transaction {
+        match &self.kind {
+            Kind::Embedded(entry) => Transaction::new(entry.log.clone(), locks),
+            #[cfg(feature = "postgres")]
+            Kind::Postgres(entry) => Transaction::remote(Arc::clone(&entry.topic), locks),
+        }
     }
 
     /// The async form of [`transaction`](Self::transaction): waits for the
@@ -419,14 +492,41 @@ impl Topic {
         keys: impl IntoIterator<Item = K>,
         request: impl Into<LockRequest>,
     ) -> impl Future<Output = Result<Transaction, LockError>> + 'a {
+        let checked = self.check_session(session);
         let locks = session.acquire_all_async(keys, request.into());
-        let log = match &self.kind {
-            Kind::Embedded(entry) => Ok(entry.log.clone()),
-            #[cfg(feature = "postgres")]
-            Kind::Postgres(_) => {
-                Err(LockError::InvalidRequest { reason: "transactions on PostgreSQL topics are not built yet" })
-            }
-        };
-        async move { Ok(Transaction::new(log?, locks.await?)) }
+        let topic = self.clone();
+        async move {
+            checked?;
+            Ok(topic.transaction_of(locks.await?))
+        }
     }
+}
+
+/// A worker of the PostgreSQL group `group` of `entry`'s topic: the group
+/// is opened in the database on first use in this process (creating it and
+/// its dead-letter topic if needed), then shared.
+#[cfg(feature = "postgres")]
+fn remote_worker(entry: &super::remote::RemoteEntry, group: &str, config: QueueConfig) -> Result<Worker, TopicError> {
+    use crate::queue::remote::RemoteGroup;
+    check_group_name(group)?;
+    config.validate().map_err(|reason| TopicError::InvalidConfig { reason })?;
+    let topic = &entry.topic;
+    let dead_letter_name = config.dead_letter_topic.clone().unwrap_or_else(|| format!("{}.dlq", topic.name));
+    check_topic_name(&dead_letter_name)?;
+    if dead_letter_name == topic.name {
+        return Err(TopicError::InvalidConfig { reason: "the dead-letter topic must not be the topic itself" });
+    }
+    let mut groups = entry.groups.lock();
+    if let Some(open) = groups.get(group).and_then(Weak::upgrade) {
+        if open.config != config {
+            return Err(TopicError::GroupConfigDiffers { group: group.to_owned() });
+        }
+        return Ok(Worker::remote(open));
+    }
+    check_new_name(group)?;
+    check_new_name(&dead_letter_name)?;
+    let opened = Arc::new(RemoteGroup::open(topic, group, config)?);
+    groups.retain(|_, g| g.strong_count() > 0);
+    groups.insert(group.to_owned(), Arc::downgrade(&opened));
+    Ok(Worker::remote(opened))
 }

@@ -129,6 +129,43 @@ impl RemoteTopic {
         })
     }
 
+    /// Publishes `messages` in one transaction that first checks that
+    /// every lock of `locks` is still held (`tg.publish_locked`).
+    pub(crate) fn publish_locked_call(
+        self: &Arc<Self>,
+        messages: Vec<Message>,
+        locks: Vec<crate::pg::topics::HeldLock>,
+    ) -> Call<Result<Range<Offset>, PublishError>> {
+        use crate::pg::topics::LockedPublish;
+        let topic = Arc::clone(self);
+        Box::pin(async move {
+            let batch = topic.outgoing(&messages)?;
+            drop(messages);
+            let published = within(topic.timeout(), topic.store.publish_locked(topic.id, &batch, &locks)).await;
+            match published.map_err(PublishError::Backend)? {
+                LockedPublish::Published(range) => {
+                    topic.saw_end(range.end);
+                    Ok(Offset::new(range.start)..Offset::new(range.end))
+                }
+                LockedPublish::LockLost(key) => Err(PublishError::LockLost { key }),
+                LockedPublish::NoTopic => Err(PublishError::Deleted),
+            }
+        })
+    }
+
+    /// Publishes `messages` in the caller's transaction on `client` (the outbox).
+    pub(crate) async fn publish_in(
+        &self,
+        client: &impl tokio_postgres::GenericClient,
+        messages: Vec<Message>,
+    ) -> Result<Range<Offset>, PublishError> {
+        let batch = self.outgoing(&messages)?;
+        match self.store.publish_in(client, self.id, &batch).await.map_err(PublishError::Backend)? {
+            Some(range) => Ok(Offset::new(range.start)..Offset::new(range.end)),
+            None => Err(PublishError::Deleted),
+        }
+    }
+
     /// The blocking form of [`publish_call`](Self::publish_call).
     pub(crate) fn publish_batch(self: &Arc<Self>, messages: Vec<Message>) -> Result<Range<Offset>, PublishError> {
         runtime::block_on(self.publish_call(messages))

@@ -9,9 +9,6 @@
 //! the server. A message's delivery time is the publisher's wall clock, in
 //! microseconds since the Unix epoch, as the embedded log keeps it.
 
-// Until the queue layer's PostgreSQL handles call it, only its tests do.
-#![allow(dead_code)]
-
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::Arc;
@@ -22,11 +19,9 @@ use tokio_postgres::GenericClient;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
-use super::PgConfig;
 use super::client::millis;
 use super::db::{Db, classify};
-use super::schema;
-use crate::error::{BackendError, BackendErrorKind, OpenError};
+use crate::error::{BackendError, BackendErrorKind};
 
 /// A topic's id in the database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -290,8 +285,10 @@ pub(crate) struct GroupCounts {
     pub(crate) in_flight: u64,
 }
 
-/// What the cleanup deleted from one topic.
+/// What the cleanup deleted from one topic (for `Engine::cleanup`, not
+/// built yet; the tests run it).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(not(test), allow(dead_code, reason = "Engine::cleanup is not built yet"))]
 pub(crate) struct Cleaned {
     /// The topic's name.
     pub(crate) topic: String,
@@ -320,9 +317,11 @@ pub(crate) struct TopicStore {
 }
 
 impl TopicStore {
-    /// Prepares the schema and connects.
-    pub(crate) async fn connect(config: PgConfig) -> Result<TopicStore, OpenError> {
-        schema::prepare(&config).await?;
+    /// Prepares the schema and connects (the tests' store; the engine's
+    /// shares its link's connections).
+    #[cfg(test)]
+    pub(crate) async fn connect(config: super::PgConfig) -> Result<TopicStore, crate::error::OpenError> {
+        super::schema::prepare(&config).await?;
         Ok(TopicStore::new(Arc::new(Db::new(config))))
     }
 
@@ -485,6 +484,7 @@ impl TopicStore {
     }
 
     /// Consumer group `group`'s committed offset in `topic`, if it has one.
+    #[cfg_attr(not(test), allow(dead_code, reason = "the tests read it; the API has its own copy"))]
     pub(crate) async fn committed(&self, topic: TopicId, group: &str) -> Result<Option<u64>, BackendError> {
         let row = self.db.query_one("SELECT tg.committed_offset($1, $2)", &[&topic.0, &group]).await?;
         Ok(row.get::<_, Option<i64>>(0).map(offset))
@@ -554,6 +554,7 @@ impl TopicStore {
 
     /// Milliseconds until a job of `group` may be received (zero: now);
     /// `None` if it has no job.
+    #[cfg_attr(not(test), allow(dead_code, reason = "the tests read it; the API has its own copy"))]
     pub(crate) async fn next_visible(&self, group: GroupId) -> Result<Option<Duration>, BackendError> {
         let row = self.db.query_one("SELECT tg.next_visible($1)", &[&group.0]).await?;
         Ok(row.get::<_, Option<i64>>(0).map(ms))
@@ -629,6 +630,7 @@ impl TopicStore {
     /// `batch` per transaction (the topics it looks at wait for it), until
     /// none is left or `rounds` transactions ran. What each topic lost, by
     /// name.
+    #[cfg_attr(not(test), allow(dead_code, reason = "Engine::cleanup is not built yet"))]
     pub(crate) async fn cleanup(&self, batch: u32, rounds: u32) -> Result<Vec<Cleaned>, BackendError> {
         let limit = i32::try_from(batch.max(1)).unwrap_or(i32::MAX);
         let mut cleaned: BTreeMap<String, (u64, u64)> = BTreeMap::new();
@@ -877,7 +879,6 @@ fn unexpected_rows(call: &str) -> BackendError {
 #[cfg(test)]
 mod tests {
     use std::collections::{BTreeMap, HashMap};
-    use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::{SystemTime, UNIX_EPOCH};
 
     use parking_lot::Mutex;
@@ -885,26 +886,16 @@ mod tests {
 
     use super::*;
     use crate::log::KeyPattern;
+    use crate::pg::PgConfig;
     use crate::pg::db;
 
-    /// The server the tests run against: `TOLLGATE_PG_URL`.
-    fn test_url() -> String {
-        std::env::var("TOLLGATE_PG_URL").unwrap_or_else(|_| {
-            panic!(
-                "the PostgreSQL tests need a server: set TOLLGATE_PG_URL, e.g. \
-                 postgres://postgres@127.0.0.1:5432/postgres (each test works in a schema of its own)"
-            )
-        })
-    }
-
-    /// Settings for a schema of the test's own.
+    /// Settings for a schema of the test's own on the test server
+    /// (`tollgate-pgtemp`: a throwaway server, or `TOLLGATE_PG_URL`).
     fn test_config() -> PgConfig {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let seconds = SystemTime::now().duration_since(UNIX_EPOCH).expect("after 1970").as_secs();
-        let schema = format!("tq_{}_{seconds}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
-        PgConfig::new(&test_url())
-            .expect("TOLLGATE_PG_URL parses")
-            .schema(&schema)
+        let server = tollgate_pgtemp::server();
+        PgConfig::new(&server.url())
+            .expect("the test server's URL parses")
+            .schema(&server.schema_name())
             .expect("a valid name")
             .connections(2)
     }

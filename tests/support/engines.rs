@@ -57,6 +57,7 @@ pub fn postgres() -> Store {
     Store { dir: None, config: Some(config) }
 }
 
+#[allow(unused_macros)] // each test binary uses some of it
 macro_rules! on_every_engine {
     ($($rule:ident),* $(,)?) => {
         mod embedded {
