@@ -470,6 +470,22 @@ pub enum TopicError {
     /// The engine was closed (its last handle dropped).
     #[error("the engine was closed")]
     Closed,
+    /// The backend cannot provide a setting that was asked for: a
+    /// [`TopicConfig`](crate::TopicConfig) field that only means something
+    /// for files on disk (segment size, retention by bytes), set to other
+    /// than its default on PostgreSQL.
+    #[error("the {backend} backend does not support {setting}")]
+    Unsupported {
+        /// The backend: `"postgres"` or `"embedded"`.
+        backend: &'static str,
+        /// The setting or operation.
+        setting: &'static str,
+    },
+    /// The PostgreSQL backend could not reach the database, or the database
+    /// refused the operation (see [`BackendError`]: the operation's outcome
+    /// may be unknown).
+    #[error(transparent)]
+    Backend(BackendError),
     /// The file system refused.
     #[error(transparent)]
     Io(#[from] IoError),
@@ -520,6 +536,11 @@ pub enum QueueError {
     /// The topic was deleted.
     #[error("the topic was deleted")]
     Deleted,
+    /// The PostgreSQL backend could not reach the database, or the database
+    /// refused the operation (see [`BackendError`]: the operation's outcome
+    /// may be unknown).
+    #[error(transparent)]
+    Backend(BackendError),
     /// The engine was closed (its last handle dropped): deliveries can no
     /// longer be settled, and their messages are delivered again after a
     /// restart.
@@ -615,6 +636,29 @@ pub enum PublishError {
     /// survived).
     #[error("an earlier I/O error on this topic stops further writes; reopen the engine to recover")]
     PreviousIo,
+    /// A lock of the [`Transaction`](crate::Transaction) was no longer held
+    /// when it committed (its lease ran out, or, on PostgreSQL, this
+    /// process's registration lapsed): nothing was published. Checked in the
+    /// same database transaction as the publish on PostgreSQL.
+    #[error("the lock on {} was lost before the commit: nothing was published", Escaped::text(key))]
+    LockLost {
+        /// The key whose lock was lost.
+        key: String,
+    },
+    /// The operation needs another backend: `Topic::publish_in`
+    /// on an embedded topic, say.
+    #[error("{operation} is not supported by the {backend} backend")]
+    Unsupported {
+        /// The topic's backend: `"embedded"` or `"postgres"`.
+        backend: &'static str,
+        /// What was asked for.
+        operation: &'static str,
+    },
+    /// The PostgreSQL backend could not reach the database, or the database
+    /// refused the operation (see [`BackendError`]: the operation's outcome
+    /// may be unknown).
+    #[error(transparent)]
+    Backend(BackendError),
     /// This write failed. Errors while making room (allocating space or
     /// creating the next segment; a full disk has [`IoError::kind`]
     /// `StorageFull`) fail the publish before anything is written, so
@@ -650,6 +694,11 @@ pub enum ReadError {
     /// The topic was deleted while this handle was open.
     #[error("the topic was deleted")]
     Deleted,
+    /// The PostgreSQL backend could not reach the database, or the database
+    /// refused the operation (see [`BackendError`]: the operation's outcome
+    /// may be unknown).
+    #[error(transparent)]
+    Backend(BackendError),
     /// The file system refused.
     #[error(transparent)]
     Io(#[from] IoError),
@@ -673,6 +722,11 @@ pub enum CommitError {
     /// The engine was closed (its last handle dropped).
     #[error("the engine was closed")]
     Closed,
+    /// The PostgreSQL backend could not reach the database, or the database
+    /// refused the operation (see [`BackendError`]: the operation's outcome
+    /// may be unknown).
+    #[error(transparent)]
+    Backend(BackendError),
     /// Writing or syncing the offset file failed.
     #[error(transparent)]
     Io(#[from] IoError),
@@ -702,6 +756,10 @@ pub enum BackupError {
     /// could not be written.
     #[error(transparent)]
     Topic(TopicError),
+    /// The engine keeps its topics in PostgreSQL: back the database up
+    /// with its own tools (`pg_dump`, base backups and WAL archiving).
+    #[error("a PostgreSQL engine is backed up with PostgreSQL's tools (pg_dump), not backup_to")]
+    Unsupported,
     /// Reading the data directory or writing the copy failed.
     #[error(transparent)]
     Io(#[from] IoError),

@@ -68,6 +68,9 @@
 //! # Ok::<(), tollgate::Error>(())
 //! ```
 #![deny(unsafe_op_in_unsafe_fn)]
+// The handles match on their backend; without the feature `postgres` only
+// the embedded arm is left.
+#![cfg_attr(not(feature = "postgres"), allow(clippy::infallible_destructuring_match, clippy::match_single_binding))]
 #![warn(missing_docs)]
 
 mod engine;
@@ -89,7 +92,7 @@ mod sync;
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
-pub use engine::{BackupReport, Engine, EngineConfig, LOCK_WAIT_DEFAULT, Topic};
+pub use engine::{Backend, BackupReport, Engine, EngineConfig, LOCK_WAIT_DEFAULT, Topic};
 pub use error::{
     BackendError, BackendErrorKind, BackupError, CommitError, ConfigError, Corruption, Error, Escaped, IoError,
     LockError, OpenError, PatternError, PublishError, QueueError, ReadError, RunError, SymlinkError, TopicError,
@@ -101,3 +104,8 @@ pub use pg::{PgConfig, SCHEMA_NAME_MAX, SchemaStatus};
 pub use queue::*;
 #[cfg(feature = "sim")]
 pub use storage::SimDisk;
+/// The PostgreSQL client tollgate is built with (feature `postgres`), for
+/// [`Topic::publish_in`]: name its types through this re-export, so that
+/// the client and its transactions are of the same version.
+#[cfg(feature = "postgres")]
+pub use tokio_postgres;

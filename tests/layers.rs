@@ -17,7 +17,7 @@ const RULES: &[(&str, &[&str])] = &[
     ("storage", &["error", "sync"]),
     ("pg", &["error", "sync"]),
     ("lock", &["error", "pg", "sync"]),
-    ("log", &["error", "storage", "sync"]),
+    ("log", &["error", "pg", "storage", "sync"]),
     ("queue", &["error", "lock", "log", "pg", "storage", "sync"]),
     ("inspect", &["error", "log", "queue", "storage", "sync"]),
     ("fuzzing", &["error", "inspect", "log", "queue", "storage"]),

@@ -3,9 +3,12 @@
 
 use std::time::Duration;
 
+#[path = "support/engines.rs"]
+mod engines;
 #[allow(dead_code)] // each test binary uses some of it
 #[path = "support/fixture.rs"]
 mod fixture;
+use engines::{Store, on_every_engine};
 use fixture::{temp_engine, temp_topic, temp_topic_with};
 
 use tollgate::{
@@ -15,18 +18,6 @@ use tollgate::{
 
 fn small_segments() -> TopicConfig {
     TopicConfig { segment_bytes: 4096, max_message_bytes: 1024, ..TopicConfig::default() }
-}
-
-#[test]
-fn offsets_are_dense_and_records_read_back() {
-    let (_dir, _engine, topic) = temp_topic("orders");
-    for i in 0..100u64 {
-        assert_eq!(topic.publish(format!("order {i}")).unwrap(), Offset::new(i));
-    }
-    for i in 0..100u64 {
-        assert_eq!(topic.read(Offset::new(i)).unwrap().payload().as_ref(), format!("order {i}").as_bytes());
-    }
-    assert_eq!(topic.read(Offset::new(100)), Err(ReadError::NotWritten { requested: 100, next: 100 }));
 }
 
 #[test]
@@ -90,52 +81,6 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 }
 
 #[test]
-fn subscription_resumes_at_committed_offset() {
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let engine = Engine::open(dir.path()).unwrap();
-        let topic = engine.topic("t").unwrap();
-        for i in 0..10 {
-            topic.publish(format!("{i}")).unwrap();
-        }
-        let mut sub = topic.subscribe("billing").unwrap();
-        for _ in 0..4 {
-            sub.next().unwrap().unwrap();
-        }
-        sub.commit().unwrap();
-        assert_eq!(sub.committed(), Offset::new(4));
-        assert_eq!(sub.lag(), 6);
-        assert_eq!(sub.commit_at(Offset::new(11)), Err(CommitError::BeyondEnd { requested: 11, end: 10 }));
-    }
-    let engine = Engine::open(dir.path()).unwrap();
-    let topic = engine.topic("t").unwrap();
-    let mut sub = topic.subscribe("billing").unwrap();
-    assert_eq!(sub.next().unwrap().unwrap().offset(), Offset::new(4));
-    let mut late = topic.subscribe_with("audit", StartAt::Latest).unwrap();
-    assert!(late.next().unwrap().is_none());
-    topic.publish("x").unwrap();
-    assert_eq!(late.next().unwrap().unwrap().offset(), Offset::new(10));
-    assert!(matches!(topic.subscribe("billing"), Err(TopicError::GroupBusy { .. })));
-}
-
-#[test]
-fn parked_subscriber_wakes_on_publish() {
-    let (_dir, _engine, topic) = temp_topic("t");
-    let mut sub = topic.subscribe("g").unwrap();
-    let publisher = {
-        let topic = topic.clone();
-        std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(50));
-            topic.publish("hello").unwrap();
-        })
-    };
-    let rec = sub.next_timeout(Duration::from_secs(30)).unwrap().expect("woken by the publish");
-    assert_eq!(rec.payload().as_ref(), b"hello");
-    publisher.join().unwrap();
-    assert!(sub.next_timeout(Duration::from_millis(5)).unwrap().is_none());
-}
-
-#[test]
 fn sync_durability_with_concurrent_publishers() {
     let config = TopicConfig { durability: Durability::Sync, ..small_segments() };
     let (_dir, _engine, topic) = temp_topic_with("t", config);
@@ -155,20 +100,6 @@ fn sync_durability_with_concurrent_publishers() {
     let info = topic.info();
     assert_eq!(info.next, Offset::new(200));
     assert_eq!(info.durable, Offset::new(200));
-}
-
-#[test]
-fn bad_names_are_refused() {
-    let (_dir, engine) = temp_engine();
-    let long = "x".repeat(256);
-    for name in ["", ".", "..", "a/b", "a\\b", "a\0b", long.as_str()] {
-        assert!(matches!(engine.topic(name), Err(TopicError::InvalidName { .. })), "{name:?}");
-    }
-    let topic = engine.topic("ok").unwrap();
-    for name in ["", "..", "../x"] {
-        assert!(matches!(topic.subscribe(name), Err(TopicError::InvalidName { .. })), "{name:?}");
-    }
-    assert_eq!(engine.topics().unwrap(), ["ok"]);
 }
 
 /// A name a terminal obeys: it sets the window title and clears the screen.
@@ -253,19 +184,6 @@ fn error_messages_escape_control_characters() {
         assert_no_control_characters(&message);
         assert!(message.contains(r"\u{1b}]0;pwned\u{7}\u{1b}[2JRED"), "{message}");
     }
-}
-
-#[test]
-fn oversized_messages_are_refused() {
-    let (_dir, _engine, topic) = temp_topic_with("t", small_segments());
-    assert_eq!(topic.publish(vec![0u8; 1025]), Err(PublishError::TooLarge { bytes: 1025, max: 1024 }));
-    assert_eq!(topic.info().next, Offset::new(0));
-    let batch: Vec<Message> = (0..10).map(|_| Message::new(vec![1u8; 1000])).collect();
-    assert!(matches!(topic.publish_batch(batch), Err(PublishError::TooLarge { .. })));
-    assert_eq!(
-        topic.publish_batch(Vec::<Message>::new()),
-        Err(PublishError::InvalidMessage { reason: "a batch needs at least one message" })
-    );
 }
 
 /// `config` with a lock wait of `wait`.
@@ -718,82 +636,6 @@ fn retention_by_age_deletes_old_segments() {
 }
 
 #[test]
-fn deleted_topic_is_gone_and_its_handles_fail() {
-    let (_dir, engine, topic) = temp_topic("t");
-    topic.publish("x").unwrap();
-    engine.delete_topic("t").unwrap();
-    assert_eq!(topic.publish("y"), Err(PublishError::Deleted));
-    assert!(engine.topics().unwrap().is_empty());
-    assert!(matches!(engine.delete_topic("t"), Err(TopicError::NotFound { .. })));
-    let again = engine.topic("t").unwrap();
-    assert_eq!(again.info().next, Offset::new(0));
-}
-
-#[test]
-fn create_topic_refuses_existing_and_bad_config() {
-    let (_dir, engine) = temp_engine();
-    engine.topic("t").unwrap();
-    assert!(matches!(engine.create_topic("t", TopicConfig::default()), Err(TopicError::AlreadyExists { .. })));
-    let bad = TopicConfig { segment_bytes: 10, ..TopicConfig::default() };
-    assert!(matches!(engine.create_topic("u", bad), Err(TopicError::InvalidConfig { .. })));
-    assert_eq!(engine.topics().unwrap(), ["t"]);
-}
-
-#[test]
-fn topic_config_persists_across_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = TopicConfig { durability: Durability::Interval(Duration::from_millis(5)), ..small_segments() };
-    {
-        let engine = Engine::open(dir.path()).unwrap();
-        engine.create_topic("t", config).unwrap();
-    }
-    let engine = Engine::open(dir.path()).unwrap();
-    assert_eq!(engine.topic("t").unwrap().info().config, config);
-}
-
-#[test]
-fn batches_take_strings_byte_vectors_and_messages() {
-    let (_dir, _engine, topic) = temp_topic("t");
-    let texts: Vec<String> = (0..3).map(|i| format!("order {i}")).collect();
-    assert_eq!(topic.publish_batch(texts).unwrap(), Offset::new(0)..Offset::new(3));
-    assert_eq!(topic.publish_batch([b"raw".to_vec()]).unwrap(), Offset::new(3)..Offset::new(4));
-    assert_eq!(topic.read(Offset::new(2)).unwrap().payload().as_ref(), b"order 2");
-    assert_eq!(topic.read(Offset::new(3)).unwrap().payload().as_ref(), b"raw");
-}
-
-#[test]
-fn batches_get_consecutive_offsets_between_concurrent_publishers() {
-    let (_dir, _engine, topic) = temp_topic_with("t", small_segments());
-    let threads: Vec<_> = (0..3)
-        .map(|t| {
-            let topic = topic.clone();
-            std::thread::spawn(move || {
-                for b in 0..100 {
-                    let msgs: Vec<Message> = (0..5).map(|i| Message::new(format!("{t}:{b}:{i}"))).collect();
-                    let range = topic.publish_batch(msgs).unwrap();
-                    assert_eq!(range.end.get() - range.start.get(), 5);
-                }
-            })
-        })
-        .collect();
-    for t in threads {
-        t.join().unwrap();
-    }
-    let mut sub = topic.subscribe("g").unwrap();
-    let mut count = 0;
-    while let Some(first) = sub.next().unwrap() {
-        let name = std::str::from_utf8(first.payload()).unwrap().to_owned();
-        let (prefix, i) = name.rsplit_once(':').unwrap();
-        assert_eq!(i, "0", "a batch's records are consecutive");
-        for i in 1..5 {
-            assert_eq!(sub.next().unwrap().unwrap().payload().as_ref(), format!("{prefix}:{i}").as_bytes());
-        }
-        count += 5;
-    }
-    assert_eq!(count, 1500);
-}
-
-#[test]
 fn interval_durability_syncs_in_the_background() {
     let config = TopicConfig { durability: Durability::Interval(Duration::from_millis(5)), ..small_segments() };
     let (_dir, _engine, topic) = temp_topic_with("t", config);
@@ -961,13 +803,6 @@ fn verify_is_clean_while_publishing() {
     assert_eq!(false_alarms, 0);
 }
 
-#[test]
-fn group_names_leave_room_for_the_file_suffix() {
-    let (_dir, _engine, topic) = temp_topic("t");
-    assert!(topic.subscribe(&"g".repeat(248)).is_ok());
-    assert!(matches!(topic.subscribe(&"g".repeat(249)), Err(TopicError::InvalidName { .. })));
-}
-
 /// Regression: every sealed segment stayed mapped with its file open, so a
 /// long log ran out of file descriptors (`ulimit -n`) and mappings.
 #[test]
@@ -982,4 +817,309 @@ fn sealed_segments_do_not_keep_file_descriptors() {
     // segments used to hold 3000.
     assert!(open_fds() < 1000, "{} descriptors open", open_fds());
     assert_eq!(topic.verify().unwrap(), topic.info().next.get());
+}
+
+// The rules that hold on every backend: the same test on an embedded
+// engine and (feature `postgres`) on PostgreSQL.
+on_every_engine!(
+    offsets_are_dense_and_records_read_back,
+    subscription_resumes_at_committed_offset,
+    parked_subscriber_wakes_on_publish,
+    bad_names_are_refused,
+    oversized_messages_are_refused,
+    deleted_topic_is_gone_and_its_handles_fail,
+    create_topic_refuses_existing_and_bad_config,
+    topic_config_persists_across_reopen,
+    batches_take_strings_byte_vectors_and_messages,
+    batches_get_consecutive_offsets_between_concurrent_publishers,
+    group_names_leave_room_for_the_file_suffix,
+    records_keep_keys_headers_priorities_and_delivery_times,
+    async_publishes_streams_and_commits,
+    seeking_and_filters,
+);
+
+fn offsets_are_dense_and_records_read_back(store: Store) {
+    let engine = store.open();
+    let topic = engine.topic("orders").unwrap();
+    for i in 0..100u64 {
+        assert_eq!(topic.publish(format!("order {i}")).unwrap(), Offset::new(i));
+    }
+    for i in 0..100u64 {
+        assert_eq!(topic.read(Offset::new(i)).unwrap().payload().as_ref(), format!("order {i}").as_bytes());
+    }
+    assert_eq!(topic.read(Offset::new(100)), Err(ReadError::NotWritten { requested: 100, next: 100 }));
+    assert_eq!(topic.verify().unwrap(), 100);
+}
+
+fn subscription_resumes_at_committed_offset(store: Store) {
+    {
+        let engine = store.open();
+        let topic = engine.topic("t").unwrap();
+        for i in 0..10 {
+            topic.publish(format!("{i}")).unwrap();
+        }
+        let mut sub = topic.subscribe("billing").unwrap();
+        for _ in 0..4 {
+            sub.next().unwrap().unwrap();
+        }
+        sub.commit().unwrap();
+        assert_eq!(sub.committed(), Offset::new(4));
+        assert_eq!(sub.lag(), 6);
+        assert_eq!(sub.commit_at(Offset::new(11)), Err(CommitError::BeyondEnd { requested: 11, end: 10 }));
+    }
+    let engine = store.open();
+    let topic = engine.topic("t").unwrap();
+    let mut sub = topic.subscribe("billing").unwrap();
+    assert_eq!(sub.next().unwrap().unwrap().offset(), Offset::new(4));
+    let mut late = topic.subscribe_with("audit", StartAt::Latest).unwrap();
+    assert!(late.next().unwrap().is_none());
+    topic.publish("x").unwrap();
+    assert_eq!(late.next().unwrap().unwrap().offset(), Offset::new(10));
+    assert!(matches!(topic.subscribe("billing"), Err(TopicError::GroupBusy { .. })));
+}
+
+fn parked_subscriber_wakes_on_publish(store: Store) {
+    let engine = store.open();
+    let topic = engine.topic("t").unwrap();
+    let mut sub = topic.subscribe("g").unwrap();
+    let publisher = {
+        let topic = topic.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            topic.publish("hello").unwrap();
+        })
+    };
+    let rec = sub.next_timeout(Duration::from_secs(30)).unwrap().expect("woken by the publish");
+    assert_eq!(rec.payload().as_ref(), b"hello");
+    publisher.join().unwrap();
+    assert!(sub.next_timeout(Duration::from_millis(5)).unwrap().is_none());
+}
+
+fn bad_names_are_refused(store: Store) {
+    let engine = store.open();
+    let long = "x".repeat(256);
+    for name in ["", ".", "..", "a/b", "a\\b", "a\0b", long.as_str()] {
+        assert!(matches!(engine.topic(name), Err(TopicError::InvalidName { .. })), "{name:?}");
+    }
+    let topic = engine.topic("ok").unwrap();
+    for name in ["", "..", "../x"] {
+        assert!(matches!(topic.subscribe(name), Err(TopicError::InvalidName { .. })), "{name:?}");
+    }
+    assert_eq!(engine.topics().unwrap(), ["ok"]);
+}
+
+fn oversized_messages_are_refused(store: Store) {
+    let engine = store.open();
+    let config = if store.is_postgres() {
+        TopicConfig { max_message_bytes: 1024, ..TopicConfig::default() }
+    } else {
+        small_segments()
+    };
+    let topic = engine.create_topic("t", config).unwrap();
+    assert_eq!(topic.publish(vec![0u8; 1025]), Err(PublishError::TooLarge { bytes: 1025, max: 1024 }));
+    assert_eq!(topic.info().next, Offset::new(0));
+    if !store.is_postgres() {
+        // A batch must fit in one segment (PostgreSQL has none).
+        let batch: Vec<Message> = (0..10).map(|_| Message::new(vec![1u8; 1000])).collect();
+        assert!(matches!(topic.publish_batch(batch), Err(PublishError::TooLarge { .. })));
+    }
+    assert_eq!(
+        topic.publish_batch(Vec::<Message>::new()),
+        Err(PublishError::InvalidMessage { reason: "a batch needs at least one message" })
+    );
+    let reserved = Message::new("x").header("tollgate.priority", "1");
+    assert!(matches!(topic.publish_message(reserved), Err(PublishError::InvalidMessage { .. })));
+    assert_eq!(topic.info().next, Offset::new(0));
+}
+
+fn deleted_topic_is_gone_and_its_handles_fail(store: Store) {
+    let engine = store.open();
+    let topic = engine.topic("t").unwrap();
+    topic.publish("x").unwrap();
+    engine.delete_topic("t").unwrap();
+    assert_eq!(topic.publish("y"), Err(PublishError::Deleted));
+    assert_eq!(topic.read(Offset::new(0)), Err(ReadError::Deleted));
+    assert!(engine.topics().unwrap().is_empty());
+    assert!(matches!(engine.delete_topic("t"), Err(TopicError::NotFound { .. })));
+    let again = engine.topic("t").unwrap();
+    assert_eq!(again.info().next, Offset::new(0));
+}
+
+fn create_topic_refuses_existing_and_bad_config(store: Store) {
+    let engine = store.open();
+    engine.topic("t").unwrap();
+    assert!(matches!(engine.create_topic("t", TopicConfig::default()), Err(TopicError::AlreadyExists { .. })));
+    let bad = TopicConfig { segment_bytes: 10, ..TopicConfig::default() };
+    assert!(matches!(engine.create_topic("u", bad), Err(TopicError::InvalidConfig { .. })));
+    if store.is_postgres() {
+        // Settings of files on disk: typed errors, never ignored.
+        let segments = TopicConfig { segment_bytes: 32 << 20, ..TopicConfig::default() };
+        let unsupported = TopicError::Unsupported { backend: "postgres", setting: "TopicConfig::segment_bytes" };
+        assert_eq!(engine.create_topic("u", segments).unwrap_err(), unsupported);
+        let bytes = TopicConfig { retention_bytes: Some(1 << 30), ..TopicConfig::default() };
+        assert!(matches!(engine.create_topic("u", bytes), Err(TopicError::Unsupported { .. })));
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(engine.backup_to(dir.path().join("copy")).unwrap_err(), tollgate::BackupError::Unsupported);
+    }
+    assert_eq!(engine.topics().unwrap(), ["t"]);
+}
+
+fn topic_config_persists_across_reopen(store: Store) {
+    let config = TopicConfig {
+        durability: Durability::Interval(Duration::from_millis(5)),
+        max_message_bytes: 1024,
+        ..if store.is_postgres() { TopicConfig::default() } else { small_segments() }
+    };
+    {
+        let engine = store.open();
+        engine.create_topic("t", config).unwrap();
+    }
+    let engine = store.open();
+    assert_eq!(engine.topic("t").unwrap().info().config, config);
+}
+
+fn batches_take_strings_byte_vectors_and_messages(store: Store) {
+    let engine = store.open();
+    let topic = engine.topic("t").unwrap();
+    let texts: Vec<String> = (0..3).map(|i| format!("order {i}")).collect();
+    assert_eq!(topic.publish_batch(texts).unwrap(), Offset::new(0)..Offset::new(3));
+    assert_eq!(topic.publish_batch([b"raw".to_vec()]).unwrap(), Offset::new(3)..Offset::new(4));
+    assert_eq!(topic.read(Offset::new(2)).unwrap().payload().as_ref(), b"order 2");
+    assert_eq!(topic.read(Offset::new(3)).unwrap().payload().as_ref(), b"raw");
+}
+
+fn batches_get_consecutive_offsets_between_concurrent_publishers(store: Store) {
+    let engine = store.open();
+    let topic = if store.is_postgres() {
+        engine.topic("t").unwrap()
+    } else {
+        engine.create_topic("t", small_segments()).unwrap()
+    };
+    let threads: Vec<_> = (0..3)
+        .map(|t| {
+            let topic = topic.clone();
+            std::thread::spawn(move || {
+                for b in 0..100 {
+                    let msgs: Vec<Message> = (0..5).map(|i| Message::new(format!("{t}:{b}:{i}"))).collect();
+                    let range = topic.publish_batch(msgs).unwrap();
+                    assert_eq!(range.end.get() - range.start.get(), 5);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let mut sub = topic.subscribe("g").unwrap();
+    let mut count = 0;
+    while let Some(first) = sub.next().unwrap() {
+        assert_eq!(first.offset().get(), count, "offsets are dense");
+        let name = std::str::from_utf8(first.payload()).unwrap().to_owned();
+        let (prefix, i) = name.rsplit_once(':').unwrap();
+        assert_eq!(i, "0", "a batch's records are consecutive");
+        for i in 1..5 {
+            assert_eq!(sub.next().unwrap().unwrap().payload().as_ref(), format!("{prefix}:{i}").as_bytes());
+        }
+        count += 5;
+    }
+    assert_eq!(count, 1500);
+}
+
+fn group_names_leave_room_for_the_file_suffix(store: Store) {
+    let engine = store.open();
+    let topic = engine.topic("t").unwrap();
+    assert!(topic.subscribe(&"g".repeat(248)).is_ok());
+    assert!(matches!(topic.subscribe(&"g".repeat(249)), Err(TopicError::InvalidName { .. })));
+}
+
+fn records_keep_keys_headers_priorities_and_delivery_times(store: Store) {
+    let engine = store.open();
+    let topic = engine.topic("t").unwrap();
+    let at = std::time::UNIX_EPOCH + Duration::from_secs(1_000_000);
+    let message = Message::new("body").key("order.1").header("type", "created").header("type", "").priority(7);
+    topic.publish_message(message.deliver_at(at)).unwrap();
+    topic.publish_message(Message::new("plain")).unwrap();
+    let first = topic.read(Offset::new(0)).unwrap();
+    assert_eq!(first.key(), Some("order.1"));
+    assert_eq!(first.payload().as_ref(), b"body");
+    assert_eq!(first.priority(), 7);
+    assert_eq!(first.deliver_at_us(), Some(1_000_000_000_000));
+    let user: Vec<(&str, &[u8])> = first.headers().filter(|(name, _)| !name.starts_with("tollgate.")).collect();
+    assert_eq!(user, [("type", &b"created"[..]), ("type", &b""[..])]);
+    assert_eq!(first.header("type"), Some(&b"created"[..]));
+    assert!(first.timestamp_us() > 0);
+    let second = topic.read(Offset::new(1)).unwrap();
+    assert_eq!((second.key(), second.priority(), second.deliver_at_us(), second.headers().count()), (None, 0, None, 0));
+}
+
+fn async_publishes_streams_and_commits(store: Store) {
+    use futures_core::Stream;
+    use std::future::poll_fn;
+    use std::pin::Pin;
+    let engine = store.open();
+    let topic = engine.topic("t").unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        assert_eq!(topic.publish_async("a").await.unwrap(), Offset::new(0));
+        assert_eq!(topic.publish_message_async(Message::new("b").key("k")).await.unwrap(), Offset::new(1));
+        assert_eq!(topic.publish_batch_async(["c", "d"]).await.unwrap(), Offset::new(2)..Offset::new(4));
+        let mut sub = topic.subscribe("g").unwrap();
+        let first = sub.next_async(Duration::from_secs(10)).await.unwrap().unwrap();
+        assert_eq!(first.payload().as_ref(), b"a");
+        sub.commit_async().await.unwrap();
+        assert_eq!(sub.committed(), Offset::new(1));
+        let progress = sub.progress();
+        assert_eq!(progress.lag(), 3);
+        let mut records = sub.records();
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            let record = poll_fn(|cx| Pin::new(&mut records).poll_next(cx)).await.unwrap().unwrap();
+            seen.push(record.offset().get());
+        }
+        assert_eq!(seen, [1, 2, 3]);
+        // Waiting in the stream: a publish from another thread wakes it.
+        let publisher = {
+            let topic = topic.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(20));
+                topic.publish("e").unwrap();
+            })
+        };
+        let record = poll_fn(|cx| Pin::new(&mut records).poll_next(cx)).await.unwrap().unwrap();
+        assert_eq!(record.payload().as_ref(), b"e");
+        publisher.join().unwrap();
+        records.subscription_mut().commit_at_async(Offset::new(5)).await.unwrap();
+        assert_eq!(progress.committed(), Offset::new(5));
+        assert_eq!(progress.position(), Offset::new(5));
+        assert_eq!(progress.lag(), 0);
+        let mut sub = records.into_subscription();
+        assert!(sub.next_async(Duration::from_millis(10)).await.unwrap().is_none());
+    });
+}
+
+fn seeking_and_filters(store: Store) {
+    let engine = store.open();
+    let topic = engine.topic("events").unwrap();
+    for (i, key) in ["order.created", "cart.updated", "order.paid", "other"].iter().enumerate() {
+        topic.publish_message(Message::new(format!("{i}")).key(*key)).unwrap();
+    }
+    let mut sub = topic.subscribe("audit").unwrap();
+    sub.set_filter(Some(tollgate::KeyPattern::new("order.#").unwrap()));
+    assert_eq!(sub.next().unwrap().unwrap().offset(), Offset::new(0));
+    assert_eq!(sub.next().unwrap().unwrap().offset(), Offset::new(2));
+    assert!(sub.next().unwrap().is_none());
+    assert_eq!(sub.position(), Offset::new(4), "skipped records move the position");
+    sub.seek(Offset::new(1)).unwrap();
+    sub.set_filter(None);
+    assert_eq!(sub.next().unwrap().unwrap().offset(), Offset::new(1));
+    assert_eq!(sub.seek(Offset::new(5)), Err(ReadError::NotWritten { requested: 5, next: 4 }));
+    assert_eq!(sub.group(), "audit");
+}
+
+#[cfg(not(feature = "postgres"))]
+#[test]
+fn a_postgres_backend_needs_the_feature() {
+    let refused = "postgres://shop@db/shop".parse::<tollgate::Backend>();
+    assert!(matches!(refused, Err(OpenError::PostgresNotBuilt)), "{refused:?}");
+    assert!(matches!("data".parse::<tollgate::Backend>(), Ok(tollgate::Backend::Embedded(_))));
 }

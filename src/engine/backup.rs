@@ -57,6 +57,10 @@ impl Engine {
     /// topic that was not open waits to be opened until it is copied.
     /// `docs/OPERATIONS.md` has the design and how to restore.
     ///
+    /// A PostgreSQL engine (`Engine::connect`) fails with
+    /// [`BackupError::Unsupported`]: back the database up with its own
+    /// tools (`pg_dump`, or base backups with WAL archiving).
+    ///
     /// ```
     /// # let dir = tempfile::tempdir()?;
     /// # let backups = tempfile::tempdir()?;
@@ -76,7 +80,8 @@ impl Engine {
     /// ```
     pub fn backup_to(&self, dest: impl AsRef<Path>) -> Result<BackupReport, BackupError> {
         let started = Instant::now();
-        let shared = &*self.shared;
+        let Some(shared) = self.embedded() else { return Err(BackupError::Unsupported) };
+        let shared = &**shared;
         let _one_at_a_time = shared.backup.lock();
         let dest = dest.as_ref();
         let created = prepare_destination(shared, dest)?;

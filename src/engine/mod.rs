@@ -9,11 +9,19 @@
 //!   retention).
 //! - `backup.rs`: [`Engine::backup_to`], a consistent copy of the directory
 //!   while it is in use.
+//! - `backend.rs`: [`Backend`], what [`Engine::start`] opens: a directory or
+//!   a PostgreSQL database; [`Engine::locks`], the lock manager that goes with it.
+//! - `remote.rs` (feature `postgres`): an engine whose topics are in
+//!   PostgreSQL ([`Engine::connect`]).
 
+mod backend;
 mod backup;
 mod flusher;
+#[cfg(feature = "postgres")]
+mod remote;
 mod topic;
 
+pub use backend::Backend;
 pub use backup::BackupReport;
 pub use topic::Topic;
 
@@ -109,7 +117,16 @@ impl Default for EngineConfig {
 /// ```
 #[derive(Clone, Debug)]
 pub struct Engine {
-    shared: Arc<Shared>,
+    kind: Kind,
+}
+
+/// What an engine is: a data directory, or (feature `postgres`) a
+/// PostgreSQL database.
+#[derive(Clone, Debug)]
+enum Kind {
+    Embedded(Arc<Shared>),
+    #[cfg(feature = "postgres")]
+    Postgres(Arc<remote::RemoteEngine>),
 }
 
 #[derive(Debug)]
@@ -128,6 +145,8 @@ pub(crate) struct Shared {
     copied: Condvar,
     /// Held by a backup for its whole run: one at a time.
     backup: Mutex<()>,
+    /// The lock manager of [`Engine::locks`], made on first use.
+    locks: std::sync::OnceLock<crate::lock::LockManager>,
     /// Held for the engine's life: the directory's lock file.
     _lock: Box<dyn Any + Send + Sync>,
 }
@@ -244,6 +263,7 @@ impl Engine {
             copying: Mutex::new(HashSet::new()),
             copied: Condvar::new(),
             backup: Mutex::new(()),
+            locks: std::sync::OnceLock::new(),
             _lock: lock,
         });
         if flusher_thread {
@@ -253,7 +273,7 @@ impl Engine {
                 .map_err(|e| io("spawn flusher for", &shared.dir, e))?;
             *shared.flusher_thread.lock() = Some(thread);
         }
-        Ok(Engine { shared })
+        Ok(Engine { kind: Kind::Embedded(shared) })
     }
 
     /// Opens (creating if needed) the data directory `dir` on a simulated
@@ -306,21 +326,69 @@ impl Engine {
     /// early.
     #[cfg(feature = "sim")]
     pub fn run_background(&self) {
-        self.shared.flusher.pass();
+        if let Some(shared) = self.embedded() {
+            shared.flusher.pass();
+        }
     }
 
     pub(crate) fn from_shared(shared: Arc<Shared>) -> Engine {
-        Engine { shared }
+        Engine { kind: Kind::Embedded(shared) }
+    }
+
+    /// The embedded engine's state; `None` for a PostgreSQL engine.
+    fn embedded(&self) -> Option<&Arc<Shared>> {
+        match &self.kind {
+            Kind::Embedded(shared) => Some(shared),
+            #[cfg(feature = "postgres")]
+            Kind::Postgres(_) => None,
+        }
     }
 
     /// How the engine opens topics and worker groups.
     pub(crate) fn recovery_mode(&self) -> RecoveryMode {
-        self.shared.config.recovery
+        self.embedded().map_or(RecoveryMode::Normal, |shared| shared.config.recovery)
     }
 
-    /// The data directory.
+    /// The data directory; for a PostgreSQL engine, an empty path.
     pub fn path(&self) -> &Path {
-        &self.shared.dir
+        match &self.kind {
+            Kind::Embedded(shared) => &shared.dir,
+            #[cfg(feature = "postgres")]
+            Kind::Postgres(_) => Path::new(""),
+        }
+    }
+
+    /// Whether the engine keeps its topics in PostgreSQL
+    /// (`Engine::connect`, feature `postgres`) rather than in a data directory.
+    pub fn is_remote(&self) -> bool {
+        self.embedded().is_none()
+    }
+
+    /// The lock manager that goes with this engine, for
+    /// [`Topic::transaction`]: for an engine on a data directory, one
+    /// manager of this process, made with the engine (every call returns a
+    /// handle to the same one); for a PostgreSQL engine, a manager whose
+    /// locks are in the same database and schema, on the engine's
+    /// connections.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// use std::time::Duration;
+    /// use tollgate::{Engine, Message};
+    ///
+    /// let engine = Engine::open(dir.path())?;
+    /// let orders = engine.topic("orders")?;
+    /// let buyer = engine.locks().session();
+    /// let tx = orders.transaction(&buyer, ["sku:1"], Duration::from_millis(50))?;
+    /// tx.commit([Message::new("order 7")])?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn locks(&self) -> crate::lock::LockManager {
+        match &self.kind {
+            Kind::Embedded(shared) => shared.locks.get_or_init(crate::lock::LockManager::new).clone(),
+            #[cfg(feature = "postgres")]
+            Kind::Postgres(remote) => remote.locks.clone(),
+        }
     }
 
     /// The topic called `name`, created with the engine's default
@@ -331,14 +399,22 @@ impl Engine {
         self.open_topic(name, None)
     }
 
-    /// Creates the topic `name` with `config`; fails if it exists.
+    /// Creates the topic `name` with `config`; fails if it exists. On
+    /// PostgreSQL, a [`TopicConfig::segment_bytes`] other than the default,
+    /// or a [`TopicConfig::retention_bytes`], is
+    /// [`TopicError::Unsupported`].
     pub fn create_topic(&self, name: &str, config: TopicConfig) -> Result<Topic, TopicError> {
         self.open_topic(name, Some(config))
     }
 
     fn open_topic(&self, name: &str, create: Option<TopicConfig>) -> Result<Topic, TopicError> {
+        let shared_arc = match &self.kind {
+            Kind::Embedded(shared) => shared,
+            #[cfg(feature = "postgres")]
+            Kind::Postgres(remote) => return remote.open_topic(name, create),
+        };
         check_topic_name(name)?;
-        let shared = &*self.shared;
+        let shared = &**shared_arc;
         let mut topics = shared.lock_topics(name, true);
         let topic_dir = shared.dir.join(TOPICS_DIR).join(name);
         let conf = topic_dir.join(TOPIC_FILE);
@@ -398,7 +474,7 @@ impl Engine {
             let flusher = Arc::clone(&shared.flusher);
             log.set_sync_requester(Box::new(move || flusher.request()));
         }
-        let open = Arc::new(OpenTopic::new(log, Arc::downgrade(&self.shared)));
+        let open = Arc::new(OpenTopic::new(log, Arc::downgrade(shared_arc)));
         topics.insert(name.to_owned(), open.clone());
         shared.flusher.add(&open);
         Ok(Topic::new(open))
@@ -406,7 +482,11 @@ impl Engine {
 
     /// The names of the topics in the directory, sorted.
     pub fn topics(&self) -> Result<Vec<String>, TopicError> {
-        let shared = &*self.shared;
+        let shared = match &self.kind {
+            Kind::Embedded(shared) => &**shared,
+            #[cfg(feature = "postgres")]
+            Kind::Postgres(remote) => return remote.topics(),
+        };
         let dir = shared.dir.join(TOPICS_DIR);
         let _topics = shared.topics.lock();
         let mut names: Vec<String> = shared
@@ -424,7 +504,11 @@ impl Engine {
     /// included. Handles to it fail with `Deleted` from then on.
     pub fn delete_topic(&self, name: &str) -> Result<(), TopicError> {
         check_topic_name(name)?;
-        let shared = &*self.shared;
+        let shared = match &self.kind {
+            Kind::Embedded(shared) => &**shared,
+            #[cfg(feature = "postgres")]
+            Kind::Postgres(remote) => return remote.delete_topic(name),
+        };
         let mut topics = shared.lock_topics(name, false);
         let topics_dir = shared.dir.join(TOPICS_DIR);
         let topic_dir = topics_dir.join(name);

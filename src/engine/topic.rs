@@ -11,8 +11,10 @@ use parking_lot::Mutex;
 
 use super::{Engine, Shared};
 use crate::error::{LockError, PublishError, ReadError, TopicError};
-use crate::lock::{LockRequest, Session};
+use crate::lock::{LockRequest, LockSet, Session, SessionOwned};
 use crate::log::names::{check_group_name, check_new_name, check_topic_name};
+#[cfg(feature = "postgres")]
+use crate::log::remote::RemoteTopic;
 use crate::log::topic::TopicLog;
 use crate::log::{Message, Offset, Publish, Record, RecoveryReport, StartAt, Subscription, TopicInfo};
 use crate::queue::dead_letter::dead_letter_config;
@@ -40,7 +42,16 @@ use crate::queue::{QueueConfig, Transaction, Worker};
 /// ```
 #[derive(Clone, Debug)]
 pub struct Topic {
-    entry: Arc<OpenTopic>,
+    kind: Kind,
+}
+
+/// What a topic is: a log in the data directory, or (feature `postgres`)
+/// rows in PostgreSQL.
+#[derive(Clone, Debug)]
+enum Kind {
+    Embedded(Arc<OpenTopic>),
+    #[cfg(feature = "postgres")]
+    Postgres(Arc<super::remote::RemoteEntry>),
 }
 
 /// A topic as the engine holds it while it is open.
@@ -85,45 +96,84 @@ impl OpenTopic {
 
 impl Topic {
     pub(crate) fn new(entry: Arc<OpenTopic>) -> Topic {
-        Topic { entry }
+        Topic { kind: Kind::Embedded(entry) }
     }
 
+    #[cfg(feature = "postgres")]
+    pub(crate) fn remote(entry: Arc<super::remote::RemoteEntry>) -> Topic {
+        Topic { kind: Kind::Postgres(entry) }
+    }
+
+    /// The PostgreSQL topic, if it is one.
+    #[cfg(feature = "postgres")]
+    fn remote_topic(&self) -> Option<&Arc<RemoteTopic>> {
+        match &self.kind {
+            Kind::Postgres(entry) => Some(&entry.topic),
+            Kind::Embedded(_) => None,
+        }
+    }
+
+    /// The embedded topic's log. Only called on the embedded paths.
     fn log(&self) -> &Arc<TopicLog> {
-        &self.entry.log
+        match &self.kind {
+            Kind::Embedded(entry) => &entry.log,
+            #[cfg(feature = "postgres")]
+            Kind::Postgres(_) => unreachable!("an embedded path of a PostgreSQL topic"),
+        }
     }
 
     /// The topic's name.
     pub fn name(&self) -> &str {
-        self.log().name()
+        match &self.kind {
+            Kind::Embedded(entry) => entry.log.name(),
+            #[cfg(feature = "postgres")]
+            Kind::Postgres(entry) => &entry.topic.name,
+        }
     }
 
     /// Publishes one payload; returns its offset once it is as durable as
     /// the topic's [`Durability`](crate::Durability) promises.
     pub fn publish(&self, payload: impl AsRef<[u8]>) -> Result<Offset, PublishError> {
-        self.log().publish(payload)
+        match &self.kind {
+            Kind::Embedded(entry) => entry.log.publish(payload),
+            #[cfg(feature = "postgres")]
+            Kind::Postgres(entry) => {
+                let message = Message::new(bytes::Bytes::copy_from_slice(payload.as_ref()));
+                Ok(entry.topic.publish_batch(vec![message])?.start)
+            }
+        }
     }
 
     /// Publishes a message with a key and headers.
     pub fn publish_message(&self, message: Message) -> Result<Offset, PublishError> {
-        self.log().publish_message(message)
+        match &self.kind {
+            Kind::Embedded(entry) => entry.log.publish_message(message),
+            #[cfg(feature = "postgres")]
+            Kind::Postgres(entry) => Ok(entry.topic.publish_batch(vec![message])?.start),
+        }
     }
 
     /// Publishes messages atomically, as one frame: after a crash either all
     /// of them are in the log, with consecutive offsets, or none is. Returns
     /// their offsets. At most 65,536 messages, and the batch must fit in one
-    /// segment.
+    /// segment. (On PostgreSQL: one transaction.)
     pub fn publish_batch<I>(&self, messages: I) -> Result<Range<Offset>, PublishError>
     where
         I: IntoIterator,
         I::Item: Into<Message>,
     {
-        self.log().publish_batch(messages)
+        match &self.kind {
+            Kind::Embedded(entry) => entry.log.publish_batch(messages),
+            #[cfg(feature = "postgres")]
+            Kind::Postgres(entry) => entry.topic.publish_batch(messages.into_iter().map(Into::into).collect()),
+        }
     }
 
     /// The async form of [`publish`](Self::publish): appends at the first
     /// poll and, on a `Sync` topic, resolves once the record is durable,
     /// without blocking the thread (the engine's flusher thread runs the
-    /// sync, shared with concurrent publishers). See [`Publish`].
+    /// sync, shared with concurrent publishers). See [`Publish`]. On
+    /// PostgreSQL it resolves once the publish's transaction committed.
     ///
     /// ```
     /// # let dir = tempfile::tempdir()?;
@@ -139,12 +189,12 @@ impl Topic {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn publish_async(&self, payload: impl Into<bytes::Bytes>) -> Publish<Offset> {
-        Publish::new(self.log().clone(), vec![Message::new(payload)], |offsets| offsets.start)
+        self.publish_batch_with(vec![Message::new(payload)], |offsets| offsets.start)
     }
 
     /// The async form of [`publish_message`](Self::publish_message).
     pub fn publish_message_async(&self, message: Message) -> Publish<Offset> {
-        Publish::new(self.log().clone(), vec![message], |offsets| offsets.start)
+        self.publish_batch_with(vec![message], |offsets| offsets.start)
     }
 
     /// The async form of [`publish_batch`](Self::publish_batch): one atomic
@@ -154,35 +204,121 @@ impl Topic {
         I: IntoIterator,
         I::Item: Into<Message>,
     {
-        Publish::new(self.log().clone(), messages.into_iter().map(Into::into).collect(), |offsets| offsets)
+        self.publish_batch_with(messages.into_iter().map(Into::into).collect(), |offsets| offsets)
+    }
+
+    fn publish_batch_with<T>(&self, messages: Vec<Message>, finish: fn(Range<Offset>) -> T) -> Publish<T> {
+        match &self.kind {
+            Kind::Embedded(entry) => Publish::new(entry.log.clone(), messages, finish),
+            #[cfg(feature = "postgres")]
+            Kind::Postgres(entry) => Publish::remote(entry.topic.publish_call(messages), finish),
+        }
     }
 
     /// The record at `offset`.
     pub fn read(&self, offset: Offset) -> Result<Record, ReadError> {
-        self.log().read(offset)
+        match &self.kind {
+            Kind::Embedded(entry) => entry.log.read(offset),
+            #[cfg(feature = "postgres")]
+            Kind::Postgres(entry) => entry.topic.read(offset),
+        }
     }
 
     /// What opening this topic found: whether the last shutdown was clean,
-    /// what was scanned, and where (if anywhere) the log was cut.
+    /// what was scanned, and where (if anywhere) the log was cut. On
+    /// PostgreSQL there is nothing to recover (the database does it): a
+    /// clean report that scanned nothing.
     pub fn recovery_report(&self) -> &RecoveryReport {
-        self.log().recovery()
+        match &self.kind {
+            Kind::Embedded(entry) => entry.log.recovery(),
+            #[cfg(feature = "postgres")]
+            Kind::Postgres(entry) => entry.topic.recovery(),
+        }
     }
 
     /// Syncs everything published so far to disk, whatever the durability.
+    /// On PostgreSQL, `Ok` at once: each publish committed, as durable as
+    /// the topic's durability makes the commit (a `Sync` topic's commits
+    /// wait for the WAL flush; the others' are flushed by PostgreSQL's WAL
+    /// writer within a few hundred milliseconds).
     pub fn sync(&self) -> Result<(), PublishError> {
-        self.log().sync(true)
+        match &self.kind {
+            Kind::Embedded(entry) => entry.log.sync(true),
+            #[cfg(feature = "postgres")]
+            Kind::Postgres(_) => Ok(()),
+        }
     }
 
-    /// Offsets, sizes and configuration.
+    /// Offsets, sizes and configuration. On PostgreSQL: the offsets now
+    /// (one round trip; the last seen if the database does not answer),
+    /// `durable` equal to `next`, and no segments or bytes.
     pub fn info(&self) -> TopicInfo {
-        self.log().info()
+        match &self.kind {
+            Kind::Embedded(entry) => entry.log.info(),
+            #[cfg(feature = "postgres")]
+            Kind::Postgres(entry) => entry.topic.info(),
+        }
     }
 
     /// Checks the CRC and structure of every record in every segment. Returns
     /// the number of records, or the first corruption found, naming the file
-    /// and position.
+    /// and position. On PostgreSQL, which checks its own pages, the number
+    /// of records retained.
     pub fn verify(&self) -> Result<u64, ReadError> {
-        self.log().verify()
+        match &self.kind {
+            Kind::Embedded(entry) => entry.log.verify(),
+            #[cfg(feature = "postgres")]
+            Kind::Postgres(entry) => entry.topic.verify(),
+        }
+    }
+
+    /// Publishes `messages` inside the caller's own PostgreSQL transaction
+    /// (the outbox; feature `postgres`): they commit or roll back with the
+    /// caller's rows, at dense offsets, and each worker group of the topic
+    /// gets them once the caller commits. `client` is a
+    /// [`tokio_postgres::Transaction`](crate::tokio_postgres::Transaction)
+    /// (or a client inside `BEGIN`), on the engine's database and schema;
+    /// name its types through [`tollgate::tokio_postgres`](crate::tokio_postgres).
+    /// The topic's row stays locked until the caller's transaction ends,
+    /// holding up the topic's other publishers: make it the transaction's
+    /// last statement. On an embedded topic it fails with
+    /// [`PublishError::Unsupported`].
+    ///
+    /// ```no_run
+    /// use tollgate::tokio_postgres::{self, NoTls};
+    /// use tollgate::{Engine, Message, PgConfig};
+    ///
+    /// # async fn order(url: &str) -> Result<(), Box<dyn std::error::Error>> {
+    /// let engine = Engine::connect(PgConfig::new(url)?)?;
+    /// let orders = engine.topic("orders")?;
+    /// let (mut client, connection) = tokio_postgres::connect(url, NoTls).await?;
+    /// tokio::spawn(connection);
+    /// let tx = client.transaction().await?;
+    /// tx.execute("INSERT INTO shop_order (id) VALUES (1001)", &[]).await?;
+    /// orders.publish_in(&tx, [Message::new("order 1001")]).await?;
+    /// tx.commit().await?; // the order row and its message, or neither
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "postgres")]
+    pub fn publish_in<'a, C, I>(
+        &self,
+        client: &'a C,
+        messages: I,
+    ) -> impl Future<Output = Result<Range<Offset>, PublishError>> + 'a
+    where
+        C: tokio_postgres::GenericClient + Sync,
+        I: IntoIterator,
+        I::Item: Into<Message>,
+    {
+        let messages: Vec<Message> = messages.into_iter().map(Into::into).collect();
+        let topic = self.remote_topic().cloned();
+        async move {
+            let Some(topic) = topic else {
+                return Err(PublishError::Unsupported { backend: "embedded", operation: "Topic::publish_in" });
+            };
+            topic.publish_in(client, messages).await
+        }
     }
 
     /// Subscribes `group`, resuming at its committed offset, or at the oldest
@@ -196,7 +332,11 @@ impl Topic {
     /// Subscribes `group`, resuming at its committed offset, or where `start`
     /// says if it has none.
     pub fn subscribe_with(&self, group: &str, start: StartAt) -> Result<Subscription, TopicError> {
-        Subscription::open(self.log(), group, start)
+        match &self.kind {
+            Kind::Embedded(entry) => Subscription::open(&entry.log, group, start),
+            #[cfg(feature = "postgres")]
+            Kind::Postgres(entry) => Subscription::open_remote(&entry.topic, group, start),
+        }
     }
 
     /// A worker in `group`, with the default [`QueueConfig`].
@@ -212,9 +352,14 @@ impl Topic {
     /// dead-letter topic's (by default `<topic>.dlq`), may not hold control
     /// characters.
     pub fn worker_with(&self, group: &str, config: QueueConfig) -> Result<Worker, TopicError> {
+        let entry = match &self.kind {
+            Kind::Embedded(entry) => entry,
+            #[cfg(feature = "postgres")]
+            Kind::Postgres(entry) => return remote_worker(entry, group, config),
+        };
         check_group_name(group)?;
         config.validate().map_err(|reason| TopicError::InvalidConfig { reason })?;
-        let log = self.log();
+        let log = &entry.log;
         if log.is_deleted() {
             return Err(TopicError::Deleted);
         }
@@ -229,7 +374,7 @@ impl Topic {
         // Before the registry's lock: opening a topic takes the engine's,
         // and closing the engine takes the registry's.
         let (dead_letter, mode) = {
-            let shared = self.entry.engine.upgrade().ok_or(TopicError::Closed)?;
+            let shared = entry.engine.upgrade().ok_or(TopicError::Closed)?;
             let engine = Engine::from_shared(shared);
             let dead_letter = match engine.create_topic(&dead_letter_name, dead_letter_config(*log.config())) {
                 Err(TopicError::AlreadyExists { .. }) => engine.topic(&dead_letter_name)?,
@@ -237,7 +382,7 @@ impl Topic {
             };
             (dead_letter, engine.recovery_mode())
         };
-        let mut groups = self.entry.groups.lock();
+        let mut groups = entry.groups.lock();
         if let Some(open) = groups.get(group).and_then(Weak::upgrade) {
             if *open.config() != config {
                 return Err(TopicError::GroupConfigDiffers { group: group.to_owned() });
@@ -293,7 +438,28 @@ impl Topic {
         keys: impl IntoIterator<Item = K>,
         request: impl Into<LockRequest>,
     ) -> Result<Transaction, LockError> {
-        Ok(Transaction::new(self.log().clone(), session.acquire_all(keys, request.into())?))
+        self.check_session(session)?;
+        let locks = session.acquire_all(keys, request.into())?;
+        Ok(self.transaction_of(locks))
+    }
+
+    /// Refuses a session whose locks are kept by another backend than the
+    /// topic: the commit could not check them.
+    fn check_session(&self, session: &Session) -> Result<(), LockError> {
+        if session.is_remote() != matches!(self.kind, Kind::Embedded(_)) {
+            return Ok(());
+        }
+        Err(LockError::InvalidRequest {
+            reason: "the session's lock manager and the topic are of different backends: use Engine::locks",
+        })
+    }
+
+    fn transaction_of(&self, locks: LockSet<'static, SessionOwned>) -> Transaction {
+        match &self.kind {
+            Kind::Embedded(entry) => Transaction::new(entry.log.clone(), locks),
+            #[cfg(feature = "postgres")]
+            Kind::Postgres(entry) => Transaction::remote(Arc::clone(&entry.topic), locks),
+        }
     }
 
     /// The async form of [`transaction`](Self::transaction): waits for the
@@ -326,8 +492,41 @@ impl Topic {
         keys: impl IntoIterator<Item = K>,
         request: impl Into<LockRequest>,
     ) -> impl Future<Output = Result<Transaction, LockError>> + 'a {
+        let checked = self.check_session(session);
         let locks = session.acquire_all_async(keys, request.into());
-        let log = self.log().clone();
-        async move { Ok(Transaction::new(log, locks.await?)) }
+        let topic = self.clone();
+        async move {
+            checked?;
+            Ok(topic.transaction_of(locks.await?))
+        }
     }
+}
+
+/// A worker of the PostgreSQL group `group` of `entry`'s topic: the group
+/// is opened in the database on first use in this process (creating it and
+/// its dead-letter topic if needed), then shared.
+#[cfg(feature = "postgres")]
+fn remote_worker(entry: &super::remote::RemoteEntry, group: &str, config: QueueConfig) -> Result<Worker, TopicError> {
+    use crate::queue::remote::RemoteGroup;
+    check_group_name(group)?;
+    config.validate().map_err(|reason| TopicError::InvalidConfig { reason })?;
+    let topic = &entry.topic;
+    let dead_letter_name = config.dead_letter_topic.clone().unwrap_or_else(|| format!("{}.dlq", topic.name));
+    check_topic_name(&dead_letter_name)?;
+    if dead_letter_name == topic.name {
+        return Err(TopicError::InvalidConfig { reason: "the dead-letter topic must not be the topic itself" });
+    }
+    let mut groups = entry.groups.lock();
+    if let Some(open) = groups.get(group).and_then(Weak::upgrade) {
+        if open.config != config {
+            return Err(TopicError::GroupConfigDiffers { group: group.to_owned() });
+        }
+        return Ok(Worker::remote(open));
+    }
+    check_new_name(group)?;
+    check_new_name(&dead_letter_name)?;
+    let opened = Arc::new(RemoteGroup::open(topic, group, config)?);
+    groups.retain(|_, g| g.strong_count() > 0);
+    groups.insert(group.to_owned(), Arc::downgrade(&opened));
+    Ok(Worker::remote(opened))
 }

@@ -606,6 +606,12 @@ impl Session {
         Interrupter { state: Arc::clone(&self.state) }
     }
 
+    /// Whether the session's manager keeps its locks in PostgreSQL (a
+    /// transaction checks that its topic is of the same backend).
+    pub(crate) fn is_remote(&self) -> bool {
+        self.state.manager.is_remote()
+    }
+
     pub(crate) fn state(&self) -> &Arc<SessionState> {
         &self.state
     }

@@ -20,7 +20,7 @@ use parking_lot::Mutex;
 use super::doorbell::{Doorbell, Listening};
 use super::format::now_us;
 use super::slots::{CommittedOffset, SlotFile};
-use super::subscription::Subscription;
+use super::subscription::{Kind, Subscription};
 use super::topic::TopicLog;
 use crate::error::{CommitError, IoError};
 use crate::sync::task;
@@ -104,7 +104,6 @@ impl CommitSlot {
 /// nothing; dropping it later may still commit (the flusher writes what was
 /// asked for) unless a later commit supersedes it.
 #[must_use = "futures do nothing unless polled: nothing is committed until then"]
-#[derive(Debug)]
 pub struct Commit<'a> {
     subscription: &'a mut Subscription,
     offset: u64,
@@ -112,6 +111,15 @@ pub struct Commit<'a> {
     ticket: Option<u64>,
     listening: Listening,
     done: bool,
+    /// On PostgreSQL: the commit's call, once started.
+    #[cfg(feature = "postgres")]
+    call: Option<super::remote::Call<Result<u64, CommitError>>>,
+}
+
+impl std::fmt::Debug for Commit<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Commit").field("offset", &self.offset).field("done", &self.done).finish()
+    }
 }
 
 impl Future for Commit<'_> {
@@ -124,8 +132,10 @@ impl Future for Commit<'_> {
         let outcome = this.poll_commit(cx);
         if outcome.is_ready() {
             this.done = true;
-            let slot = &this.subscription.offsets;
-            slot.written.forget(&mut this.listening);
+            #[allow(irrefutable_let_patterns, reason = "one kind without the feature `postgres`")]
+            if let Kind::Local(local) = &this.subscription.kind {
+                local.offsets.written.forget(&mut this.listening);
+            }
         }
         outcome
     }
@@ -134,7 +144,16 @@ impl Future for Commit<'_> {
 impl Commit<'_> {
     fn poll_commit(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), CommitError>> {
         let offset = self.offset;
-        let subscription = &mut *self.subscription;
+        let subscription = match &mut self.subscription.kind {
+            Kind::Local(local) => local,
+            #[cfg(feature = "postgres")]
+            Kind::Remote(remote) => {
+                let call = self.call.get_or_insert_with(|| remote.commit_call(offset));
+                let committed = std::task::ready!(call.as_mut().poll(cx))?;
+                remote.committed_at(committed);
+                return Poll::Ready(Ok(()));
+            }
+        };
         let topic = &*subscription.reader.topic;
         let ticket = match self.ticket {
             Some(ticket) => ticket,
@@ -174,7 +193,10 @@ impl Commit<'_> {
 
 impl Drop for Commit<'_> {
     fn drop(&mut self) {
-        self.subscription.offsets.written.forget(&mut self.listening);
+        #[allow(irrefutable_let_patterns, reason = "one kind without the feature `postgres`")]
+        if let Kind::Local(local) = &self.subscription.kind {
+            local.offsets.written.forget(&mut self.listening);
+        }
     }
 }
 
@@ -200,12 +222,20 @@ impl Subscription {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn commit_async(&mut self) -> Commit<'_> {
-        let offset = self.reader.next;
-        self.commit_at_async(super::record::Offset::new(offset))
+        let offset = self.position();
+        self.commit_at_async(offset)
     }
 
     /// The async form of [`commit_at`](Subscription::commit_at).
     pub fn commit_at_async(&mut self, offset: super::record::Offset) -> Commit<'_> {
-        Commit { subscription: self, offset: offset.get(), ticket: None, listening: Listening::default(), done: false }
+        Commit {
+            subscription: self,
+            offset: offset.get(),
+            ticket: None,
+            listening: Listening::default(),
+            done: false,
+            #[cfg(feature = "postgres")]
+            call: None,
+        }
     }
 }

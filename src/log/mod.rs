@@ -18,6 +18,7 @@
 //! - `subscription.rs`: consumer groups: cursors, waiting, commits.
 //! - `commit.rs`: a group's offset file, and `commit_async` (the flusher writes it for tasks).
 //! - `records.rs`: a subscription's async forms: `next_async`, the `Records` stream, `Progress`.
+//! - `remote.rs` (feature `postgres`): a topic and its subscriptions kept in PostgreSQL.
 //! - `backup.rs`: a topic's side of a backup: the cut, and the copy of the log up to it.
 
 pub(crate) mod backup;
@@ -32,6 +33,8 @@ pub(crate) mod publish;
 pub(crate) mod record;
 pub(crate) mod records;
 pub(crate) mod recovery;
+#[cfg(feature = "postgres")]
+pub(crate) mod remote;
 pub(crate) mod scan;
 pub(crate) mod segment;
 pub(crate) mod slots;

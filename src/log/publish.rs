@@ -34,10 +34,18 @@ use crate::sync::task;
 /// for their sync (which the flusher still runs).
 #[must_use = "futures do nothing unless polled: nothing is published until then"]
 pub struct Publish<T> {
-    log: Arc<TopicLog>,
+    log: Target,
     state: State,
     /// What the caller gets from the offsets.
     finish: fn(Range<Offset>) -> T,
+}
+
+/// Where the messages go.
+enum Target {
+    Local(Arc<TopicLog>),
+    /// A PostgreSQL topic: the publish's call.
+    #[cfg(feature = "postgres")]
+    Remote(super::remote::Call<Result<Range<Offset>, PublishError>>),
 }
 
 enum State {
@@ -51,7 +59,16 @@ enum State {
 
 impl<T> Publish<T> {
     pub(crate) fn new(log: Arc<TopicLog>, messages: Vec<Message>, finish: fn(Range<Offset>) -> T) -> Self {
-        Self { log, state: State::Start(messages), finish }
+        Self { log: Target::Local(log), state: State::Start(messages), finish }
+    }
+
+    /// A publish to a PostgreSQL topic: `call` publishes.
+    #[cfg(feature = "postgres")]
+    pub(crate) fn remote(
+        call: super::remote::Call<Result<Range<Offset>, PublishError>>,
+        finish: fn(Range<Offset>) -> T,
+    ) -> Self {
+        Self { log: Target::Remote(call), state: State::Done, finish }
     }
 }
 
@@ -61,7 +78,11 @@ impl<T> Future for Publish<T> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let _polling = task::enter();
         let this = self.get_mut();
-        let log = &*this.log;
+        let log = match &mut this.log {
+            Target::Local(log) => &**log,
+            #[cfg(feature = "postgres")]
+            Target::Remote(call) => return call.as_mut().poll(cx).map(|published| published.map(this.finish)),
+        };
         if let State::Start(messages) = &mut this.state {
             let (first, end) = match log.append_batch(std::mem::take(messages)) {
                 Ok(range) => range,
@@ -110,8 +131,8 @@ impl<T> Future for Publish<T> {
 
 impl<T> Drop for Publish<T> {
     fn drop(&mut self) {
-        if let State::Durable { listening, .. } = &mut self.state {
-            self.log.durable.forget(listening);
+        if let (State::Durable { listening, .. }, Target::Local(log)) = (&mut self.state, &self.log) {
+            log.durable.forget(listening);
         }
     }
 }
@@ -123,6 +144,11 @@ impl<T> std::fmt::Debug for Publish<T> {
             State::Durable { first, end, .. } => format!("waiting for {first}..{end} to be durable"),
             State::Done => "resolved".to_owned(),
         };
-        f.debug_struct("Publish").field("topic", &self.log.name).field("state", &state).finish()
+        let topic = match &self.log {
+            Target::Local(log) => log.name.as_str(),
+            #[cfg(feature = "postgres")]
+            Target::Remote(_) => "(PostgreSQL)",
+        };
+        f.debug_struct("Publish").field("topic", &topic).field("state", &state).finish()
     }
 }

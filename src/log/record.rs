@@ -109,6 +109,14 @@ impl Message {
         self.deliver_at(at)
     }
 
+    /// Its key, reserved headers, user headers and payload (for a backend
+    /// that stores them as columns).
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    #[allow(clippy::type_complexity, reason = "the four parts, named by the doc")]
+    pub(crate) fn parts(&self) -> (Option<&str>, &[(&'static str, Bytes)], &[(String, Bytes)], &Bytes) {
+        (self.key.as_deref(), &self.system, &self.headers, &self.payload)
+    }
+
     /// Number of reserved headers set.
     pub(crate) fn system_header_count(&self) -> usize {
         self.system.len()
@@ -418,6 +426,29 @@ impl Record {
             payload: frame.slice(end - payload_bytes..end),
         };
         (record, end)
+    }
+
+    /// A record made from its parts (a backend that stores messages as
+    /// rows): the entry is encoded as a frame would hold it.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn from_parts<'a>(
+        offset: u64,
+        timestamp_us: u64,
+        key: Option<&str>,
+        headers: impl Iterator<Item = (&'a str, &'a [u8])> + Clone,
+        payload: &[u8],
+    ) -> Record {
+        let key = key.unwrap_or("").as_bytes();
+        let (mut count, mut bytes) = (0, ENTRY_HEADER_BYTES + key.len() + payload.len());
+        for (name, value) in headers.clone() {
+            count += 1;
+            bytes += MESSAGE_HEADER_PREFIX_BYTES + name.len() + value.len();
+        }
+        let mut entry = vec![0; bytes];
+        encode_entry_parts(&mut entry, key, count, headers, payload);
+        let entry = Bytes::from(entry);
+        let payload = entry.slice(bytes - payload.len()..);
+        Record { offset: Offset(offset), timestamp_us, entry, payload }
     }
 
     /// The record's offset.

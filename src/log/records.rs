@@ -14,7 +14,7 @@ use futures_core::Stream;
 
 use super::doorbell::Listening;
 use super::record::{Offset, Record};
-use super::subscription::{Shared, Subscription};
+use super::subscription::{Kind, Local, Shared, Subscription};
 use super::topic::TopicLog;
 use crate::error::ReadError;
 use crate::sync::timer::Timer;
@@ -72,8 +72,18 @@ impl Subscription {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn next_async(&mut self, timeout: Duration) -> NextRecord<'_> {
-        let waiting = Waiting::new(&self.reader.topic);
-        NextRecord { subscription: self, deadline: Instant::now().checked_add(timeout), waiting }
+        let deadline = Instant::now().checked_add(timeout);
+        let inner = match &mut self.kind {
+            Kind::Local(local) => {
+                let waiting = Waiting::new(&local.reader.topic);
+                NextInner::Local { subscription: local, deadline, waiting }
+            }
+            #[cfg(feature = "postgres")]
+            Kind::Remote(remote) => {
+                NextInner::Remote { subscription: remote, deadline, waiting: super::remote::RemoteWait::default() }
+            }
+        };
+        NextRecord { inner }
     }
 
     /// The subscription as a [`Stream`] of records, in offset order, ending
@@ -107,7 +117,12 @@ impl Subscription {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn records(self) -> Records {
-        Records { waiting: Waiting::new(&self.reader.topic), subscription: self, done: false }
+        let waiting = match &self.kind {
+            Kind::Local(local) => Waits::Local(Waiting::new(&local.reader.topic)),
+            #[cfg(feature = "postgres")]
+            Kind::Remote(_) => Waits::Remote(super::remote::RemoteWait::default()),
+        };
+        Records { waiting, subscription: self, done: false }
     }
 
     /// A handle that reads this subscription's position, committed offset
@@ -130,9 +145,19 @@ impl Subscription {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn progress(&self) -> Progress {
-        Progress { topic: self.reader.topic.clone(), shared: self.shared.clone() }
+        match &self.kind {
+            Kind::Local(local) => {
+                Progress { topic: Ends::Local(local.reader.topic.clone()), shared: local.shared.clone() }
+            }
+            #[cfg(feature = "postgres")]
+            Kind::Remote(remote) => {
+                Progress { topic: Ends::Remote(remote.topic.clone()), shared: remote.shared.clone() }
+            }
+        }
     }
+}
 
+impl Local {
     /// One step of a task's wait for the next record: the record, the end
     /// (`None`: closed, or the deadline passed), or `Pending` with the task
     /// registered on the doorbell and the timer.
@@ -186,9 +211,22 @@ impl Subscription {
 #[must_use = "futures do nothing unless polled"]
 #[derive(Debug)]
 pub struct NextRecord<'a> {
-    subscription: &'a mut Subscription,
-    deadline: Option<Instant>,
-    waiting: Waiting,
+    inner: NextInner<'a>,
+}
+
+#[derive(Debug)]
+enum NextInner<'a> {
+    Local {
+        subscription: &'a mut Local,
+        deadline: Option<Instant>,
+        waiting: Waiting,
+    },
+    #[cfg(feature = "postgres")]
+    Remote {
+        subscription: &'a mut super::remote::RemoteSubscription,
+        deadline: Option<Instant>,
+        waiting: super::remote::RemoteWait,
+    },
 }
 
 impl Future for NextRecord<'_> {
@@ -196,8 +234,11 @@ impl Future for NextRecord<'_> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let _polling = task::enter();
-        let this = self.get_mut();
-        this.subscription.poll_record(&mut this.waiting, cx, this.deadline)
+        match &mut self.get_mut().inner {
+            NextInner::Local { subscription, deadline, waiting } => subscription.poll_record(waiting, cx, *deadline),
+            #[cfg(feature = "postgres")]
+            NextInner::Remote { subscription, deadline, waiting } => waiting.poll_next(subscription, cx, *deadline),
+        }
     }
 }
 
@@ -231,7 +272,7 @@ impl Future for NextRecord<'_> {
 #[derive(Debug)]
 pub struct Records {
     subscription: Subscription,
-    waiting: Waiting,
+    waiting: Waits,
     /// The topic was deleted and that was yielded: the stream has ended.
     done: bool,
 }
@@ -300,7 +341,14 @@ impl Stream for Records {
         if this.done {
             return Poll::Ready(None);
         }
-        match this.subscription.poll_record(&mut this.waiting, cx, None) {
+        let polled = match (&mut this.subscription.kind, &mut this.waiting) {
+            (Kind::Local(local), Waits::Local(waiting)) => local.poll_record(waiting, cx, None),
+            #[cfg(feature = "postgres")]
+            (Kind::Remote(remote), Waits::Remote(waiting)) => waiting.poll_next(remote, cx, None),
+            #[cfg(feature = "postgres")]
+            _ => unreachable!("a stream waits as its subscription's kind does"),
+        };
+        match polled {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Ok(record)) => Poll::Ready(record.map(Ok)),
             Poll::Ready(Err(ReadError::Deleted)) => {
@@ -327,8 +375,24 @@ impl Stream for Records {
 /// ```
 #[derive(Debug, Clone)]
 pub struct Progress {
-    topic: Arc<TopicLog>,
+    topic: Ends,
     shared: Arc<Shared>,
+}
+
+/// Where a [`Progress`] reads the topic's end.
+#[derive(Debug, Clone)]
+enum Ends {
+    Local(Arc<TopicLog>),
+    #[cfg(feature = "postgres")]
+    Remote(Arc<super::remote::RemoteTopic>),
+}
+
+/// How a [`Records`] stream waits: as its subscription's kind does.
+#[derive(Debug)]
+enum Waits {
+    Local(Waiting),
+    #[cfg(feature = "postgres")]
+    Remote(super::remote::RemoteWait),
 }
 
 impl Progress {
@@ -345,6 +409,10 @@ impl Progress {
     /// Records published but not yet committed by the group, as
     /// [`Subscription::lag`] counts them.
     pub fn lag(&self) -> u64 {
-        self.topic.committed().load().saturating_sub(self.committed().get())
+        match &self.topic {
+            Ends::Local(topic) => topic.committed().load().saturating_sub(self.committed().get()),
+            #[cfg(feature = "postgres")]
+            Ends::Remote(topic) => topic.lag(self.committed().get()),
+        }
     }
 }

@@ -25,13 +25,13 @@ use crate::sync::{AtomicU64, Ordering, task};
 /// [`Progress`](super::records::Progress) handles on other threads. Only the
 /// subscription writes them (Relaxed: each is one number, read on its own).
 #[derive(Debug)]
-pub(super) struct Shared {
+pub(crate) struct Shared {
     pub(super) position: AtomicU64,
     pub(super) committed: AtomicU64,
 }
 
 impl Shared {
-    fn new(position: u64, committed: u64) -> Shared {
+    pub(super) fn new(position: u64, committed: u64) -> Shared {
         Shared { position: AtomicU64::new(position), committed: AtomicU64::new(committed) }
     }
 }
@@ -75,6 +75,21 @@ const SPINS_BEFORE_PARK: u32 = 200;
 /// ```
 #[derive(Debug)]
 pub struct Subscription {
+    pub(super) kind: Kind,
+}
+
+/// What a subscription is: a cursor over the embedded log, or (feature
+/// `postgres`) over a topic's rows.
+#[derive(Debug)]
+pub(super) enum Kind {
+    Local(Local),
+    #[cfg(feature = "postgres")]
+    Remote(super::remote::RemoteSubscription),
+}
+
+/// An embedded subscription.
+#[derive(Debug)]
+pub(crate) struct Local {
     pub(super) reader: Reader,
     group: String,
     /// The group's offset file (also written by the flusher, `commit.rs`).
@@ -114,6 +129,156 @@ impl Subscription {
     /// Subscribes `group` to `inner`, resuming at its committed offset, or
     /// where `start` says if it has none.
     pub(crate) fn open(inner: &Arc<TopicLog>, group: &str, start: StartAt) -> Result<Subscription, TopicError> {
+        Ok(Subscription { kind: Kind::Local(Local::open(inner, group, start)?) })
+    }
+
+    /// Subscribes `group` to a PostgreSQL topic.
+    #[cfg(feature = "postgres")]
+    pub(crate) fn open_remote(
+        topic: &Arc<super::remote::RemoteTopic>,
+        group: &str,
+        start: StartAt,
+    ) -> Result<Subscription, TopicError> {
+        check_group_name(group)?;
+        check_new_name(group)?;
+        Ok(Subscription { kind: Kind::Remote(topic.subscribe(group, start)?) })
+    }
+
+    /// The group's name.
+    pub fn group(&self) -> &str {
+        match &self.kind {
+            Kind::Local(local) => &local.group,
+            #[cfg(feature = "postgres")]
+            Kind::Remote(remote) => &remote.group,
+        }
+    }
+
+    /// Skips records whose key does not match `pattern` (see
+    /// [`KeyPattern`](crate::KeyPattern)); `None` shows every record again.
+    /// Skipped records still move the position, so a commit covers them.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir()?;
+    /// use tollgate::{Engine, KeyPattern, Message};
+    ///
+    /// let engine = Engine::open(dir.path())?;
+    /// let events = engine.topic("events")?;
+    /// events.publish_message(Message::new("1001").key("order.created"))?;
+    /// events.publish_message(Message::new("7").key("cart.updated"))?;
+    ///
+    /// let mut orders = events.subscribe("order-audit")?;
+    /// orders.set_filter(Some(KeyPattern::new("order.#")?));
+    /// assert_eq!(orders.next()?.unwrap().payload().as_ref(), b"1001");
+    /// assert!(orders.next()?.is_none());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn set_filter(&mut self, pattern: Option<KeyPattern>) {
+        match &mut self.kind {
+            Kind::Local(local) => local.filter = pattern,
+            #[cfg(feature = "postgres")]
+            Kind::Remote(remote) => remote.filter = pattern,
+        }
+    }
+
+    /// The offset of the record `next` returns next.
+    pub fn position(&self) -> Offset {
+        match &self.kind {
+            Kind::Local(local) => Offset::new(local.reader.next),
+            #[cfg(feature = "postgres")]
+            Kind::Remote(remote) => Offset::new(remote.position()),
+        }
+    }
+
+    /// The group's committed offset: where a new subscription would resume.
+    pub fn committed(&self) -> Offset {
+        match &self.kind {
+            Kind::Local(local) => Offset::new(local.committed),
+            #[cfg(feature = "postgres")]
+            Kind::Remote(remote) => Offset::new(remote.committed),
+        }
+    }
+
+    /// Records published but not yet committed by the group (the log's end
+    /// minus the committed offset), as Kafka counts consumer lag. On
+    /// PostgreSQL this reads the topic's end (a round trip; the last end
+    /// seen if the database does not answer).
+    pub fn lag(&self) -> u64 {
+        match &self.kind {
+            Kind::Local(local) => local.reader.topic.committed.load().saturating_sub(local.committed),
+            #[cfg(feature = "postgres")]
+            Kind::Remote(remote) => remote.topic.lag(remote.committed),
+        }
+    }
+
+    /// The next record, or `None` at once if the subscription has read
+    /// everything published so far.
+    ///
+    /// If retention deleted the records at the position, this returns
+    /// [`ReadError::NotRetained`] with the oldest retained offset, and stays
+    /// put: [`seek`](Subscription::seek) there to skip what was lost. (A
+    /// subscription already reading a segment when retention deletes it
+    /// finishes that segment first.) On PostgreSQL a call that finds nothing
+    /// read ahead is one round trip, which reads up to 256 records ahead.
+    // Not `Iterator::next`: it can fail, and `None` means "nothing yet", not "done".
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> Result<Option<Record>, ReadError> {
+        match &mut self.kind {
+            Kind::Local(local) => local.next(),
+            #[cfg(feature = "postgres")]
+            Kind::Remote(remote) => remote.next(),
+        }
+    }
+
+    /// The next record, waiting up to `timeout` for one to be published.
+    /// Spins briefly, then parks; a publish wakes it within microseconds
+    /// (on PostgreSQL, when its notification arrives). Returns `None` at
+    /// once if the engine has been closed.
+    ///
+    /// It blocks the thread: in async code use
+    /// [`next_async`](Subscription::next_async). Debug builds assert that it
+    /// is not called inside the poll of one of tollgate's futures.
+    pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<Record>, ReadError> {
+        debug_assert!(!task::inside(), "a blocking next_timeout inside a tollgate poll: use next_async");
+        match &mut self.kind {
+            Kind::Local(local) => local.next_timeout(timeout),
+            #[cfg(feature = "postgres")]
+            Kind::Remote(remote) => remote.next_until(Instant::now().checked_add(timeout)),
+        }
+    }
+
+    /// Moves the position to `offset`, which must be between the oldest
+    /// retained offset and the end of the log.
+    pub fn seek(&mut self, offset: Offset) -> Result<(), ReadError> {
+        match &mut self.kind {
+            Kind::Local(local) => local.seek(offset),
+            #[cfg(feature = "postgres")]
+            Kind::Remote(remote) => remote.seek(offset.get()),
+        }
+    }
+
+    /// Commits the position: the group has processed every record before it.
+    /// Durable (synced) when this returns.
+    pub fn commit(&mut self) -> Result<(), CommitError> {
+        let position = self.position();
+        self.commit_at(position)
+    }
+
+    /// Commits `offset`: the group has processed every record before it.
+    /// On PostgreSQL the committed offset never moves back: committing
+    /// below it changes nothing.
+    pub fn commit_at(&mut self, offset: Offset) -> Result<(), CommitError> {
+        match &mut self.kind {
+            Kind::Local(local) => local.commit_at(offset),
+            #[cfg(feature = "postgres")]
+            Kind::Remote(remote) => remote.commit_at(offset.get()),
+        }
+    }
+}
+
+impl Local {
+    /// Subscribes `group` to `inner`, resuming at its committed offset, or
+    /// where `start` says if it has none.
+    fn open(inner: &Arc<TopicLog>, group: &str, start: StartAt) -> Result<Local, TopicError> {
         check_group_name(group)?;
         let groups = inner.dir.join(GROUPS_DIR);
         let path = groups.join(format!("{group}{OFFSET_SUFFIX}"));
@@ -152,64 +317,11 @@ impl Subscription {
         let reader = Reader::new(inner.clone(), next);
         let shared = Arc::new(Shared::new(next, committed));
         let offsets = Arc::new(CommitSlot::new(offsets));
-        Ok(Subscription { reader, group: group.to_owned(), offsets, committed, filter: None, shared })
+        Ok(Local { reader, group: group.to_owned(), offsets, committed, filter: None, shared })
     }
 
-    /// The group's name.
-    pub fn group(&self) -> &str {
-        &self.group
-    }
-
-    /// Skips records whose key does not match `pattern` (see
-    /// [`KeyPattern`](crate::KeyPattern)); `None` shows every record again.
-    /// Skipped records still move the position, so a commit covers them.
-    ///
-    /// ```
-    /// # let dir = tempfile::tempdir()?;
-    /// use tollgate::{Engine, KeyPattern, Message};
-    ///
-    /// let engine = Engine::open(dir.path())?;
-    /// let events = engine.topic("events")?;
-    /// events.publish_message(Message::new("1001").key("order.created"))?;
-    /// events.publish_message(Message::new("7").key("cart.updated"))?;
-    ///
-    /// let mut orders = events.subscribe("order-audit")?;
-    /// orders.set_filter(Some(KeyPattern::new("order.#")?));
-    /// assert_eq!(orders.next()?.unwrap().payload().as_ref(), b"1001");
-    /// assert!(orders.next()?.is_none());
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn set_filter(&mut self, pattern: Option<KeyPattern>) {
-        self.filter = pattern;
-    }
-
-    /// The offset of the record `next` returns next.
-    pub fn position(&self) -> Offset {
-        Offset::new(self.reader.next)
-    }
-
-    /// The group's committed offset: where a new subscription would resume.
-    pub fn committed(&self) -> Offset {
-        Offset::new(self.committed)
-    }
-
-    /// Records published but not yet committed by the group (the log's end
-    /// minus the committed offset), as Kafka counts consumer lag.
-    pub fn lag(&self) -> u64 {
-        self.reader.topic.committed.load().saturating_sub(self.committed)
-    }
-
-    /// The next record, or `None` at once if the subscription has read
-    /// everything published so far.
-    ///
-    /// If retention deleted the records at the position, this returns
-    /// [`ReadError::NotRetained`] with the oldest retained offset, and stays
-    /// put: [`seek`](Subscription::seek) there to skip what was lost. (A
-    /// subscription already reading a segment when retention deletes it
-    /// finishes that segment first.)
-    // Not `Iterator::next`: it can fail, and `None` means "nothing yet", not "done".
     #[allow(clippy::should_implement_trait)]
-    pub fn next(&mut self) -> Result<Option<Record>, ReadError> {
+    pub(super) fn next(&mut self) -> Result<Option<Record>, ReadError> {
         let next = self.next_matching();
         self.shared.position.store(self.reader.next, Ordering::Relaxed);
         next
@@ -225,15 +337,7 @@ impl Subscription {
         }
     }
 
-    /// The next record, waiting up to `timeout` for one to be published.
-    /// Spins briefly, then parks; a publish wakes it within microseconds.
-    /// Returns `None` at once if the engine has been closed.
-    ///
-    /// It blocks the thread: in async code use
-    /// [`next_async`](Subscription::next_async). Debug builds assert that it
-    /// is not called inside the poll of one of tollgate's futures.
-    pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<Record>, ReadError> {
-        debug_assert!(!task::inside(), "a blocking next_timeout inside a tollgate poll: use next_async");
+    fn next_timeout(&mut self, timeout: Duration) -> Result<Option<Record>, ReadError> {
         let deadline = Instant::now().checked_add(timeout);
         loop {
             if let Some(record) = self.next()? {
@@ -255,20 +359,14 @@ impl Subscription {
 
     /// Moves the position to `offset`, which must be between the oldest
     /// retained offset and the end of the log.
-    pub fn seek(&mut self, offset: Offset) -> Result<(), ReadError> {
+    fn seek(&mut self, offset: Offset) -> Result<(), ReadError> {
         self.reader.seek(offset.get())?;
         self.shared.position.store(self.reader.next, Ordering::Relaxed);
         Ok(())
     }
 
-    /// Commits the position: the group has processed every record before it.
-    /// Durable (synced) when this returns.
-    pub fn commit(&mut self) -> Result<(), CommitError> {
-        self.commit_at(Offset::new(self.reader.next))
-    }
-
     /// Commits `offset`: the group has processed every record before it.
-    pub fn commit_at(&mut self, offset: Offset) -> Result<(), CommitError> {
+    pub(super) fn commit_at(&mut self, offset: Offset) -> Result<(), CommitError> {
         let offset = offset.get();
         let topic = self.reader.topic.clone();
         // Open while the offset is written: a backup's cut closes it
@@ -387,7 +485,7 @@ impl Reader {
     }
 }
 
-impl Drop for Subscription {
+impl Drop for Local {
     fn drop(&mut self) {
         self.reader.topic.groups.lock().remove(&self.group);
     }

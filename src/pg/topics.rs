@@ -9,9 +9,6 @@
 //! the server. A message's delivery time is the publisher's wall clock, in
 //! microseconds since the Unix epoch, as the embedded log keeps it.
 
-// Until the queue layer's PostgreSQL handles call it, only its tests do.
-#![allow(dead_code)]
-
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::Arc;
@@ -22,11 +19,9 @@ use tokio_postgres::GenericClient;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
-use super::PgConfig;
 use super::client::millis;
 use super::db::{Db, classify};
-use super::schema;
-use crate::error::{BackendError, BackendErrorKind, OpenError};
+use crate::error::{BackendError, BackendErrorKind};
 
 /// A topic's id in the database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -290,8 +285,10 @@ pub(crate) struct GroupCounts {
     pub(crate) in_flight: u64,
 }
 
-/// What the cleanup deleted from one topic.
+/// What the cleanup deleted from one topic (for `Engine::cleanup`, not
+/// built yet; the tests run it).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(not(test), allow(dead_code, reason = "Engine::cleanup is not built yet"))]
 pub(crate) struct Cleaned {
     /// The topic's name.
     pub(crate) topic: String,
@@ -320,9 +317,11 @@ pub(crate) struct TopicStore {
 }
 
 impl TopicStore {
-    /// Prepares the schema and connects.
-    pub(crate) async fn connect(config: PgConfig) -> Result<TopicStore, OpenError> {
-        schema::prepare(&config).await?;
+    /// Prepares the schema and connects (the tests' store; the engine's
+    /// shares its link's connections).
+    #[cfg(test)]
+    pub(crate) async fn connect(config: super::PgConfig) -> Result<TopicStore, crate::error::OpenError> {
+        super::schema::prepare(&config).await?;
         Ok(TopicStore::new(Arc::new(Db::new(config))))
     }
 
@@ -485,6 +484,7 @@ impl TopicStore {
     }
 
     /// Consumer group `group`'s committed offset in `topic`, if it has one.
+    #[cfg_attr(not(test), allow(dead_code, reason = "the tests read it; the API has its own copy"))]
     pub(crate) async fn committed(&self, topic: TopicId, group: &str) -> Result<Option<u64>, BackendError> {
         let row = self.db.query_one("SELECT tg.committed_offset($1, $2)", &[&topic.0, &group]).await?;
         Ok(row.get::<_, Option<i64>>(0).map(offset))
@@ -554,6 +554,7 @@ impl TopicStore {
 
     /// Milliseconds until a job of `group` may be received (zero: now);
     /// `None` if it has no job.
+    #[cfg_attr(not(test), allow(dead_code, reason = "the tests read it; the API has its own copy"))]
     pub(crate) async fn next_visible(&self, group: GroupId) -> Result<Option<Duration>, BackendError> {
         let row = self.db.query_one("SELECT tg.next_visible($1)", &[&group.0]).await?;
         Ok(row.get::<_, Option<i64>>(0).map(ms))
@@ -629,6 +630,7 @@ impl TopicStore {
     /// `batch` per transaction (the topics it looks at wait for it), until
     /// none is left or `rounds` transactions ran. What each topic lost, by
     /// name.
+    #[cfg_attr(not(test), allow(dead_code, reason = "Engine::cleanup is not built yet"))]
     pub(crate) async fn cleanup(&self, batch: u32, rounds: u32) -> Result<Vec<Cleaned>, BackendError> {
         let limit = i32::try_from(batch.max(1)).unwrap_or(i32::MAX);
         let mut cleaned: BTreeMap<String, (u64, u64)> = BTreeMap::new();
@@ -647,6 +649,103 @@ impl TopicStore {
         }
         Ok(cleaned.into_iter().map(|(topic, (deleted, oldest))| Cleaned { topic, deleted, oldest }).collect())
     }
+}
+
+/// What a publish under locks did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum LockedPublish {
+    /// Published at these offsets.
+    Published(Range<u64>),
+    /// The lock on this key was no longer held: nothing was published.
+    LockLost(String),
+    /// There is no such topic.
+    NoTopic,
+}
+
+/// A lock a publish checks: key, owner and acquisition level.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct HeldLock {
+    pub(crate) key: String,
+    pub(crate) owner: String,
+    pub(crate) level: i64,
+}
+
+const PUBLISH_LOCKED: &str = "SELECT first_offset, count, lost_key FROM \
+                              tg.publish_locked($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
+
+impl TopicStore {
+    /// The configured operation timeout.
+    pub(crate) fn operation_timeout(&self) -> Duration {
+        self.db.config().operation_timeout
+    }
+
+    /// Publishes `messages` as [`publish`](Self::publish) does, in the same
+    /// transaction as a check that every lock of `locks` is still held.
+    pub(crate) async fn publish_locked(
+        &self,
+        topic: TopicId,
+        messages: &[Outgoing],
+        locks: &[HeldLock],
+    ) -> Result<LockedPublish, BackendError> {
+        let batch = Batch::new(messages);
+        let keys: Vec<&str> = locks.iter().map(|l| l.key.as_str()).collect();
+        let owners: Vec<&str> = locks.iter().map(|l| l.owner.as_str()).collect();
+        let levels: Vec<i64> = locks.iter().map(|l| l.level).collect();
+        let autocommit = true;
+        let [a, b, c, d, e, f, g, h, i] = batch.params(&topic.0, &autocommit);
+        let rows = self.db.query(PUBLISH_LOCKED, &[a, b, c, d, e, f, g, h, i, &keys, &owners, &levels]).await?;
+        let row = rows.first().ok_or_else(|| unexpected_rows("publish_locked"))?;
+        if let Some(key) = row.get::<_, Option<String>>(2) {
+            return Ok(LockedPublish::LockLost(key));
+        }
+        Ok(match row.get::<_, Option<i64>>(0) {
+            None => LockedPublish::NoTopic,
+            Some(first) => {
+                let first = offset(first);
+                LockedPublish::Published(first..first + offset(i64::from(row.get::<_, i32>(1))))
+            }
+        })
+    }
+
+    /// The names of the topics, sorted.
+    pub(crate) async fn topic_names(&self) -> Result<Vec<String>, BackendError> {
+        let rows = self.db.query("SELECT tg.topic_names()", &[]).await?;
+        Ok(rows.iter().map(|row| row.get(0)).collect())
+    }
+
+    /// Deletes topic `name` and everything of it. `Ok(Some(true))`:
+    /// deleted; `Ok(None)`: no such topic; `Ok(Some(false))`: another
+    /// topic's worker group dead-letters to it (nothing deleted).
+    pub(crate) async fn delete_topic(&self, name: &str) -> Result<Option<bool>, BackendError> {
+        let row = self.db.query_one("SELECT tg.delete_topic($1)", &[&name]).await?;
+        Ok(match row.get::<_, i16>(0) {
+            0 => Some(true),
+            1 => None,
+            2 => Some(false),
+            other => return Err(unexpected("delete_topic", other)),
+        })
+    }
+}
+
+/// Runs `call`, failing with [`BackendErrorKind::TimedOut`] after `limit`.
+pub(crate) async fn within<F, T>(limit: Duration, call: F) -> Result<T, BackendError>
+where
+    F: std::future::Future<Output = Result<T, BackendError>>,
+{
+    let deadline = std::time::Instant::now().checked_add(limit);
+    let mut call = std::pin::pin!(call);
+    let mut timer = crate::sync::timer::Timer::new();
+    std::future::poll_fn(|cx| {
+        if let std::task::Poll::Ready(outcome) = call.as_mut().poll(cx) {
+            return std::task::Poll::Ready(outcome);
+        }
+        if timer.poll_until(cx, deadline).is_ready() {
+            let message = format!("no answer within {} ms", limit.as_millis());
+            return std::task::Poll::Ready(Err(BackendError::new(BackendErrorKind::TimedOut, message)));
+        }
+        std::task::Poll::Pending
+    })
+    .await
 }
 
 /// A batch's messages as the arrays `tg.publish` takes, borrowed from them.
@@ -787,20 +886,16 @@ mod tests {
 
     use super::*;
     use crate::log::KeyPattern;
+    use crate::pg::PgConfig;
     use crate::pg::db;
 
-    /// The server the tests run against: a throwaway one
-    /// (`tollgate-pgtemp`), or `TOLLGATE_PG_URL`.
-    fn test_url() -> String {
-        tollgate_pgtemp::server().url()
-    }
-
-    /// Settings for a schema of the test's own.
+    /// Settings for a schema of the test's own on the test server
+    /// (`tollgate-pgtemp`: a throwaway server, or `TOLLGATE_PG_URL`).
     fn test_config() -> PgConfig {
-        let schema = tollgate_pgtemp::server().schema_name();
-        PgConfig::new(&test_url())
+        let server = tollgate_pgtemp::server();
+        PgConfig::new(&server.url())
             .expect("the test server's URL parses")
-            .schema(&schema)
+            .schema(&server.schema_name())
             .expect("a valid name")
             .connections(2)
     }

@@ -24,7 +24,7 @@ use crate::log::{Offset, Record};
 /// as a failed attempt (as RabbitMQ does when a consumer's channel closes).
 #[must_use = "a delivery is settled with ack, nack or reject; dropping it retries the message at once"]
 pub struct Delivery {
-    group: Arc<Group>,
+    group: Owner,
     record: Record,
     attempt: u32,
     token: u64,
@@ -33,11 +33,80 @@ pub struct Delivery {
     done: bool,
 }
 
+/// The group a delivery came from: embedded, or (feature `postgres`) a
+/// PostgreSQL worker group (the token is then the delivery's receipt).
+enum Owner {
+    Local(Arc<Group>),
+    #[cfg(feature = "postgres")]
+    Remote(Arc<super::remote::RemoteGroup>),
+}
+
 impl Delivery {
     /// The delivery `token` of `record`, as `attempt`, in flight until
     /// `deadline`.
     pub(super) fn new(group: Arc<Group>, record: Record, attempt: u32, token: u64, deadline: Instant) -> Delivery {
-        Delivery { group, record, attempt, token, deadline, done: false }
+        Delivery { group: Owner::Local(group), record, attempt, token, deadline, done: false }
+    }
+
+    /// A delivery of a PostgreSQL worker group; `receipt` is what its
+    /// settles present.
+    #[cfg(feature = "postgres")]
+    pub(super) fn remote(
+        group: Arc<super::remote::RemoteGroup>,
+        record: Record,
+        attempt: u32,
+        receipt: u64,
+        deadline: Instant,
+    ) -> Delivery {
+        Delivery { group: Owner::Remote(group), record, attempt, token: receipt, deadline, done: false }
+    }
+
+    /// The embedded group. Only called on the embedded paths.
+    #[inline]
+    fn local(&self) -> &Arc<Group> {
+        match &self.group {
+            Owner::Local(group) => group,
+            #[cfg(feature = "postgres")]
+            Owner::Remote(_) => unreachable!("an embedded path of a PostgreSQL delivery"),
+        }
+    }
+
+    /// For a PostgreSQL delivery: the call that settles it `how` (the
+    /// delivery is done from here on). `None` for an embedded one.
+    #[cfg(feature = "postgres")]
+    pub(super) fn remote_settle(&mut self, how: &How) -> Option<crate::log::remote::Call<Result<(), QueueError>>> {
+        use super::remote::Settle;
+        let Owner::Remote(group) = &self.group else { return None };
+        self.done = true;
+        if Instant::now() >= self.deadline {
+            // The server's deadline may be a little later (the local one is
+            // counted from before the receive): the local one decides, as
+            // for an embedded delivery.
+            let error = QueueError::Expired { offset: self.offset().get() };
+            return Some(Box::pin(std::future::ready(Err(error))));
+        }
+        let settle = match how {
+            How::Ack => Settle::Ack,
+            How::Nack { retry_after, reason } => {
+                if *retry_after > DELAY_MAX {
+                    let error = QueueError::TooLong { requested: *retry_after, max: DELAY_MAX };
+                    return Some(Box::pin(std::future::ready(Err(error))));
+                }
+                Settle::Nack { retry_after: *retry_after, reason: reason.clone() }
+            }
+            How::Reject { reason } => Settle::Reject { reason: reason.clone() },
+        };
+        Some(group.settle_call(self.offset().get(), self.token, settle))
+    }
+
+    /// Settles `how`: blocking, whichever the backend.
+    fn settle_blocking(mut self, how: How) -> Result<(), QueueError> {
+        #[cfg(feature = "postgres")]
+        if let Some(call) = self.remote_settle(&how) {
+            return crate::pg::runtime::block_on(call);
+        }
+        let decided = self.decide(how)?;
+        self.finish_blocking(decided)
     }
 
     /// The message.
@@ -73,9 +142,8 @@ impl Delivery {
     /// crash of the process at once, and a power cut once synced (see the
     /// README's delivery guarantees). [`ack_async`](Self::ack_async) waits
     /// without blocking the thread.
-    pub fn ack(mut self) -> Result<(), QueueError> {
-        let decided = self.decide(How::Ack)?;
-        self.finish_blocking(decided)
+    pub fn ack(self) -> Result<(), QueueError> {
+        self.settle_blocking(How::Ack)
     }
 
     /// Gives the message back as a failed attempt, to be delivered again
@@ -86,16 +154,14 @@ impl Delivery {
     /// A `retry_after` above [`DELAY_MAX`] fails with
     /// [`QueueError::TooLong`] and changes nothing: the message stays in
     /// flight until its deadline.
-    pub fn nack(mut self, retry_after: Duration, reason: &str) -> Result<(), QueueError> {
-        let decided = self.decide(How::Nack { retry_after, reason: reason.into() })?;
-        self.finish_blocking(decided)
+    pub fn nack(self, retry_after: Duration, reason: &str) -> Result<(), QueueError> {
+        self.settle_blocking(How::Nack { retry_after, reason: reason.into() })
     }
 
     /// Refuses the message: it goes to the dead-letter topic now, with
     /// `reason`, whatever attempts it has left.
-    pub fn reject(mut self, reason: &str) -> Result<(), QueueError> {
-        let decided = self.decide(How::Reject { reason: reason.into() })?;
-        self.finish_blocking(decided)
+    pub fn reject(self, reason: &str) -> Result<(), QueueError> {
+        self.settle_blocking(How::Reject { reason: reason.into() })
     }
 
     /// Settles the message `how` under the group lock; returns what the
@@ -108,7 +174,7 @@ impl Delivery {
         {
             return Err(QueueError::TooLong { requested: retry_after, max: DELAY_MAX });
         }
-        let group = self.group.clone();
+        let group = self.local().clone();
         let offset = self.offset().get();
         let mut state = group.state.lock();
         state.check_mine(offset, self.token)?;
@@ -154,7 +220,7 @@ impl Delivery {
     /// and the next worker to receive it dead-letters it: it is never handed
     /// out again.
     pub(super) fn dead_letter_after(self, synced: Result<(), QueueError>, reason: &str) -> Result<(), QueueError> {
-        let group = &self.group;
+        let group = self.local();
         if let Err(e) = synced {
             let mut state = group.state.lock();
             state.hold_back(self.offset().get(), reason.into());
@@ -166,7 +232,7 @@ impl Delivery {
 
     /// The group's topic (for the flusher a settling task asks to sync).
     pub(super) fn group(&self) -> &Group {
-        &self.group
+        self.local()
     }
 
     /// Moves the visibility deadline to `by` from now (SQS's
@@ -179,13 +245,29 @@ impl Delivery {
             return Err(QueueError::TooLong { requested: by, max: VISIBILITY_MAX });
         }
         let offset = self.offset().get();
-        let mut state = self.group.state.lock();
+        #[cfg(feature = "postgres")]
+        if let Owner::Remote(group) = &self.group {
+            let asked = Instant::now();
+            if asked >= self.deadline {
+                return Err(QueueError::Expired { offset });
+            }
+            let call = group.settle_call(offset, self.token, super::remote::Settle::Extend { by });
+            crate::pg::runtime::block_on(call)?;
+            self.deadline = asked + by;
+            return Ok(());
+        }
+        let group = match &self.group {
+            Owner::Local(group) => group,
+            #[cfg(feature = "postgres")]
+            Owner::Remote(_) => unreachable!("handled above"),
+        };
+        let mut state = group.state.lock();
         state.check_mine(offset, self.token)?;
-        let deadline = self.group.topic.clock().now() + by;
+        let deadline = group.topic.clock().now() + by;
         state.window.extend(offset, self.token, deadline);
         if deadline < self.deadline {
             // Waiting workers may be parked until the old, later deadline.
-            self.group.wake_idle(&state);
+            group.wake_idle(&state);
         }
         self.deadline = deadline;
         Ok(())
@@ -213,7 +295,16 @@ impl Drop for Delivery {
         if self.done {
             return;
         }
-        let group = &*self.group;
+        let group = match &self.group {
+            Owner::Local(group) => &**group,
+            #[cfg(feature = "postgres")]
+            Owner::Remote(group) => {
+                if Instant::now() < self.deadline {
+                    super::remote::give_back(group, self.record.offset().get(), self.token);
+                }
+                return;
+            }
+        };
         let offset = self.record.offset().get();
         let mut state = group.state.lock();
         if state.check_mine(offset, self.token).is_ok() {

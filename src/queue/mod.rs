@@ -13,6 +13,7 @@
 //! - `wake.rs`: the wake-up protocol between waiting workers and give-backs, with its loom model.
 //! - `dead_letter.rs`: the dead-letter topic's config; building, publishing and retrying dead letters.
 //! - `transaction.rs`: `Transaction`, locks held across an atomic publish (`Topic::transaction`).
+//! - `remote.rs` (feature `postgres`): a worker group kept in PostgreSQL: receives, waits, settles.
 //! - `ranges.rs`: the settled offsets above a group's low-water mark.
 //! - `journal/`: a group's state file and journal on disk.
 
@@ -23,6 +24,8 @@ pub(crate) mod group;
 pub(crate) mod journal;
 mod ranges;
 mod receive;
+#[cfg(feature = "postgres")]
+pub(crate) mod remote;
 mod run;
 mod settle;
 mod transaction;

@@ -125,7 +125,51 @@ impl Worker {
 /// its idle registration, its place on the doorbell and its timer; or, on a
 /// `Sync` topic, the deliveries taken and the journal sync they wait for.
 #[derive(Debug)]
-pub(super) struct Taking {
+pub(super) enum Taking {
+    Local(LocalTaking),
+    #[cfg(feature = "postgres")]
+    Remote(super::remote::RemoteTaking),
+}
+
+impl Taking {
+    pub(super) fn new(worker: Worker, deadline: Option<Instant>) -> Taking {
+        match &worker.kind {
+            #[cfg(feature = "postgres")]
+            super::worker::Kind::Remote(group) => {
+                Taking::Remote(super::remote::RemoteTaking::new(Arc::clone(group), deadline))
+            }
+            _ => Taking::Local(LocalTaking::new(worker, deadline)),
+        }
+    }
+
+    /// See [`LocalTaking::poll_take`].
+    pub(super) fn poll_take(
+        &mut self,
+        cx: &mut Context<'_>,
+        max: usize,
+        halt: &dyn Fn() -> bool,
+        taken: &mut Vec<Delivery>,
+    ) -> Poll<Result<(), QueueError>> {
+        match self {
+            Taking::Local(local) => local.poll_take(cx, max, halt, taken),
+            #[cfg(feature = "postgres")]
+            Taking::Remote(remote) => remote.poll_take(cx, max, halt, taken),
+        }
+    }
+
+    /// Leaves the idle count and the doorbell's list, if counted.
+    pub(super) fn leave(&mut self) {
+        match self {
+            Taking::Local(local) => local.leave(),
+            #[cfg(feature = "postgres")]
+            Taking::Remote(remote) => remote.leave(),
+        }
+    }
+}
+
+/// The embedded form of [`Taking`].
+#[derive(Debug)]
+pub(super) struct LocalTaking {
     worker: Worker,
     deadline: Option<Instant>,
     /// Counted idle in the group: `leave_idle` is owed.
@@ -145,9 +189,9 @@ struct Syncing {
     listening: Listening,
 }
 
-impl Taking {
-    pub(super) fn new(worker: Worker, deadline: Option<Instant>) -> Taking {
-        Taking {
+impl LocalTaking {
+    fn new(worker: Worker, deadline: Option<Instant>) -> LocalTaking {
+        LocalTaking {
             worker,
             deadline,
             idle: None,
@@ -239,7 +283,7 @@ impl Taking {
     }
 }
 
-impl Drop for Taking {
+impl Drop for LocalTaking {
     fn drop(&mut self) {
         self.leave();
         // Deliveries taken but not handed out go back as they drop.

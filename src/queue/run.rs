@@ -297,10 +297,10 @@ impl Run {
 
     /// Why a receive that took nothing ended the loop, if it did.
     fn end_after_empty_receive(&self) -> Option<RunEnd> {
-        let topic = &self.worker.group.topic;
-        if topic.is_deleted() {
+        let (deleted, closed) = self.worker.ended();
+        if deleted {
             Some(RunEnd::Deleted)
-        } else if topic.is_closed() {
+        } else if closed {
             Some(RunEnd::Closed)
         } else if self.stopped() {
             Some(RunEnd::Stopped)
@@ -332,7 +332,7 @@ impl Run {
     /// Deregisters the loop's group and returns its report.
     fn finish(self, ended: RunEnd) -> RunReport {
         let mut groups = self.shutdown.shared.groups.lock();
-        if let Some(at) = groups.iter().position(|w| Arc::ptr_eq(&w.group, &self.worker.group)) {
+        if let Some(at) = groups.iter().position(|w| w.same_group(&self.worker)) {
             groups.swap_remove(at);
         }
         drop(groups);

@@ -36,6 +36,9 @@ pub struct Settling {
     delivery: Option<Delivery>,
     how: Option<How>,
     waiting: Option<Waiting>,
+    /// A PostgreSQL delivery's settle, once started.
+    #[cfg(feature = "postgres")]
+    call: Option<crate::log::remote::Call<Result<(), QueueError>>>,
 }
 
 /// A decided settle waiting for its journal entries to be durable.
@@ -53,6 +56,21 @@ impl Future for Settling {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let _polling = task::enter();
         let this = self.get_mut();
+        #[cfg(feature = "postgres")]
+        {
+            if let (Some(how), Some(delivery)) = (&this.how, &mut this.delivery)
+                && let Some(call) = delivery.remote_settle(how)
+            {
+                this.how = None;
+                this.call = Some(call);
+            }
+            if let Some(call) = &mut this.call {
+                let settled = std::task::ready!(call.as_mut().poll(cx));
+                this.call = None;
+                this.delivery = None;
+                return Poll::Ready(settled);
+            }
+        }
         if let Some(how) = this.how.take() {
             let delivery = this.delivery.as_mut().expect("a settle not yet decided has its delivery");
             let (sync, dead_letter) = match delivery.decide(how) {
@@ -81,7 +99,13 @@ impl Future for Settling {
 
 impl Settling {
     fn new(delivery: Delivery, how: How) -> Self {
-        Self { delivery: Some(delivery), how: Some(how), waiting: None }
+        Self {
+            delivery: Some(delivery),
+            how: Some(how),
+            waiting: None,
+            #[cfg(feature = "postgres")]
+            call: None,
+        }
     }
 
     /// Ends the settle once its entries are durable (`synced`): publishes

@@ -50,14 +50,53 @@ use crate::log::{Message, Offset, Publish};
 #[derive(Debug)]
 #[must_use = "dropping a transaction publishes nothing and releases its locks"]
 pub struct Transaction {
-    topic: Arc<TopicLog>,
+    topic: Target,
     locks: LockSet<'static, SessionOwned>,
+}
+
+/// The topic a transaction publishes to.
+#[derive(Debug)]
+enum Target {
+    Local(Arc<TopicLog>),
+    /// A PostgreSQL topic: the commit checks the locks in its transaction.
+    #[cfg(feature = "postgres")]
+    Remote(Arc<crate::log::remote::RemoteTopic>),
 }
 
 impl Transaction {
     /// A transaction on `topic` holding `locks`.
     pub(crate) fn new(topic: Arc<TopicLog>, locks: LockSet<'static, SessionOwned>) -> Transaction {
-        Transaction { topic, locks }
+        Transaction { topic: Target::Local(topic), locks }
+    }
+
+    /// A transaction on a PostgreSQL topic holding `locks` (of a
+    /// PostgreSQL manager: checked by the caller).
+    #[cfg(feature = "postgres")]
+    pub(crate) fn remote(
+        topic: Arc<crate::log::remote::RemoteTopic>,
+        locks: LockSet<'static, SessionOwned>,
+    ) -> Transaction {
+        Transaction { topic: Target::Remote(topic), locks }
+    }
+
+    /// The locks a PostgreSQL commit checks.
+    #[cfg(feature = "postgres")]
+    fn held(&self) -> Result<Vec<crate::pg::topics::HeldLock>, PublishError> {
+        self.locks
+            .guards()
+            .iter()
+            .map(|guard| {
+                let grant = guard.remote().ok_or(PublishError::Unsupported {
+                    backend: "postgres",
+                    operation: "a transaction under locks of an embedded lock manager",
+                })?;
+                Ok(crate::pg::topics::HeldLock {
+                    key: grant.key().to_owned(),
+                    owner: grant.owner.clone(),
+                    level: grant.level,
+                })
+            })
+            .collect()
     }
 
     /// The locks held (for their fencing tokens).
@@ -67,7 +106,11 @@ impl Transaction {
 
     /// Publishes `messages` as one atomic batch, then returns their offsets
     /// and the locks, still held. Returns once the batch is as durable as the
-    /// topic's [`Durability`](crate::Durability) promises. On error the locks
+    /// topic's [`Durability`](crate::Durability) promises. On PostgreSQL the
+    /// publish's transaction first checks that every lock is still held (its
+    /// holder row is there, its lease and this process's registration have
+    /// not lapsed), and publishes nothing, failing with
+    /// [`PublishError::LockLost`], if one was lost. On error the locks
     /// are released, and nothing was published except in the one case
     /// [`PublishError`] describes: an `Io` error from a `Sync` topic's sync,
     /// after which readers may see the batch although it is not known to be
@@ -77,7 +120,15 @@ impl Transaction {
         I: IntoIterator,
         I::Item: Into<Message>,
     {
-        let offsets = self.topic.publish_batch(messages)?;
+        let offsets = match &self.topic {
+            Target::Local(topic) => topic.publish_batch(messages)?,
+            #[cfg(feature = "postgres")]
+            Target::Remote(topic) => {
+                let held = self.held()?;
+                let call = topic.publish_locked_call(messages.into_iter().map(Into::into).collect(), held);
+                crate::pg::runtime::block_on(call)?
+            }
+        };
         Ok((offsets, self.locks))
     }
 
@@ -93,8 +144,20 @@ impl Transaction {
         I: IntoIterator,
         I::Item: Into<Message>,
     {
-        let publish = Publish::new(self.topic, messages.into_iter().map(Into::into).collect(), |offsets| offsets);
+        let messages: Vec<Message> = messages.into_iter().map(Into::into).collect();
+        #[cfg(feature = "postgres")]
+        let held = match &self.topic {
+            Target::Remote(_) => Some(self.held()),
+            Target::Local(_) => None,
+        };
+        let publish: Result<_, PublishError> = match self.topic {
+            Target::Local(topic) => Ok(Publish::new(topic, messages, |offsets| offsets)),
+            #[cfg(feature = "postgres")]
+            Target::Remote(topic) => held
+                .expect("found above")
+                .map(|held| Publish::remote(topic.publish_locked_call(messages, held), |offsets| offsets)),
+        };
         let locks = self.locks;
-        async move { Ok((publish.await?, locks)) }
+        async move { Ok((publish?.await?, locks)) }
     }
 }

@@ -52,7 +52,16 @@ use crate::sync::task;
 /// ```
 #[derive(Clone)]
 pub struct Worker {
-    pub(super) group: Arc<Group>,
+    pub(super) kind: Kind,
+}
+
+/// What a worker's group is: embedded, or (feature `postgres`) rows in
+/// PostgreSQL.
+#[derive(Clone)]
+pub(super) enum Kind {
+    Local(Arc<Group>),
+    #[cfg(feature = "postgres")]
+    Remote(Arc<super::remote::RemoteGroup>),
 }
 
 /// Most deliveries a batch reserves room for up front; a larger `max`
@@ -89,17 +98,61 @@ pub(super) struct Wait {
 impl Worker {
     /// A worker of `group`.
     pub(crate) fn new(group: Arc<Group>) -> Worker {
-        Worker { group }
+        Worker { kind: Kind::Local(group) }
+    }
+
+    /// A worker of a PostgreSQL group.
+    #[cfg(feature = "postgres")]
+    pub(crate) fn remote(group: Arc<super::remote::RemoteGroup>) -> Worker {
+        Worker { kind: Kind::Remote(group) }
+    }
+
+    /// The embedded group. Only called on the embedded paths.
+    #[inline]
+    pub(super) fn local(&self) -> &Arc<Group> {
+        match &self.kind {
+            Kind::Local(group) => group,
+            #[cfg(feature = "postgres")]
+            Kind::Remote(_) => unreachable!("an embedded path of a PostgreSQL worker"),
+        }
+    }
+
+    /// Whether `other` works for the same group (in this process).
+    pub(super) fn same_group(&self, other: &Worker) -> bool {
+        match (&self.kind, &other.kind) {
+            (Kind::Local(a), Kind::Local(b)) => Arc::ptr_eq(a, b),
+            #[cfg(feature = "postgres")]
+            (Kind::Remote(a), Kind::Remote(b)) => Arc::ptr_eq(a, b),
+            #[cfg(feature = "postgres")]
+            _ => false,
+        }
+    }
+
+    /// Whether the group's topic was deleted, or its engine closed.
+    pub(super) fn ended(&self) -> (bool, bool) {
+        match &self.kind {
+            Kind::Local(group) => (group.topic.is_deleted(), group.topic.is_closed()),
+            #[cfg(feature = "postgres")]
+            Kind::Remote(_) => (false, false),
+        }
     }
 
     /// The group's name.
     pub fn group(&self) -> &str {
-        &self.group.name
+        match &self.kind {
+            Kind::Local(group) => &group.name,
+            #[cfg(feature = "postgres")]
+            Kind::Remote(group) => &group.name,
+        }
     }
 
     /// The group's configuration.
     pub fn config(&self) -> &QueueConfig {
-        &self.group.config
+        match &self.kind {
+            Kind::Local(group) => &group.config,
+            #[cfg(feature = "postgres")]
+            Kind::Remote(group) => &group.config,
+        }
     }
 
     /// The next message for this group, waiting up to `timeout` for one;
@@ -165,7 +218,11 @@ impl Worker {
         halt: &dyn Fn() -> bool,
         taken: &mut Vec<Delivery>,
     ) -> Result<(), QueueError> {
-        let group = &*self.group;
+        let group = match &self.kind {
+            Kind::Local(group) => &**group,
+            #[cfg(feature = "postgres")]
+            Kind::Remote(group) => return group.receive_into(max, deadline, halt, taken),
+        };
         let topic = &*group.topic;
         while max > 0 && !halt() {
             match self.look(max, deadline, taken, true)? {
@@ -202,7 +259,7 @@ impl Worker {
         taken: &mut Vec<Delivery>,
         sync_now: bool,
     ) -> Result<Look, QueueError> {
-        let group = &self.group;
+        let group = self.local();
         let topic = &*group.topic;
         if topic.is_deleted() {
             return Err(QueueError::Deleted);
@@ -272,30 +329,44 @@ impl Worker {
 
     /// The topic's log (for the flusher a task asks to sync).
     pub(super) fn topic_log(&self) -> &TopicLog {
-        &self.group.topic
+        &self.local().topic
     }
 
     /// After the wait of an `Idle` look (or instead of it).
     pub(super) fn leave_idle(&self) {
-        self.group.state.lock().idle.leave();
+        self.local().state.lock().idle.leave();
     }
 
     /// The topic's doorbell, which idle workers wait on.
     pub(super) fn doorbell(&self) -> &Doorbell {
-        self.group.topic.committed()
+        match &self.kind {
+            Kind::Local(group) => group.topic.committed(),
+            #[cfg(feature = "postgres")]
+            Kind::Remote(group) => &group.bell,
+        }
     }
 
     /// Whether a waiting worker should look again: a give-back since
     /// `ticket`, or the topic closed or deleted.
     pub(super) fn woken(&self, ticket: Ticket) -> bool {
-        let topic = &*self.group.topic;
-        self.group.epoch.moved(ticket) || topic.is_closed() || topic.is_deleted()
+        let group = self.local();
+        let topic = &*group.topic;
+        group.epoch.moved(ticket) || topic.is_closed() || topic.is_deleted()
     }
 
     /// The group's counts: what is ready, in flight, delayed, not yet read,
     /// and what happened since it was opened.
+    ///
+    /// On PostgreSQL, `ready`, `delayed` and `in_flight` are the group's
+    /// jobs in the database (every process's), `lag` their sum, `backlog`
+    /// zero (a publish makes the jobs), and `acked`, `dead_lettered` and
+    /// `redelivered` this process's counts; the others stay zero.
     pub fn metrics(&self) -> QueueMetrics {
-        let group = &*self.group;
+        let group = match &self.kind {
+            Kind::Local(group) => &**group,
+            #[cfg(feature = "postgres")]
+            Kind::Remote(group) => return group.metrics(),
+        };
         let mut state = group.state.lock();
         let clock = group.topic.clock();
         state.window.expire(clock.now());
@@ -309,6 +380,6 @@ impl Worker {
 
 impl fmt::Debug for Worker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Worker").field("topic", &self.group.topic.name()).field("group", &self.group.name).finish()
+        f.debug_struct("Worker").field("group", &self.group()).finish()
     }
 }

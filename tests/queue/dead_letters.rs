@@ -2,16 +2,16 @@
 //! default and a configured dead-letter topic, the `tollgate.dlq.*` headers
 //! (topic, group, offset, attempts, reason) and what is copied.
 
+use crate::engines::{Store, on_every_engine};
 use std::time::{Duration, SystemTime};
 
 use tollgate::{Engine, Message, QueueConfig};
 
-use super::fixture::{one_message, temp_topic};
 use super::{BRIEF, config, dead_letters, drain, header, nothing, publish_n, sleep_past, take};
 
-#[test]
-fn reject_dead_letters_at_once_whatever_attempts_are_left() {
-    let (_dir, engine, topic) = temp_topic("orders");
+fn reject_dead_letters_at_once_whatever_attempts_are_left(store: Store) {
+    let engine = store.open();
+    let topic = engine.topic("orders").unwrap();
     topic.publish(b"bad order").unwrap();
     let w = topic.worker("g").unwrap();
     take(&w).reject("malformed").unwrap();
@@ -23,9 +23,10 @@ fn reject_dead_letters_at_once_whatever_attempts_are_left() {
     assert_eq!(w.metrics().dead_lettered, 1);
 }
 
-#[test]
-fn nacks_that_use_up_max_attempts_dead_letter_the_message() {
-    let (_dir, engine, topic) = one_message();
+fn nacks_that_use_up_max_attempts_dead_letter_the_message(store: Store) {
+    let engine = store.open();
+    let topic = engine.topic("orders").unwrap();
+    topic.publish(b"x").unwrap();
     let w = topic.worker_with("g", config(30_000, 3)).unwrap();
     for attempt in 1..=3 {
         let d = take(&w);
@@ -39,9 +40,10 @@ fn nacks_that_use_up_max_attempts_dead_letter_the_message() {
     assert_eq!(header(&dead[0].1, "tollgate.dlq.reason"), "failure 3");
 }
 
-#[test]
-fn timeouts_that_use_up_max_attempts_dead_letter_the_message() {
-    let (_dir, engine, topic) = one_message();
+fn timeouts_that_use_up_max_attempts_dead_letter_the_message(store: Store) {
+    let engine = store.open();
+    let topic = engine.topic("orders").unwrap();
+    topic.publish(b"x").unwrap();
     let w = topic.worker_with("g", config(15, 2)).unwrap();
     for attempt in 1..=2 {
         let d = take(&w);
@@ -54,12 +56,15 @@ fn timeouts_that_use_up_max_attempts_dead_letter_the_message() {
     assert_eq!(dead.len(), 1);
     assert_eq!(header(&dead[0].1, "tollgate.dlq.attempts"), "2");
     assert_eq!(header(&dead[0].1, "tollgate.dlq.reason"), "its visibility timeout passed");
-    assert_eq!(w.metrics().timed_out, 2);
+    if !store.is_postgres() {
+        // PostgreSQL counts no timeouts (Worker::metrics says which counts it keeps).
+        assert_eq!(w.metrics().timed_out, 2);
+    }
 }
 
-#[test]
-fn a_dead_letter_names_its_topic_group_offset_attempts_and_reason_and_keeps_the_message() {
-    let (_dir, engine, topic) = temp_topic("orders");
+fn a_dead_letter_names_its_topic_group_offset_attempts_and_reason_and_keeps_the_message(store: Store) {
+    let engine = store.open();
+    let topic = engine.topic("orders").unwrap();
     topic.publish(b"first").unwrap();
     let later = SystemTime::now() - Duration::from_secs(1);
     topic
@@ -89,9 +94,10 @@ fn a_dead_letter_names_its_topic_group_offset_attempts_and_reason_and_keeps_the_
     assert_eq!(rec.deliver_at_us(), None, "the delivery time is not copied");
 }
 
-#[test]
-fn the_dead_letter_topic_can_be_chosen() {
-    let (_dir, engine, topic) = one_message();
+fn the_dead_letter_topic_can_be_chosen(store: Store) {
+    let engine = store.open();
+    let topic = engine.topic("orders").unwrap();
+    topic.publish(b"x").unwrap();
     let config = QueueConfig { dead_letter_topic: Some("graveyard".into()), ..QueueConfig::default() };
     let w = topic.worker_with("g", config).unwrap();
     take(&w).reject("no").unwrap();
@@ -115,3 +121,11 @@ fn dead_letters_stay_settled_after_a_restart() {
     assert_eq!(got, [1]);
     assert_eq!(dead_letters(&engine, "orders.dlq").len(), 1);
 }
+
+on_every_engine!(
+    reject_dead_letters_at_once_whatever_attempts_are_left,
+    nacks_that_use_up_max_attempts_dead_letter_the_message,
+    timeouts_that_use_up_max_attempts_dead_letter_the_message,
+    a_dead_letter_names_its_topic_group_offset_attempts_and_reason_and_keeps_the_message,
+    the_dead_letter_topic_can_be_chosen,
+);

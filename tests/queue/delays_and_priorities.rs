@@ -2,17 +2,17 @@
 //! their time (checked against the wall clock, never against an upper bound),
 //! past times at once, priorities highest first then oldest.
 
+use crate::engines::{Store, on_every_engine};
 use std::thread;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tollgate::Message;
 
-use super::fixture::temp_topic;
 use super::{drain, now_us, payload, publish_n, take};
 
-#[test]
-fn a_delayed_message_is_not_handed_out_before_its_time() {
-    let (_dir, _engine, topic) = temp_topic("orders");
+fn a_delayed_message_is_not_handed_out_before_its_time(store: Store) {
+    let _engine = store.open();
+    let topic = _engine.topic("orders").unwrap();
     let offset = topic.publish_message(Message::new("later").deliver_after(Duration::from_millis(200))).unwrap();
     topic.publish(b"now").unwrap();
     let at = topic.read(offset).unwrap().deliver_at_us().unwrap();
@@ -39,9 +39,9 @@ fn a_delayed_message_is_not_handed_out_before_its_time() {
     }
 }
 
-#[test]
-fn a_delivery_time_in_the_past_is_delivered_at_once() {
-    let (_dir, _engine, topic) = temp_topic("orders");
+fn a_delivery_time_in_the_past_is_delivered_at_once(store: Store) {
+    let _engine = store.open();
+    let topic = _engine.topic("orders").unwrap();
     topic.publish_message(Message::new("old").deliver_at(SystemTime::now() - Duration::from_secs(60))).unwrap();
     topic.publish_message(Message::new("epoch").deliver_at(UNIX_EPOCH - Duration::from_secs(1))).unwrap();
     let w = topic.worker("g").unwrap();
@@ -51,17 +51,17 @@ fn a_delivery_time_in_the_past_is_delivered_at_once() {
     assert_eq!((payload(&first), payload(&take(&w))), ("old".into(), "epoch".into()));
 }
 
-#[test]
-fn subscriptions_see_delayed_messages_at_once() {
-    let (_dir, _engine, topic) = temp_topic("orders");
+fn subscriptions_see_delayed_messages_at_once(store: Store) {
+    let _engine = store.open();
+    let topic = _engine.topic("orders").unwrap();
     topic.publish_message(Message::new("later").deliver_after(Duration::from_secs(3600))).unwrap();
     let mut sub = topic.subscribe("audit").unwrap();
     assert_eq!(sub.next().unwrap().unwrap().payload().as_ref(), b"later");
 }
 
-#[test]
-fn priorities_go_highest_first_then_oldest_first() {
-    let (_dir, _engine, topic) = temp_topic("orders");
+fn priorities_go_highest_first_then_oldest_first(store: Store) {
+    let _engine = store.open();
+    let topic = _engine.topic("orders").unwrap();
     let published = [(0, "a"), (5, "b"), (9, "c"), (1, "d"), (9, "e"), (5, "f"), (0, "g")];
     for (p, label) in published {
         topic.publish_message(Message::new(label).priority(p)).unwrap();
@@ -71,9 +71,9 @@ fn priorities_go_highest_first_then_oldest_first() {
     assert_eq!(got, ["c", "e", "b", "f", "d", "a", "g"]);
 }
 
-#[test]
-fn a_redelivered_message_keeps_its_priority() {
-    let (_dir, _engine, topic) = temp_topic("orders");
+fn a_redelivered_message_keeps_its_priority(store: Store) {
+    let _engine = store.open();
+    let topic = _engine.topic("orders").unwrap();
     topic.publish_message(Message::new("low").priority(1)).unwrap();
     topic.publish_message(Message::new("high").priority(8)).unwrap();
     let w = topic.worker("g").unwrap();
@@ -84,9 +84,9 @@ fn a_redelivered_message_keeps_its_priority() {
     assert_eq!((payload(&d), d.attempt()), ("high".into(), 2));
 }
 
-#[test]
-fn a_delayed_high_priority_message_goes_first_once_due() {
-    let (_dir, _engine, topic) = temp_topic("orders");
+fn a_delayed_high_priority_message_goes_first_once_due(store: Store) {
+    let _engine = store.open();
+    let topic = _engine.topic("orders").unwrap();
     let urgent =
         topic.publish_message(Message::new("urgent").priority(9).deliver_after(Duration::from_millis(60))).unwrap();
     let at = topic.read(urgent).unwrap().deliver_at_us().unwrap();
@@ -144,3 +144,12 @@ fn on_a_simulated_clock_delays_retries_and_timeouts_follow_it() {
     assert_eq!(third.attempt(), 3);
     third.ack().unwrap();
 }
+
+on_every_engine!(
+    a_delayed_message_is_not_handed_out_before_its_time,
+    a_delivery_time_in_the_past_is_delivered_at_once,
+    subscriptions_see_delayed_messages_at_once,
+    priorities_go_highest_first_then_oldest_first,
+    a_redelivered_message_keeps_its_priority,
+    a_delayed_high_priority_message_goes_first_once_due,
+);

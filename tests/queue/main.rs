@@ -20,6 +20,8 @@ mod workers;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+#[path = "../support/engines.rs"]
+mod engines;
 #[allow(dead_code)] // each test binary uses some of it
 #[path = "../support/fixture.rs"]
 mod fixture;

@@ -837,3 +837,69 @@ BEGIN
     END LOOP;
 END
 $$;
+
+-- Publishes as tg.publish does, if every lock (p_lock_keys[i], held by
+-- p_lock_owners[i] as acquisition p_lock_levels[i]) is still held: its
+-- holder row is there, holds that level, its lease has not passed and its
+-- client is alive. The keys' rows are locked (FOR SHARE, in key order)
+-- first, so no acquirer can take a key over between the check and the
+-- commit. lost_key: the first key whose lock was lost (nothing published,
+-- first_offset NULL, count 0); NULL when published.
+CREATE FUNCTION tg.publish_locked(
+    p_topic integer, p_keys text[], p_priorities smallint[], p_not_before_us bigint[], p_payloads bytea[],
+    p_header_of integer[], p_header_names text[], p_header_values bytea[], p_autocommit boolean,
+    p_lock_keys text[], p_lock_owners text[], p_lock_levels bigint[],
+    OUT first_offset bigint, OUT count integer, OUT lost_key text
+)
+LANGUAGE plpgsql AS $$
+DECLARE
+    now_ timestamptz;
+BEGIN
+    count := 0;
+    PERFORM 1 FROM tg.lock_key k WHERE k.key = ANY (p_lock_keys) ORDER BY k.key FOR SHARE;
+    now_ := clock_timestamp();
+    SELECT l.key INTO lost_key
+    FROM unnest(p_lock_keys, p_lock_owners, p_lock_levels) WITH ORDINALITY AS l (key, owner, level, i)
+    WHERE NOT EXISTS (
+        SELECT 1 FROM tg.holder h
+        WHERE h.key = l.key AND h.owner = l.owner AND l.level = ANY (h.levels)
+          AND (h.lease_until IS NULL OR h.lease_until > now_) AND tg.alive(h.client, now_)
+    )
+    ORDER BY l.i LIMIT 1;
+    IF lost_key IS NOT NULL THEN
+        RETURN;
+    END IF;
+    SELECT p.first_offset, p.count INTO first_offset, count
+    FROM tg.publish(p_topic, p_keys, p_priorities, p_not_before_us, p_payloads, p_header_of, p_header_names,
+                    p_header_values, p_autocommit) p;
+END
+$$;
+
+-- The names of the topics, sorted.
+CREATE FUNCTION tg.topic_names() RETURNS SETOF text
+LANGUAGE sql STABLE AS $$
+    SELECT t.name FROM tg.topic t ORDER BY t.name COLLATE "C"
+$$;
+
+-- Deletes topic p_name, its messages, committed offsets, worker groups and
+-- their jobs. 0: deleted; 1: no such topic; 2: it is the dead-letter topic
+-- of another topic's worker group (nothing deleted).
+CREATE FUNCTION tg.delete_topic(p_name text) RETURNS smallint
+LANGUAGE plpgsql AS $$
+DECLARE
+    id_ integer;
+BEGIN
+    SELECT t.id INTO id_ FROM tg.topic t WHERE t.name = p_name FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN 1;
+    END IF;
+    IF EXISTS (SELECT 1 FROM tg.work_group g WHERE g.dead_letter = id_ AND g.topic <> id_) THEN
+        RETURN 2;
+    END IF;
+    DELETE FROM tg.job j USING tg.work_group g WHERE j.work_group = g.id AND g.topic = id_;
+    DELETE FROM tg.message m WHERE m.topic = id_;
+    DELETE FROM tg.topic t WHERE t.id = id_;
+    PERFORM pg_notify('tg.topic', id_::text);
+    RETURN 0;
+END
+$$;
