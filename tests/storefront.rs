@@ -310,3 +310,22 @@ fn a_directory_with_an_invalid_catalog_is_refused() {
         assert!(error.to_string().contains("no valid catalog"), "{catalog}: {error}");
     }
 }
+
+/// The same sale on PostgreSQL (a throwaway server), then a second run on
+/// the same schema: it resumes, and the invariants hold over both.
+#[cfg(feature = "postgres")]
+#[test]
+fn a_sale_on_postgres_balances_and_resumes() {
+    let server = tollgate_pgtemp::server();
+    let (url, schema) = (server.url(), server.schema_name());
+    let args = ["--orders", "400", "--buyers", "4", "--skus", "5", "--stock", "30", "--work-us", "0"];
+    let on_postgres: Vec<&str> = args.iter().copied().chain(["--backend", &url, "--schema", &schema]).collect();
+    let first = sale(&on_postgres);
+    assert_eq!((first.run, first.runs), (1, 1));
+    assert!(first.placed > 0 && first.out_of_stock > 0, "the hot SKUs sell out:\n{first}");
+    assert!(first.to_string().contains(&format!("PostgreSQL, schema {schema}")));
+    let second = sale(&on_postgres);
+    assert_eq!((second.run, second.runs), (2, 2));
+    assert_eq!(second.orders_total, first.orders_total + second.placed, "the second run sees the first's orders");
+    assert!(second.units_sold <= second.units_initial);
+}

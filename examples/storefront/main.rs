@@ -43,6 +43,7 @@
 //! cargo run --release -p tollgate-storefront
 //! cargo run --release -p tollgate-storefront -- --buyers 16 --seconds 10 --durability sync
 //! cargo run --release -p tollgate-storefront -- --data-dir /tmp/sale --keep   # kill -9 it, run again
+//! cargo run --release -p tollgate-storefront --features postgres -- --backend postgres://shop@localhost/shop
 //! ```
 //!
 //! The example's modules, in reading order:
@@ -164,6 +165,16 @@ pub struct Config {
     /// Keep the temporary data directory (its path is printed).
     #[arg(long)]
     pub keep: bool,
+    /// Run on this backend instead: a data directory, or a PostgreSQL
+    /// database (`postgres://user@host/db`; build with `--features
+    /// postgres`). On PostgreSQL the sale's topics live in the schema
+    /// --schema, and a run resumes what earlier runs there left, as on a
+    /// kept directory.
+    #[arg(long, value_name = "DIR|URL", conflicts_with_all = ["data_dir", "keep", "backup_to"])]
+    pub backend: Option<String>,
+    /// The PostgreSQL schema of --backend postgres://...
+    #[arg(long, default_value = "storefront", requires = "backend")]
+    pub schema: String,
     /// Longest wait for the sale to drain after the last order, in seconds.
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub drain_seconds: u64,
@@ -271,7 +282,7 @@ fn main() -> ExitCode {
         }
     };
     println!("{report}");
-    if report.kept {
+    if report.kept && config.backend.is_none() {
         println!("data kept in {}", report.data_dir.display());
     }
     let failures = report.failures();

@@ -14,6 +14,9 @@ use super::invariants::Invariants;
 pub struct Report {
     /// The data directory.
     pub data_dir: PathBuf,
+    /// Where the sale's data is, for people: the directory, or the
+    /// PostgreSQL schema.
+    pub location: String,
     /// Whether the data directory stays after the run.
     pub kept: bool,
     /// Whether every topic opened after a clean shutdown (no recovery
@@ -150,7 +153,7 @@ impl fmt::Display for Report {
             )
         };
         let seconds = self.selling.as_secs_f64();
-        writeln!(f, "flash sale, run {} in {}", self.run, self.data_dir.display())?;
+        writeln!(f, "flash sale, run {} in {}", self.run, self.location)?;
         writeln!(
             f,
             "  order attempts:        {} in {seconds:.2} s ({:.0}/s; each holds its SKU locks for {} us of work)",

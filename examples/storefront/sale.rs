@@ -6,9 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use tollgate::{
-    BackupReport, Durability, Engine, KeyPattern, LockManager, QueueConfig, Topic, TopicConfig, TopicError,
-};
+use tollgate::{Backend, BackupReport, Durability, Engine, KeyPattern, QueueConfig, Topic, TopicConfig, TopicError};
 
 use super::Config;
 use super::invariants::check;
@@ -73,12 +71,28 @@ fn catalog(engine: &Engine, config: &Config) -> Result<(Catalog, u64), Error> {
 /// Runs the sale `config` describes, calling `progress` about ten times a
 /// second, and checks the invariants over every run in the data directory.
 pub fn run(config: &Config, progress: &mut dyn FnMut(&Progress)) -> Result<Report, Error> {
+    if let Some(backend) = &config.backend {
+        let backend: Backend = backend.parse()?;
+        #[cfg(feature = "postgres")]
+        let backend = match backend {
+            Backend::Postgres(pg) => Backend::Postgres(pg.schema(&config.schema)?),
+            other => other,
+        };
+        let location = match &backend {
+            Backend::Embedded(dir) => dir.display().to_string(),
+            #[allow(unreachable_patterns, reason = "the variant exists with the `postgres` feature only")]
+            _ => format!("PostgreSQL, schema {}", config.schema),
+        };
+        let engine = Engine::start(&backend)?;
+        return sale(config, engine, &location, progress);
+    }
     let temporary = match &config.data_dir {
         Some(_) => None,
         None => Some(tempfile::Builder::new().prefix("storefront-").tempdir()?),
     };
     let data_dir = config.data_dir.clone().unwrap_or_else(|| temporary.as_ref().unwrap().path().to_path_buf());
-    let report = sale(config, &data_dir, progress);
+    let report = sale(config, Engine::open(&data_dir)?, &data_dir.display().to_string(), progress)
+        .map(|report| Report { data_dir: data_dir.clone(), ..report });
     let kept = temporary.is_none() || config.keep;
     if let Some(temporary) = temporary
         && config.keep
@@ -88,8 +102,8 @@ pub fn run(config: &Config, progress: &mut dyn FnMut(&Progress)) -> Result<Repor
     report.map(|report| Report { kept, ..report })
 }
 
-fn sale(config: &Config, data_dir: &std::path::Path, progress: &mut dyn FnMut(&Progress)) -> Result<Report, Error> {
-    let engine = Engine::open(data_dir)?;
+/// The sale on `engine`, whose data is at `location` (for the report).
+fn sale(config: &Config, engine: Engine, location: &str, progress: &mut dyn FnMut(&Progress)) -> Result<Report, Error> {
     let (catalog, run) = catalog(&engine, config)?;
     let (skus, stock) = (catalog.skus, catalog.stock);
     let durable = TopicConfig { durability: config.durability.durability(), ..TopicConfig::default() };
@@ -114,7 +128,9 @@ fn sale(config: &Config, data_dir: &std::path::Path, progress: &mut dyn FnMut(&P
     let shop = Shop {
         config,
         run,
-        locks: LockManager::new(),
+        // The engine's lock manager: this process's on the embedded
+        // engine, the database's on PostgreSQL.
+        locks: engine.locks(),
         catalog: (0..skus)
             .map(|sku| Sku {
                 key: sku_key(sku),
@@ -253,7 +269,8 @@ fn sale(config: &Config, data_dir: &std::path::Path, progress: &mut dyn FnMut(&P
         None => None,
     };
     Ok(Report {
-        data_dir: data_dir.to_path_buf(),
+        data_dir: std::path::PathBuf::new(),
+        location: location.to_owned(),
         opened_clean,
         interrupted: signals::received() > 0,
         backup,

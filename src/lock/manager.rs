@@ -939,7 +939,8 @@ impl Inner {
             let keys = keys.collect::<Result<Vec<_>, _>>()?;
             let owner = remote::Owner { kind: if plan.thread_owned { 't' } else { 's' }, id: owner };
             let granted =
-                remote::acquire_all_blocking(store, owner, &keys, plan.mode, plan.lease_ns, plan.wait.as_ref())?;
+                remote::acquire_all_blocking(store, owner, &keys, plan.mode, plan.lease_ns, plan.wait.as_ref());
+            let granted = granted.inspect_err(|error| holder.inner().counters.record(error))?;
             let grants =
                 granted.into_iter().map(|(grant, token)| Grant::remote(holder, grant, owner.id, token, plan.mode));
             return Ok(grants.collect());
