@@ -13,6 +13,11 @@
 //! - PostgreSQL restarted (crash, `-m immediate`) while 3 processes lock:
 //!   they get typed errors (`LockError::Backend`), reconnect, and finish,
 //!   still with no overlap.
+//! - A `kill -9`'d worker holding 5 deliveries: the other workers get them
+//!   after the visibility timeout; every message is acked, none twice.
+//! - PostgreSQL crashed twice while a process publishes (each message
+//!   retried until a publish of it returns `Ok`) and two workers ack: every
+//!   publish that returned `Ok` is delivered and acked, none twice.
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
@@ -20,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tollgate::{LockError, LockManager, LockRequest, PgConfig};
+use tollgate::{Durability, Engine, LockError, LockManager, LockRequest, PgConfig, QueueConfig, TopicConfig};
 
 const ROUNDS: u64 = 150;
 
@@ -36,12 +41,15 @@ type Scenario = fn(&tollgate_pgtemp::Server);
 
 fn parent() {
     let server = tollgate_pgtemp::server();
-    let scenarios: [(&str, Scenario); 3] = [
+    let scenarios: [(&str, Scenario); 5] = [
         ("three processes exclude each other on one key", mutual_exclusion),
         ("a kill -9'd holder's key passes on with a higher fencing token", killed_holder),
         ("a PostgreSQL crash and restart under load: typed errors, then recovery", server_restart),
+        ("a kill -9'd worker's deliveries come back; nothing acked comes back, nothing is lost", killed_worker),
+        ("queues through PostgreSQL crashes: every acknowledged publish is delivered and acked once", queue_restart),
     ];
     let mut failed = 0;
+    let scenarios_run = scenarios.len();
     for (name, scenario) in scenarios {
         let started = Instant::now();
         match std::panic::catch_unwind(|| scenario(server)) {
@@ -52,7 +60,7 @@ fn parent() {
             }
         }
     }
-    println!("test result: {} passed; {failed} failed", 3 - failed);
+    println!("test result: {} passed; {failed} failed", scenarios_run - failed);
     if failed > 0 {
         std::process::exit(1);
     }
@@ -111,6 +119,13 @@ fn child_manager() -> LockManager {
 
 fn child(role: &str) {
     let dir = PathBuf::from(std::env::var("CHILD_DIR").expect("CHILD_DIR"));
+    if role.starts_with("work") || role.starts_with("publish") {
+        return match role {
+            "work" | "work-through-restarts" => work(&dir, false),
+            "work-slowly" => work(&dir, true),
+            _ => publish_through_restarts(&dir),
+        };
+    }
     let locks = child_manager();
     match role {
         "count" => count(&locks, &dir, false),
@@ -239,4 +254,216 @@ fn server_restart(server: &tollgate_pgtemp::Server) {
     println!("  through 2 crashes: counter {counter}, overlaps {overlaps}, typed errors {errors}");
     assert_eq!(overlaps, 0, "two processes were inside at once");
     assert_eq!(counter, 3 * ROUNDS);
+}
+
+/// The messages of the queue scenarios.
+const JOBS: u64 = 300;
+/// Their topic and worker group.
+const TOPIC: &str = "jobs";
+const GROUP: &str = "workers";
+
+/// The child's engine on the shared schema (retrying while the server
+/// restarts), with a short client TTL.
+fn child_engine() -> Engine {
+    let url = std::env::var("CHILD_URL").expect("CHILD_URL");
+    let schema = std::env::var("CHILD_SCHEMA").expect("CHILD_SCHEMA");
+    let config = PgConfig::new(&url)
+        .and_then(|c| c.schema(&schema))
+        .expect("a valid configuration")
+        .client_ttl(Duration::from_secs(2))
+        .operation_timeout(Duration::from_secs(5));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match Engine::connect(config.clone()) {
+            Ok(engine) => return engine,
+            Err(error) if Instant::now() < deadline => {
+                eprintln!("connect: {error}; retrying");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(error) => panic!("could not connect: {error}"),
+        }
+    }
+}
+
+/// The worker group every worker opens: a short visibility timeout, so a
+/// killed worker's deliveries come back soon.
+fn queue_config() -> QueueConfig {
+    QueueConfig { visibility_timeout: Duration::from_secs(2), max_attempts: 100, ..QueueConfig::default() }
+}
+
+/// Receives and acks until `dir/stop` exists, appending each message acked
+/// (`payload@offset`) to `dir/acked-<index>`, after the ack returned. A slow
+/// worker takes 5 deliveries, prints "holding 5" and sleeps until killed.
+fn work(dir: &Path, slowly: bool) {
+    let engine = child_engine();
+    let worker = loop {
+        match engine.topic(TOPIC).and_then(|topic| topic.worker_with(GROUP, queue_config())) {
+            Ok(worker) => break worker,
+            Err(error) => {
+                eprintln!("opening the group: {error}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    };
+    let index = std::env::var("CHILD_INDEX").expect("CHILD_INDEX");
+    if slowly {
+        let mut held = Vec::new();
+        while held.len() < 5 {
+            if let Ok(Some(delivery)) = worker.receive(Duration::from_secs(5)) {
+                held.push(delivery);
+            }
+        }
+        println!("holding {}", held.len());
+        std::io::stdout().flush().expect("stdout");
+        loop {
+            std::thread::sleep(Duration::from_secs(60));
+        }
+    }
+    let mut log =
+        fs::OpenOptions::new().create(true).append(true).open(dir.join(format!("acked-{index}"))).expect("the ack log");
+    let mut errors = 0u64;
+    while !dir.join("stop").exists() {
+        let delivery = match worker.receive(Duration::from_millis(200)) {
+            Ok(Some(delivery)) => delivery,
+            Ok(None) => continue,
+            Err(error) => {
+                errors += 1;
+                eprintln!("receive: {error}");
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
+        let payload = String::from_utf8(delivery.payload().to_vec()).expect("a UTF-8 payload");
+        let offset = delivery.offset().get();
+        match delivery.ack() {
+            Ok(()) => writeln!(log, "{payload}@{offset}").expect("write the ack log"),
+            Err(error) => {
+                // Not acknowledged: the message comes back to someone.
+                errors += 1;
+                eprintln!("ack: {error}");
+            }
+        }
+    }
+    println!("errors {errors}");
+}
+
+/// Publishes `JOBS` messages one at a time through server crashes, each
+/// retried until a publish of it returns `Ok`; appends each message whose
+/// publish returned `Ok` to `dir/published`.
+fn publish_through_restarts(dir: &Path) {
+    let engine = child_engine();
+    let mut log = fs::OpenOptions::new().create(true).append(true).open(dir.join("published")).expect("the log");
+    let mut errors = 0u64;
+    for job in 0..JOBS {
+        loop {
+            match engine.topic(TOPIC).map(|topic| topic.publish(format!("job {job}"))) {
+                Ok(Ok(_)) => break,
+                Ok(Err(error)) => eprintln!("publish: {error}"),
+                Err(error) => eprintln!("topic: {error}"),
+            }
+            errors += 1;
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        writeln!(log, "job {job}").expect("write the log");
+        // Paced, so that the publishing spans the server's crashes.
+        std::thread::sleep(Duration::from_millis(8));
+    }
+    println!("errors {errors}");
+}
+
+/// Every message acked (`payload@offset`), with how many times, from the
+/// workers' logs. An offset is acked at most once; a payload may be at two
+/// offsets when a publish whose answer was lost was retried.
+fn acked(dir: &Path) -> std::collections::BTreeMap<String, u64> {
+    let mut acked = std::collections::BTreeMap::new();
+    for entry in fs::read_dir(dir).expect("the scenario's directory") {
+        let path = entry.expect("an entry").path();
+        if path.file_name().is_some_and(|name| name.to_string_lossy().starts_with("acked-")) {
+            for line in fs::read_to_string(&path).expect("an ack log").lines() {
+                *acked.entry(line.to_owned()).or_insert(0) += 1;
+            }
+        }
+    }
+    acked
+}
+
+/// The payloads of acked messages.
+fn payloads(acked: &std::collections::BTreeMap<String, u64>) -> std::collections::BTreeSet<String> {
+    acked.keys().map(|line| line.rsplit_once('@').map_or(line.as_str(), |(payload, _)| payload).to_owned()).collect()
+}
+
+/// Waits (at most two minutes) until the workers acked every one of `expected`.
+fn until_acked(dir: &Path, expected: &std::collections::BTreeSet<String>) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !payloads(&acked(dir)).is_superset(expected) {
+        assert!(Instant::now() < deadline, "not every message was acked within two minutes");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The parent's engine on the scenario's schema, with the jobs topic.
+fn parent_engine(setup: &Setup) -> Engine {
+    let config = PgConfig::new(&setup.url).and_then(|c| c.schema(&setup.schema)).expect("a valid configuration");
+    let engine = Engine::connect(config).expect("the parent connects");
+    let sync = TopicConfig { durability: Durability::Sync, ..TopicConfig::default() };
+    let topic = engine.create_topic(TOPIC, sync).expect("the jobs topic");
+    // The group exists before anything is published, so it gets every job.
+    drop(topic.worker_with(GROUP, queue_config()).expect("the worker group"));
+    engine
+}
+
+fn killed_worker(server: &tollgate_pgtemp::Server) {
+    let setup = Setup::new(server);
+    let engine = parent_engine(&setup);
+    let topic = engine.topic(TOPIC).unwrap();
+    let jobs: std::collections::BTreeSet<String> = (0..JOBS).map(|job| format!("job {job}")).collect();
+    for job in &jobs {
+        topic.publish(job.as_str()).expect("publish");
+    }
+    let mut slow = setup.spawn("work-slowly", 0);
+    let mut line = String::new();
+    BufReader::new(slow.stdout.as_mut().expect("piped")).read_line(&mut line).expect("the slow worker's line");
+    assert_eq!(line.trim(), "holding 5");
+    slow.kill().expect("kill -9 the slow worker");
+    slow.wait().expect("reap it");
+    let workers: Vec<Child> = (1..3).map(|i| setup.spawn("work", i)).collect();
+    until_acked(&setup.dir, &jobs);
+    fs::write(setup.dir.join("stop"), "").expect("the stop file");
+    for worker in workers {
+        report(worker);
+    }
+    let acked = acked(&setup.dir);
+    let twice: Vec<_> = acked.iter().filter(|&(_, &n)| n > 1).collect();
+    println!("  {} messages, 5 held by the killed worker: {} acked, {} acked twice", JOBS, acked.len(), twice.len());
+    assert!(twice.is_empty(), "acked twice: {twice:?}");
+    assert_eq!(acked.len() as u64, JOBS, "one offset per job, each acked once");
+    assert_eq!(payloads(&acked), jobs, "lost or unknown messages");
+}
+
+fn queue_restart(server: &tollgate_pgtemp::Server) {
+    let setup = Setup::new(server);
+    drop(parent_engine(&setup));
+    let workers: Vec<Child> = (0..2).map(|i| setup.spawn("work-through-restarts", i)).collect();
+    let publisher = setup.spawn("publish-through-restarts", 2);
+    for _ in 0..2 {
+        std::thread::sleep(Duration::from_millis(700));
+        server.restart_immediate();
+    }
+    let publish_errors = value(&report(publisher), "errors");
+    let published: std::collections::BTreeSet<String> =
+        fs::read_to_string(setup.dir.join("published")).expect("the publish log").lines().map(str::to_owned).collect();
+    assert_eq!(published.len() as u64, JOBS, "every job was published in the end");
+    until_acked(&setup.dir, &published);
+    fs::write(setup.dir.join("stop"), "").expect("the stop file");
+    let worker_errors: u64 = workers.into_iter().map(|w| value(&report(w), "errors")).sum();
+    let acked = acked(&setup.dir);
+    let twice: Vec<_> = acked.iter().filter(|&(_, &n)| n > 1).collect();
+    println!(
+        "  through 2 crashes: {} published ({publish_errors} typed errors), {} acked ({worker_errors} typed errors), {} acked twice",
+        published.len(),
+        acked.len(),
+        twice.len()
+    );
+    assert!(twice.is_empty(), "acked twice: {twice:?}");
+    assert!(payloads(&acked).is_superset(&published), "an acknowledged publish was lost");
 }
