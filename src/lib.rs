@@ -92,7 +92,7 @@ mod sync;
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
-pub use engine::{Backend, BackupReport, Engine, EngineConfig, LOCK_WAIT_DEFAULT, Topic};
+pub use engine::{Backend, BackupReport, CleanupReport, Engine, EngineConfig, LOCK_WAIT_DEFAULT, Topic};
 pub use error::{
     BackendError, BackendErrorKind, BackupError, CommitError, ConfigError, Corruption, Error, Escaped, IoError,
     LockError, OpenError, PatternError, PublishError, QueueError, ReadError, RunError, SymlinkError, TopicError,

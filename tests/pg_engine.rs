@@ -159,3 +159,30 @@ fn a_backend_parses_from_a_directory_or_a_url() {
     engine.topic("t").unwrap().publish("x").unwrap();
     assert_eq!(engine.topics().unwrap(), ["t"]);
 }
+
+#[test]
+fn cleanup_deletes_only_expired_messages_every_group_settled() {
+    use tollgate::{CleanupReport, ReadError, TopicConfig};
+    let store = engines::postgres();
+    let engine = store.open();
+    let config = TopicConfig { retention_age: Some(Duration::from_millis(200)), ..TopicConfig::default() };
+    let topic = engine.create_topic("events", config).unwrap();
+    let worker = topic.worker("billing").unwrap();
+    for i in 0..10 {
+        topic.publish(format!("event {i}")).unwrap();
+    }
+    // The group settles the first 4; the 5th stays in flight.
+    for _ in 0..4 {
+        worker.receive(Duration::from_secs(5)).unwrap().expect("a message").ack().unwrap();
+    }
+    let in_flight = worker.receive(Duration::from_secs(5)).unwrap().expect("a message");
+    assert_eq!(engine.cleanup().unwrap(), CleanupReport::default(), "nothing has expired yet");
+    std::thread::sleep(Duration::from_millis(400)); // past the retention age
+    let report = engine.cleanup().unwrap();
+    assert_eq!(report.topics, [("events".to_owned(), 4, 4)], "only the settled prefix goes");
+    assert!(matches!(topic.read(Offset::new(3)), Err(ReadError::NotRetained { .. })));
+    assert_eq!(topic.read(Offset::new(4)).unwrap().payload().as_ref(), b"event 4");
+    in_flight.ack().unwrap();
+    let report = engine.cleanup().unwrap();
+    assert_eq!(report.topics, [("events".to_owned(), 1, 5)], "the next unsettled message holds the rest");
+}

@@ -96,7 +96,7 @@ fn bad_settings_are_refused_before_connecting() {
     }
 }
 
-/// `tollgate pg migrate` and `tollgate pg status`.
+/// `tollgate pg migrate`, `status` and `cleanup`.
 #[cfg(feature = "cli")]
 #[test]
 fn the_command_line_migrates_and_reports() {
@@ -117,6 +117,11 @@ fn the_command_line_migrates_and_reports() {
     let (code, out) = run(&["pg", "status", &url, "--schema", schema]);
     assert_eq!(code, Some(0));
     assert!(out.contains("up to date"), "{out}");
+    let (code, out) = run(&["pg", "cleanup", &url, "--schema", schema]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("nothing to delete"), "{out}");
+    let (code, _) = run(&["pg", "cleanup", &url, "--schema", "never_created"]);
+    assert_eq!(code, Some(2), "cleanup does not create a schema");
     query(&format!("INSERT INTO {schema}.schema_version (version, name) VALUES (999, 'future')"));
     let (code, out) = run(&["pg", "status", &url, "--schema", schema]);
     assert_eq!(code, Some(2), "a newer schema: exit 2");

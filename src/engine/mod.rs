@@ -74,6 +74,18 @@ pub struct EngineConfig {
     pub lock_wait: Duration,
 }
 
+/// What one run of [`Engine::cleanup`] removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CleanupReport {
+    /// Per topic that lost messages: its name, the messages deleted, and its
+    /// oldest retained offset now.
+    pub topics: Vec<(String, u64, u64)>,
+    /// Whether the run stopped at its budget with more possibly due: run it
+    /// again soon.
+    pub more: bool,
+}
+
 /// The default [`EngineConfig::lock_wait`]: 2 seconds.
 pub const LOCK_WAIT_DEFAULT: Duration = Duration::from_secs(2);
 
@@ -362,6 +374,35 @@ impl Engine {
     /// (`Engine::connect`, feature `postgres`) rather than in a data directory.
     pub fn is_remote(&self) -> bool {
         self.embedded().is_none()
+    }
+
+    /// Runs the retention job once, and reports what it removed.
+    ///
+    /// On PostgreSQL: deletes, topic by topic, the oldest messages past
+    /// their topic's retention (`TopicConfig::retention_age` and the count
+    /// limit) that every worker group has settled, in transactions of at
+    /// most 1,000 messages, until none is left or 100 transactions ran
+    /// ([`CleanupReport::more`] says whether more may be due); then the rows
+    /// of lock keys nobody holds or waits for ([`LockManager::shrink`]).
+    /// Run it every minute or so from one process (docs/OPERATIONS.md);
+    /// running it from several at once is safe, only wasteful.
+    ///
+    /// On a data directory the engine's background thread applies retention
+    /// itself, segment by segment: this only shrinks the lock manager and
+    /// reports nothing removed.
+    ///
+    /// [`LockManager::shrink`]: crate::LockManager::shrink
+    pub fn cleanup(&self) -> Result<CleanupReport, TopicError> {
+        match &self.kind {
+            Kind::Embedded(shared) => {
+                if let Some(locks) = shared.locks.get() {
+                    locks.shrink();
+                }
+                Ok(CleanupReport::default())
+            }
+            #[cfg(feature = "postgres")]
+            Kind::Postgres(remote) => remote.cleanup(),
+        }
     }
 
     /// The lock manager that goes with this engine, for

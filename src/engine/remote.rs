@@ -124,6 +124,18 @@ impl RemoteEngine {
         Ok(Topic::remote(entry))
     }
 
+    /// [`Engine::cleanup`] on PostgreSQL.
+    pub(super) fn cleanup(&self) -> Result<super::CleanupReport, TopicError> {
+        const BATCH: u32 = 1_000;
+        const ROUNDS: u32 = 100;
+        let call = self.store.cleanup(BATCH, ROUNDS);
+        let (cleaned, more) =
+            runtime::block_on(within(self.store.operation_timeout() * 4, call)).map_err(TopicError::Backend)?;
+        self.locks.shrink();
+        let topics = cleaned.into_iter().map(|c| (c.topic, c.deleted, c.oldest)).collect();
+        Ok(super::CleanupReport { topics, more })
+    }
+
     /// The names of the topics, sorted.
     pub(super) fn topics(&self) -> Result<Vec<String>, TopicError> {
         let call = within(self.store.operation_timeout(), self.store.topic_names());

@@ -288,7 +288,6 @@ pub(crate) struct GroupCounts {
 /// What the cleanup deleted from one topic (for `Engine::cleanup`, not
 /// built yet; the tests run it).
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[cfg_attr(not(test), allow(dead_code, reason = "Engine::cleanup is not built yet"))]
 pub(crate) struct Cleaned {
     /// The topic's name.
     pub(crate) topic: String,
@@ -630,13 +629,14 @@ impl TopicStore {
     /// `batch` per transaction (the topics it looks at wait for it), until
     /// none is left or `rounds` transactions ran. What each topic lost, by
     /// name.
-    #[cfg_attr(not(test), allow(dead_code, reason = "Engine::cleanup is not built yet"))]
-    pub(crate) async fn cleanup(&self, batch: u32, rounds: u32) -> Result<Vec<Cleaned>, BackendError> {
+    /// Also whether the last transaction said more may be due.
+    pub(crate) async fn cleanup(&self, batch: u32, rounds: u32) -> Result<(Vec<Cleaned>, bool), BackendError> {
         let limit = i32::try_from(batch.max(1)).unwrap_or(i32::MAX);
         let mut cleaned: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        let mut more = false;
         for _ in 0..rounds.max(1) {
             let rows = self.db.query("SELECT topic, deleted, oldest, more FROM tg.cleanup($1)", &[&limit]).await?;
-            let mut more = false;
+            more = false;
             for row in &rows {
                 let entry = cleaned.entry(row.get(0)).or_default();
                 entry.0 += offset(row.get(1));
@@ -647,7 +647,8 @@ impl TopicStore {
                 break;
             }
         }
-        Ok(cleaned.into_iter().map(|(topic, (deleted, oldest))| Cleaned { topic, deleted, oldest }).collect())
+        let cleaned = cleaned.into_iter().map(|(topic, (deleted, oldest))| Cleaned { topic, deleted, oldest });
+        Ok((cleaned.collect(), more))
     }
 }
 
@@ -1613,7 +1614,7 @@ mod tests {
             ack(at).await;
         }
         // Offset 2 is not settled: it and all after it stay.
-        let cleaned = store.cleanup(100, 10).await.unwrap();
+        let cleaned = store.cleanup(100, 10).await.unwrap().0;
         assert_eq!(cleaned, [Cleaned { topic: "events".into(), deleted: 2, oldest: 2 }]);
         assert_eq!(store.read(events, 0, 10).await.unwrap(), Read::NotRetained { oldest: 2 });
         assert_eq!(read_all(&store, events, 2).await.len(), 8);
@@ -1621,12 +1622,18 @@ mod tests {
             ack(at).await;
         }
         // Up to the first job left (7), and at most 8 (two kept).
-        assert_eq!(store.cleanup(100, 10).await.unwrap(), [Cleaned { topic: "events".into(), deleted: 5, oldest: 7 }]);
+        assert_eq!(
+            store.cleanup(100, 10).await.unwrap().0,
+            [Cleaned { topic: "events".into(), deleted: 5, oldest: 7 }]
+        );
         for at in [7, 8, 9] {
             ack(at).await;
         }
-        assert_eq!(store.cleanup(100, 10).await.unwrap(), [Cleaned { topic: "events".into(), deleted: 1, oldest: 8 }]);
-        assert_eq!(store.cleanup(100, 10).await.unwrap(), []);
+        assert_eq!(
+            store.cleanup(100, 10).await.unwrap().0,
+            [Cleaned { topic: "events".into(), deleted: 1, oldest: 8 }]
+        );
+        assert_eq!(store.cleanup(100, 10).await.unwrap().0, []);
         assert_eq!(store.bounds(events).await.unwrap(), Some(8..10));
         assert_eq!(store.subscription_start(events, "new", false).await.unwrap().unwrap().position, 8);
 
@@ -1648,13 +1655,13 @@ mod tests {
             }
         }
         // Two per transaction, one transaction: 0 and 1.
-        assert_eq!(store.cleanup(2, 1).await.unwrap(), [Cleaned { topic: "logs".into(), deleted: 2, oldest: 2 }]);
+        assert_eq!(store.cleanup(2, 1).await.unwrap().0, [Cleaned { topic: "logs".into(), deleted: 2, oldest: 2 }]);
         // Then 2 and 3; 4 still has a job.
-        assert_eq!(store.cleanup(2, 10).await.unwrap(), [Cleaned { topic: "logs".into(), deleted: 2, oldest: 4 }]);
+        assert_eq!(store.cleanup(2, 10).await.unwrap().0, [Cleaned { topic: "logs".into(), deleted: 2, oldest: 4 }]);
         let last = taken.iter().find(|d| d.message.offset == 4).unwrap();
         assert_eq!(store.ack(audit, 4, last.receipt).await.unwrap(), Settled::Done);
         // 4 and 5; 6 is young.
-        assert_eq!(store.cleanup(100, 10).await.unwrap(), [Cleaned { topic: "logs".into(), deleted: 2, oldest: 6 }]);
+        assert_eq!(store.cleanup(100, 10).await.unwrap().0, [Cleaned { topic: "logs".into(), deleted: 2, oldest: 6 }]);
         assert_eq!(read_all(&store, logs, 6).await.len(), 1);
     }
 
@@ -1667,10 +1674,10 @@ mod tests {
         publish(&store, a, &vec![message("m"); 6]).await;
         publish(&store, b, &vec![message("m"); 6]).await;
         // One transaction of 3: all from the first topic.
-        assert_eq!(store.cleanup(3, 1).await.unwrap(), [Cleaned { topic: "a".into(), deleted: 3, oldest: 3 }]);
+        assert_eq!(store.cleanup(3, 1).await.unwrap().0, [Cleaned { topic: "a".into(), deleted: 3, oldest: 3 }]);
         assert_eq!(store.bounds(b).await.unwrap(), Some(0..6));
         // Then 3 at a time until nothing is due: a's last 2, b's 5.
-        let cleaned = store.cleanup(3, 10).await.unwrap();
+        let cleaned = store.cleanup(3, 10).await.unwrap().0;
         assert_eq!(
             cleaned,
             [
@@ -1678,7 +1685,7 @@ mod tests {
                 Cleaned { topic: "b".into(), deleted: 5, oldest: 5 }
             ]
         );
-        assert_eq!(store.cleanup(3, 10).await.unwrap(), []);
+        assert_eq!(store.cleanup(3, 10).await.unwrap().0, []);
     }
 
     #[tokio::test]

@@ -213,6 +213,19 @@ enum PgCommand {
         #[arg(long, default_value = "tollgate")]
         schema: String,
     },
+    /// Run the retention job once: delete expired messages every worker
+    /// group has settled, and the rows of idle lock keys.
+    ///
+    /// Run it every minute or so from one place (cron, a systemd timer);
+    /// see docs/OPERATIONS.md. Refuses a schema that does not exist or is
+    /// not at this build's version.
+    Cleanup {
+        /// The database: `postgres://user:password@host:port/database`.
+        url: String,
+        /// The schema holding tollgate's tables.
+        #[arg(long, default_value = "tollgate")]
+        schema: String,
+    },
     /// Show the schema's version and whether this build can use it.
     ///
     /// Exits 2 if the schema is newer than this build.
@@ -244,6 +257,8 @@ fn main() -> ExitCode {
         Command::Pg { command: PgCommand::Migrate { url, schema } } => pg::migrate(&url, &schema),
         #[cfg(feature = "postgres")]
         Command::Pg { command: PgCommand::Status { url, schema } } => pg::status(&url, &schema),
+        #[cfg(feature = "postgres")]
+        Command::Pg { command: PgCommand::Cleanup { url, schema } } => pg::cleanup(&url, &schema),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -1,8 +1,9 @@
 //! `tollgate pg`: the PostgreSQL backend's schema, from the command line
 //! (feature `postgres`). `migrate` creates or upgrades it; `status` shows
-//! its version and whether this build can use it.
+//! its version and whether this build can use it; `cleanup` runs the
+//! retention job once.
 
-use tollgate::PgConfig;
+use tollgate::{Engine, PgConfig};
 
 use crate::{EXIT_FAILED, Failure, fail};
 
@@ -40,4 +41,22 @@ pub fn status(url: &str, schema: &str) -> Result<u8, Failure> {
     };
     println!("schema {}: version {} (this build: {}): {verdict}", status.schema, status.found, status.latest);
     Ok(if status.found > status.latest { EXIT_FAILED } else { 0 })
+}
+
+/// Runs `Engine::cleanup` once; prints what each topic lost.
+pub fn cleanup(url: &str, schema: &str) -> Result<u8, Failure> {
+    // Connecting would create the schema: refuse one that is not there.
+    let config = config(url, schema)?.migrate(false);
+    let engine = Engine::connect(config).map_err(|e| fail(EXIT_FAILED, e.to_string()))?;
+    let report = engine.cleanup().map_err(|e| fail(EXIT_FAILED, e.to_string()))?;
+    if report.topics.is_empty() {
+        println!("schema {schema}: nothing to delete");
+    }
+    for (topic, deleted, oldest) in &report.topics {
+        println!("{topic}: {deleted} messages deleted, oldest offset now {oldest}");
+    }
+    if report.more {
+        println!("more may be due: run it again");
+    }
+    Ok(0)
 }
