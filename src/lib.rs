@@ -1,4 +1,6 @@
-//! tollgate: an embedded lock-and-queue engine for the threads of one process.
+//! tollgate: an embedded lock-and-queue engine for the threads of one process,
+//! with the same API on PostgreSQL (feature `postgres`) for several processes:
+//! [`Engine::connect`], [`LockManager::connect`], [`Backend`].
 //!
 //! Two halves:
 //!
