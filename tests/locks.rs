@@ -805,7 +805,25 @@ fn a_timeout_reports_the_whole_wait() {
     }
 }
 
+fn releasing_a_lock_set_releases_every_key_and_reports_a_lapsed_lease(locks: LockManager) {
+    let owner = locks.session();
+    let keys = ["set:a", "set:b", "set:c"];
+    let set = owner.acquire_all(keys, LockRequest::exclusive().timeout(Duration::from_secs(5))).unwrap();
+    assert_eq!(set.release(), Ok(()));
+    let other = locks.session();
+    assert_eq!(other.lock_all(keys, Duration::from_secs(5)).map(|set| set.len()), Ok(3), "all three were released");
+    drop(other);
+    let leased = LockRequest::exclusive().timeout(Duration::from_secs(5)).lease(Duration::from_millis(5));
+    let set = owner.acquire_all(keys, leased).unwrap();
+    thread::sleep(Duration::from_millis(50)); // the leases run out
+    assert_eq!(set.release(), Err(LockError::LeaseExpired));
+    let set = owner.acquire_all(keys, LockRequest::exclusive().no_wait()).unwrap();
+    drop(set); // dropping releases too
+    assert_eq!(locks.session().lock_all(keys, Duration::from_secs(5)).map(|set| set.len()), Ok(3));
+}
+
 backends::on_every_backend!(
+    releasing_a_lock_set_releases_every_key_and_reports_a_lapsed_lease,
     exclusive_lock_excludes_other_owners,
     exclusive_lock_serialises_critical_sections,
     shared_lock_admits_many_readers_and_excludes_writers,

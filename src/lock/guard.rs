@@ -271,6 +271,16 @@ impl<'a> Grant<'a> {
         Some(f(entry))
     }
 
+    /// Marks a grant released by someone else (a batch release of a
+    /// PostgreSQL `LockSet`), so that dropping it does nothing.
+    fn mark_released(&mut self) {
+        if !std::mem::replace(&mut self.released, true)
+            && let ManagerRef::Thread(_) = self.manager
+        {
+            count_thread_held(false);
+        }
+    }
+
     #[inline]
     fn release(&mut self) -> Result<(), LockError> {
         if std::mem::replace(&mut self.released, true) {
@@ -411,7 +421,7 @@ impl<'a, O: OwnerKind> LockGuard<'a, O> {
     /// For a grant kept in PostgreSQL: the key, the owner string and the
     /// acquisition's level, which a publish under the lock checks in the
     /// same transaction (the holder row must still be there, live).
-    #[allow(dead_code, reason = "used by the PostgreSQL topics, being built")]
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub(crate) fn remote(&self) -> Option<&RemoteGrant> {
         match &self.grant.handle {
             Handle::Remote(grant) => Some(grant),
@@ -471,17 +481,40 @@ impl<'a, O: OwnerKind> LockSet<'a, O> {
     }
 
     /// Releases every key; reports the first error (every key is released
-    /// regardless).
-    pub fn release(self) -> Result<(), LockError> {
-        let mut first = Ok(());
-        for guard in self.guards {
-            let result = guard.release();
-            if first.is_ok() {
-                first = result;
-            }
-        }
-        first
+    /// regardless). On PostgreSQL the keys of one `lock_all` are released
+    /// in one call (one transaction), as dropping the set does.
+    pub fn release(mut self) -> Result<(), LockError> {
+        release_all(std::mem::take(&mut self.guards))
     }
+}
+
+impl<O: OwnerKind> Drop for LockSet<'_, O> {
+    fn drop(&mut self) {
+        let _ = release_all(std::mem::take(&mut self.guards));
+    }
+}
+
+/// Releases `guards`: one call for the keys of one PostgreSQL `lock_all`
+/// (one owner, one acquisition level), else one by one.
+fn release_all<O: OwnerKind>(mut guards: Vec<LockGuard<'_, O>>) -> Result<(), LockError> {
+    if guards.len() > 1 {
+        let remote: Vec<&RemoteGrant> = guards.iter().map_while(LockGuard::remote).collect();
+        if remote.len() == guards.len() && remote::one_acquisition(&remote) {
+            let released = remote::release_all_blocking(&remote);
+            for guard in &mut guards {
+                guard.grant.mark_released();
+            }
+            return released;
+        }
+    }
+    let mut first = Ok(());
+    for guard in guards {
+        let result = guard.release();
+        if first.is_ok() {
+            first = result;
+        }
+    }
+    first
 }
 
 impl<O: OwnerKind> fmt::Debug for LockSet<'_, O> {

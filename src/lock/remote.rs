@@ -106,6 +106,17 @@ mod stub {
         match *grant {}
     }
 
+    pub(crate) fn one_acquisition(grants: &[&RemoteGrant]) -> bool {
+        grants.first().is_some_and(|grant| match **grant {})
+    }
+
+    pub(crate) fn release_all_blocking(grants: &[&RemoteGrant]) -> Result<(), LockError> {
+        match grants.first() {
+            Some(grant) => match **grant {},
+            None => Ok(()),
+        }
+    }
+
     pub(crate) fn stamp(store: &Store, _: &str) -> Option<i64> {
         match *store {}
     }
@@ -192,6 +203,33 @@ mod imp {
     /// [`release`] for a thread (and for guards dropped anywhere).
     pub(crate) fn release_blocking(grant: &RemoteGrant) -> Result<(), LockError> {
         runtime::block_on(release(grant))
+    }
+
+    /// Whether `grants` are the keys of one acquisition (one `lock_all`):
+    /// one store, one owner, one level.
+    pub(crate) fn one_acquisition(grants: &[&RemoteGrant]) -> bool {
+        grants.windows(2).all(|pair| {
+            Arc::ptr_eq(&pair[0].store, &pair[1].store)
+                && pair[0].owner == pair[1].owner
+                && pair[0].level == pair[1].level
+        })
+    }
+
+    /// Releases the keys of one acquisition in one call. `LeaseExpired` if
+    /// any was void; if the database cannot answer, the release is retried
+    /// in the background and the caller gets the error.
+    pub(crate) fn release_all_blocking(grants: &[&RemoteGrant]) -> Result<(), LockError> {
+        let Some(first) = grants.first() else { return Ok(()) };
+        let keys: Vec<String> = grants.iter().map(|grant| grant.key.to_string()).collect();
+        let call = first.store.release_all(&keys, &first.owner, first.level);
+        match runtime::block_on(within(first.store.operation_timeout(), call)) {
+            Ok(0) => Ok(()),
+            Ok(_) => Err(LockError::LeaseExpired),
+            Err(error) => {
+                runtime::detach(undo(Arc::clone(&first.store), keys, first.owner.clone(), first.level, None));
+                Err(error)
+            }
+        }
     }
 
     /// [`renew`] for a thread.

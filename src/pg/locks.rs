@@ -164,6 +164,13 @@ impl LockStore {
         Ok(row.get::<_, i16>(0) == 0)
     }
 
+    /// Releases acquisition `level` of `owner`'s grants of `keys` (sorted)
+    /// in one transaction; returns how many were void.
+    pub(crate) async fn release_all(&self, keys: &[String], owner: &str, level: i64) -> Result<u64, BackendError> {
+        let row = self.db.query_one("SELECT tg.release_all($1, $2, $3)", &[&keys, &owner, &level]).await?;
+        Ok(row.get::<_, i32>(0).max(0) as u64)
+    }
+
     /// Moves the lease of `owner`'s grant of `key` to now + `lease`.
     /// `Ok(None)` if renewed, `Ok(Some(expired))` if the grant was void
     /// (`true`) or has no lease (`false`).

@@ -318,6 +318,21 @@ BEGIN
 END
 $$;
 
+-- Releases acquisition p_level of p_owner's grants of p_keys (a lock_all's
+-- keys, sorted) in one transaction; returns how many were void.
+CREATE FUNCTION tg.release_all(p_keys text[], p_owner text, p_level bigint) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    k text;
+    void integer := 0;
+BEGIN
+    FOREACH k IN ARRAY p_keys LOOP
+        void := void + tg.release(k, p_owner, p_level);
+    END LOOP;
+    RETURN void;
+END
+$$;
+
 -- Moves the lease of p_owner's grant of p_key to now + p_lease_ms.
 --   0: renewed; 1: the grant was void (expired); 2: the grant has no lease
 CREATE FUNCTION tg.renew(p_key text, p_owner text, p_lease_ms bigint) RETURNS smallint
