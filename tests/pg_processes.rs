@@ -25,7 +25,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tollgate::{Durability, Engine, LockError, LockManager, LockRequest, PgConfig, QueueConfig, TopicConfig};
+use tollgate::{
+    Durability, Engine, LockError, LockManager, LockRequest, OpenError, PgConfig, QueueConfig, TopicConfig,
+};
 
 const ROUNDS: u64 = 150;
 
@@ -92,22 +94,26 @@ impl Setup {
     }
 }
 
-/// The child's manager: a short client TTL, so a killed child's keys pass
+/// The child's settings: a short client TTL, so a killed child's keys pass
 /// on within seconds.
-fn child_manager() -> LockManager {
+fn child_config() -> PgConfig {
     let url = std::env::var("CHILD_URL").expect("CHILD_URL");
     let schema = std::env::var("CHILD_SCHEMA").expect("CHILD_SCHEMA");
-    let config = PgConfig::new(&url)
+    PgConfig::new(&url)
         .and_then(|c| c.schema(&schema))
         .expect("a valid configuration")
         .client_ttl(Duration::from_secs(2))
         .operation_timeout(Duration::from_secs(5))
-        .label(&format!("child {}", std::env::var("CHILD_INDEX").unwrap_or_default()));
-    // Children may start while the server restarts: retry the connection.
+        .label(&format!("child {}", std::env::var("CHILD_INDEX").unwrap_or_default()))
+}
+
+/// `connect(child_config())`, retried for a minute: children may start
+/// while the server restarts.
+fn connect_retrying<T>(connect: impl Fn(PgConfig) -> Result<T, OpenError>) -> T {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        match LockManager::connect(config.clone()) {
-            Ok(locks) => return locks,
+        match connect(child_config()) {
+            Ok(connected) => return connected,
             Err(error) if Instant::now() < deadline => {
                 eprintln!("connect: {error}; retrying");
                 std::thread::sleep(Duration::from_millis(200));
@@ -119,18 +125,14 @@ fn child_manager() -> LockManager {
 
 fn child(role: &str) {
     let dir = PathBuf::from(std::env::var("CHILD_DIR").expect("CHILD_DIR"));
-    if role.starts_with("work") || role.starts_with("publish") {
-        return match role {
-            "work" | "work-through-restarts" => work(&dir, false),
-            "work-slowly" => work(&dir, true),
-            _ => publish_through_restarts(&dir),
-        };
-    }
-    let locks = child_manager();
     match role {
-        "count" => count(&locks, &dir, false),
-        "count-through-restarts" => count(&locks, &dir, true),
+        "work" | "work-through-restarts" => work(&dir, false),
+        "work-slowly" => work(&dir, true),
+        "publish-through-restarts" => publish_through_restarts(&dir),
+        "count" => count(&connect_retrying(LockManager::connect), &dir, false),
+        "count-through-restarts" => count(&connect_retrying(LockManager::connect), &dir, true),
         "hold" => {
+            let locks = connect_retrying(LockManager::connect);
             // A lease shorter than the client's TTL: the key passes on when
             // the lease ends, whether or not the killed client is noticed.
             let request = LockRequest::exclusive().lease(Duration::from_millis(1500));
@@ -143,6 +145,7 @@ fn child(role: &str) {
             }
         }
         "wait" => {
+            let locks = connect_retrying(LockManager::connect);
             let guard = locks.lock_for("held", Duration::from_secs(60)).expect("the key passes on");
             println!("fence {}", guard.fencing_token().get());
         }
@@ -262,29 +265,6 @@ const JOBS: u64 = 300;
 const TOPIC: &str = "jobs";
 const GROUP: &str = "workers";
 
-/// The child's engine on the shared schema (retrying while the server
-/// restarts), with a short client TTL.
-fn child_engine() -> Engine {
-    let url = std::env::var("CHILD_URL").expect("CHILD_URL");
-    let schema = std::env::var("CHILD_SCHEMA").expect("CHILD_SCHEMA");
-    let config = PgConfig::new(&url)
-        .and_then(|c| c.schema(&schema))
-        .expect("a valid configuration")
-        .client_ttl(Duration::from_secs(2))
-        .operation_timeout(Duration::from_secs(5));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        match Engine::connect(config.clone()) {
-            Ok(engine) => return engine,
-            Err(error) if Instant::now() < deadline => {
-                eprintln!("connect: {error}; retrying");
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            Err(error) => panic!("could not connect: {error}"),
-        }
-    }
-}
-
 /// The worker group every worker opens: a short visibility timeout, so a
 /// killed worker's deliveries come back soon.
 fn queue_config() -> QueueConfig {
@@ -295,7 +275,7 @@ fn queue_config() -> QueueConfig {
 /// (`payload@offset`) to `dir/acked-<index>`, after the ack returned. A slow
 /// worker takes 5 deliveries, prints "holding 5" and sleeps until killed.
 fn work(dir: &Path, slowly: bool) {
-    let engine = child_engine();
+    let engine = connect_retrying(Engine::connect);
     let worker = loop {
         match engine.topic(TOPIC).and_then(|topic| topic.worker_with(GROUP, queue_config())) {
             Ok(worker) => break worker,
@@ -351,7 +331,7 @@ fn work(dir: &Path, slowly: bool) {
 /// retried until a publish of it returns `Ok`; appends each message whose
 /// publish returned `Ok` to `dir/published`.
 fn publish_through_restarts(dir: &Path) {
-    let engine = child_engine();
+    let engine = connect_retrying(Engine::connect);
     let mut log = fs::OpenOptions::new().create(true).append(true).open(dir.join("published")).expect("the log");
     let mut errors = 0u64;
     for job in 0..JOBS {
